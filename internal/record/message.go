@@ -1,0 +1,132 @@
+package record
+
+import (
+	"encoding/binary"
+	"errors"
+	"time"
+)
+
+// Message is the content of a TypeMessage record. See the package comment for
+// its encoding.
+type Message struct {
+	ID        string
+	Key       string
+	Headers   map[string]string
+	Body      []byte
+	DeliverAt time.Time // zero: deliver at once
+}
+
+const flagDeliverAt = 1 << 0
+
+// ErrBadMessage means a message payload does not decode.
+var ErrBadMessage = errors.New("record: malformed message payload")
+
+// MessageSize returns the encoded size of m's payload, without the frame header.
+func MessageSize(m *Message) int {
+	n := 1 + uvarintLen(uint64(len(m.ID))) + len(m.ID) +
+		uvarintLen(uint64(len(m.Key))) + len(m.Key) +
+		uvarintLen(uint64(len(m.Headers)))
+	for k, v := range m.Headers {
+		n += uvarintLen(uint64(len(k))) + len(k) + uvarintLen(uint64(len(v))) + len(v)
+	}
+	if !m.DeliverAt.IsZero() {
+		n += 8
+	}
+	return n + len(m.Body)
+}
+
+// AppendMessage encodes m and appends it to dst.
+func AppendMessage(dst []byte, m *Message) []byte {
+	var flags byte
+	if !m.DeliverAt.IsZero() {
+		flags |= flagDeliverAt
+	}
+	dst = append(dst, flags)
+	if flags&flagDeliverAt != 0 {
+		dst = binary.LittleEndian.AppendUint64(dst, uint64(m.DeliverAt.UnixNano()))
+	}
+	dst = appendString(dst, m.ID)
+	dst = appendString(dst, m.Key)
+	dst = binary.AppendUvarint(dst, uint64(len(m.Headers)))
+	for k, v := range m.Headers {
+		dst = appendString(dst, k)
+		dst = appendString(dst, v)
+	}
+	return append(dst, m.Body...)
+}
+
+// DecodeMessage decodes a message payload. Strings and Body are copied, so the
+// result does not alias payload.
+func DecodeMessage(payload []byte) (Message, error) {
+	var m Message
+	if len(payload) < 1 {
+		return m, ErrBadMessage
+	}
+	flags, p := payload[0], payload[1:]
+	if flags&^flagDeliverAt != 0 {
+		return m, ErrBadMessage
+	}
+	if flags&flagDeliverAt != 0 {
+		if len(p) < 8 {
+			return m, ErrBadMessage
+		}
+		m.DeliverAt = time.Unix(0, int64(binary.LittleEndian.Uint64(p))).UTC()
+		p = p[8:]
+	}
+	var err error
+	if m.ID, p, err = readString(p); err != nil {
+		return m, err
+	}
+	if m.Key, p, err = readString(p); err != nil {
+		return m, err
+	}
+	count, n := binary.Uvarint(p)
+	if n <= 0 {
+		return m, ErrBadMessage
+	}
+	p = p[n:]
+	// Each header takes at least two bytes, which bounds the map allocation.
+	if count > uint64(len(p)/2) {
+		return m, ErrBadMessage
+	}
+	if count > 0 {
+		m.Headers = make(map[string]string, count)
+		for i := uint64(0); i < count; i++ {
+			var k, v string
+			if k, p, err = readString(p); err != nil {
+				return m, err
+			}
+			if v, p, err = readString(p); err != nil {
+				return m, err
+			}
+			m.Headers[k] = v
+		}
+	}
+	if len(p) > 0 {
+		m.Body = append([]byte(nil), p...)
+	}
+	return m, nil
+}
+
+func appendString(dst []byte, s string) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(s)))
+	return append(dst, s...)
+}
+
+func readString(p []byte) (string, []byte, error) {
+	l, n := binary.Uvarint(p)
+	if n <= 0 || l > uint64(len(p)-n) {
+		return "", nil, ErrBadMessage
+	}
+	end := n + int(l)
+	return string(p[n:end]), p[end:], nil
+}
+
+func uvarintLen(x uint64) int {
+	n := 1
+	for x >= 0x80 {
+		x >>= 7
+		n++
+	}
+	return n
+}

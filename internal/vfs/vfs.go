@@ -1,0 +1,67 @@
+// Package vfs is the small file-system interface the log is written against,
+// with three implementations: the operating system's (OS), a crashable
+// in-memory file system that can forget whatever was not synced (MemFS), and a
+// fault injector that wraps any FS and fails chosen operations (FaultFS).
+//
+// The interface is deliberately narrow: positional reads and writes only (no
+// file offset), explicit durability calls, and nothing the log does not use.
+package vfs
+
+import (
+	"errors"
+	"io"
+	"os"
+)
+
+// ErrLocked is returned by Lock when another holder has the lock.
+var ErrLocked = errors.New("vfs: locked by another process")
+
+// FS is a file system. Implementations are safe for concurrent use.
+type FS interface {
+	// Create creates a new file for reading and writing; it fails if the file
+	// exists. The directory entry is durable only after SyncDir.
+	Create(name string) (File, error)
+	// Open opens an existing file for reading only.
+	Open(name string) (File, error)
+	// OpenRW opens an existing file for reading and writing.
+	OpenRW(name string) (File, error)
+	// Remove removes a file. Durable only after SyncDir of its directory.
+	Remove(name string) error
+	// Rename renames a file, replacing newname if it exists. Durable only
+	// after SyncDir of the directory.
+	Rename(oldname, newname string) error
+	// MkdirAll creates a directory and its parents.
+	MkdirAll(dir string, perm os.FileMode) error
+	// List returns the names (not paths) of the entries in dir, sorted.
+	List(dir string) ([]string, error)
+	// SyncDir makes the directory's entries (creates, renames, removes) durable.
+	SyncDir(dir string) error
+	// Lock takes an exclusive lock on the file name (created if missing),
+	// without blocking: if another holder has it, it returns ErrLocked.
+	// Closing the returned io.Closer releases the lock.
+	Lock(name string) (io.Closer, error)
+}
+
+// File is an open file. ReadAt may be called concurrently with everything;
+// WriteAt, Truncate and Allocate are called by one goroutine at a time, which
+// may run concurrently with Sync.
+type File interface {
+	io.ReaderAt
+	io.WriterAt
+	io.Closer
+	// Sync makes the file's data, and the metadata needed to read it back
+	// (its size), durable: fdatasync on Linux, F_FULLFSYNC on macOS,
+	// FlushFileBuffers on Windows.
+	Sync() error
+	// Truncate changes the file's size; durable after Sync.
+	Truncate(size int64) error
+	// Allocate reserves disk space so that the file is at least size bytes
+	// long and writes below size cannot fail for lack of space; the new bytes
+	// read as zeros. It returns an error matching syscall.ENOSPC (see
+	// IsNoSpace) when the disk is full.
+	Allocate(size int64) error
+	// Size returns the file's current size.
+	Size() (int64, error)
+	// Name returns the name the file was opened with.
+	Name() string
+}
