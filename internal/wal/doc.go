@@ -1,0 +1,80 @@
+// Package wal is zeroloss's write-ahead log: a directory of segment files that
+// hold record frames (package record) in seq order, with the recovery rules
+// that decide, after a crash, what is a torn tail to cut and what is
+// corruption to report.
+//
+// # Directory
+//
+//	DIR/LOCK                    flock'ed while a Log is open (ErrLocked otherwise)
+//	DIR/00000000000000000001.wal  segment whose first seq is 1
+//	DIR/00000000000000052133.wal  next segment, first seq 52133
+//	DIR/*.tmp                   a segment being created; removed on open
+//
+// # Segment file
+//
+//	0          512        1024       1536                  4096
+//	+----------+----------+----------+----- zeros ---------+------------------------+
+//	| header   | slot A   | slot B   |                     | frames … | zeros (preallocated)
+//	+----------+----------+----------+---------------------+------------------------+
+//
+// The header (written once, before the file gets its final name):
+//
+//	0   8  magic "ZEROLOSS"
+//	8   4  format version (1)
+//	12  4  reserved (0)
+//	16  8  base seq: the seq of the first frame in this file
+//	24  8  prev last seq: the last seq of the previous segment (0: none)
+//	32  8  creation time, Unix ns
+//	40 20  reserved (0)
+//	60  4  CRC-32C of bytes [0,60)
+//
+// Each slot (two, in separate 512-byte sectors, written alternately so a torn
+// slot write always leaves the other one intact):
+//
+//	0   8  generation (the valid slot with the higher generation wins; 0 = never written)
+//	8   8  synced offset: every byte below it was made durable by an earlier sync
+//	16  8  last seq at the synced offset
+//	24  8  seq lease: no seq above it was ever handed out
+//	32  4  flags: bit 0 = sealed (the file ends exactly at the synced offset)
+//	36 24  reserved (0)
+//	60  4  CRC-32C of bytes [0,60) of the slot
+//
+// # Durability protocol
+//
+// Appends write frames into preallocated space with pwrite. Sync writes a slot
+// recording the offset that the previous sync made durable, then calls
+// fdatasync. The slot lags by one sync on purpose: if power fails during a
+// sync, the new slot may reach the disk while the data it covers does not, so a
+// slot may only name data that is already durable.
+//
+// Rolling to a new segment: the new file is created under a .tmp name,
+// preallocated, given its header and first slot, and synced; then the old
+// segment is sealed (slot with the sealed flag, truncated to its end, synced);
+// then the new file is renamed into place and the directory synced. Running
+// out of space before the seal is ErrDiskFull and leaves the log usable.
+//
+// Seqs are leased: before a seq above the durable lease is assigned, a slot
+// with a larger lease is written and synced. Recovery starts the next seq above
+// the lease, so a seq handed to a caller before a crash (under async flush, or
+// with a flush timeout) is never given to another record, even when the record
+// itself was lost. A clean Close records the exact last seq as the lease.
+//
+// # Recovery rules
+//
+//   - Damage (checksum, impossible header, seq out of order, zeros where data
+//     must be) in a sealed segment, or below the recorded synced offset of the
+//     last one, is ErrCorrupt naming the file and offset. Nothing is skipped.
+//   - Damage above the synced offset of the last segment is a torn tail: it is
+//     cut (the file is sealed at the last good frame and synced) and the number
+//     of frames and bytes cut is logged and reported.
+//   - Segments must chain: each one's prev last seq equals the last seq of the
+//     one before, every segment but the last is sealed, and seqs within a
+//     segment are consecutive from its base.
+//   - After an unclean stop the next seq continues above the lease, in a new
+//     segment.
+//
+// After a failed write or sync the log is poisoned: it never retries the sync
+// (the kernel may have dropped the dirty pages and cleared the error), every
+// later Append and Sync returns the first error, and readers see only what was
+// synced before it.
+package wal

@@ -1,0 +1,131 @@
+package wal
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/zerolossmq/zeroloss/internal/record"
+	"github.com/zerolossmq/zeroloss/internal/vfs"
+)
+
+// Reader iterates the durable frames of a Log in seq order. It is not safe for
+// concurrent use; each goroutine uses its own. It never returns a frame above
+// the log's synced seq, so it cannot hand out what a crash could take back.
+type Reader struct {
+	log  *Log
+	next uint64 // lowest seq still wanted
+
+	seg  *segment
+	file vfs.File
+	rd   *record.Reader
+}
+
+// NewReader returns a Reader positioned at the first durable frame with seq >=
+// from (the oldest retained frame if from is older).
+func (l *Log) NewReader(from uint64) *Reader {
+	return &Reader{log: l, next: from}
+}
+
+// Next returns the next durable frame. Its Payload is valid until the next
+// call. It returns io.EOF when it has caught up with the synced end of the
+// log; calling it again later returns frames synced since. Damage in durable
+// data returns ErrCorrupt.
+func (r *Reader) Next() (record.Record, error) {
+	for {
+		if r.rd == nil {
+			ok, err := r.openSegment()
+			if err != nil || !ok {
+				if err == nil {
+					err = io.EOF
+				}
+				return record.Record{}, err
+			}
+		}
+		off := r.rd.Offset()
+		rec, err := r.rd.Next()
+		if err == nil {
+			if rec.Seq < r.next {
+				continue
+			}
+			r.next = rec.Seq + 1
+			return rec, nil
+		}
+		if err != io.EOF {
+			return record.Record{}, r.damage(off, err)
+		}
+		// End of what this segment had durable when we looked: see whether
+		// more was synced, or whether the segment is sealed and we move on.
+		limit, sealed, hasNext := r.log.segmentLimit(r.seg)
+		if limit > off {
+			r.rd.SetLimit(limit)
+			continue
+		}
+		if !sealed || !hasNext {
+			return record.Record{}, io.EOF
+		}
+		r.closeSegment()
+	}
+}
+
+func (r *Reader) damage(off int64, err error) error {
+	if errors.Is(err, record.ErrChecksum) || errors.Is(err, record.ErrInvalid) ||
+		errors.Is(err, record.ErrTruncated) || errors.Is(err, record.ErrCleanEnd) {
+		return corrupt(r.seg.path, off, "%v in durable data", err)
+	}
+	return fmt.Errorf("wal: reading %s at offset %d: %w", r.seg.path, off, err)
+}
+
+// openSegment opens the segment holding r.next, or the first one after it.
+func (r *Reader) openSegment() (bool, error) {
+	l := r.log
+	l.mu.Lock()
+	var seg *segment
+	for i, s := range l.segments {
+		if s.lastSeq >= r.next || i == len(l.segments)-1 {
+			seg = s
+			break
+		}
+	}
+	closed := l.closed
+	l.mu.Unlock()
+	if closed {
+		return false, ErrClosed
+	}
+	if seg == nil {
+		return false, nil
+	}
+	f, err := l.fs.Open(seg.path)
+	if err != nil {
+		return false, err
+	}
+	limit, _, _ := l.segmentLimit(seg)
+	r.seg, r.file = seg, f
+	r.rd = record.NewReader(f, dataStart, limit, 0)
+	return true, nil
+}
+
+// segmentLimit returns how far seg may be read (its durable end), whether it
+// is sealed, and whether a segment follows it.
+func (l *Log) segmentLimit(seg *segment) (limit int64, sealed, hasNext bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	hasNext = len(l.segments) > 0 && l.segments[len(l.segments)-1] != seg
+	if seg == l.active {
+		return l.syncedOffset, false, hasNext
+	}
+	return seg.end, seg.sealed, hasNext
+}
+
+func (r *Reader) closeSegment() {
+	if r.file != nil {
+		r.file.Close()
+	}
+	r.seg, r.file, r.rd = nil, nil, nil
+}
+
+// Close releases the reader's file handle.
+func (r *Reader) Close() error {
+	r.closeSegment()
+	return nil
+}

@@ -1,0 +1,308 @@
+package wal
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+
+	"github.com/zerolossmq/zeroloss/internal/record"
+	"github.com/zerolossmq/zeroloss/internal/vfs"
+)
+
+// CorruptError reports damage that recovery must not repair: it names the
+// file and the byte offset. It matches ErrCorrupt with errors.Is.
+type CorruptError struct {
+	File   string
+	Offset int64
+	Reason string
+}
+
+func (e *CorruptError) Error() string {
+	return fmt.Sprintf("wal: corrupt log: %s at offset %d: %s", e.File, e.Offset, e.Reason)
+}
+
+// Is makes errors.Is(err, ErrCorrupt) true.
+func (e *CorruptError) Is(target error) bool { return target == ErrCorrupt }
+
+func corrupt(path string, offset int64, format string, args ...any) error {
+	return &CorruptError{File: path, Offset: offset, Reason: fmt.Sprintf(format, args...)}
+}
+
+// TornTail describes the unsynced end of the last segment that recovery cut.
+type TornTail struct {
+	File   string
+	Offset int64  // where the cut starts: the end of the last good frame
+	Bytes  int64  // non-zero bytes from Offset to the last non-zero byte
+	Frames int    // frames that could be made out in the cut region (at least 1)
+	Reason string // what stopped the scan
+}
+
+// SegmentInfo describes one segment file, for inspect and verify.
+type SegmentInfo struct {
+	Name         string
+	BaseSeq      uint64 // seq of the first frame it may hold
+	LastSeq      uint64 // seq of its last frame (PrevLastSeq if empty)
+	PrevLastSeq  uint64
+	Frames       int
+	DataBytes    int64 // bytes of frames
+	FileBytes    int64 // size on disk, with the header and preallocated space
+	Sealed       bool
+	SyncedOffset int64 // recorded in its slot
+	Lease        uint64
+}
+
+// ScanResult is what Scan found in a log directory.
+type ScanResult struct {
+	Segments []SegmentInfo
+	Torn     *TornTail // nil when the last segment ends cleanly
+	Frames   map[record.Type]int
+	FirstSeq uint64 // 0 when the log is empty
+	LastSeq  uint64
+}
+
+// Scan reads every segment in dir and checks every frame's checksum and the
+// chain of seqs, without locking or changing anything. It returns ErrCorrupt
+// (a *CorruptError) for damage recovery would refuse, and reports a torn tail
+// that recovery would cut. It is safe to run on the directory of an open
+// queue, but then the last segment may be caught mid-write.
+func Scan(fsys vfs.FS, dir string) (*ScanResult, error) {
+	res := &ScanResult{Frames: map[record.Type]int{}}
+	segs, torn, err := scanDir(fsys, dir, func(path string, last bool) (vfs.File, error) {
+		return fsys.Open(path)
+	}, func(r *record.Record) {
+		res.Frames[r.Type]++
+		if res.FirstSeq == 0 {
+			res.FirstSeq = r.Seq
+		}
+	})
+	for _, s := range segs {
+		size, _ := s.file.Size()
+		res.Segments = append(res.Segments, SegmentInfo{
+			Name: s.name(), BaseSeq: s.baseSeq, LastSeq: s.lastSeq, PrevLastSeq: s.prevLastSeq,
+			Frames: s.frames, DataBytes: s.end - dataStart, FileBytes: size, Sealed: s.sealed,
+			SyncedOffset: s.slot.syncedOffset, Lease: s.slot.lease,
+		})
+		res.LastSeq = s.lastSeq
+		s.file.Close()
+	}
+	res.Torn = torn
+	return res, err
+}
+
+// listSegments returns the segment paths in dir in seq order, and the paths of
+// leftover temporary files.
+func listSegments(fsys vfs.FS, dir string) (segments, temps []string, err error) {
+	names, err := fsys.List(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, name := range names {
+		if strings.HasSuffix(name, tmpExt) {
+			temps = append(temps, filepath.Join(dir, name))
+		} else if _, ok := parseSegmentName(name); ok {
+			segments = append(segments, filepath.Join(dir, name))
+		}
+	}
+	return segments, temps, nil // zero-padded names sort in seq order
+}
+
+// scanDir opens and scans every segment in order and checks the chain between
+// them. The returned segments keep their files open; on error every file is
+// closed.
+func scanDir(fsys vfs.FS, dir string, open func(path string, last bool) (vfs.File, error), visit func(*record.Record)) (segs []*segment, torn *TornTail, err error) {
+	paths, _, err := listSegments(fsys, dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer func() {
+		if err != nil {
+			for _, s := range segs {
+				s.file.Close()
+			}
+		}
+	}()
+	for i, path := range paths {
+		last := i == len(paths)-1
+		f, err := open(path, last)
+		if err != nil {
+			return segs, nil, err
+		}
+		seg, t, err := scanSegment(f, path, last, visit)
+		if seg != nil {
+			segs = append(segs, seg)
+		} else {
+			f.Close()
+		}
+		if err != nil {
+			return segs, nil, err
+		}
+		if seg.baseSeq <= seg.prevLastSeq {
+			return segs, nil, corrupt(path, 16, "base seq %d is not above the previous segment's last seq %d", seg.baseSeq, seg.prevLastSeq)
+		}
+		if i > 0 && seg.prevLastSeq != segs[i-1].lastSeq {
+			return segs, nil, corrupt(path, 24, "previous segment should end at seq %d but %s ends at seq %d (a segment is missing or cut short)",
+				seg.prevLastSeq, segs[i-1].name(), segs[i-1].lastSeq)
+		}
+		torn = t
+	}
+	return segs, torn, nil
+}
+
+// scanSegment reads a segment's header and slots and decodes every frame,
+// applying the recovery rules of the package comment.
+func scanSegment(f vfs.File, path string, last bool, visit func(*record.Record)) (*segment, *TornTail, error) {
+	size, err := f.Size()
+	if err != nil {
+		return nil, nil, err
+	}
+	page := make([]byte, dataStart)
+	if n, err := f.ReadAt(page, 0); n < dataStart {
+		if err == nil || err == io.EOF {
+			return nil, nil, corrupt(path, int64(n), "file is %d bytes, shorter than the segment header", size)
+		}
+		return nil, nil, err
+	}
+	h, reason := decodeHeader(page)
+	if reason != "" {
+		return nil, nil, corrupt(path, 0, "%s", reason)
+	}
+	base, _ := parseSegmentName(filepath.Base(path))
+	if h.baseSeq != base {
+		return nil, nil, corrupt(path, 16, "header base seq %d does not match the file name", h.baseSeq)
+	}
+	sl, ok := bestSlot(page)
+	if !ok {
+		return nil, nil, corrupt(path, slotAOffset, "no valid sync slot")
+	}
+	seg := &segment{path: path, baseSeq: h.baseSeq, prevLastSeq: h.prevLastSeq, file: f, slot: sl,
+		sealed: sl.sealed, lastSeq: h.prevLastSeq, end: dataStart}
+	if !sl.sealed && !last {
+		return seg, nil, corrupt(path, slotAOffset, "segment is not sealed but another segment follows it")
+	}
+	if sl.syncedOffset > size {
+		return seg, nil, corrupt(path, size, "file is %d bytes but its slot records %d bytes as synced", size, sl.syncedOffset)
+	}
+	limit := size
+	if sl.sealed {
+		limit = sl.syncedOffset
+	}
+	// strict: damage here is corruption, not a torn tail.
+	strict := func(off int64) bool { return sl.sealed || off < sl.syncedOffset }
+	rd := record.NewReader(f, dataStart, limit, 0)
+	expected := h.baseSeq
+	for {
+		off := rd.Offset()
+		if off == sl.syncedOffset && seg.lastSeq != sl.syncedSeq {
+			return seg, nil, corrupt(path, off, "last seq at the synced offset is %d, slot records %d", seg.lastSeq, sl.syncedSeq)
+		}
+		if off < sl.syncedOffset && off+record.HeaderSize > sl.syncedOffset {
+			return seg, nil, corrupt(path, off, "synced offset %d falls inside a frame", sl.syncedOffset)
+		}
+		rec, err := rd.Next()
+		if err == io.EOF {
+			break
+		}
+		if err == nil && rec.Seq != expected {
+			err = fmt.Errorf("seq %d where %d was expected", rec.Seq, expected)
+		} else if err != nil && !isDecodeError(err) {
+			return seg, nil, fmt.Errorf("wal: reading %s at offset %d: %w", path, off, err)
+		}
+		if err != nil {
+			if errors.Is(err, record.ErrCleanEnd) {
+				if strict(off) {
+					return seg, nil, corrupt(path, off, "zeros where synced data should be (synced offset %d)", sl.syncedOffset)
+				}
+				t, err := tornAfter(f, path, off, limit, "zeroed frame header")
+				return seg, t, err
+			}
+			if strict(off) {
+				return seg, nil, corrupt(path, off, "%v (below the synced offset %d)", err, sl.syncedOffset)
+			}
+			reason := err.Error()
+			t, err := tornAfter(f, path, off, limit, reason)
+			if t == nil && err == nil {
+				t = &TornTail{File: path, Offset: off, Frames: 1, Reason: reason}
+			}
+			return seg, t, err
+		}
+		seg.end = rd.Offset()
+		seg.lastSeq = rec.Seq
+		seg.frames++
+		expected++
+		if visit != nil {
+			visit(&rec)
+		}
+	}
+	if seg.end < sl.syncedOffset {
+		return seg, nil, corrupt(path, seg.end, "data ends before the synced offset %d", sl.syncedOffset)
+	}
+	return seg, nil, nil
+}
+
+func isDecodeError(err error) bool {
+	return errors.Is(err, record.ErrTruncated) || errors.Is(err, record.ErrChecksum) ||
+		errors.Is(err, record.ErrInvalid) || errors.Is(err, record.ErrCleanEnd)
+}
+
+// tornAfter measures the region after the last good frame: it returns nil if
+// it is all zeros (a clean end), else a TornTail counting the frames whose
+// headers can still be walked.
+func tornAfter(f vfs.File, path string, off, limit int64, reason string) (*TornTail, error) {
+	lastNonZero := int64(-1)
+	buf := make([]byte, 64<<10)
+	for pos := off; pos < limit; {
+		n := int64(len(buf))
+		if limit-pos < n {
+			n = limit - pos
+		}
+		m, err := f.ReadAt(buf[:n], pos)
+		if int64(m) < n && err != nil && err != io.EOF {
+			return nil, fmt.Errorf("wal: reading %s at offset %d: %w", path, pos, err)
+		}
+		if i := lastNonZeroByte(buf[:m]); i >= 0 {
+			lastNonZero = pos + int64(i)
+		}
+		if m == 0 {
+			break
+		}
+		pos += int64(m)
+	}
+	if lastNonZero < 0 {
+		return nil, nil
+	}
+	t := &TornTail{File: path, Offset: off, Bytes: lastNonZero + 1 - off, Reason: reason}
+	// Walk frame headers through the cut region to count what is lost.
+	header := make([]byte, record.HeaderSize)
+	for pos := off; pos <= lastNonZero; {
+		t.Frames++
+		if _, err := f.ReadAt(header, pos); err != nil && err != io.EOF {
+			break
+		}
+		size, err := record.FrameSize(header, 0)
+		if err != nil || pos+int64(size) > limit {
+			break
+		}
+		pos += int64(size)
+	}
+	return t, nil
+}
+
+func lastNonZeroByte(b []byte) int {
+	for len(b) > 0 {
+		if i := len(b) - 1; b[i] != 0 {
+			return i
+		}
+		// Trim whole zero words quickly.
+		if len(b) >= 8 && bytes.Equal(b[len(b)-8:], zero8[:]) {
+			b = b[:len(b)-8]
+			continue
+		}
+		b = b[:len(b)-1]
+	}
+	return -1
+}
+
+var zero8 [8]byte

@@ -1,0 +1,596 @@
+package wal
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/zerolossmq/zeroloss/internal/record"
+	"github.com/zerolossmq/zeroloss/internal/vfs"
+)
+
+// Errors returned by the log. The root package re-exports them.
+var (
+	ErrCorrupt  = errors.New("corrupt log")
+	ErrLocked   = vfs.ErrLocked
+	ErrDiskFull = errors.New("disk full")
+	ErrClosed   = errors.New("log closed")
+	ErrPoisoned = errors.New("log poisoned by an earlier write or sync failure")
+	ErrTooLarge = errors.New("frame larger than a segment")
+)
+
+// PoisonError is returned by every write after the first failed write or
+// sync. It matches both ErrPoisoned and the original error with errors.Is.
+type PoisonError struct{ Cause error }
+
+func (e *PoisonError) Error() string   { return fmt.Sprintf("wal: poisoned: %v", e.Cause) }
+func (e *PoisonError) Unwrap() []error { return []error{ErrPoisoned, e.Cause} }
+
+// Options configure a Log.
+type Options struct {
+	FS          vfs.FS       // default vfs.OS
+	SegmentSize int64        // bytes per segment file, header included; default 64 MiB
+	Logger      *slog.Logger // default: discard
+	// LeaseChunk is how many seqs each durable lease extension covers; it
+	// bounds the gap in seqs after an unclean stop. Default 65536.
+	LeaseChunk uint64
+	Now        func() time.Time // default time.Now
+}
+
+const (
+	DefaultSegmentSize = 64 << 20
+	MinSegmentSize     = 2 * dataStart
+	defaultLeaseChunk  = 1 << 16
+)
+
+// Recovery says what Open found and did.
+type Recovery struct {
+	Segments int
+	FirstSeq uint64 // first seq in the log, 0 if empty
+	LastSeq  uint64 // last seq recovered
+	NextSeq  uint64 // seq the next Append gets
+	Torn     *TornTail
+	Unclean  bool // the log was not closed cleanly
+}
+
+// Stats are counters since Open.
+type Stats struct {
+	Frames        uint64 // frames appended
+	Bytes         uint64 // bytes appended
+	Syncs         uint64 // data syncs (fdatasync) on segments
+	SyncNanos     uint64 // total time spent in them
+	Segments      int
+	DiskBytes     int64 // bytes the segment files take, preallocation included
+	SegmentsRolls uint64
+}
+
+// Log is an append-only log of frames in segment files.
+//
+// Concurrency: Append is called by one goroutine at a time (the queue's
+// writer). Sync may run concurrently with Append from another goroutine.
+// Readers, LastSeq, SyncedSeq and Stats are safe from any goroutine.
+type Log struct {
+	fs     vfs.FS
+	dir    string
+	opts   Options
+	logger *slog.Logger
+	lock   io.Closer
+
+	// syncMu serializes everything that writes a slot or syncs: Sync, the
+	// lease extension, rolling and Close.
+	syncMu sync.Mutex
+	lease  uint64 // durable seq lease; written under syncMu by the writer
+
+	mu           sync.Mutex // guards the fields below
+	segments     []*segment // oldest first
+	active       *segment   // last segment while it takes appends; nil when sealed
+	written      int64      // end of appended frames in active
+	lastSeq      uint64     // last seq appended
+	syncedOffset int64      // durable end in active
+	syncedSeq    uint64     // last seq durable
+	err          error      // poison
+	closed       bool
+
+	// Owned by the appending goroutine.
+	nextSeq uint64
+	buf     []byte
+
+	frames, bytes, syncs, syncNanos, rolls atomic.Uint64
+}
+
+// Open opens or creates the log in dir, recovers it and returns what recovery
+// found. It fails with ErrLocked if another Log has dir open, and with
+// ErrCorrupt (a *CorruptError naming file and offset) if the log is damaged
+// below what was durably recorded.
+func Open(dir string, opts Options) (*Log, *Recovery, error) {
+	if opts.FS == nil {
+		opts.FS = vfs.OS
+	}
+	if opts.SegmentSize == 0 {
+		opts.SegmentSize = DefaultSegmentSize
+	}
+	if opts.SegmentSize < MinSegmentSize {
+		return nil, nil, fmt.Errorf("wal: segment size %d below the minimum %d", opts.SegmentSize, MinSegmentSize)
+	}
+	if opts.LeaseChunk == 0 {
+		opts.LeaseChunk = defaultLeaseChunk
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	l := &Log{fs: opts.FS, dir: dir, opts: opts, logger: opts.Logger}
+	if err := l.fs.MkdirAll(dir, 0o700); err != nil {
+		return nil, nil, err
+	}
+	lock, err := l.fs.Lock(filepath.Join(dir, "LOCK"))
+	if err != nil {
+		if errors.Is(err, vfs.ErrLocked) {
+			return nil, nil, fmt.Errorf("wal: %s: %w", dir, ErrLocked)
+		}
+		return nil, nil, err
+	}
+	l.lock = lock
+	rec, err := l.recover()
+	if err != nil {
+		lock.Close()
+		return nil, nil, err
+	}
+	return l, rec, nil
+}
+
+func (l *Log) recover() (*Recovery, error) {
+	_, temps, err := listSegments(l.fs, l.dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, t := range temps {
+		if err := l.fs.Remove(t); err != nil {
+			return nil, err
+		}
+	}
+	if len(temps) > 0 {
+		if err := l.fs.SyncDir(l.dir); err != nil {
+			return nil, err
+		}
+	}
+	segs, torn, err := scanDir(l.fs, l.dir, func(path string, last bool) (vfs.File, error) {
+		if last {
+			return l.fs.OpenRW(path)
+		}
+		return l.fs.Open(path)
+	}, nil)
+	if err != nil {
+		return nil, err
+	}
+	rec := &Recovery{Segments: len(segs), Torn: torn}
+	var lastRecovered uint64
+	if len(segs) > 0 {
+		// Leases only grow, except that a clean Close tightens the last
+		// segment's: the last segment's slot is the one that counts.
+		l.lease = segs[len(segs)-1].slot.lease
+	}
+	for i, s := range segs {
+		if i < len(segs)-1 {
+			s.file.Close() // sealed: readers open their own handles
+			s.file = nil
+		}
+		lastRecovered = s.lastSeq
+		if rec.FirstSeq == 0 && s.frames > 0 {
+			rec.FirstSeq = s.lastSeq - uint64(s.frames) + 1
+		}
+	}
+	l.segments = segs
+	l.lastSeq, l.syncedSeq = lastRecovered, lastRecovered
+	// floor is the highest seq known to be taken: the last frame, or just
+	// below the base of an empty last segment.
+	floor := lastRecovered
+	if n := len(segs); n > 0 && segs[n-1].baseSeq-1 > floor {
+		floor = segs[n-1].baseSeq - 1
+	}
+	l.nextSeq = max(floor, l.lease) + 1
+	rec.LastSeq, rec.NextSeq = lastRecovered, l.nextSeq
+	rec.Unclean = torn != nil || l.lease > floor
+
+	if len(segs) == 0 {
+		return rec, nil
+	}
+	last := segs[len(segs)-1]
+	if last.sealed {
+		last.file.Close()
+		last.file = nil
+		return rec, nil
+	}
+	if rec.Unclean {
+		// Seal at the last good frame: cut whatever follows, and start the
+		// next seq above the lease in a new segment.
+		if err := l.seal(last); err != nil {
+			return nil, err
+		}
+		last.file.Close()
+		last.file = nil
+		if torn != nil {
+			l.logger.Warn("wal: cut torn tail", "file", torn.File, "offset", torn.Offset,
+				"frames", torn.Frames, "bytes", torn.Bytes, "reason", torn.Reason)
+		}
+		return rec, nil
+	}
+	// Clean end: continue appending here. What was read may not have been
+	// synced (a crash can leave written pages on disk by luck), so sync now.
+	if err := last.file.Sync(); err != nil {
+		return nil, err
+	}
+	l.active = last
+	l.written, l.syncedOffset = last.end, last.end
+	return rec, nil
+}
+
+// seal makes seg end at its last good frame: a sealed slot, the file cut to
+// that size, and a sync. Everything up to seg.end must already be durable.
+func (l *Log) seal(seg *segment) error {
+	if err := seg.writeSlot(slot{syncedOffset: seg.end, syncedSeq: seg.lastSeq, lease: l.lease, sealed: true}); err != nil {
+		return err
+	}
+	if err := seg.file.Truncate(seg.end); err != nil {
+		return err
+	}
+	if err := l.timedSync(seg.file); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	seg.sealed = true
+	l.mu.Unlock()
+	return nil
+}
+
+func (l *Log) timedSync(f vfs.File) error {
+	start := time.Now()
+	err := f.Sync()
+	l.syncs.Add(1)
+	l.syncNanos.Add(uint64(time.Since(start)))
+	return err
+}
+
+// usable returns the poison or closed error, if any.
+func (l *Log) usable() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return ErrClosed
+	}
+	return l.err
+}
+
+// poison records the first write or sync failure and returns the error every
+// later call will get.
+func (l *Log) poison(err error) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.err == nil {
+		l.err = &PoisonError{Cause: err}
+		l.logger.Error("wal: poisoned, no further writes", "error", err)
+	}
+	return l.err
+}
+
+// MaxFrameSize is the largest frame that fits in a segment.
+func (l *Log) MaxFrameSize() int { return int(l.opts.SegmentSize - dataStart) }
+
+// Append writes frames (encoded with record.Append; their seq fields are
+// overwritten) at the end of the log, assigning consecutive seqs. It does not
+// sync. It returns the seq given to frames[0] and how many frames were
+// appended: all of them unless err != nil. Append never splits a frame.
+func (l *Log) Append(frames [][]byte) (first uint64, n int, err error) {
+	if err := l.usable(); err != nil {
+		return 0, 0, err
+	}
+	if len(frames) == 0 {
+		return l.nextSeq, 0, nil
+	}
+	var total int64
+	for _, f := range frames {
+		if len(f) > l.MaxFrameSize() || len(f) < record.HeaderSize {
+			return 0, 0, fmt.Errorf("wal: frame of %d bytes, limit %d: %w", len(f), l.MaxFrameSize(), ErrTooLarge)
+		}
+		total += int64(len(f))
+	}
+	// Roll before writing anything if the batch does not fit but would fit
+	// in a fresh segment, so a disk-full roll fails the batch as a whole.
+	if l.active == nil || (l.written+total > l.opts.SegmentSize && total <= l.opts.SegmentSize-dataStart) {
+		if err := l.roll(); err != nil {
+			return 0, 0, err
+		}
+	}
+	if last := l.nextSeq + uint64(len(frames)) - 1; last > l.lease {
+		if err := l.extendLease(last + l.opts.LeaseChunk); err != nil {
+			return 0, 0, err
+		}
+	}
+	first = l.nextSeq
+	for n < len(frames) {
+		if l.written+int64(len(frames[n])) > l.opts.SegmentSize {
+			if err := l.roll(); err != nil {
+				return first, n, err
+			}
+		}
+		l.buf = l.buf[:0]
+		seq := l.nextSeq
+		j := n
+		for ; j < len(frames) && l.written+int64(len(l.buf)+len(frames[j])) <= l.opts.SegmentSize; j++ {
+			start := len(l.buf)
+			l.buf = append(l.buf, frames[j]...)
+			record.SetSeq(l.buf[start:], seq)
+			seq++
+		}
+		if wn, err := l.active.file.WriteAt(l.buf, l.written); err != nil {
+			return first, n, l.poison(fmt.Errorf("wal: write %s at offset %d (%d of %d bytes written): %w",
+				l.active.path, l.written, wn, len(l.buf), err))
+		}
+		l.mu.Lock()
+		l.written += int64(len(l.buf))
+		l.lastSeq = seq - 1
+		l.active.end = l.written
+		l.active.lastSeq = seq - 1
+		l.mu.Unlock()
+		l.frames.Add(uint64(j - n))
+		l.bytes.Add(uint64(len(l.buf)))
+		l.nextSeq = seq
+		n = j
+	}
+	if cap(l.buf) > 4<<20 {
+		l.buf = nil // do not pin a large batch's buffer
+	}
+	return first, n, nil
+}
+
+// Sync makes everything appended so far durable and returns the last durable
+// seq. It may run concurrently with Append.
+func (l *Log) Sync() (uint64, error) {
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
+	if err := l.syncLocked(0); err != nil {
+		return 0, err
+	}
+	return l.SyncedSeq(), nil
+}
+
+// syncLocked syncs the active segment, first writing a slot that records what
+// the previous sync made durable and, if lease is above the current lease,
+// the new lease. The caller holds syncMu.
+func (l *Log) syncLocked(lease uint64) error {
+	l.mu.Lock()
+	seg, target, targetSeq := l.active, l.written, l.lastSeq
+	synced, syncedSeq, err := l.syncedOffset, l.syncedSeq, l.err
+	if l.closed && err == nil {
+		err = ErrClosed
+	}
+	l.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if seg == nil || (target == synced && lease <= l.lease) {
+		return nil
+	}
+	newLease := max(lease, l.lease)
+	if seg.slot.syncedOffset != synced || newLease != seg.slot.lease {
+		if err := seg.writeSlot(slot{syncedOffset: synced, syncedSeq: syncedSeq, lease: newLease}); err != nil {
+			return l.poison(fmt.Errorf("wal: write slot of %s: %w", seg.path, err))
+		}
+	}
+	if err := l.timedSync(seg.file); err != nil {
+		return l.poison(fmt.Errorf("wal: sync %s: %w", seg.path, err))
+	}
+	l.lease = newLease
+	l.mu.Lock()
+	l.syncedOffset, l.syncedSeq = target, targetSeq
+	l.mu.Unlock()
+	return nil
+}
+
+// extendLease durably raises the seq lease before seqs above the old one are
+// handed out.
+func (l *Log) extendLease(lease uint64) error {
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
+	return l.syncLocked(lease)
+}
+
+// roll starts a new segment for l.nextSeq: create and preallocate it under a
+// temporary name, seal the active segment, then rename the new one into place
+// and sync the directory. Failing before the seal (a full disk, typically)
+// leaves the log as it was.
+func (l *Log) roll() error {
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
+	base := l.nextSeq
+	lease := max(l.lease, base-1+l.opts.LeaseChunk)
+	final := filepath.Join(l.dir, segmentName(base))
+	tmp := final + tmpExt
+	f, err := l.createSegment(tmp, header{baseSeq: base, prevLastSeq: l.lastSeq, created: l.opts.Now().UnixNano()}, lease)
+	if err != nil {
+		return err
+	}
+	seg := &segment{path: final, baseSeq: base, prevLastSeq: l.lastSeq, file: f, lastSeq: l.lastSeq, end: dataStart,
+		slot: slot{generation: 1, syncedOffset: dataStart, syncedSeq: l.lastSeq, lease: lease}}
+
+	if old := l.active; old != nil {
+		// The sealed slot claims everything written is durable: sync the
+		// data first, then seal.
+		if err := l.syncLocked(0); err != nil {
+			f.Close()
+			return err
+		}
+		if err := l.seal(old); err != nil {
+			f.Close()
+			return l.poison(fmt.Errorf("wal: seal %s: %w", old.path, err))
+		}
+		old.file.Close()
+		l.mu.Lock()
+		old.file = nil
+		l.mu.Unlock()
+	}
+	if err := l.fs.Rename(tmp, final); err != nil {
+		f.Close()
+		return l.poison(fmt.Errorf("wal: rename %s: %w", tmp, err))
+	}
+	if err := l.fs.SyncDir(l.dir); err != nil {
+		f.Close()
+		return l.poison(fmt.Errorf("wal: sync directory %s: %w", l.dir, err))
+	}
+	l.lease = lease
+	l.mu.Lock()
+	l.segments = append(l.segments, seg)
+	l.active = seg
+	l.written, l.syncedOffset, l.syncedSeq = dataStart, dataStart, l.lastSeq
+	l.mu.Unlock()
+	l.rolls.Add(1)
+	return nil
+}
+
+// createSegment creates a segment file under a temporary name with its header
+// and first slot, preallocated and synced. A full disk gives ErrDiskFull; no
+// failure here poisons the log, since nothing durable depends on the file yet.
+func (l *Log) createSegment(tmp string, h header, lease uint64) (f vfs.File, err error) {
+	fail := func(op string, err error) (vfs.File, error) {
+		if f != nil {
+			f.Close()
+			l.fs.Remove(tmp)
+		}
+		if vfs.IsNoSpace(err) {
+			return nil, fmt.Errorf("wal: %s %s: %w (%v)", op, tmp, ErrDiskFull, err)
+		}
+		return nil, fmt.Errorf("wal: %s %s: %w", op, tmp, err)
+	}
+	f, err = l.fs.Create(tmp)
+	if err != nil {
+		if l.fs.Remove(tmp) == nil { // a leftover of an earlier failed roll
+			f, err = l.fs.Create(tmp)
+		}
+		if err != nil {
+			return fail("create", err)
+		}
+	}
+	if err := f.Allocate(l.opts.SegmentSize); err != nil {
+		return fail("preallocate", err)
+	}
+	page := make([]byte, dataStart)
+	copy(page, h.encode())
+	first := slot{generation: 1, syncedOffset: dataStart, syncedSeq: h.prevLastSeq, lease: lease}
+	copy(page[slotOffset(1):], first.encode())
+	if _, err := f.WriteAt(page, 0); err != nil {
+		return fail("write header of", err)
+	}
+	if err := l.timedSync(f); err != nil {
+		return fail("sync", err)
+	}
+	return f, nil
+}
+
+// Close syncs what was appended, records a clean end (the lease tightened to
+// the last seq, so the next Open continues without a gap) and releases the
+// directory lock. It is idempotent. A poisoned log is closed without syncing.
+func (l *Log) Close() error {
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil
+	}
+	poisoned := l.err != nil
+	l.mu.Unlock()
+	var err error
+	if seg := l.active; seg != nil && !poisoned {
+		if err = l.syncLocked(0); err == nil {
+			err = seg.writeSlot(slot{syncedOffset: l.syncedOffset, syncedSeq: l.syncedSeq, lease: l.nextSeq - 1})
+			if err == nil {
+				err = l.timedSync(seg.file)
+			}
+		}
+	}
+	l.mu.Lock()
+	l.closed = true
+	for _, s := range l.segments {
+		if s.file != nil {
+			s.file.Close()
+			s.file = nil
+		}
+	}
+	l.mu.Unlock()
+	if lerr := l.lock.Close(); err == nil {
+		err = lerr
+	}
+	return err
+}
+
+// LastSeq returns the last seq appended (written, maybe not durable).
+func (l *Log) LastSeq() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.lastSeq
+}
+
+// SyncedSeq returns the last durable seq.
+func (l *Log) SyncedSeq() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.syncedSeq
+}
+
+// Err returns the poison error, or nil.
+func (l *Log) Err() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.err
+}
+
+// Dir returns the log's directory.
+func (l *Log) Dir() string { return l.dir }
+
+// Stats returns counters since Open.
+func (l *Log) Stats() Stats {
+	s := Stats{Frames: l.frames.Load(), Bytes: l.bytes.Load(), Syncs: l.syncs.Load(),
+		SyncNanos: l.syncNanos.Load(), SegmentsRolls: l.rolls.Load()}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s.Segments = len(l.segments)
+	for _, seg := range l.segments {
+		if seg == l.active {
+			s.DiskBytes += l.opts.SegmentSize
+		} else {
+			s.DiskBytes += seg.end
+		}
+	}
+	return s
+}
+
+// RemoveBefore deletes sealed segments whose every seq is below seq (whole
+// segments only; the active segment is never removed) and syncs the
+// directory. It returns how many segments it removed.
+func (l *Log) RemoveBefore(seq uint64) (int, error) {
+	l.mu.Lock()
+	var doomed []*segment
+	for len(l.segments) > 1 && l.segments[0].sealed && l.segments[0].lastSeq < seq && l.segments[0] != l.active {
+		doomed = append(doomed, l.segments[0])
+		l.segments = l.segments[1:]
+	}
+	l.mu.Unlock()
+	for _, s := range doomed {
+		if err := l.fs.Remove(s.path); err != nil {
+			return 0, err
+		}
+	}
+	if len(doomed) > 0 {
+		if err := l.fs.SyncDir(l.dir); err != nil {
+			return 0, err
+		}
+	}
+	return len(doomed), nil
+}
