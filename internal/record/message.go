@@ -130,3 +130,23 @@ func uvarintLen(x uint64) int {
 	}
 	return n
 }
+
+// AppendMessageFrame appends a whole TypeMessage frame for m to dst in one
+// pass: header, then the encoded message. The seq is left 0 and the checksum
+// is not computed: the log assigns the seq with SetSeq, which also writes the
+// checksum.
+func AppendMessageFrame(dst []byte, stream uint16, epoch uint32, t int64, m *Message) []byte {
+	start := len(dst)
+	dst = grow(dst, HeaderSize)
+	dst = AppendMessage(dst, m)
+	h := dst[start : start+HeaderSize]
+	binary.LittleEndian.PutUint32(h[0:4], uint32(len(dst)-start-HeaderSize))
+	binary.LittleEndian.PutUint32(h[4:8], 0)
+	h[8] = Version
+	h[9] = byte(TypeMessage)
+	binary.LittleEndian.PutUint16(h[10:12], stream)
+	binary.LittleEndian.PutUint32(h[12:16], epoch)
+	binary.LittleEndian.PutUint64(h[16:24], 0)
+	binary.LittleEndian.PutUint64(h[24:32], uint64(t))
+	return dst
+}

@@ -175,3 +175,22 @@ func TestDecodeMessageRejectsGarbage(t *testing.T) {
 	_, err = DecodeMessage([]byte{0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f})
 	assert.ErrorIs(t, err, ErrBadMessage, "header count beyond payload")
 }
+
+func TestAppendMessageFrame(t *testing.T) {
+	m := Message{ID: "i", Key: "k", Headers: map[string]string{"a": "b"}, Body: []byte("body")}
+	frame := AppendMessageFrame(make([]byte, 0, 8), 2, 3, 99, &m)
+	require.Len(t, frame, HeaderSize+MessageSize(&m))
+	_, _, err := Decode(frame, 0)
+	require.ErrorIs(t, err, ErrChecksum, "the checksum is left for SetSeq")
+	SetSeq(frame, 7)
+	rec, _, err := Decode(frame, 0)
+	require.NoError(t, err)
+	assert.Equal(t, TypeMessage, rec.Type)
+	assert.Equal(t, uint16(2), rec.Stream)
+	assert.Equal(t, uint32(3), rec.Epoch)
+	assert.Equal(t, uint64(7), rec.Seq)
+	assert.Equal(t, int64(99), rec.Time)
+	got, err := DecodeMessage(rec.Payload)
+	require.NoError(t, err)
+	assert.Equal(t, m, got)
+}

@@ -84,7 +84,7 @@ type Log struct {
 	// syncMu serializes everything that writes a slot or syncs: Sync, the
 	// lease extension, rolling and Close.
 	syncMu sync.Mutex
-	lease  uint64 // durable seq lease; written under syncMu by the writer
+	lease  atomic.Uint64 // durable seq lease; raised under syncMu
 
 	mu           sync.Mutex // guards the fields below
 	segments     []*segment // oldest first
@@ -175,7 +175,7 @@ func (l *Log) recover() (*Recovery, error) {
 	if len(segs) > 0 {
 		// Leases only grow, except that a clean Close tightens the last
 		// segment's: the last segment's slot is the one that counts.
-		l.lease = segs[len(segs)-1].slot.lease
+		l.lease.Store(segs[len(segs)-1].slot.lease)
 	}
 	for i, s := range segs {
 		if i < len(segs)-1 {
@@ -195,9 +195,9 @@ func (l *Log) recover() (*Recovery, error) {
 	if n := len(segs); n > 0 && segs[n-1].baseSeq-1 > floor {
 		floor = segs[n-1].baseSeq - 1
 	}
-	l.nextSeq = max(floor, l.lease) + 1
+	l.nextSeq = max(floor, l.lease.Load()) + 1
 	rec.LastSeq, rec.NextSeq = lastRecovered, l.nextSeq
-	rec.Unclean = torn != nil || l.lease > floor
+	rec.Unclean = torn != nil || l.lease.Load() > floor
 
 	if len(segs) == 0 {
 		return rec, nil
@@ -235,7 +235,7 @@ func (l *Log) recover() (*Recovery, error) {
 // seal makes seg end at its last good frame: a sealed slot, the file cut to
 // that size, and a sync. Everything up to seg.end must already be durable.
 func (l *Log) seal(seg *segment) error {
-	if err := seg.writeSlot(slot{syncedOffset: seg.end, syncedSeq: seg.lastSeq, lease: l.lease, sealed: true}); err != nil {
+	if err := seg.writeSlot(slot{syncedOffset: seg.end, syncedSeq: seg.lastSeq, lease: l.lease.Load(), sealed: true}); err != nil {
 		return err
 	}
 	if err := seg.file.Truncate(seg.end); err != nil {
@@ -308,7 +308,7 @@ func (l *Log) Append(frames [][]byte) (first uint64, n int, err error) {
 			return 0, 0, err
 		}
 	}
-	if last := l.nextSeq + uint64(len(frames)) - 1; last > l.lease {
+	if last := l.nextSeq + uint64(len(frames)) - 1; last > l.lease.Load() {
 		if err := l.extendLease(last + l.opts.LeaseChunk); err != nil {
 			return 0, 0, err
 		}
@@ -375,10 +375,10 @@ func (l *Log) syncLocked(lease uint64) error {
 	if err != nil {
 		return err
 	}
-	if seg == nil || (target == synced && lease <= l.lease) {
+	if seg == nil || (target == synced && lease <= l.lease.Load()) {
 		return nil
 	}
-	newLease := max(lease, l.lease)
+	newLease := max(lease, l.lease.Load())
 	if seg.slot.syncedOffset != synced || newLease != seg.slot.lease {
 		if err := seg.writeSlot(slot{syncedOffset: synced, syncedSeq: syncedSeq, lease: newLease}); err != nil {
 			return l.poison(fmt.Errorf("wal: write slot of %s: %w", seg.path, err))
@@ -387,7 +387,9 @@ func (l *Log) syncLocked(lease uint64) error {
 	if err := l.timedSync(seg.file); err != nil {
 		return l.poison(fmt.Errorf("wal: sync %s: %w", seg.path, err))
 	}
-	l.lease = newLease
+	if newLease > l.lease.Load() {
+		l.lease.Store(newLease)
+	}
 	l.mu.Lock()
 	l.syncedOffset, l.syncedSeq = target, targetSeq
 	l.mu.Unlock()
@@ -410,7 +412,7 @@ func (l *Log) roll() error {
 	l.syncMu.Lock()
 	defer l.syncMu.Unlock()
 	base := l.nextSeq
-	lease := max(l.lease, base-1+l.opts.LeaseChunk)
+	lease := max(l.lease.Load(), base-1+l.opts.LeaseChunk)
 	final := filepath.Join(l.dir, segmentName(base))
 	tmp := final + tmpExt
 	f, err := l.createSegment(tmp, header{baseSeq: base, prevLastSeq: l.lastSeq, created: l.opts.Now().UnixNano()}, lease)
@@ -444,7 +446,7 @@ func (l *Log) roll() error {
 		f.Close()
 		return l.poison(fmt.Errorf("wal: sync directory %s: %w", l.dir, err))
 	}
-	l.lease = lease
+	l.lease.Store(lease)
 	l.mu.Lock()
 	l.segments = append(l.segments, seg)
 	l.active = seg
@@ -553,6 +555,18 @@ func (l *Log) Err() error {
 
 // Dir returns the log's directory.
 func (l *Log) Dir() string { return l.dir }
+
+// DataBytes returns the bytes of frames held in the log's segments, without
+// headers and preallocated free space.
+func (l *Log) DataBytes() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var n int64
+	for _, seg := range l.segments {
+		n += seg.end - dataStart
+	}
+	return n
+}
 
 // Stats returns counters since Open.
 func (l *Log) Stats() Stats {

@@ -1,0 +1,46 @@
+package zeroloss
+
+import (
+	"errors"
+
+	"github.com/zerolossmq/zeroloss/internal/wal"
+)
+
+// Errors returned by the queue. Match them with errors.Is: the returned errors
+// wrap them with details such as the field, the size, or the file and offset.
+var (
+	// ErrClosed: the queue was closed. Returned by Send and SendBatch after
+	// Close; the message was not appended.
+	ErrClosed = wal.ErrClosed
+	// ErrLocked: Open found the directory open by another Queue, in this
+	// process or another.
+	ErrLocked = wal.ErrLocked
+	// ErrCorrupt: Open found damage in data that had been made durable. The
+	// error is a *CorruptError naming the file and byte offset. Nothing was
+	// repaired or skipped.
+	ErrCorrupt = wal.ErrCorrupt
+	// ErrMessageTooLarge: the encoded message exceeds Options.MaxMessageSize.
+	// Nothing was appended.
+	ErrMessageTooLarge = errors.New("message too large")
+	// ErrInvalidOptions: an option is out of range; the error names the field.
+	ErrInvalidOptions = errors.New("invalid options")
+	// ErrInvalidMessage: Send was given a nil message.
+	ErrInvalidMessage = errors.New("invalid message")
+	// ErrDiskFull: a new segment could not be created or preallocated for
+	// lack of space. Nothing was appended and the queue is not poisoned:
+	// Send works again once space is freed.
+	ErrDiskFull = wal.ErrDiskFull
+	// ErrQueueFull: appending would take the log above Options.MaxBytes.
+	// Nothing was appended.
+	ErrQueueFull = errors.New("queue full: MaxBytes reached")
+	// ErrPoisoned: an earlier write or fdatasync failed. The queue never
+	// retries a failed fdatasync (the kernel may have dropped the data and
+	// cleared the error), so every later Send fails with an error matching
+	// both ErrPoisoned and the first failure. Close and Open again to recover
+	// what was durable.
+	ErrPoisoned = wal.ErrPoisoned
+)
+
+// CorruptError is the error Open returns for damaged durable data: the file
+// and byte offset of the damage and what was wrong.
+type CorruptError = wal.CorruptError

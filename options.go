@@ -1,0 +1,156 @@
+package zeroloss
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/zerolossmq/zeroloss/internal/record"
+	"github.com/zerolossmq/zeroloss/internal/vfs"
+	"github.com/zerolossmq/zeroloss/internal/wal"
+)
+
+// FlushMode says when Send returns relative to the data reaching the disk.
+type FlushMode int
+
+const (
+	// FlushSync: Send returns SendOK only after fdatasync (F_FULLFSYNC on
+	// macOS, FlushFileBuffers on Windows) has made the message durable.
+	// Concurrent Sends share one fdatasync (group commit). The default.
+	FlushSync FlushMode = iota
+	// FlushAsync: Send returns SendOK after write(2): the message is in the
+	// operating system's page cache and survives a crash of the process, but
+	// not a power loss or kernel crash before the next background flush
+	// (every FlushInterval, and on Close).
+	FlushAsync
+)
+
+// String returns "sync" or "async".
+func (m FlushMode) String() string {
+	switch m {
+	case FlushSync:
+		return "sync"
+	case FlushAsync:
+		return "async"
+	}
+	return fmt.Sprintf("FlushMode(%d)", int(m))
+}
+
+// Defaults for Options fields left zero.
+const (
+	DefaultFlushInterval  = 500 * time.Millisecond
+	DefaultFlushTimeout   = 5 * time.Second
+	DefaultSegmentSize    = wal.DefaultSegmentSize
+	DefaultMaxMessageSize = 4 << 20
+	DefaultMaxPending     = 4096
+	// MinMessageSizeLimit is the smallest MaxMessageSize accepted.
+	MinMessageSizeLimit = 64
+	// segmentOverhead is the segment header block ahead of the first frame.
+	segmentOverhead = 4096
+)
+
+// Options configure a Queue. The zero value, like a nil *Options, means every
+// default.
+type Options struct {
+	// Flush is FlushSync (default) or FlushAsync.
+	Flush FlushMode
+	// FlushInterval is how often FlushAsync syncs in the background.
+	// Default 500ms.
+	FlushInterval time.Duration
+	// FlushTimeout is how long a FlushSync Send waits for its fdatasync
+	// before returning FlushDiskTimeout. Default 5s.
+	FlushTimeout time.Duration
+	// SegmentSize is the size of each preallocated segment file.
+	// Default 64 MiB; it must hold a header block of 4 KiB plus one message
+	// of MaxMessageSize.
+	SegmentSize int64
+	// MaxMessageSize bounds the encoded size of one message: frame header,
+	// ID, key, headers and body. Default 4 MiB.
+	MaxMessageSize int
+	// MaxBytes bounds the bytes of records held in the log; Send returns
+	// ErrQueueFull instead of going above it. 0 means no limit; otherwise
+	// at least SegmentSize.
+	MaxBytes int64
+	// MaxPending bounds the Sends waiting for the writer goroutine; further
+	// Sends block (honouring their context). Default 4096.
+	MaxPending int
+	// Logger receives recovery reports, poisoning and flush timeouts.
+	// Default: discard.
+	Logger *slog.Logger
+
+	fs  vfs.FS           // tests: crashable or faulty file systems
+	now func() time.Time // tests: fake clock
+}
+
+func (o *Options) withDefaults() (Options, error) {
+	var out Options
+	if o != nil {
+		out = *o
+	}
+	if out.Flush != FlushSync && out.Flush != FlushAsync {
+		return out, invalid("Flush", "is %d, want FlushSync or FlushAsync", int(out.Flush))
+	}
+	if out.FlushInterval < 0 {
+		return out, invalid("FlushInterval", "is negative (%v)", out.FlushInterval)
+	}
+	if out.FlushInterval == 0 {
+		out.FlushInterval = DefaultFlushInterval
+	}
+	if out.FlushTimeout < 0 {
+		return out, invalid("FlushTimeout", "is negative (%v)", out.FlushTimeout)
+	}
+	if out.FlushTimeout == 0 {
+		out.FlushTimeout = DefaultFlushTimeout
+	}
+	if out.MaxMessageSize < 0 {
+		return out, invalid("MaxMessageSize", "is negative (%d)", out.MaxMessageSize)
+	}
+	if out.MaxMessageSize == 0 {
+		out.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if out.MaxMessageSize < MinMessageSizeLimit {
+		return out, invalid("MaxMessageSize", "is %d, below the minimum %d", out.MaxMessageSize, MinMessageSizeLimit)
+	}
+	if out.SegmentSize < 0 {
+		return out, invalid("SegmentSize", "is negative (%d)", out.SegmentSize)
+	}
+	if out.SegmentSize == 0 {
+		out.SegmentSize = DefaultSegmentSize
+		if min := int64(out.MaxMessageSize) + segmentOverhead; out.SegmentSize < min {
+			out.SegmentSize = min
+		}
+	}
+	if min := int64(out.MaxMessageSize) + segmentOverhead; out.SegmentSize < min {
+		return out, invalid("SegmentSize", "is %d, too small for MaxMessageSize %d plus the %d-byte segment header (minimum %d)",
+			out.SegmentSize, out.MaxMessageSize, segmentOverhead, min)
+	}
+	if out.MaxBytes < 0 {
+		return out, invalid("MaxBytes", "is negative (%d)", out.MaxBytes)
+	}
+	if out.MaxBytes > 0 && out.MaxBytes < out.SegmentSize {
+		return out, invalid("MaxBytes", "is %d, below SegmentSize %d", out.MaxBytes, out.SegmentSize)
+	}
+	if out.MaxPending < 0 {
+		return out, invalid("MaxPending", "is negative (%d)", out.MaxPending)
+	}
+	if out.MaxPending == 0 {
+		out.MaxPending = DefaultMaxPending
+	}
+	if out.Logger == nil {
+		out.Logger = slog.New(slog.DiscardHandler)
+	}
+	if out.fs == nil {
+		out.fs = vfs.OS
+	}
+	if out.now == nil {
+		out.now = time.Now
+	}
+	return out, nil
+}
+
+func invalid(field, format string, args ...any) error {
+	return fmt.Errorf("zeroloss: %w: %s %s", ErrInvalidOptions, field, fmt.Sprintf(format, args...))
+}
+
+// frameSize is the encoded size of a message record.
+func frameSize(m *record.Message) int { return record.HeaderSize + record.MessageSize(m) }

@@ -1,0 +1,72 @@
+package zeroloss
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// Stats are counters a user would graph. Counts are since Open.
+type Stats struct {
+	Messages      uint64        // messages appended by Send and SendBatch
+	Bytes         uint64        // bytes appended to the log (all records)
+	Fsyncs        uint64        // data syncs of segment files
+	FsyncTime     time.Duration // total time spent in them
+	FsyncAvg      time.Duration // FsyncTime / Fsyncs
+	Writes        uint64        // write batches (one pwrite each, or one per segment)
+	GroupCommits  uint64        // syncs that answered waiting Sends (FlushSync)
+	GroupAvg      float64       // Sends answered per group commit, on average
+	GroupMax      uint64        // the largest group
+	FlushTimeouts uint64        // Sends answered with FlushDiskTimeout
+	Segments      int           // segment files
+	SegmentRolls  uint64        // new segments started
+	DiskBytes     int64         // bytes the segment files take, preallocation included
+	LastSeq       uint64        // last seq appended
+	CommittedSeq  uint64        // last seq durable
+}
+
+type queueStats struct {
+	messages      atomic.Uint64
+	batches       atomic.Uint64
+	groups        atomic.Uint64
+	groupedSends  atomic.Uint64
+	groupMax      atomic.Uint64
+	flushTimeouts atomic.Uint64
+}
+
+func (s *queueStats) recordGroup(n int) {
+	s.groups.Add(1)
+	s.groupedSends.Add(uint64(n))
+	for {
+		cur := s.groupMax.Load()
+		if uint64(n) <= cur || s.groupMax.CompareAndSwap(cur, uint64(n)) {
+			return
+		}
+	}
+}
+
+// Stats returns a snapshot of the queue's counters. It does not block on I/O.
+func (q *Queue) Stats() Stats {
+	ls := q.log.Stats()
+	s := Stats{
+		Messages:      q.stats.messages.Load(),
+		Bytes:         ls.Bytes,
+		Fsyncs:        ls.Syncs,
+		FsyncTime:     time.Duration(ls.SyncNanos),
+		Writes:        q.stats.batches.Load(),
+		GroupCommits:  q.stats.groups.Load(),
+		GroupMax:      q.stats.groupMax.Load(),
+		FlushTimeouts: q.stats.flushTimeouts.Load(),
+		Segments:      ls.Segments,
+		SegmentRolls:  ls.SegmentsRolls,
+		DiskBytes:     ls.DiskBytes,
+		LastSeq:       q.log.LastSeq(),
+		CommittedSeq:  q.committedSeq(),
+	}
+	if s.Fsyncs > 0 {
+		s.FsyncAvg = s.FsyncTime / time.Duration(s.Fsyncs)
+	}
+	if s.GroupCommits > 0 {
+		s.GroupAvg = float64(q.stats.groupedSends.Load()) / float64(s.GroupCommits)
+	}
+	return s
+}
