@@ -78,8 +78,9 @@ type Options struct {
 	// Default: discard.
 	Logger *slog.Logger
 
-	fs  vfs.FS           // tests: crashable or faulty file systems
-	now func() time.Time // tests: fake clock
+	fs         vfs.FS           // tests: crashable or faulty file systems
+	now        func() time.Time // tests: fake clock
+	leaseChunk uint64           // tests: seqs per durable lease extension
 }
 
 func (o *Options) withDefaults() (Options, error) {

@@ -105,7 +105,7 @@ func Open(dir string, opts *Options) (*Queue, error) {
 	if err != nil {
 		return nil, err
 	}
-	log, rec, err := wal.Open(dir, wal.Options{FS: o.fs, SegmentSize: o.SegmentSize, Logger: o.Logger, Now: o.now})
+	log, rec, err := wal.Open(dir, wal.Options{FS: o.fs, SegmentSize: o.SegmentSize, Logger: o.Logger, Now: o.now, LeaseChunk: o.leaseChunk})
 	if err != nil {
 		return nil, fmt.Errorf("zeroloss: open %s: %w", dir, err)
 	}

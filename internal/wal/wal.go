@@ -44,7 +44,7 @@ type Options struct {
 
 const (
 	DefaultSegmentSize = 64 << 20
-	MinSegmentSize     = 2 * dataStart
+	MinSegmentSize     = dataStart + 2*record.HeaderSize
 	defaultLeaseChunk  = 1 << 16
 )
 
