@@ -497,7 +497,8 @@ func (l *Log) createSegment(tmp string, h header, lease uint64) (f vfs.File, err
 
 // Close syncs what was appended, records a clean end (the lease tightened to
 // the last seq, so the next Open continues without a gap) and releases the
-// directory lock. It is idempotent. A poisoned log is closed without syncing.
+// directory lock. It is idempotent. A poisoned log is closed without syncing
+// and Close returns the poison error.
 func (l *Log) Close() error {
 	l.syncMu.Lock()
 	defer l.syncMu.Unlock()
@@ -507,8 +508,8 @@ func (l *Log) Close() error {
 		return nil
 	}
 	poisoned := l.err != nil
+	err := l.err
 	l.mu.Unlock()
-	var err error
 	if seg := l.active; seg != nil && !poisoned {
 		if err = l.syncLocked(0); err == nil {
 			err = seg.writeSlot(slot{syncedOffset: l.syncedOffset, syncedSeq: l.syncedSeq, lease: l.nextSeq - 1})

@@ -1,0 +1,224 @@
+package vfs
+
+import (
+	"bytes"
+	"io"
+	"io/fs"
+	"slices"
+	"syscall"
+)
+
+// memLock is a lock held in MemFS.locks.
+type memLock struct {
+	fs       *MemFS
+	key      string
+	epoch    int
+	released bool
+}
+
+// Close releases the lock. It returns nil for a lock killed by a Crash and
+// fs.ErrClosed if the lock was already released.
+func (l *memLock) Close() error {
+	l.fs.mu.Lock()
+	defer l.fs.mu.Unlock()
+	if l.epoch != l.fs.epoch {
+		return nil
+	}
+	if l.released {
+		return pathError("unlock", l.key, fs.ErrClosed)
+	}
+	l.released = true
+	delete(l.fs.locks, l.key)
+	return nil
+}
+
+// memFile is a handle on a MemFS file. Its fields other than closed never
+// change; closed is guarded by fs.mu.
+type memFile struct {
+	fs       *MemFS
+	node     *memNode
+	name     string
+	writable bool
+	epoch    int
+	closed   bool
+}
+
+// check returns the error an operation on the handle must fail with, if any:
+// ErrCrashed for a dead handle, fs.ErrClosed for a closed one, EBADF for a
+// write through a read-only one. Callers hold f.fs.mu.
+func (f *memFile) check(op string, write bool) error {
+	switch {
+	case f.epoch != f.fs.epoch:
+		return pathError(op, f.name, ErrCrashed)
+	case f.closed:
+		return pathError(op, f.name, fs.ErrClosed)
+	case write && !f.writable:
+		return pathError(op, f.name, syscall.EBADF)
+	}
+	return nil
+}
+
+// ReadAt reads from the current content like os.File.ReadAt: fewer than
+// len(p) bytes come with io.EOF.
+func (f *memFile) ReadAt(p []byte, off int64) (int, error) {
+	f.fs.mu.Lock()
+	defer f.fs.mu.Unlock()
+	if err := f.check("read", false); err != nil {
+		return 0, err
+	}
+	if off < 0 {
+		return 0, pathError("read", f.name, syscall.EINVAL)
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if off >= int64(len(f.node.data)) {
+		return 0, io.EOF
+	}
+	n := copy(p, f.node.data[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// WriteAt writes p at off, growing the file with zeros if off is past its end.
+func (f *memFile) WriteAt(p []byte, off int64) (int, error) {
+	f.fs.mu.Lock()
+	defer f.fs.mu.Unlock()
+	if err := f.check("write", true); err != nil {
+		return 0, err
+	}
+	if err := f.fs.begin("write", f.name); err != nil {
+		return 0, err
+	}
+	switch {
+	case off < 0:
+		return 0, pathError("write", f.name, syscall.EINVAL)
+	case off+int64(len(p)) > maxMemFileSize:
+		return 0, pathError("write", f.name, syscall.EFBIG)
+	case len(p) == 0:
+		return 0, nil
+	}
+	f.node.apply(memOp{offset: off, data: bytes.Clone(p)})
+	return len(p), nil
+}
+
+// Truncate sets the size, cutting the file or growing it with zeros.
+func (f *memFile) Truncate(size int64) error {
+	f.fs.mu.Lock()
+	defer f.fs.mu.Unlock()
+	if err := f.check("truncate", true); err != nil {
+		return err
+	}
+	if err := f.fs.begin("truncate", f.name); err != nil {
+		return err
+	}
+	switch {
+	case size < 0:
+		return pathError("truncate", f.name, syscall.EINVAL)
+	case size > maxMemFileSize:
+		return pathError("truncate", f.name, syscall.EFBIG)
+	}
+	f.node.apply(memOp{resize: true, size: size})
+	return nil
+}
+
+// Allocate grows the file with zeros to at least size bytes; it never shrinks
+// it and never runs out of space.
+func (f *memFile) Allocate(size int64) error {
+	f.fs.mu.Lock()
+	defer f.fs.mu.Unlock()
+	if err := f.check("allocate", true); err != nil {
+		return err
+	}
+	if err := f.fs.begin("allocate", f.name); err != nil {
+		return err
+	}
+	if size > maxMemFileSize {
+		return pathError("allocate", f.name, syscall.EFBIG)
+	}
+	if size > int64(len(f.node.data)) {
+		f.node.apply(memOp{resize: true, size: size})
+	}
+	return nil
+}
+
+// Sync makes the current content durable. It works on read-only handles too,
+// as fsync does.
+func (f *memFile) Sync() error {
+	f.fs.mu.Lock()
+	defer f.fs.mu.Unlock()
+	if err := f.check("sync", false); err != nil {
+		return err
+	}
+	if err := f.fs.begin("sync", f.name); err != nil {
+		return err
+	}
+	f.node.durable = bytes.Clone(f.node.data)
+	f.node.pending = nil
+	return nil
+}
+
+// Size returns the current size.
+func (f *memFile) Size() (int64, error) {
+	f.fs.mu.Lock()
+	defer f.fs.mu.Unlock()
+	if err := f.check("stat", false); err != nil {
+		return 0, err
+	}
+	return int64(len(f.node.data)), nil
+}
+
+// Name returns the name the file was opened with.
+func (f *memFile) Name() string { return f.name }
+
+// Close closes the handle. It returns nil for a handle killed by a Crash and
+// fs.ErrClosed if the handle was already closed.
+func (f *memFile) Close() error {
+	f.fs.mu.Lock()
+	defer f.fs.mu.Unlock()
+	if f.epoch != f.fs.epoch {
+		return nil
+	}
+	if f.closed {
+		return pathError("close", f.name, fs.ErrClosed)
+	}
+	f.closed = true
+	return nil
+}
+
+// apply makes op on the current content and records it as unsynced.
+func (n *memNode) apply(op memOp) {
+	n.data = applyOp(n.data, op, false)
+	n.pending = append(n.pending, op)
+}
+
+// applyOp returns content with op made on it, reusing content's memory. With
+// zeroData, a write puts zeros instead of its bytes.
+func applyOp(content []byte, op memOp, zeroData bool) []byte {
+	if op.resize {
+		return resize(content, int(op.size))
+	}
+	end := int(op.offset) + len(op.data)
+	if end > len(content) {
+		content = resize(content, end)
+	}
+	if zeroData {
+		clear(content[op.offset:end])
+	} else {
+		copy(content[op.offset:], op.data)
+	}
+	return content
+}
+
+// resize returns content cut or grown with zeros to size bytes.
+func resize(content []byte, size int) []byte {
+	if size <= len(content) {
+		return content[:size]
+	}
+	old := len(content)
+	content = slices.Grow(content, size-old)[:size]
+	clear(content[old:])
+	return content
+}
