@@ -1,0 +1,181 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestInspectSummary(t *testing.T) {
+	dir, segments := newQueue(t, 300)
+	before := snapshot(t, dir)
+
+	r := runTool("inspect", dir)
+	require.Equal(t, exitOK, r.code, "stderr: %s", r.stderr)
+	assert.Empty(t, r.stderr)
+
+	// One line per segment file, in seq order, all sealed but the last.
+	lines := regexp.MustCompile(`(?m)^(\d{20}\.wal) +(\d+) +(\d+) +(\d+) +\d+ +\d+ +(sealed|active) +\d+ +\d+$`).FindAllStringSubmatch(r.stdout, -1)
+	require.Len(t, lines, len(segments), r.stdout)
+	next, frames := 1, 0
+	for i, l := range lines {
+		assert.Equal(t, filepath.Base(segments[i]), l[1])
+		assert.Equal(t, fmt.Sprint(next), l[2], "base seq of %s", l[1])
+		var last, n int
+		fmt.Sscan(l[3], &last)
+		fmt.Sscan(l[4], &n)
+		assert.Equal(t, last-next+1, n, "frames of %s", l[1])
+		want := "sealed"
+		if i == len(lines)-1 {
+			want = "active"
+		}
+		assert.Equal(t, want, l[5], l[1])
+		next, frames = last+1, frames+n
+	}
+	assert.Equal(t, 300, frames)
+
+	for _, want := range []string{
+		fmt.Sprintf("segments:  %d\n", len(segments)),
+		"seqs:      1..300\n",
+		"frames:    300 (message 300)\n",
+		"messages:  300\n",
+		"torn tail: none\n",
+	} {
+		assert.Contains(t, r.stdout, want)
+	}
+	assert.Regexp(t, `disk use: +\d+ bytes \(\d+\.\d KiB\)`, r.stdout)
+	assert.Equal(t, before, snapshot(t, dir), "inspect must not change the directory")
+}
+
+func TestInspectJSON(t *testing.T) {
+	dir, segments := newQueue(t, 300)
+	for _, args := range [][]string{{"inspect", "--json", dir}, {"inspect", dir, "-json"}} {
+		t.Run(strings.Join(args[1:], " "), func(t *testing.T) {
+			r := runTool(args...)
+			require.Equal(t, exitOK, r.code, "stderr: %s", r.stderr)
+			var rep inspectReport
+			require.NoError(t, json.Unmarshal([]byte(r.stdout), &rep), r.stdout)
+
+			assert.Equal(t, dir, rep.Dir)
+			require.Len(t, rep.Segments, len(segments))
+			assert.Equal(t, len(segments), rep.Totals.Segments)
+			assert.Equal(t, uint64(1), rep.Totals.FirstSeq)
+			assert.Equal(t, uint64(300), rep.Totals.LastSeq)
+			assert.Equal(t, 300, rep.Totals.Frames)
+			assert.Equal(t, 300, rep.Totals.Messages)
+			assert.Equal(t, map[string]int{"message": 300}, rep.Totals.FramesByType)
+			assert.Nil(t, rep.TornTail)
+			assert.Nil(t, rep.Corrupt)
+			assert.Empty(t, rep.Error)
+
+			var frames int
+			var disk int64
+			prevLast := uint64(0)
+			for i, s := range rep.Segments {
+				assert.Equal(t, filepath.Base(segments[i]), s.Name)
+				assert.Equal(t, prevLast, s.PrevLastSeq)
+				assert.Equal(t, prevLast+1, s.BaseSeq)
+				assert.Equal(t, int(s.LastSeq-s.BaseSeq+1), s.Frames)
+				assert.Equal(t, i < len(segments)-1, s.Sealed)
+				info, err := os.Stat(segments[i])
+				require.NoError(t, err)
+				assert.Equal(t, info.Size(), s.FileBytes)
+				frames += s.Frames
+				disk += s.FileBytes
+				prevLast = s.LastSeq
+			}
+			assert.Equal(t, 300, frames)
+			assert.Equal(t, disk, rep.Totals.DiskBytes)
+		})
+	}
+}
+
+// addTornTail writes junk just above the synced end of the last segment, as a
+// write cut short by a crash would leave, and returns the segment's path and
+// the junk's offset.
+func addTornTail(t *testing.T, dir string, segments []string, junk int) (string, int64) {
+	t.Helper()
+	r := runTool("inspect", "--json", dir)
+	require.Equal(t, exitOK, r.code, r.stderr)
+	var rep inspectReport
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &rep))
+	last := rep.Segments[len(rep.Segments)-1]
+	require.False(t, last.Sealed)
+	path := segments[len(segments)-1]
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	require.NoError(t, err)
+	defer f.Close()
+	_, err = f.WriteAt([]byte(strings.Repeat("\xab", junk)), last.SyncedOffset)
+	require.NoError(t, err)
+	return path, last.SyncedOffset
+}
+
+func TestInspectTornTail(t *testing.T) {
+	dir, segments := newQueue(t, 300)
+	path, offset := addTornTail(t, dir, segments, 100)
+	before := snapshot(t, dir)
+
+	r := runTool("inspect", dir)
+	require.Equal(t, exitOK, r.code, "a torn tail is not an error: %s", r.stderr)
+	assert.Contains(t, r.stdout, fmt.Sprintf("torn tail at %s offset %d: 1 frame, 100 bytes would be cut on open (", path, offset))
+	assert.NotContains(t, r.stdout, "torn tail: none")
+	assert.Contains(t, r.stdout, "seqs:      1..300\n", "the torn junk holds no frames")
+
+	r = runTool("inspect", "--json", dir)
+	require.Equal(t, exitOK, r.code)
+	var rep inspectReport
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &rep))
+	require.NotNil(t, rep.TornTail)
+	assert.Equal(t, tornReport{File: path, Offset: offset, Frames: 1, Bytes: 100, Reason: rep.TornTail.Reason}, *rep.TornTail)
+	assert.NotEmpty(t, rep.TornTail.Reason)
+
+	assert.Equal(t, before, snapshot(t, dir), "inspect must not cut the torn tail")
+}
+
+func TestInspectCorruptPrintsWhatWasScanned(t *testing.T) {
+	dir, segments := newQueue(t, 300)
+	victim := segments[1]
+	flipByte(t, victim, 4096+500)
+
+	for _, asJSON := range []bool{false, true} {
+		t.Run(fmt.Sprintf("json=%v", asJSON), func(t *testing.T) {
+			args := []string{"inspect", dir}
+			if asJSON {
+				args = []string{"inspect", "--json", dir}
+			}
+			r := runTool(args...)
+			assert.Equal(t, exitFailure, r.code)
+			assert.Regexp(t, `^corrupt: `+regexp.QuoteMeta(victim)+` at offset \d+: .+\n$`, r.stderr)
+			if !asJSON {
+				assert.Regexp(t, `(?m)^`+filepath.Base(segments[0])+` +1 `, r.stdout, "the intact first segment is listed")
+				return
+			}
+			var rep inspectReport
+			require.NoError(t, json.Unmarshal([]byte(r.stdout), &rep))
+			require.NotNil(t, rep.Corrupt)
+			assert.Equal(t, victim, rep.Corrupt.File)
+			assert.LessOrEqual(t, rep.Corrupt.Offset, int64(4096+500))
+			assert.GreaterOrEqual(t, rep.Corrupt.Offset, int64(4096))
+			require.GreaterOrEqual(t, len(rep.Segments), 1)
+			assert.Equal(t, filepath.Base(segments[0]), rep.Segments[0].Name)
+			assert.True(t, rep.Segments[0].Sealed)
+		})
+	}
+}
+
+func TestInspectMissingDirectory(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "nope")
+	r := runTool("inspect", dir)
+	assert.Equal(t, exitFailure, r.code)
+	assert.Contains(t, r.stderr, "error: ")
+	assert.Contains(t, r.stderr, "nope")
+	_, err := os.Stat(dir)
+	assert.True(t, os.IsNotExist(err), "inspect must not create the directory")
+}
