@@ -1,11 +1,13 @@
 // Command zeroloss looks after zeroloss queue directories from the command
 // line.
 //
+//	zeroloss lab [--runs N] [--seed S] [--dir D] [--json FILE]
+//	                                the loss lab: what each configuration loses under failures
 //	zeroloss inspect [--json] DIR   summary of segments, seqs, record types, torn tail
 //	zeroloss verify [--strict] DIR  check every checksum and every message's encoding
 //	zeroloss help [COMMAND]         usage
 //
-// Both commands only read: they take no lock and change nothing, so they may
+// inspect and verify only read: they take no lock and change nothing, so they may
 // run next to an open queue (whose active segment may then be caught
 // mid-write).
 //

@@ -1,0 +1,126 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+
+	"github.com/zerolossmq/zeroloss/internal/lab"
+)
+
+const labUsage = `usage: zeroloss lab [--runs N] [--seed S] [--dir D] [--json FILE]
+
+Lab measures what each queue configuration loses when something fails under
+load, by doing it: it starts a child process that sends from 8 goroutines,
+kills it with SIGKILL after a random number of acknowledged messages, recovers
+the queue and reads every message back. It counts the acknowledged messages
+that are lost, duplicated or corrupt, checks the count a second, independent
+way, and prints one row per configuration and failure.
+
+It runs flush=sync and flush=async under process-crash. A process crash keeps
+the operating system's page cache, so both must lose nothing. Power loss,
+where flush=async may lose its last acknowledged messages, is still to come.
+
+Each run uses a fresh queue directory under D, removed afterwards unless it
+lost or corrupted data. The whole lab takes about a minute on a 2-core
+machine with a fast disk; a slower fsync makes the flush=sync runs longer.
+
+Exit status: 0 every configuration kept its promises, 1 one lost or
+corrupted an acknowledged message it promised to keep (or the lab's two
+counts disagree, or the lab could not measure), 2 a usage error.
+`
+
+func init() {
+	// A lab child is this program re-executed by Run: it sends until it is
+	// killed, and must not go through the command dispatcher.
+	if lab.IsChild(os.Args[1:]) {
+		os.Exit(lab.ChildMain(os.Args[1:]))
+	}
+	commands = append(commands, command{"lab", "measure what each queue configuration loses under failures (process crash)", runLab})
+}
+
+func runLab(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("lab", labUsage, stderr)
+	runs := fs.Int("runs", lab.DefaultRuns, "runs of each configuration under each failure")
+	seed := fs.Uint64("seed", 0, "seed of the kill points (0: from the clock; the report prints the seed used)")
+	dir := fs.String("dir", os.TempDir(), "directory for the run directories: put it on the disk to measure")
+	jsonFile := fs.String("json", "", "also write the report, every run included, as JSON to `FILE`")
+	positional, status, ok := parseArgs(fs, args)
+	if !ok {
+		return status
+	}
+	if len(positional) > 0 {
+		fmt.Fprintf(stderr, "zeroloss lab: unexpected arguments %q\n\n", positional)
+		fs.Usage()
+		return exitUsage
+	}
+	if *runs < 1 {
+		fmt.Fprintf(stderr, "zeroloss lab: --runs is %d, want at least 1\n\n", *runs)
+		fs.Usage()
+		return exitUsage
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	opts := lab.Options{Runs: *runs, Seed: *seed, Dir: *dir}
+	if isTerminal(stderr) {
+		opts.Progress = stderr // a line rewritten in place: noise in a log file
+	}
+	report, err := lab.Run(ctx, opts, lab.DefaultConfigs(), lab.Failures())
+	if report != nil && len(report.Rows) > 0 {
+		if werr := report.WriteTable(stdout); werr != nil && err == nil {
+			err = werr
+		}
+		if *jsonFile != "" {
+			if werr := writeJSONFile(*jsonFile, report); werr != nil && err == nil {
+				err = werr
+			}
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "zeroloss lab: %v\n", err)
+		return exitFailure
+	}
+	for _, row := range report.Rows {
+		if row.Broken() {
+			fmt.Fprintf(stderr, "zeroloss lab: %s lost or corrupted acknowledged messages under %s, which it promises not to\n", row.Config, row.Failure)
+		}
+		if row.CrossCheckMismatches > 0 {
+			fmt.Fprintf(stderr, "zeroloss lab: %s under %s: the two counts disagree in %d runs; the figures cannot be trusted\n", row.Config, row.Failure, row.CrossCheckMismatches)
+		}
+		for _, res := range row.Results {
+			if res.Dir != "" {
+				fmt.Fprintf(stderr, "zeroloss lab: %s under %s, run %d: kept %s\n", row.Config, row.Failure, res.Run, res.Dir)
+			}
+		}
+	}
+	if !report.OK() {
+		return exitFailure
+	}
+	return exitOK
+}
+
+// writeJSONFile writes report to name, replacing it.
+func writeJSONFile(name string, report *lab.Report) error {
+	f, err := os.Create(name)
+	if err != nil {
+		return err
+	}
+	if err := report.WriteJSON(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// isTerminal reports whether w is a terminal (a character device).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	info, err := f.Stat()
+	return err == nil && info.Mode()&os.ModeCharDevice != 0
+}

@@ -1,0 +1,152 @@
+package lab
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/zerolossmq/zeroloss"
+)
+
+// The child process is the program that runs the lab, re-executed with
+// ChildCommand as its first argument and ChildEnv=1 in its environment. Its
+// main function, or a test binary's TestMain, checks IsChild before anything
+// else and hands over to ChildMain.
+const (
+	ChildEnv     = "ZEROLOSS_LAB_CHILD"
+	ChildCommand = "lab-child"
+)
+
+// producers is how many goroutines send in the child.
+const producers = 8
+
+// Exit statuses of ChildMain. It never exits normally: the parent kills it.
+const (
+	childUsage    = 2 // bad arguments
+	childOpen     = 3 // the queue did not open
+	childSend     = 4 // a Send failed
+	childDeadline = 5 // nobody killed it within --timeout
+)
+
+// IsChild reports whether this process is a lab child: ChildEnv is "1" and
+// args (without the program name) start with ChildCommand.
+func IsChild(args []string) bool {
+	return os.Getenv(ChildEnv) == "1" && len(args) > 0 && args[0] == ChildCommand
+}
+
+// ChildMain is the child's side of a run. args are the process's arguments
+// without the program name (ChildCommand first, which it skips). It opens the
+// queue in --dir with the configuration given by the flags and sends from 8
+// goroutines until it is killed, printing "ok ID SEQ" on stdout, in one write,
+// for every SendOK. It returns an exit status only when something went wrong
+// (and says what on stderr): the caller passes it to os.Exit.
+func ChildMain(args []string) int {
+	if len(args) > 0 && args[0] == ChildCommand {
+		args = args[1:]
+	}
+	fs := flag.NewFlagSet(ChildCommand, flag.ContinueOnError)
+	fs.SetOutput(os.Stderr)
+	dir := fs.String("dir", "", "queue directory")
+	flush := fs.String("flush", "sync", "flush mode: sync or async")
+	run := fs.Int("run", 0, "run number, part of every message ID")
+	timeout := fs.Duration("timeout", time.Minute, "exit if still alive after this long")
+	if err := fs.Parse(args); err != nil {
+		return childUsage
+	}
+	mode, err := parseFlush(*flush)
+	switch {
+	case err != nil:
+	case *dir == "":
+		err = errors.New("missing --dir")
+	case fs.NArg() > 0:
+		err = fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v; want --dir DIR [--flush sync|async] [--run N] [--timeout D]\n", ChildCommand, err)
+		return childUsage
+	}
+	cfg := Config{Flush: mode}
+	q, err := zeroloss.Open(*dir, cfg.queueOptions())
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", ChildCommand, err)
+		return childOpen
+	}
+	acks := &ackWriter{w: os.Stdout}
+	failed := make(chan error, producers)
+	for p := range producers {
+		go func() { failed <- produce(q, *run, p, acks) }()
+	}
+	select {
+	case err := <-failed:
+		fmt.Fprintf(os.Stderr, "%s: %v\n", ChildCommand, err)
+		return childSend
+	case <-time.After(*timeout):
+		fmt.Fprintf(os.Stderr, "%s: not killed within %v\n", ChildCommand, *timeout)
+		return childDeadline
+	}
+}
+
+// produce is one of the child's producers: it sends messages
+// messageID(run, producer, 0), (…, 1), … and prints an ack for each SendOK.
+// It returns only on an error. Tests replace it to make the child misbehave.
+var produce = func(q *zeroloss.Queue, run, producer int, acks *ackWriter) error {
+	for i := 0; ; i++ {
+		id := messageID(run, producer, i)
+		res, err := q.Send(context.Background(), &zeroloss.Message{ID: id, Body: bodyFor(id)})
+		if err != nil {
+			return fmt.Errorf("send %s: %w", id, err)
+		}
+		if res.Status == zeroloss.SendOK {
+			if err := acks.ack(id, res.Seq); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// ackWriter prints ack lines, one write each: a write of a line this short
+// to a pipe is atomic, so a kill never leaves half a line for the parent.
+type ackWriter struct {
+	mu  sync.Mutex
+	w   io.Writer
+	buf []byte
+}
+
+func (a *ackWriter) ack(id string, seq uint64) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.buf = append(a.buf[:0], "ok "...)
+	a.buf = append(a.buf, id...)
+	a.buf = append(a.buf, ' ')
+	a.buf = strconv.AppendUint(a.buf, seq, 10)
+	a.buf = append(a.buf, '\n')
+	_, err := a.w.Write(a.buf)
+	return err
+}
+
+// messageID names message i of a producer in a run.
+func messageID(run, producer, i int) string {
+	return fmt.Sprintf("r%d-p%d-%d", run, producer, i)
+}
+
+// bodyFor derives a message's body from its ID: the hex SHA-256 of the ID,
+// repeated 1 to 8 times (64 to 512 bytes), so that both the content and the
+// length of a body say whether it belongs to its ID.
+func bodyFor(id string) []byte {
+	sum := sha256.Sum256([]byte(id))
+	hexSum := hex.EncodeToString(sum[:])
+	repeat := 1 + int(sum[0]%8)
+	body := make([]byte, 0, len(hexSum)*repeat)
+	for range repeat {
+		body = append(body, hexSum...)
+	}
+	return body
+}

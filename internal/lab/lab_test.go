@@ -1,0 +1,308 @@
+package lab
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/zerolossmq/zeroloss"
+)
+
+// faultEnv makes the child misbehave, to show that the lab catches a queue
+// that loses, duplicates or corrupts acknowledged messages. It is inherited
+// from the test that sets it with t.Setenv.
+const faultEnv = "ZEROLOSS_LAB_TEST_FAULT"
+
+// TestMain runs the child's side of a run when the test binary is
+// re-executed as a lab child, and the tests otherwise.
+func TestMain(m *testing.M) {
+	if IsChild(os.Args[1:]) {
+		if fault := os.Getenv(faultEnv); fault != "" {
+			produce = faultyProducer(fault)
+		}
+		os.Exit(ChildMain(os.Args[1:]))
+	}
+	os.Exit(m.Run())
+}
+
+// faultyProducer returns a producer that acknowledges falsely: every 50th
+// message of producer 0 is acknowledged without being sent ("phantom-ack"),
+// sent twice ("duplicate"), or sent with another message's body ("corrupt").
+// With "silent" it never sends; with "fail" it fails at once.
+func faultyProducer(fault string) func(*zeroloss.Queue, int, int, *ackWriter) error {
+	return func(q *zeroloss.Queue, run, producer int, acks *ackWriter) error {
+		switch fault {
+		case "silent":
+			select {}
+		case "fail":
+			return errors.New("failing on purpose")
+		}
+		for i := 0; ; i++ {
+			id := messageID(run, producer, i)
+			faulty := producer == 0 && i%50 == 0
+			body := bodyFor(id)
+			sends := 1
+			switch {
+			case faulty && fault == "phantom-ack":
+				if err := acks.ack(id, uint64(1<<40+i)); err != nil {
+					return err
+				}
+				continue
+			case faulty && fault == "duplicate":
+				sends = 2
+			case faulty && fault == "corrupt":
+				body = bodyFor(id + "x")
+			}
+			var res zeroloss.SendResult
+			for range sends {
+				var err error
+				res, err = q.Send(context.Background(), &zeroloss.Message{ID: id, Body: body})
+				if err != nil {
+					return err
+				}
+			}
+			if res.Status == zeroloss.SendOK {
+				if err := acks.ack(id, res.Seq); err != nil {
+					return err
+				}
+			}
+		}
+	}
+}
+
+// testOptions keeps the lab short: few acks per run, so the suite stays well
+// under a minute under the race detector on two cores.
+func testOptions(t *testing.T, runs int) Options {
+	return Options{Runs: runs, Seed: 42, Dir: t.TempDir(), MinAcks: 200, MaxAcks: 4000}
+}
+
+// TestProcessCrashLosesNothing is the guarantee the lab exists to check: a
+// process crash loses no acknowledged message under either flush mode,
+// because the page cache survives it; nothing is duplicated or corrupt; and
+// the independent cross-check agrees with the main count in every run.
+func TestProcessCrashLosesNothing(t *testing.T) {
+	var progress bytes.Buffer
+	opts := testOptions(t, 5)
+	opts.Progress = &progress
+	rep, err := Run(context.Background(), opts, DefaultConfigs(), Failures())
+	require.NoError(t, err)
+	var table strings.Builder
+	require.NoError(t, rep.WriteTable(&table))
+	t.Logf("\n%s", table.String())
+	require.Len(t, rep.Rows, 2)
+	for _, name := range []string{"flush=sync", "flush=async"} {
+		row := rep.Row(name, "process-crash")
+		require.NotNil(t, row, name)
+		assert.True(t, row.Promised, "%s: a process crash must be promised zero loss", name)
+		assert.Equal(t, 5, row.Runs, name)
+		assert.Zero(t, row.Lost, "%s lost acknowledged messages", name)
+		assert.Zero(t, row.Duplicates, name)
+		assert.Zero(t, row.Corrupt, name)
+		assert.Zero(t, row.RecoveryErrors, name)
+		assert.False(t, row.Broken(), name)
+		for _, res := range row.Results {
+			assert.GreaterOrEqual(t, res.Acknowledged, res.KillAfter, "%s run %d", name, res.Run)
+			assert.Positive(t, res.Acknowledged, "%s run %d", name, res.Run)
+			assert.GreaterOrEqual(t, res.Recovered, res.Acknowledged, "%s run %d", name, res.Run)
+			assert.Positive(t, res.Throughput, "%s run %d", name, res.Run)
+			assert.Equal(t, res.Counts, res.CrossCheck, "%s run %d: the cross-check disagrees", name, res.Run)
+			assert.Empty(t, res.Dir, "%s run %d: a clean run's directory is removed", name, res.Run)
+		}
+	}
+	assert.True(t, rep.OK())
+	assert.Contains(t, progress.String(), "[10/10] flush=async process-crash run 5/5...")
+	entries, err := os.ReadDir(opts.Dir)
+	require.NoError(t, err)
+	assert.Empty(t, entries, "clean runs leave nothing behind")
+}
+
+// TestLabCatchesFaultyQueue runs a child that misbehaves in each way the lab
+// counts and checks that the count, and the cross-check, see it. Without
+// this, the test above could pass by counting nothing.
+func TestLabCatchesFaultyQueue(t *testing.T) {
+	tests := []struct {
+		fault string
+		check func(t *testing.T, res *RunResult)
+	}{
+		{"phantom-ack", func(t *testing.T, res *RunResult) {
+			assert.Positive(t, res.Lost)
+			assert.Zero(t, res.Duplicates)
+			assert.Zero(t, res.Corrupt)
+		}},
+		{"duplicate", func(t *testing.T, res *RunResult) {
+			assert.Zero(t, res.Lost)
+			assert.Positive(t, res.Duplicates)
+			assert.Zero(t, res.Corrupt)
+		}},
+		{"corrupt", func(t *testing.T, res *RunResult) {
+			assert.Zero(t, res.Lost)
+			assert.Zero(t, res.Duplicates)
+			assert.Positive(t, res.Corrupt)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run("fault="+tt.fault, func(t *testing.T) {
+			t.Setenv(faultEnv, tt.fault)
+			opts := testOptions(t, 1)
+			rep, err := Run(context.Background(), opts, []Config{{Flush: zeroloss.FlushAsync}}, Failures())
+			require.NoError(t, err)
+			row := rep.Row("flush=async", "process-crash")
+			require.NotNil(t, row)
+			require.Len(t, row.Results, 1)
+			res := &row.Results[0]
+			tt.check(t, res)
+			assert.Equal(t, res.Counts, res.CrossCheck, "the cross-check sees the same fault")
+			if tt.fault != "duplicate" {
+				assert.True(t, row.Broken())
+				assert.False(t, rep.OK())
+				assert.DirExists(t, res.Dir, "a run that lost or corrupted data keeps its directory")
+			}
+		})
+	}
+}
+
+// TestRunErrors: the lab reports what it could not measure instead of a
+// clean-looking report.
+func TestRunErrors(t *testing.T) {
+	t.Run("child cannot start", func(t *testing.T) {
+		opts := testOptions(t, 1)
+		opts.Executable = "/nonexistent/zeroloss"
+		_, err := Run(context.Background(), opts, DefaultConfigs(), Failures())
+		require.ErrorContains(t, err, "starting the child")
+	})
+	t.Run("child never acknowledges", func(t *testing.T) {
+		t.Setenv(faultEnv, "silent")
+		opts := testOptions(t, 1)
+		opts.RunTimeout = 300 * time.Millisecond
+		_, err := Run(context.Background(), opts, DefaultConfigs(), Failures())
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+		require.ErrorContains(t, err, "acknowledged 0 of")
+	})
+	t.Run("child exits by itself", func(t *testing.T) {
+		t.Setenv(faultEnv, "fail")
+		_, err := Run(context.Background(), testOptions(t, 1), DefaultConfigs(), Failures())
+		require.ErrorContains(t, err, "the child exited after 0 of")
+		require.ErrorContains(t, err, "failing on purpose", "the child's stderr is in the error")
+		require.ErrorContains(t, err, "directory kept: ")
+	})
+	t.Run("cancelled", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		_, err := Run(ctx, testOptions(t, 1), DefaultConfigs(), Failures())
+		require.ErrorIs(t, err, context.Canceled)
+	})
+	t.Run("bad options", func(t *testing.T) {
+		opts := testOptions(t, 1)
+		opts.MinAcks, opts.MaxAcks = 10, 5
+		_, err := Run(context.Background(), opts, DefaultConfigs(), Failures())
+		require.ErrorContains(t, err, "MinAcks")
+	})
+	t.Run("two configurations with one name", func(t *testing.T) {
+		configs := []Config{{Flush: zeroloss.FlushSync}, {Name: "flush=sync", Flush: zeroloss.FlushAsync}}
+		_, err := Run(context.Background(), testOptions(t, 1), configs, Failures())
+		require.ErrorContains(t, err, `two configurations named "flush=sync"`)
+	})
+	t.Run("unknown failure", func(t *testing.T) {
+		_, err := Run(context.Background(), testOptions(t, 1), DefaultConfigs(), []Failure{{Name: "meteor"}})
+		require.ErrorContains(t, err, "meteor")
+	})
+}
+
+// TestChildMainUsage: the child refuses bad arguments before touching a disk.
+func TestChildMainUsage(t *testing.T) {
+	for _, args := range [][]string{
+		{ChildCommand},
+		{ChildCommand, "--dir", t.TempDir(), "--flush", "sometimes"},
+		{ChildCommand, "--dir", t.TempDir(), "extra"},
+		{ChildCommand, "--bogus"},
+	} {
+		t.Run(fmt.Sprint(args[1:]), func(t *testing.T) {
+			assert.Equal(t, childUsage, ChildMain(args))
+		})
+	}
+}
+
+func TestIsChild(t *testing.T) {
+	t.Setenv(ChildEnv, "")
+	assert.False(t, IsChild([]string{ChildCommand}))
+	t.Setenv(ChildEnv, "1")
+	assert.True(t, IsChild([]string{ChildCommand, "--dir", "x"}))
+	assert.False(t, IsChild([]string{"lab"}))
+	assert.False(t, IsChild(nil))
+}
+
+func TestReportWriters(t *testing.T) {
+	rep := &Report{Seed: 7, RunsPerRow: 2}
+	rep.addRow(Row{Config: "flush=sync", Failure: "process-crash", Promised: true, Results: []RunResult{
+		{Run: 1, Acknowledged: 100, Counts: Counts{Recovered: 103, UnackedPresent: 3}, CrossCheck: Counts{Recovered: 103, UnackedPresent: 3}, Throughput: 1000},
+		{Run: 2, Acknowledged: 200, Counts: Counts{Recovered: 201, UnackedPresent: 1}, CrossCheck: Counts{Recovered: 201, UnackedPresent: 1}, Throughput: 3000},
+	}})
+	rep.addRow(Row{Config: "flush=async", Failure: "process-crash", Promised: true, Results: []RunResult{
+		{Run: 1, Acknowledged: 50, Counts: Counts{Recovered: 49, Lost: 1}, CrossCheck: Counts{Recovered: 49, Lost: 1}, Throughput: 5000},
+		{Run: 2, Acknowledged: 50, Counts: Counts{Recovered: 50}, CrossCheck: Counts{Recovered: 51}, Throughput: 7000},
+	}})
+
+	sync := rep.Row("flush=sync", "process-crash")
+	require.NotNil(t, sync)
+	assert.Equal(t, Row{
+		Config: "flush=sync", Failure: "process-crash", Promised: true, Runs: 2, Acknowledged: 300,
+		UnackedPresent: 4, Recovered: 304, MedianThroughput: 2000, Results: sync.Results,
+	}, *sync)
+	async := rep.Row("flush=async", "process-crash")
+	require.NotNil(t, async)
+	assert.Equal(t, 1, async.Lost)
+	assert.Equal(t, 1, async.CrossCheckMismatches)
+	assert.True(t, async.Broken())
+	assert.False(t, sync.Broken())
+	assert.False(t, rep.OK())
+	assert.Nil(t, rep.Row("flush=sync", "power-loss"))
+
+	var table bytes.Buffer
+	require.NoError(t, rep.WriteTable(&table))
+	lines := strings.Split(table.String(), "\n")
+	require.GreaterOrEqual(t, len(lines), 3, table.String())
+	assert.Regexp(t, `^config +failure +runs +acknowledged +lost +duplicates +corrupt +unacked +recovered +msgs/s +cross-check +verdict$`, lines[0])
+	assert.Regexp(t, `^flush=sync +process-crash +2 +300 +0 +0 +0 +4 +304 +2000 +agrees +ok: zero loss, as promised$`, lines[1])
+	assert.Regexp(t, `^flush=async +process-crash +2 +100 +1 +0 +0 +0 +99 +6000 +DISAGREES\(1\) +BROKEN: promised zero loss$`, lines[2])
+	// Text starts under its header, numbers end under theirs.
+	header := lines[0]
+	for i, cells := range [][3]string{{"process-crash", "300", "ok:"}, {"process-crash", "100", "BROKEN:"}} {
+		l := lines[1+i]
+		assert.Equal(t, strings.Index(header, "failure"), strings.Index(l, cells[0]), l)
+		assert.Equal(t, strings.Index(header, "acknowledged")+len("acknowledged"), strings.Index(l, cells[1])+len(cells[1]), l)
+		assert.Equal(t, strings.Index(header, "verdict"), strings.Index(l, cells[2]), l)
+	}
+	assert.Contains(t, table.String(), "seed 7, 2 runs per row")
+
+	var out bytes.Buffer
+	require.NoError(t, rep.WriteJSON(&out))
+	var decoded Report
+	require.NoError(t, json.Unmarshal(out.Bytes(), &decoded))
+	assert.Equal(t, *rep, decoded, "the JSON holds the whole report")
+	assert.Contains(t, out.String(), `"config": "flush=async"`)
+	assert.Contains(t, out.String(), `"lost": 1`)
+}
+
+func TestMedian(t *testing.T) {
+	tests := []struct {
+		in   []float64
+		want float64
+	}{
+		{nil, 0},
+		{[]float64{5}, 5},
+		{[]float64{9, 1, 5}, 5},
+		{[]float64{4, 1, 3, 2}, 2.5},
+	}
+	for _, tt := range tests {
+		assert.Equal(t, tt.want, median(tt.in), "%v", tt.in)
+	}
+}

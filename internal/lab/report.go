@@ -1,0 +1,223 @@
+package lab
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strings"
+	"time"
+)
+
+// RunResult is what one run measured.
+type RunResult struct {
+	// Run numbers the run within its row, from 1.
+	Run int `json:"run"`
+	// KillAfter is the number of acks the parent waited for before the
+	// failure; a few more may have been in the pipe.
+	KillAfter int `json:"kill_after"`
+	// Acknowledged is the number of SendOKs the parent read.
+	Acknowledged int `json:"acknowledged"`
+	// Counts is the main count.
+	Counts
+	// CrossCheck is the independent count; it must equal Counts.
+	CrossCheck Counts `json:"cross_check"`
+	// Throughput is in acknowledged messages per second, between the first
+	// and the last ack the parent read.
+	Throughput float64 `json:"throughput"`
+	// RecoveryTime is how long zeroloss.Open and Close took after the
+	// failure.
+	RecoveryTime time.Duration `json:"recovery_ns"`
+	// RecoveryError is set when the queue refused to open after the
+	// failure; every acknowledged message then counts as lost.
+	RecoveryError string `json:"recovery_error,omitempty"`
+	// Dir is the run's queue directory when it was kept.
+	Dir string `json:"dir,omitempty"`
+}
+
+// CrossCheckAgrees reports whether the two counts of the run agree.
+func (r *RunResult) CrossCheckAgrees() bool { return r.Counts == r.CrossCheck }
+
+// Row is one (configuration, failure) pair, aggregated over its runs.
+type Row struct {
+	Config  string `json:"config"`
+	Failure string `json:"failure"`
+	// Promised says whether the documentation promises that Config loses
+	// no acknowledged message under Failure.
+	Promised bool `json:"promised"`
+	// Sums over the runs.
+	Runs           int `json:"runs"`
+	Acknowledged   int `json:"acknowledged"`
+	Lost           int `json:"lost"`
+	Duplicates     int `json:"duplicates"`
+	Corrupt        int `json:"corrupt"`
+	UnackedPresent int `json:"unacked_present"`
+	Recovered      int `json:"recovered"`
+	// RecoveryErrors counts the runs whose queue refused to open.
+	RecoveryErrors int `json:"recovery_errors"`
+	// CrossCheckMismatches counts the runs whose two counts disagree.
+	CrossCheckMismatches int `json:"cross_check_mismatches"`
+	// MedianThroughput is the median over the runs of their throughput, in
+	// acknowledged messages per second.
+	MedianThroughput float64 `json:"median_throughput"`
+	// Results holds every run.
+	Results []RunResult `json:"results"`
+}
+
+// Broken reports whether the row breaks a promise: its configuration was
+// promised zero loss under its failure, and an acknowledged message was lost
+// or came back corrupt.
+func (r *Row) Broken() bool {
+	return r.Promised && (r.Lost > 0 || r.Corrupt > 0 || r.RecoveryErrors > 0)
+}
+
+// Report is what Run measured: one Row per (configuration, failure) pair, in
+// the order run.
+type Report struct {
+	Seed       uint64        `json:"seed"`
+	RunsPerRow int           `json:"runs_per_row"`
+	Elapsed    time.Duration `json:"elapsed_ns"`
+	Rows       []Row         `json:"rows"`
+}
+
+// addRow sums row's results into its totals and appends it.
+func (rep *Report) addRow(row Row) {
+	row.Runs = len(row.Results)
+	throughputs := make([]float64, 0, len(row.Results))
+	for i := range row.Results {
+		res := &row.Results[i]
+		row.Acknowledged += res.Acknowledged
+		row.Lost += res.Lost
+		row.Duplicates += res.Duplicates
+		row.Corrupt += res.Corrupt
+		row.UnackedPresent += res.UnackedPresent
+		row.Recovered += res.Recovered
+		if res.RecoveryError != "" {
+			row.RecoveryErrors++
+		}
+		if !res.CrossCheckAgrees() {
+			row.CrossCheckMismatches++
+		}
+		throughputs = append(throughputs, res.Throughput)
+	}
+	row.MedianThroughput = median(throughputs)
+	rep.Rows = append(rep.Rows, row)
+}
+
+// Row returns the row of a configuration label and failure name, or nil.
+func (rep *Report) Row(config, failure string) *Row {
+	for i := range rep.Rows {
+		if rep.Rows[i].Config == config && rep.Rows[i].Failure == failure {
+			return &rep.Rows[i]
+		}
+	}
+	return nil
+}
+
+// OK reports whether every promise held and every run's two counts agreed.
+func (rep *Report) OK() bool {
+	for i := range rep.Rows {
+		if rep.Rows[i].Broken() || rep.Rows[i].CrossCheckMismatches > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// WriteTable writes the report as a table with aligned columns, one line per
+// row (text to the left, numbers to the right), then a legend and the seed.
+func (rep *Report) WriteTable(w io.Writer) error {
+	t := table{header: []string{"config", "failure", "runs", "acknowledged", "lost", "duplicates",
+		"corrupt", "unacked", "recovered", "msgs/s", "cross-check", "verdict"}}
+	for i := range rep.Rows {
+		r := &rep.Rows[i]
+		check := "agrees"
+		if r.CrossCheckMismatches > 0 {
+			check = fmt.Sprintf("DISAGREES(%d)", r.CrossCheckMismatches)
+		}
+		t.add(r.Config, r.Failure, r.Runs, r.Acknowledged, r.Lost, r.Duplicates, r.Corrupt,
+			r.UnackedPresent, r.Recovered, int(math.Round(r.MedianThroughput)), check, verdict(r))
+	}
+	var b strings.Builder
+	t.write(&b)
+	fmt.Fprintf(&b, "\n"+
+		"lost: acknowledged (SendOK) but missing after recovery; corrupt: body does not match its ID;\n"+
+		"unacked: found but never acknowledged (allowed); msgs/s: median over the runs of acks per second;\n"+
+		"cross-check: a second, independent count from the raw segment files.\n"+
+		"seed %d, %d runs per row, %s\n", rep.Seed, rep.RunsPerRow, rep.Elapsed.Round(100*time.Millisecond))
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func verdict(r *Row) string {
+	switch {
+	case r.Broken():
+		return "BROKEN: promised zero loss"
+	case r.Promised:
+		return "ok: zero loss, as promised"
+	}
+	return "measured (no promise)"
+}
+
+// table aligns cells in columns: text to the left, integers to the right.
+type table struct {
+	header []string
+	rows   [][]any // string or int cells
+}
+
+func (t *table) add(cells ...any) { t.rows = append(t.rows, cells) }
+
+func (t *table) write(b *strings.Builder) {
+	widths := make([]int, len(t.header))
+	right := make([]bool, len(t.header)) // a column of integers
+	for c, h := range t.header {
+		widths[c] = len(h)
+	}
+	text := make([][]string, len(t.rows))
+	for r, row := range t.rows {
+		text[r] = make([]string, len(row))
+		for c, cell := range row {
+			_, right[c] = cell.(int)
+			text[r][c] = fmt.Sprint(cell)
+			widths[c] = max(widths[c], len(text[r][c]))
+		}
+	}
+	for _, cells := range append([][]string{t.header}, text...) {
+		var line strings.Builder
+		for c, cell := range cells {
+			pad := strings.Repeat(" ", widths[c]-len(cell))
+			if c > 0 {
+				line.WriteString("  ")
+			}
+			if right[c] {
+				line.WriteString(pad + cell)
+			} else {
+				line.WriteString(cell + pad)
+			}
+		}
+		b.WriteString(strings.TrimRight(line.String(), " ") + "\n")
+	}
+}
+
+// WriteJSON writes the report, every run included, as indented JSON.
+func (rep *Report) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(rep)
+}
+
+// median returns the median of xs (the mean of the middle two for an even
+// count), or 0 for none. It sorts a copy.
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	mid := len(s) / 2
+	if len(s)%2 == 1 {
+		return s[mid]
+	}
+	return (s[mid-1] + s[mid]) / 2
+}

@@ -1,0 +1,354 @@
+package lab
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/zerolossmq/zeroloss"
+)
+
+// Options configure Run. The zero value means every default.
+type Options struct {
+	// Runs is the number of runs of each (configuration, failure) pair.
+	// Default 25.
+	Runs int
+	// Seed seeds the draw of the kill points. 0 picks one from the clock;
+	// the report records the seed used, so a run can be repeated.
+	Seed uint64
+	// Dir is where run directories are created (in a new directory of their
+	// own). Default os.TempDir(). Put it on the disk you want to measure.
+	Dir string
+	// MinAcks and MaxAcks bound the number of acknowledged messages the
+	// parent waits for before it injects the failure; the number is drawn
+	// uniformly in [MinAcks, MaxAcks] for each run. Defaults 500 and 20000.
+	MinAcks, MaxAcks int
+	// RunTimeout bounds the time from the start of the child to the
+	// failure; a child that has not acknowledged MinAcks messages by then
+	// fails the run with an error. Default 60s.
+	RunTimeout time.Duration
+	// KeepDirs keeps every run's directory. Without it, only the runs that
+	// lost or corrupted data, or failed, keep theirs.
+	KeepDirs bool
+	// Progress, if not nil, receives a progress line, rewritten in place
+	// with a carriage return, before each run.
+	Progress io.Writer
+	// Executable is the program re-executed as the child; it must call
+	// ChildMain when IsChild. Default os.Executable().
+	Executable string
+}
+
+// Defaults for Options fields left zero.
+const (
+	DefaultRuns       = 25
+	DefaultMinAcks    = 500
+	DefaultMaxAcks    = 20000
+	DefaultRunTimeout = 60 * time.Second
+)
+
+func (o Options) withDefaults() (Options, error) {
+	if o.Runs < 0 || o.MinAcks < 0 || o.MaxAcks < 0 || o.RunTimeout < 0 {
+		return o, errors.New("lab: negative option")
+	}
+	if o.Runs == 0 {
+		o.Runs = DefaultRuns
+	}
+	if o.Seed == 0 {
+		o.Seed = uint64(time.Now().UnixNano())
+	}
+	if o.Dir == "" {
+		o.Dir = os.TempDir()
+	}
+	if o.MinAcks == 0 {
+		o.MinAcks = DefaultMinAcks
+	}
+	if o.MaxAcks == 0 {
+		o.MaxAcks = max(DefaultMaxAcks, o.MinAcks)
+	}
+	if o.MinAcks < 1 || o.MaxAcks < o.MinAcks {
+		return o, fmt.Errorf("lab: MinAcks %d and MaxAcks %d: want 1 <= MinAcks <= MaxAcks", o.MinAcks, o.MaxAcks)
+	}
+	if o.RunTimeout == 0 {
+		o.RunTimeout = DefaultRunTimeout
+	}
+	if o.Executable == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return o, fmt.Errorf("lab: finding the program to run as the child: %w", err)
+		}
+		o.Executable = exe
+	}
+	return o, nil
+}
+
+// Run runs opts.Runs runs of every configuration under every failure, one at
+// a time, and returns the report. It blocks until they are done or ctx ends
+// (the child of the current run is then killed). It returns an error, with
+// the report of the runs completed so far, when the lab could not measure: a
+// child that did not start, exited by itself or timed out, or a directory it
+// could not read. A queue that loses data is not an error: it is what the
+// report shows. Run is safe for concurrent use with distinct opts.Dir.
+func Run(ctx context.Context, opts Options, configs []Config, failures []Failure) (*Report, error) {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range failures {
+		if !f.valid() {
+			return nil, fmt.Errorf("lab: unknown failure %q", f.Name)
+		}
+	}
+	labels := map[string]bool{}
+	for _, c := range configs {
+		if labels[c.Label()] {
+			return nil, fmt.Errorf("lab: two configurations named %q", c.Label())
+		}
+		labels[c.Label()] = true
+	}
+	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("lab: %w", err)
+	}
+	labDir, err := os.MkdirTemp(o.Dir, "zeroloss-lab-")
+	if err != nil {
+		return nil, fmt.Errorf("lab: %w", err)
+	}
+	start := time.Now()
+	report := &Report{Seed: o.Seed, RunsPerRow: o.Runs}
+	progress := &progressLine{w: o.Progress}
+	defer progress.clear()
+	total, done := len(configs)*len(failures)*o.Runs, 0
+	var runErr error
+rows:
+	for _, cfg := range configs {
+		for _, f := range failures {
+			row := Row{Config: cfg.Label(), Failure: f.Name, Promised: f.Promises(cfg)}
+			for n := 1; n <= o.Runs; n++ {
+				done++
+				progress.printf("[%d/%d] %s %s run %d/%d...", done, total, cfg.Label(), f.Name, n, o.Runs)
+				res, err := runOnce(ctx, o, labDir, cfg, f, n)
+				if err != nil {
+					if _, statErr := os.Stat(res.Dir); statErr == nil {
+						err = fmt.Errorf("%w (directory kept: %s)", err, res.Dir)
+					}
+					runErr = fmt.Errorf("lab: %s %s run %d: %w", cfg.Label(), f.Name, n, err)
+					if len(row.Results) > 0 {
+						report.addRow(row)
+					}
+					break rows
+				}
+				row.Results = append(row.Results, res)
+			}
+			report.addRow(row)
+		}
+	}
+	report.Elapsed = time.Since(start)
+	if !o.KeepDirs {
+		os.Remove(labDir) // fails, as it should, if a run kept its directory
+	}
+	return report, runErr
+}
+
+// runOnce is one run: start the child, read acks, inject the failure, recover
+// and count.
+func runOnce(ctx context.Context, o Options, labDir string, cfg Config, f Failure, n int) (res RunResult, err error) {
+	res.Run = n
+	rng := rand.New(rand.NewPCG(o.Seed, runStream(cfg, f, n)))
+	res.KillAfter = o.MinAcks + rng.IntN(o.MaxAcks-o.MinAcks+1)
+	dir := filepath.Join(labDir, fmt.Sprintf("%s-%s-%03d", strings.ReplaceAll(cfg.Label(), "=", "-"), f.Name, n))
+	keep := o.KeepDirs
+	defer func() {
+		if err != nil || res.Lost > 0 || res.Corrupt > 0 || res.CrossCheck != res.Counts || res.RecoveryError != "" {
+			keep = true
+		}
+		if keep {
+			res.Dir = dir
+		} else {
+			os.RemoveAll(dir)
+		}
+	}()
+
+	acked, times, err := crashChild(ctx, o, dir, cfg, n, res.KillAfter)
+	if err != nil {
+		return res, err
+	}
+	res.Acknowledged = len(acked)
+	if elapsed := times.last.Sub(times.first); elapsed > 0 {
+		res.Throughput = float64(len(acked)-1) / elapsed.Seconds()
+	}
+
+	recoverStart := time.Now()
+	q, err := zeroloss.Open(dir, cfg.queueOptions())
+	if err == nil {
+		err = q.Close()
+	}
+	res.RecoveryTime = time.Since(recoverStart)
+	if err != nil {
+		// The queue refuses its own directory: every acknowledged message
+		// is out of reach. That is a finding, not a lab failure.
+		res.RecoveryError = err.Error()
+		res.Lost, res.CrossCheck.Lost = len(acked), len(acked)
+		return res, nil
+	}
+	stored, err := readLog(dir)
+	if err != nil {
+		return res, fmt.Errorf("reading the log back: %w", err)
+	}
+	res.Counts = count(acked, stored)
+	found, undecodable, err := scanDigests(dir)
+	if err != nil {
+		return res, fmt.Errorf("scanning the log for the cross-check: %w", err)
+	}
+	res.CrossCheck = crossCheck(acked, found, undecodable)
+	return res, nil
+}
+
+// runStream returns the PCG stream of one run, derived from the names of its
+// configuration and failure and its number, so that adding a configuration
+// does not move the kill points of the others.
+func runStream(cfg Config, f Failure, n int) uint64 {
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%s\x00%s\x00%d", cfg.Label(), f.Name, n)
+	return h.Sum64()
+}
+
+// ackTimes holds the times the parent read the first and the last ack.
+type ackTimes struct{ first, last time.Time }
+
+// crashChild starts the child on dir, reads its acks, kills it after killAfter
+// of them, reads the acks still in the pipe and waits for it. It returns the
+// acknowledged IDs with their seqs, and the times of the first and last ack.
+func crashChild(ctx context.Context, o Options, dir string, cfg Config, run, killAfter int) (map[string]uint64, ackTimes, error) {
+	ctx, cancel := context.WithTimeout(ctx, o.RunTimeout)
+	defer cancel()
+	args := append([]string{ChildCommand, "--dir", dir, "--run", strconv.Itoa(run),
+		"--timeout", (o.RunTimeout + 30*time.Second).String()}, cfg.args()...)
+	cmd := exec.CommandContext(ctx, o.Executable, args...)
+	cmd.Env = append(os.Environ(), ChildEnv+"=1")
+	stderr := &tailBuffer{limit: 4 << 10}
+	cmd.Stderr = stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, ackTimes{}, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, ackTimes{}, fmt.Errorf("starting the child: %w", err)
+	}
+	acked := make(map[string]uint64, killAfter+1024)
+	var times ackTimes
+	killed := false
+	var lineErr error
+	rd := bufio.NewReader(stdout)
+	for {
+		line, err := rd.ReadString('\n')
+		if err != nil {
+			// EOF; a final fragment without its newline cannot come from
+			// one atomic write, and is not an ack.
+			break
+		}
+		id, seq, ok := parseAck(line)
+		if !ok {
+			lineErr = fmt.Errorf("unexpected line from the child: %q", strings.TrimSpace(line))
+			continue // test frameworks may print; keep reading to the end
+		}
+		if _, dup := acked[id]; dup && lineErr == nil {
+			lineErr = fmt.Errorf("the child acknowledged %s twice", id)
+		}
+		acked[id] = seq
+		now := time.Now()
+		if times.first.IsZero() {
+			times.first = now
+		}
+		times.last = now
+		if len(acked) == killAfter && !killed {
+			if err := cmd.Process.Kill(); err != nil {
+				return nil, ackTimes{}, fmt.Errorf("killing the child: %w", err)
+			}
+			killed = true
+		}
+	}
+	waitErr := cmd.Wait()
+	switch {
+	case !killed && ctx.Err() != nil:
+		return nil, ackTimes{}, fmt.Errorf("the child acknowledged %d of %d messages before %w (stderr: %q)",
+			len(acked), killAfter, context.Cause(ctx), stderr.String())
+	case !killed:
+		return nil, ackTimes{}, fmt.Errorf("the child exited after %d of %d acks: %v (stderr: %q)",
+			len(acked), killAfter, waitErr, stderr.String())
+	case lineErr != nil:
+		return nil, ackTimes{}, lineErr
+	}
+	return acked, times, nil
+}
+
+// parseAck parses "ok ID SEQ\n".
+func parseAck(line string) (id string, seq uint64, ok bool) {
+	fields := strings.Fields(line)
+	if len(fields) != 3 || fields[0] != "ok" {
+		return "", 0, false
+	}
+	seq, err := strconv.ParseUint(fields[2], 10, 64)
+	if err != nil || seq == 0 {
+		return "", 0, false
+	}
+	return fields[1], seq, true
+}
+
+// tailBuffer keeps the last limit bytes written to it.
+type tailBuffer struct {
+	mu    sync.Mutex
+	limit int
+	buf   []byte
+}
+
+func (b *tailBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf = append(b.buf, p...)
+	if over := len(b.buf) - b.limit; over > 0 {
+		b.buf = b.buf[over:]
+	}
+	return len(p), nil
+}
+
+func (b *tailBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return string(bytes.TrimSpace(b.buf))
+}
+
+// progressLine rewrites one line of w in place.
+type progressLine struct {
+	w       io.Writer
+	lastLen int
+}
+
+func (p *progressLine) printf(format string, args ...any) {
+	if p.w == nil {
+		return
+	}
+	s := fmt.Sprintf(format, args...)
+	pad := max(p.lastLen-len(s), 0)
+	fmt.Fprintf(p.w, "\r%s%s", s, strings.Repeat(" ", pad))
+	p.lastLen = len(s)
+}
+
+// clear blanks the line, leaving the cursor at its start.
+func (p *progressLine) clear() {
+	if p.w == nil || p.lastLen == 0 {
+		return
+	}
+	fmt.Fprintf(p.w, "\r%s\r", strings.Repeat(" ", p.lastLen))
+	p.lastLen = 0
+}
