@@ -47,6 +47,12 @@ const (
 	MinMessageSizeLimit = 64
 	// segmentOverhead is the segment header block ahead of the first frame.
 	segmentOverhead = 4096
+	// The sync slot, which records how far the active segment was synced, is
+	// written at most every 50ms or 1 MiB of synced data: each write adds a
+	// second range to an fdatasync. Damage to data synced since the last slot
+	// write cannot be told from a torn tail.
+	defaultSlotInterval = 50 * time.Millisecond
+	defaultSlotBytes    = 1 << 20
 )
 
 // Options configure a Queue. The zero value, like a nil *Options, means every
@@ -74,6 +80,12 @@ type Options struct {
 	// MaxPending bounds the Sends waiting for the writer goroutine; further
 	// Sends block (honouring their context). Default 4096.
 	MaxPending int
+	// NoSegmentWarmup turns off writing zeros over the next segment file in
+	// the background before it is used. Warm-up writes every segment twice,
+	// but lets each fdatasync flush data only: on fresh preallocated extents
+	// (ext4, XFS) an fdatasync must also commit their conversion to written
+	// extents in the journal, which measured about 1.3x slower here.
+	NoSegmentWarmup bool
 	// Logger receives recovery reports, poisoning and flush timeouts.
 	// Default: discard.
 	Logger *slog.Logger
@@ -81,6 +93,11 @@ type Options struct {
 	fs         vfs.FS           // tests: crashable or faulty file systems
 	now        func() time.Time // tests: fake clock
 	leaseChunk uint64           // tests: seqs per durable lease extension
+	// slotInterval and slotBytes throttle the wal's sync slot (see
+	// wal.Options); tests set slotEverySync to record every sync.
+	slotInterval  time.Duration
+	slotBytes     int64
+	slotEverySync bool
 }
 
 func (o *Options) withDefaults() (Options, error) {
@@ -145,6 +162,9 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 	if out.now == nil {
 		out.now = time.Now
+	}
+	if !out.slotEverySync && out.slotInterval == 0 && out.slotBytes == 0 {
+		out.slotInterval, out.slotBytes = defaultSlotInterval, defaultSlotBytes
 	}
 	return out, nil
 }

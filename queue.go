@@ -77,19 +77,24 @@ type Queue struct {
 	log    *wal.Log
 	logger *slog.Logger
 
-	// mu orders enqueueing against Close: Sends hold it shared while they
-	// hand a request to the writer, Close takes it exclusively to stop them.
-	mu       sync.RWMutex
-	closed   bool
-	requests chan *sendRequest // Send -> writer goroutine
+	mu           sync.Mutex // guards pending, closing, committing and the spares
+	pending      *batch     // the batch Sends are joining
+	closing      bool
+	committing   bool   // a batch is being written (by a Send or the committer)
+	spareBuf     []byte // a written batch's buffer, for the next batch
+	spareEntries []batchEntry
 
-	syncJobs   chan []*sendRequest // writer -> syncer goroutine (FlushSync)
-	stopSyncer chan struct{}
-	writerDone chan struct{}
-	syncerDone chan struct{}
-	closeOnce  sync.Once
-	closeErr   error
+	slots            chan struct{} // MaxPending Sends at a time
+	inFlight         atomic.Int64  // Sends between joining and returning
+	committerWaiting atomic.Bool
+	wake             chan struct{} // nudges the waiting committer
+	committerDone    chan struct{}
+	stopSyncer       chan struct{}
+	syncerDone       chan struct{}
+	closeOnce        sync.Once
+	closeErr         error
 
+	usedBytes atomic.Int64  // log bytes after the last write, for MaxBytes
 	committed atomic.Uint64 // last durable seq: what readers may see
 	idPrefix  string
 	idCounter atomic.Uint64
@@ -105,7 +110,8 @@ func Open(dir string, opts *Options) (*Queue, error) {
 	if err != nil {
 		return nil, err
 	}
-	log, rec, err := wal.Open(dir, wal.Options{FS: o.fs, SegmentSize: o.SegmentSize, Logger: o.Logger, Now: o.now, LeaseChunk: o.leaseChunk})
+	log, rec, err := wal.Open(dir, wal.Options{FS: o.fs, SegmentSize: o.SegmentSize, Logger: o.Logger, Now: o.now,
+		LeaseChunk: o.leaseChunk, SlotInterval: o.slotInterval, SlotBytes: o.slotBytes, Prepare: !o.NoSegmentWarmup})
 	if err != nil {
 		return nil, fmt.Errorf("zeroloss: open %s: %w", dir, err)
 	}
@@ -115,21 +121,27 @@ func Open(dir string, opts *Options) (*Queue, error) {
 		return nil, err
 	}
 	q := &Queue{
-		opts:       o,
-		log:        log,
-		logger:     o.Logger,
-		requests:   make(chan *sendRequest, o.MaxPending),
-		syncJobs:   make(chan []*sendRequest, 1024),
-		stopSyncer: make(chan struct{}),
-		writerDone: make(chan struct{}),
-		syncerDone: make(chan struct{}),
-		idPrefix:   hex.EncodeToString(prefix[:]) + "-",
+		opts:          o,
+		log:           log,
+		logger:        o.Logger,
+		slots:         make(chan struct{}, o.MaxPending),
+		wake:          make(chan struct{}, 1),
+		committerDone: make(chan struct{}),
+		stopSyncer:    make(chan struct{}),
+		syncerDone:    make(chan struct{}),
+		idPrefix:      hex.EncodeToString(prefix[:]) + "-",
 	}
+	q.pending = q.newBatch()
 	q.committed.Store(log.SyncedSeq())
+	q.usedBytes.Store(log.DataBytes())
 	q.logger.Info("zeroloss: opened", "dir", dir, "segments", rec.Segments, "first_seq", rec.FirstSeq,
 		"last_seq", rec.LastSeq, "next_seq", rec.NextSeq, "unclean", rec.Unclean, "flush", o.Flush)
-	go q.writeLoop()
-	go q.syncLoop()
+	go q.commitLoop()
+	if o.Flush == FlushAsync {
+		go q.syncLoop()
+	} else {
+		close(q.syncerDone)
+	}
 	return q, nil
 }
 
@@ -139,57 +151,128 @@ func Open(dir string, opts *Options) (*Queue, error) {
 //
 // err != nil means the message was not appended: ErrClosed,
 // ErrMessageTooLarge, ErrInvalidMessage, ErrQueueFull, ErrDiskFull,
-// ErrPoisoned, or ctx's error if ctx ended before the writer took the message.
-// (After a write error that poisons the queue, a message reported as not
-// appended may still be found after a restart, if the failed write partly
-// reached the disk.) Once the writer has taken the message, Send no longer
-// gives up on ctx before the write completes; if ctx ends while waiting for
+// ErrPoisoned, or ctx's error if ctx ended before the message was taken for
+// writing. (After a write error that poisons the queue, a message reported as
+// not appended may still be found after a restart, if the failed write partly
+// reached the disk.) Once the message is taken for writing, Send no longer
+// gives up on ctx before the write completes; if ctx ends while it waits for
 // the fdatasync, it returns the result with FlushDiskTimeout.
 //
 // Send does not modify m; an empty ID is filled in the returned result only.
 func (q *Queue) Send(ctx context.Context, m *Message) (SendResult, error) {
-	results, err := q.send(ctx, []*Message{m})
-	if len(results) == 0 {
+	var id [1]string
+	first, n, status, err := q.send(ctx, []*Message{m}, id[:])
+	if n == 0 {
 		return SendResult{}, err
 	}
-	return results[0], err
+	return SendResult{Seq: first, ID: id[0], Status: status}, err
 }
 
-// SendBatch appends msgs in order as one write, sharing one fdatasync under
-// FlushSync. It returns a result for every message appended; if err != nil,
-// only the first len(results) messages were appended. The statuses are those
-// of Send, and are the same for the whole batch.
+// SendBatch appends msgs in order with one write, sharing one fdatasync under
+// FlushSync; they get consecutive seqs. It returns a result for every message
+// appended; if err != nil, only the first len(results) messages were
+// appended. The statuses are those of Send, the same for the whole batch.
 func (q *Queue) SendBatch(ctx context.Context, msgs []*Message) ([]SendResult, error) {
-	return q.send(ctx, msgs)
+	ids := make([]string, len(msgs))
+	first, n, status, err := q.send(ctx, msgs, ids)
+	results := make([]SendResult, n)
+	for i := range results {
+		results[i] = SendResult{Seq: first + uint64(i), ID: ids[i], Status: status}
+	}
+	return results, err
 }
 
-func (q *Queue) send(ctx context.Context, msgs []*Message) ([]SendResult, error) {
+// send appends msgs as one entry of the pending batch and waits for it. ids
+// receives the messages' IDs. It returns the first seq, how many messages were
+// appended and their status.
+func (q *Queue) send(ctx context.Context, msgs []*Message, ids []string) (uint64, int, SendStatus, error) {
 	if len(msgs) == 0 {
-		return nil, nil
+		return 0, 0, 0, nil
 	}
-	req := &sendRequest{frames: make([][]byte, len(msgs)), ids: make([]string, len(msgs)), done: make(chan struct{}, 2)}
-	now := q.opts.now().UnixNano()
+	var one [1]record.Message
+	encoded := one[:]
+	if len(msgs) > 1 {
+		encoded = make([]record.Message, len(msgs))
+	}
+	var size int64
 	for i, m := range msgs {
 		if m == nil {
-			return nil, fmt.Errorf("zeroloss: message %d is nil: %w", i, ErrInvalidMessage)
+			return 0, 0, 0, fmt.Errorf("zeroloss: message %d is nil: %w", i, ErrInvalidMessage)
 		}
-		rm := record.Message{ID: m.ID, Key: m.Key, Headers: m.Headers, Body: m.Body}
-		if rm.ID == "" {
-			rm.ID = q.newID()
+		encoded[i] = record.Message{ID: m.ID, Key: m.Key, Headers: m.Headers, Body: m.Body}
+		if encoded[i].ID == "" {
+			encoded[i].ID = q.newID()
 		}
-		size := frameSize(&rm)
-		if size > q.opts.MaxMessageSize {
-			return nil, fmt.Errorf("zeroloss: message %q encodes to %d bytes, above MaxMessageSize %d: %w",
-				rm.ID, size, q.opts.MaxMessageSize, ErrMessageTooLarge)
+		ids[i] = encoded[i].ID
+		n := frameSize(&encoded[i])
+		if n > q.opts.MaxMessageSize {
+			return 0, 0, 0, fmt.Errorf("zeroloss: message %q encodes to %d bytes, above MaxMessageSize %d: %w",
+				encoded[i].ID, n, q.opts.MaxMessageSize, ErrMessageTooLarge)
 		}
-		req.frames[i] = record.AppendMessageFrame(make([]byte, 0, size), 0, 0, now, &rm)
-		req.ids[i] = rm.ID
-		req.size += size
+		size += int64(n)
 	}
-	if err := q.enqueue(ctx, req); err != nil {
-		return nil, err
+	now := q.opts.now().UnixNano()
+
+	select {
+	case q.slots <- struct{}{}:
+	case <-ctx.Done():
+		return 0, 0, 0, ctx.Err()
 	}
-	return q.await(ctx, req)
+	q.inFlight.Add(1)
+	defer func() {
+		<-q.slots
+		q.inFlight.Add(-1)
+		q.nudge()
+	}()
+
+	q.mu.Lock()
+	if q.closing {
+		q.mu.Unlock()
+		return 0, 0, 0, fmt.Errorf("zeroloss: send: %w", ErrClosed)
+	}
+	if err := q.log.Err(); err != nil {
+		q.mu.Unlock()
+		return 0, 0, 0, fmt.Errorf("zeroloss: send: %w", err)
+	}
+	b := q.pending
+	if max := q.opts.MaxBytes; max > 0 {
+		if used := q.usedBytes.Load() + int64(len(b.buf)); used+size > max {
+			q.mu.Unlock()
+			return 0, 0, 0, fmt.Errorf("zeroloss: send: %w (%d of %d bytes used)", ErrQueueFull, used, max)
+		}
+	}
+	index := len(b.entries)
+	b.entries = append(b.entries, appendFrames(b, encoded, now))
+	b.live++
+	q.lead(b) // releases q.mu
+
+	select {
+	case <-b.written:
+	case <-ctx.Done():
+		q.mu.Lock()
+		if q.pending == b { // not taken for writing yet: withdraw it
+			b.entries[index].cancelled = true
+			b.cancelled = true
+			b.live--
+			q.mu.Unlock()
+			return 0, 0, 0, ctx.Err()
+		}
+		q.mu.Unlock()
+		<-b.written // taken: the write is under way and ends soon
+	}
+	e := b.entries[index]
+	var err error
+	if e.appended < e.frames {
+		err = fmt.Errorf("zeroloss: send: %w", b.err)
+	}
+	if e.appended == 0 {
+		return 0, 0, 0, err
+	}
+	status := SendOK
+	if b.synced != nil {
+		status = q.awaitSync(ctx, b)
+	}
+	return e.first, e.appended, status, err
 }
 
 // newID returns a unique message ID: a random per-Open prefix and a counter.
@@ -197,54 +280,22 @@ func (q *Queue) newID() string {
 	return q.idPrefix + strconv.FormatUint(q.idCounter.Add(1), 36)
 }
 
-// enqueue hands req to the writer goroutine.
-func (q *Queue) enqueue(ctx context.Context, req *sendRequest) error {
-	q.mu.RLock()
-	defer q.mu.RUnlock()
-	if q.closed {
-		return fmt.Errorf("zeroloss: send: %w", ErrClosed)
-	}
-	if err := q.log.Err(); err != nil {
-		return fmt.Errorf("zeroloss: send: %w", err)
-	}
+// awaitSync waits for b's fdatasync, at most FlushTimeout.
+func (q *Queue) awaitSync(ctx context.Context, b *batch) SendStatus {
 	select {
-	case q.requests <- req:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// await waits for req's write and, under FlushSync, for its fdatasync.
-func (q *Queue) await(ctx context.Context, req *sendRequest) ([]SendResult, error) {
-	select {
-	case <-req.done:
-	case <-ctx.Done():
-		if req.state.CompareAndSwap(stateQueued, stateCancelled) {
-			return nil, ctx.Err() // the writer will skip it
+	case <-b.synced:
+		if b.syncErr == nil {
+			return SendOK
 		}
-		<-req.done // taken: the write is under way and ends soon
+		q.stats.flushTimeouts.Add(1)
+		return FlushDiskTimeout
+	default:
 	}
-	results := make([]SendResult, req.appended)
-	status := SendOK
-	if req.appended > 0 && q.opts.Flush == FlushSync {
-		status = q.awaitSync(ctx, req)
-	}
-	for i := range results {
-		results[i] = SendResult{Seq: req.first + uint64(i), ID: req.ids[i], Status: status}
-	}
-	if req.err != nil {
-		return results, fmt.Errorf("zeroloss: send: %w", req.err)
-	}
-	return results, nil
-}
-
-func (q *Queue) awaitSync(ctx context.Context, req *sendRequest) SendStatus {
 	timer := time.NewTimer(q.opts.FlushTimeout)
 	defer timer.Stop()
 	select {
-	case <-req.done:
-		if req.syncErr == nil {
+	case <-b.synced:
+		if b.syncErr == nil {
 			return SendOK
 		}
 	case <-timer.C:
@@ -259,15 +310,17 @@ func (q *Queue) Err() error { return q.log.Err() }
 
 // Close stops accepting Sends, gives every pending Send a definite result,
 // flushes what was written, records a clean end and releases the directory.
-// It is idempotent and returns the same error each time.
+// It is idempotent and returns the same error each time (the poison error if
+// the queue was poisoned).
 func (q *Queue) Close() error {
 	q.closeOnce.Do(func() {
 		q.mu.Lock()
-		q.closed = true
+		q.closing = true
 		q.mu.Unlock()
-		close(q.requests) // the writer drains what is queued, then exits
-		<-q.writerDone
-		close(q.stopSyncer) // the syncer answers its waiters, then exits
+		q.committerWaiting.Store(true)
+		q.nudge()
+		<-q.committerDone // the committer writes what is pending, then exits
+		close(q.stopSyncer)
 		<-q.syncerDone
 		q.closeErr = q.log.Close()
 	})

@@ -39,6 +39,23 @@ type Options struct {
 	// LeaseChunk is how many seqs each durable lease extension covers; it
 	// bounds the gap in seqs after an unclean stop. Default 65536.
 	LeaseChunk uint64
+	// SlotInterval and SlotBytes throttle the sync slot: a sync writes it
+	// only if SlotInterval has passed since the last one, or the synced
+	// offset has moved SlotBytes past what it records (leases and seals
+	// always write it). Zero for both: every sync writes it. Damage to data
+	// synced since the last slot cannot be told from a torn tail, so these
+	// bound that window.
+	SlotInterval time.Duration
+	SlotBytes    int64
+	// Prepare makes a background goroutine create the next segment ahead
+	// of time, once the active one is half full, and write zeros over all of
+	// it. A roll then only writes a header and renames, and appends land on
+	// blocks that are already written, so an fdatasync need not also commit
+	// the allocation of fresh (unwritten) extents to the file system's
+	// journal. It costs writing each segment twice.
+	Prepare bool
+
+	onPrepared func()           // tests: called when a spare is ready
 	Now        func() time.Time // default time.Now
 }
 
@@ -98,7 +115,20 @@ type Log struct {
 
 	// Owned by the appending goroutine.
 	nextSeq uint64
-	buf     []byte
+	sizes   []int
+
+	// Slot throttling (under syncMu): when the last slot was written.
+	slotWritten time.Time
+
+	// Segment preparation (Options.Prepare).
+	spareMu     sync.Mutex
+	spare       vfs.File // a zero-filled file ready to become the next segment
+	sparePath   string
+	spareSize   int64
+	prepWanted  chan struct{} // asks the preparer for a spare
+	prepQuit    chan struct{}
+	prepDone    chan struct{}
+	prepRunning bool // the writer asked and no spare was taken since
 
 	frames, bytes, syncs, syncNanos, rolls atomic.Uint64
 }
@@ -142,6 +172,12 @@ func Open(dir string, opts Options) (*Log, *Recovery, error) {
 	if err != nil {
 		lock.Close()
 		return nil, nil, err
+	}
+	if opts.Prepare {
+		l.prepWanted = make(chan struct{}, 1)
+		l.prepQuit = make(chan struct{})
+		l.prepDone = make(chan struct{})
+		go l.prepareLoop()
 	}
 	return l, rec, nil
 }
@@ -229,6 +265,7 @@ func (l *Log) recover() (*Recovery, error) {
 	}
 	l.active = last
 	l.written, l.syncedOffset = last.end, last.end
+	l.slotWritten = time.Now()
 	return rec, nil
 }
 
@@ -283,71 +320,93 @@ func (l *Log) poison(err error) error {
 // MaxFrameSize is the largest frame that fits in a segment.
 func (l *Log) MaxFrameSize() int { return int(l.opts.SegmentSize - dataStart) }
 
-// Append writes frames (encoded with record.Append; their seq fields are
-// overwritten) at the end of the log, assigning consecutive seqs. It does not
-// sync. It returns the seq given to frames[0] and how many frames were
-// appended: all of them unless err != nil. Append never splits a frame.
-func (l *Log) Append(frames [][]byte) (first uint64, n int, err error) {
+// Append writes buf, a run of whole frames back to back (encoded with
+// record.Append or record.AppendMessageFrame; their seq fields are
+// overwritten in place, with their checksums), at the end of the log,
+// assigning consecutive seqs. It does not sync and does not copy buf: the
+// caller may reuse buf once Append returns. It returns the seq given to the
+// first frame and how many frames were appended: all of them unless
+// err != nil. A frame is never split across segments.
+func (l *Log) Append(buf []byte) (first uint64, n int, err error) {
 	if err := l.usable(); err != nil {
 		return 0, 0, err
 	}
-	if len(frames) == 0 {
+	if len(buf) == 0 {
 		return l.nextSeq, 0, nil
 	}
-	var total int64
-	for _, f := range frames {
-		if len(f) > l.MaxFrameSize() || len(f) < record.HeaderSize {
-			return 0, 0, fmt.Errorf("wal: frame of %d bytes, limit %d: %w", len(f), l.MaxFrameSize(), ErrTooLarge)
-		}
-		total += int64(len(f))
+	sizes, err := l.frameSizes(buf)
+	if err != nil {
+		return 0, 0, err
 	}
-	// Roll before writing anything if the batch does not fit but would fit
-	// in a fresh segment, so a disk-full roll fails the batch as a whole.
+	total := int64(len(buf))
+	// Roll before writing anything if the frames do not fit but would fit
+	// in a fresh segment, so a disk-full roll fails them as a whole.
 	if l.active == nil || (l.written+total > l.opts.SegmentSize && total <= l.opts.SegmentSize-dataStart) {
 		if err := l.roll(); err != nil {
 			return 0, 0, err
 		}
 	}
-	if last := l.nextSeq + uint64(len(frames)) - 1; last > l.lease.Load() {
+	if last := l.nextSeq + uint64(len(sizes)) - 1; last > l.lease.Load() {
 		if err := l.extendLease(last + l.opts.LeaseChunk); err != nil {
 			return 0, 0, err
 		}
 	}
 	first = l.nextSeq
-	for n < len(frames) {
-		if l.written+int64(len(frames[n])) > l.opts.SegmentSize {
+	for start := 0; n < len(sizes); {
+		if l.written+int64(sizes[n]) > l.opts.SegmentSize {
 			if err := l.roll(); err != nil {
 				return first, n, err
 			}
 		}
-		l.buf = l.buf[:0]
-		seq := l.nextSeq
-		j := n
-		for ; j < len(frames) && l.written+int64(len(l.buf)+len(frames[j])) <= l.opts.SegmentSize; j++ {
-			start := len(l.buf)
-			l.buf = append(l.buf, frames[j]...)
-			record.SetSeq(l.buf[start:], seq)
+		// Take the frames that fit in the active segment.
+		seq, end, j := l.nextSeq, start, n
+		for ; j < len(sizes) && l.written+int64(end-start+sizes[j]) <= l.opts.SegmentSize; j++ {
+			record.SetSeq(buf[end:end+sizes[j]], seq)
 			seq++
+			end += sizes[j]
 		}
-		if wn, err := l.active.file.WriteAt(l.buf, l.written); err != nil {
+		chunk := buf[start:end]
+		if wn, err := l.active.file.WriteAt(chunk, l.written); err != nil {
 			return first, n, l.poison(fmt.Errorf("wal: write %s at offset %d (%d of %d bytes written): %w",
-				l.active.path, l.written, wn, len(l.buf), err))
+				l.active.path, l.written, wn, len(chunk), err))
 		}
 		l.mu.Lock()
-		l.written += int64(len(l.buf))
+		l.written += int64(len(chunk))
 		l.lastSeq = seq - 1
 		l.active.end = l.written
 		l.active.lastSeq = seq - 1
 		l.mu.Unlock()
 		l.frames.Add(uint64(j - n))
-		l.bytes.Add(uint64(len(l.buf)))
+		l.bytes.Add(uint64(len(chunk)))
 		l.nextSeq = seq
-		n = j
+		n, start = j, end
 	}
-	if cap(l.buf) > 4<<20 {
-		l.buf = nil // do not pin a large batch's buffer
+	if l.prepWanted != nil && !l.prepRunning && l.written > l.opts.SegmentSize/2 {
+		l.prepRunning = true
+		select {
+		case l.prepWanted <- struct{}{}:
+		default:
+		}
 	}
 	return first, n, nil
+}
+
+// frameSizes splits buf into frames by their length fields.
+func (l *Log) frameSizes(buf []byte) ([]int, error) {
+	sizes := l.sizes[:0]
+	for off := 0; off < len(buf); {
+		size, err := record.FrameSize(buf[off:], 0)
+		if err != nil || off+size > len(buf) {
+			return nil, fmt.Errorf("wal: append: bad frame at byte %d of %d: %v", off, len(buf), err)
+		}
+		if size > l.MaxFrameSize() {
+			return nil, fmt.Errorf("wal: frame of %d bytes, limit %d: %w", size, l.MaxFrameSize(), ErrTooLarge)
+		}
+		sizes = append(sizes, size)
+		off += size
+	}
+	l.sizes = sizes
+	return sizes, nil
 }
 
 // Sync makes everything appended so far durable and returns the last durable
@@ -379,7 +438,7 @@ func (l *Log) syncLocked(lease uint64) error {
 		return nil
 	}
 	newLease := max(lease, l.lease.Load())
-	if seg.slot.syncedOffset != synced || newLease != seg.slot.lease {
+	if newLease != seg.slot.lease || (seg.slot.syncedOffset != synced && l.slotDue(seg, synced)) {
 		if err := seg.writeSlot(slot{syncedOffset: synced, syncedSeq: syncedSeq, lease: newLease}); err != nil {
 			return l.poison(fmt.Errorf("wal: write slot of %s: %w", seg.path, err))
 		}
@@ -394,6 +453,20 @@ func (l *Log) syncLocked(lease uint64) error {
 	l.syncedOffset, l.syncedSeq = target, targetSeq
 	l.mu.Unlock()
 	return nil
+}
+
+// slotDue reports whether a sync should record synced in seg's slot now.
+func (l *Log) slotDue(seg *segment, synced int64) bool {
+	if l.opts.SlotInterval == 0 && l.opts.SlotBytes == 0 {
+		return true
+	}
+	now := time.Now()
+	if (l.opts.SlotInterval > 0 && now.Sub(l.slotWritten) >= l.opts.SlotInterval) ||
+		(l.opts.SlotBytes > 0 && synced-seg.slot.syncedOffset >= l.opts.SlotBytes) {
+		l.slotWritten = now
+		return true
+	}
+	return false
 }
 
 // extendLease durably raises the seq lease before seqs above the old one are
@@ -415,7 +488,8 @@ func (l *Log) roll() error {
 	lease := max(l.lease.Load(), base-1+l.opts.LeaseChunk)
 	final := filepath.Join(l.dir, segmentName(base))
 	tmp := final + tmpExt
-	f, err := l.createSegment(tmp, header{baseSeq: base, prevLastSeq: l.lastSeq, created: l.opts.Now().UnixNano()}, lease)
+	h := header{baseSeq: base, prevLastSeq: l.lastSeq, created: l.opts.Now().UnixNano()}
+	f, tmp, err := l.takeSpare(tmp, h, lease)
 	if err != nil {
 		return err
 	}
@@ -447,6 +521,7 @@ func (l *Log) roll() error {
 		return l.poison(fmt.Errorf("wal: sync directory %s: %w", l.dir, err))
 	}
 	l.lease.Store(lease)
+	l.slotWritten = time.Now()
 	l.mu.Lock()
 	l.segments = append(l.segments, seg)
 	l.active = seg
@@ -482,15 +557,105 @@ func (l *Log) createSegment(tmp string, h header, lease uint64) (f vfs.File, err
 	if err := f.Allocate(l.opts.SegmentSize); err != nil {
 		return fail("preallocate", err)
 	}
+	if err := l.writeHeader(f, h, lease); err != nil {
+		return fail("write header of", err)
+	}
+	return f, nil
+}
+
+// writeHeader writes a new segment's header block with its first slot, and
+// syncs the file.
+func (l *Log) writeHeader(f vfs.File, h header, lease uint64) error {
 	page := make([]byte, dataStart)
 	copy(page, h.encode())
 	first := slot{generation: 1, syncedOffset: dataStart, syncedSeq: h.prevLastSeq, lease: lease}
 	copy(page[slotOffset(1):], first.encode())
 	if _, err := f.WriteAt(page, 0); err != nil {
-		return fail("write header of", err)
+		return err
 	}
-	if err := l.timedSync(f); err != nil {
-		return fail("sync", err)
+	return l.timedSync(f)
+}
+
+// takeSpare returns the prepared spare file with h written into it, or, when
+// there is none (or it does not fit), a segment created now under tmp. It
+// returns the file and its temporary path.
+func (l *Log) takeSpare(tmp string, h header, lease uint64) (vfs.File, string, error) {
+	l.spareMu.Lock()
+	f, path, size := l.spare, l.sparePath, l.spareSize
+	l.spare = nil
+	l.spareMu.Unlock()
+	l.prepRunning = false
+	if f != nil {
+		if size == l.opts.SegmentSize {
+			if err := l.writeHeader(f, h, lease); err == nil {
+				return f, path, nil
+			}
+		}
+		f.Close()
+		l.fs.Remove(path)
+	}
+	f, err := l.createSegment(tmp, h, lease)
+	return f, tmp, err
+}
+
+// prepareLoop is the preparer goroutine: when asked, it creates a spare
+// segment file and writes zeros over it (Options.Prepare).
+func (l *Log) prepareLoop() {
+	defer close(l.prepDone)
+	for n := 0; ; n++ {
+		select {
+		case <-l.prepWanted:
+		case <-l.prepQuit:
+			return
+		}
+		path := filepath.Join(l.dir, fmt.Sprintf("spare-%d%s", n, tmpExt))
+		f, err := l.prepareSpare(path)
+		if err != nil {
+			l.logger.Warn("wal: could not prepare the next segment; the roll will create it", "error", err)
+			continue
+		}
+		l.spareMu.Lock()
+		if l.spare != nil { // not taken: keep the older one
+			f.Close()
+			l.fs.Remove(path)
+		} else {
+			l.spare, l.sparePath, l.spareSize = f, path, l.opts.SegmentSize
+		}
+		l.spareMu.Unlock()
+		if l.opts.onPrepared != nil {
+			l.opts.onPrepared()
+		}
+	}
+}
+
+// prepareSpare creates path, preallocates it and writes zeros over it.
+func (l *Log) prepareSpare(path string) (vfs.File, error) {
+	f, err := l.fs.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (vfs.File, error) {
+		f.Close()
+		l.fs.Remove(path)
+		return nil, err
+	}
+	if err := f.Allocate(l.opts.SegmentSize); err != nil {
+		return fail(err)
+	}
+	zeros := make([]byte, 1<<20)
+	for off := int64(0); off < l.opts.SegmentSize; off += int64(len(zeros)) {
+		select {
+		case <-l.prepQuit:
+			return fail(ErrClosed)
+		default:
+		}
+		chunk := zeros[:min(int64(len(zeros)), l.opts.SegmentSize-off)]
+		if _, err := f.WriteAt(chunk, off); err != nil {
+			return fail(err)
+		}
+	}
+	if err := f.Sync(); err != nil {
+		return fail(err)
 	}
 	return f, nil
 }
@@ -517,6 +682,18 @@ func (l *Log) Close() error {
 				err = l.timedSync(seg.file)
 			}
 		}
+	}
+	if l.prepQuit != nil {
+		close(l.prepQuit)
+		<-l.prepDone
+		l.prepQuit = nil
+		l.spareMu.Lock()
+		if l.spare != nil {
+			l.spare.Close()
+			l.fs.Remove(l.sparePath)
+			l.spare = nil
+		}
+		l.spareMu.Unlock()
 	}
 	l.mu.Lock()
 	l.closed = true

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -38,7 +39,7 @@ func appendN(t *testing.T, l *Log, from, n int) []uint64 {
 	t.Helper()
 	var seqs []uint64
 	for i := from; i < from+n; i++ {
-		first, cnt, err := l.Append([][]byte{frame(i)})
+		first, cnt, err := l.Append(frame(i))
 		require.NoError(t, err)
 		require.Equal(t, 1, cnt)
 		seqs = append(seqs, first)
@@ -103,7 +104,7 @@ func TestAppendSyncReopenAcrossSegments(t *testing.T) {
 	got2, payloads2 := readAll(t, l)
 	assert.Equal(t, got, got2)
 	assert.Equal(t, payloads, payloads2)
-	first, _, err := l.Append([][]byte{frame(1)})
+	first, _, err := l.Append(frame(1))
 	require.NoError(t, err)
 	assert.Equal(t, uint64(1001), first)
 }
@@ -347,8 +348,114 @@ func TestAppendRejectsOversizedFrame(t *testing.T) {
 	l, _ := openTest(t, t.TempDir())
 	defer l.Close()
 	big := record.Append(nil, &record.Record{Type: record.TypeMessage, Payload: make([]byte, testSegment)})
-	_, n, err := l.Append([][]byte{big})
+	_, n, err := l.Append(big)
 	require.ErrorIs(t, err, ErrTooLarge)
 	assert.Equal(t, 0, n)
 	appendN(t, l, 0, 1)
+}
+
+func TestAppendOneBufferAcrossSegments(t *testing.T) {
+	l, _ := openTest(t, t.TempDir())
+	defer l.Close()
+	var buf []byte
+	for i := 0; i < 600; i++ {
+		buf = append(buf, frame(i)...)
+	}
+	require.Greater(t, len(buf), 3*testSegment, "the buffer spans several segments")
+	first, n, err := l.Append(buf)
+	require.NoError(t, err)
+	assert.Equal(t, uint64(1), first)
+	assert.Equal(t, 600, n)
+	_, err = l.Sync()
+	require.NoError(t, err)
+	seqs, payloads := readAll(t, l)
+	require.Len(t, seqs, 600)
+	for i, s := range seqs {
+		require.Equal(t, uint64(i+1), s)
+		require.Equal(t, frame(i)[record.HeaderSize:], payloads[i])
+	}
+	_, _, err = l.Append(buf[:10])
+	require.Error(t, err, "a buffer that does not hold whole frames is refused")
+}
+
+func TestSlotThrottle(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		opts  Options
+		grows bool
+	}{
+		{"every sync", Options{}, true},
+		{"interval not reached", Options{SlotInterval: time.Hour}, false},
+		{"bytes reached", Options{SlotInterval: time.Hour, SlotBytes: 100}, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.opts.SegmentSize = testSegment
+			l, _, err := Open(t.TempDir(), tt.opts)
+			require.NoError(t, err)
+			defer l.Close()
+			appendN(t, l, 0, 1)
+			_, err = l.Sync()
+			require.NoError(t, err)
+			gen := l.active.slot.generation
+			for i := 0; i < 5; i++ {
+				appendN(t, l, i, 1)
+				_, err = l.Sync()
+				require.NoError(t, err)
+			}
+			if tt.grows {
+				assert.Greater(t, l.active.slot.generation, gen)
+			} else {
+				assert.Equal(t, gen, l.active.slot.generation)
+			}
+		})
+	}
+}
+
+func TestPreparedSegmentIsUsedByTheRoll(t *testing.T) {
+	dir := t.TempDir()
+	prepared := make(chan struct{}, 10)
+	l, _, err := Open(dir, Options{SegmentSize: testSegment, Prepare: true, onPrepared: func() { prepared <- struct{}{} }})
+	require.NoError(t, err)
+	// Fill a bit more than half of the first segment: the preparer starts.
+	var n int
+	for l.written <= testSegment/2 {
+		appendN(t, l, n, 1)
+		n++
+	}
+	select {
+	case <-prepared:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no spare prepared")
+	}
+	spare := l.sparePath
+	require.FileExists(t, spare)
+	for len(segmentFiles(t, dir)) < 2 {
+		appendN(t, l, n, 1)
+		n++
+	}
+	assert.NoFileExists(t, spare, "the roll renamed the spare into place")
+	_, err = l.Sync()
+	require.NoError(t, err)
+	require.NoError(t, l.Close())
+
+	l, rec := openTest(t, dir)
+	defer l.Close()
+	assert.False(t, rec.Unclean)
+	seqs, payloads := readAll(t, l)
+	require.Len(t, seqs, n)
+	for i := range seqs {
+		require.Equal(t, frame(i)[record.HeaderSize:], payloads[i])
+	}
+}
+
+func TestLeftoverSpareIsRemovedOnOpen(t *testing.T) {
+	dir := t.TempDir()
+	l, _ := openTest(t, dir)
+	appendN(t, l, 0, 3)
+	require.NoError(t, l.Close())
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "spare-0.tmp"), make([]byte, 8192), 0o600))
+	l, rec := openTest(t, dir)
+	defer l.Close()
+	assert.Equal(t, uint64(3), rec.LastSeq)
+	assert.NoFileExists(t, filepath.Join(dir, "spare-0.tmp"))
 }
