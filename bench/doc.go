@@ -1,0 +1,55 @@
+// Package bench holds zeroloss's throughput benchmarks and the raw disk
+// baselines they are read against. It has no code of its own: everything is in
+// the _test.go files, so importing it costs nothing and `go test ./...` only
+// runs the fast checks (TestBenchmarksVerify).
+//
+// # Running
+//
+//	go test -run '^$' -bench . -benchtime 3s -count 1 ./bench/
+//	go test -run '^$' -bench 'Send/flush=sync/size=1KiB' -count 6 ./bench/ > new.txt
+//	benchstat old.txt new.txt
+//
+// Benchmarks are named key=value so benchstat can group and compare them:
+//
+//	BenchmarkSend/flush=sync|async/size=128B|1KiB|16KiB/producers=1|16|64
+//	BenchmarkSend/flush=sync/size=1KiB/producers=256
+//	BenchmarkRaw/op=write/size=1KiB                         (Linux only)
+//	BenchmarkRaw/op=write+fdatasync/size=1KiB/producers=1|16 (Linux only)
+//	BenchmarkRaw/op=batch+fdatasync/size=1KiB/batch=16|64   (Linux only)
+//
+// The benchmarks write to b.TempDir(), so TMPDIR chooses the disk measured;
+// point it at the file system the queue will really use (tmpfs makes every
+// fdatasync free and the figures meaningless).
+//
+// # Reading the figures
+//
+// One op is one message in every benchmark, including the batched raw ones, so
+// ns/op and msgs/s compare directly. MB/s counts message bodies only, not frame
+// headers or IDs. Besides the standard columns each benchmark reports:
+//
+//	msgs/s      messages per second (b.N / elapsed)
+//	msgs/fsync  FlushSync only: Sends answered per group commit (Stats.GroupAvg)
+//	fsyncs/op   FlushSync only: fdatasyncs per message, lease and segment syncs included
+//	us/fsync    FlushSync only: average fdatasync latency (Stats.FsyncAvg)
+//	msgs/write  messages per write batch (one pwrite each)
+//
+// Read the Send figures as ratios to the raw baselines of the same run, not as
+// absolute numbers: the disk dominates them.
+//
+//   - flush=sync/producers=1 against op=write+fdatasync/producers=1: the cost of
+//     the queue's machinery around one fdatasync per message.
+//   - flush=sync/producers=N against op=batch+fdatasync/batch=N: how close group
+//     commit comes to the physical limit of N producers sharing each fdatasync.
+//   - flush=async against op=write: Send gathers concurrent messages into one
+//     pwrite, so with several producers it should beat one write(2) per message.
+//
+// Each Send sub-benchmark opens a new queue, and its first Send creates the
+// first segment (fallocate, fsync, directory fsync) inside the timed part; use
+// a -benchtime of seconds, not a few hundred iterations, so that fixed cost
+// stays negligible. The disk's fdatasync latency can drift by 2x within
+// minutes on shared or virtual disks: compare ratios within one run, and use
+// -count with benchstat before trusting a difference.
+//
+// Every Send benchmark checks, outside the timed part, that the queue reopens
+// cleanly and holds exactly b.N messages of the right size.
+package bench
