@@ -44,8 +44,7 @@ func crashWorkload(q *Queue) (ok map[string]uint64, attempted map[string][]byte)
 	return ok, attempted
 }
 
-var crashOptions = Options{Flush: FlushSync, SegmentSize: 4096 + 2048, MaxMessageSize: 2048, leaseChunk: 5, slotEverySync: true,
-	NoSegmentWarmup: true} // deterministic I/O: no background goroutine
+var crashOptions = Options{Flush: FlushSync, SegmentSize: 4096 + 2048, MaxMessageSize: 2048, leaseChunk: 5, slotEverySync: true}
 
 // checkRecovered reopens fs and checks what must hold after a crash: Open
 // succeeds, every SendOK message is present with its body, nothing appears
@@ -141,7 +140,7 @@ func TestRepeatedCrashesOnOneDirectory(t *testing.T) {
 	for round := 0; round < 40; round++ {
 		opts := crashOptions
 		opts.fs = fs
-		opts.NoSegmentWarmup = round%2 == 0 // odd rounds crash with a spare being prepared
+		opts.SegmentWarmup = round%2 == 1 // odd rounds crash with a spare being prepared
 		fs.SetOpLimit(fs.OpCount() + 5 + rng.IntN(60))
 		q, err := Open("/q", &opts)
 		if err == nil {

@@ -99,6 +99,11 @@ func (q *Queue) commitLoop() {
 // once every Send in flight has joined it, or the queue is closing. (The
 // committer also writes it at its deadline; see commitDelay.)
 func (q *Queue) batchReady(b *batch) bool {
+	if q.opts.Flush == FlushAsync {
+		// A write costs about what gathering a batch does: let half the
+		// producers write while the other half gather.
+		return q.closing || 2*int64(b.live) >= q.inFlight.Load()
+	}
 	return q.closing || int64(b.live) >= q.inFlight.Load()
 }
 

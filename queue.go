@@ -111,7 +111,7 @@ func Open(dir string, opts *Options) (*Queue, error) {
 		return nil, err
 	}
 	log, rec, err := wal.Open(dir, wal.Options{FS: o.fs, SegmentSize: o.SegmentSize, Logger: o.Logger, Now: o.now,
-		LeaseChunk: o.leaseChunk, SlotInterval: o.slotInterval, SlotBytes: o.slotBytes, Prepare: !o.NoSegmentWarmup})
+		LeaseChunk: o.leaseChunk, SlotInterval: o.slotInterval, SlotBytes: o.slotBytes, Prepare: o.SegmentWarmup})
 	if err != nil {
 		return nil, fmt.Errorf("zeroloss: open %s: %w", dir, err)
 	}

@@ -19,6 +19,7 @@ type Stats struct {
 	FlushTimeouts uint64        // Sends answered with FlushDiskTimeout
 	Segments      int           // segment files
 	SegmentRolls  uint64        // new segments started
+	WarmRolls     uint64        // of which used a segment zero-filled ahead (SegmentWarmup)
 	DiskBytes     int64         // bytes the segment files take, preallocation included
 	LastSeq       uint64        // last seq appended
 	CommittedSeq  uint64        // last seq durable
@@ -58,6 +59,7 @@ func (q *Queue) Stats() Stats {
 		FlushTimeouts: q.stats.flushTimeouts.Load(),
 		Segments:      ls.Segments,
 		SegmentRolls:  ls.SegmentsRolls,
+		WarmRolls:     ls.WarmRolls,
 		DiskBytes:     ls.DiskBytes,
 		LastSeq:       q.log.LastSeq(),
 		CommittedSeq:  q.committedSeq(),

@@ -15,7 +15,7 @@
 //	BenchmarkSend/flush=sync/size=1KiB/producers=256
 //	BenchmarkRaw/op=write/size=1KiB                         (Linux only)
 //	BenchmarkRaw/op=write+fdatasync/size=1KiB/producers=1|16 (Linux only)
-//	BenchmarkRaw/op=batch+fdatasync/size=1KiB/batch=16|64   (Linux only)
+//	BenchmarkRaw/op=batch+fdatasync/size=1KiB/batch=16|64/blocks=written|fresh (Linux only)
 //
 // The benchmarks write to b.TempDir(), so TMPDIR chooses the disk measured;
 // point it at the file system the queue will really use (tmpfs makes every

@@ -37,9 +37,15 @@ func BenchmarkRaw(b *testing.B) {
 		})
 	}
 	for _, n := range []int{16, 64} {
-		b.Run(fmt.Sprintf("op=batch+fdatasync/size=%s/batch=%d", size, n), func(b *testing.B) {
-			benchmarkRawBatchSync(b, n)
-		})
+		for _, fresh := range []bool{false, true} {
+			blocks := "written"
+			if fresh {
+				blocks = "fresh"
+			}
+			b.Run(fmt.Sprintf("op=batch+fdatasync/size=%s/batch=%d/blocks=%s", size, n, blocks), func(b *testing.B) {
+				benchmarkRawBatchSync(b, n, fresh)
+			})
+		}
 	}
 }
 
@@ -123,7 +129,14 @@ func benchmarkRawWriteSync(b *testing.B, producers int) {
 // messages, so a long run is mostly overwrites; see the caveat there). This is
 // the physical limit for batch producers waiting on one fdatasync, the best
 // group commit can do; ns/op is per message.
-func benchmarkRawBatchSync(b *testing.B, batch int) {
+//
+// blocks=written wraps to offset 0 of the same file at 64 MiB, so past the
+// first 64 Ki messages it overwrites written blocks: the limit for a log that
+// recycles its files. blocks=fresh starts a new preallocated file instead,
+// so every fdatasync also commits the conversion of fresh extents: the limit
+// for a log that appends into new preallocated segments, as zeroloss does
+// (without SegmentWarmup).
+func benchmarkRawBatchSync(b *testing.B, batch int, fresh bool) {
 	f, fd := preallocatedFile(b)
 	buf := filledBody(batch * rawSize)
 	b.SetBytes(rawSize)
@@ -134,6 +147,11 @@ func benchmarkRawBatchSync(b *testing.B, batch int) {
 		n := min(batch, b.N-done)
 		if offset+int64(n*rawSize) > rawFileSize {
 			offset = 0
+			if fresh {
+				b.StopTimer()
+				f, fd = preallocatedFile(b)
+				b.StartTimer()
+			}
 		}
 		if _, err := f.WriteAt(buf[:n*rawSize], offset); err != nil {
 			b.Fatal(err)

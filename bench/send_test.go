@@ -58,6 +58,8 @@ func benchmarkSend(b *testing.B, flush zeroloss.FlushMode, size, producers int) 
 		b.ReportMetric(st.GroupAvg, "msgs/fsync")
 		b.ReportMetric(float64(st.Fsyncs)/float64(b.N), "fsyncs/op")
 		b.ReportMetric(float64(st.FsyncAvg.Nanoseconds())/1e3, "us/fsync")
+		b.ReportMetric(float64(st.SegmentRolls), "rolls")
+		b.ReportMetric(float64(st.WarmRolls), "warmrolls")
 	}
 	require.NoError(b, q.Close())
 	require.NoError(b, verifyLog(dir, b.N, size))

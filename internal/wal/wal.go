@@ -48,7 +48,7 @@ type Options struct {
 	SlotInterval time.Duration
 	SlotBytes    int64
 	// Prepare makes a background goroutine create the next segment ahead
-	// of time, once the active one is half full, and write zeros over all of
+	// of time, once the active one is a sixteenth full, and write zeros over all of
 	// it. A roll then only writes a header and renames, and appends land on
 	// blocks that are already written, so an fdatasync need not also commit
 	// the allocation of fresh (unwritten) extents to the file system's
@@ -84,6 +84,7 @@ type Stats struct {
 	Segments      int
 	DiskBytes     int64 // bytes the segment files take, preallocation included
 	SegmentsRolls uint64
+	WarmRolls     uint64 // rolls that used a prepared, zero-filled segment
 }
 
 // Log is an append-only log of frames in segment files.
@@ -130,7 +131,7 @@ type Log struct {
 	prepDone    chan struct{}
 	prepRunning bool // the writer asked and no spare was taken since
 
-	frames, bytes, syncs, syncNanos, rolls atomic.Uint64
+	frames, bytes, syncs, syncNanos, rolls, warmRolls atomic.Uint64
 }
 
 // Open opens or creates the log in dir, recovers it and returns what recovery
@@ -381,7 +382,7 @@ func (l *Log) Append(buf []byte) (first uint64, n int, err error) {
 		l.nextSeq = seq
 		n, start = j, end
 	}
-	if l.prepWanted != nil && !l.prepRunning && l.written > l.opts.SegmentSize/2 {
+	if l.prepWanted != nil && !l.prepRunning && l.written > l.opts.SegmentSize/16 {
 		l.prepRunning = true
 		select {
 		case l.prepWanted <- struct{}{}:
@@ -588,6 +589,7 @@ func (l *Log) takeSpare(tmp string, h header, lease uint64) (vfs.File, string, e
 	if f != nil {
 		if size == l.opts.SegmentSize {
 			if err := l.writeHeader(f, h, lease); err == nil {
+				l.warmRolls.Add(1)
 				return f, path, nil
 			}
 		}
@@ -749,7 +751,7 @@ func (l *Log) DataBytes() int64 {
 // Stats returns counters since Open.
 func (l *Log) Stats() Stats {
 	s := Stats{Frames: l.frames.Load(), Bytes: l.bytes.Load(), Syncs: l.syncs.Load(),
-		SyncNanos: l.syncNanos.Load(), SegmentsRolls: l.rolls.Load()}
+		SyncNanos: l.syncNanos.Load(), SegmentsRolls: l.rolls.Load(), WarmRolls: l.warmRolls.Load()}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	s.Segments = len(l.segments)

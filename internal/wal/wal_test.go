@@ -416,9 +416,9 @@ func TestPreparedSegmentIsUsedByTheRoll(t *testing.T) {
 	prepared := make(chan struct{}, 10)
 	l, _, err := Open(dir, Options{SegmentSize: testSegment, Prepare: true, onPrepared: func() { prepared <- struct{}{} }})
 	require.NoError(t, err)
-	// Fill a bit more than half of the first segment: the preparer starts.
+	// Fill a sixteenth of the first segment: the preparer starts.
 	var n int
-	for l.written <= testSegment/2 {
+	for l.written <= testSegment/16 {
 		appendN(t, l, n, 1)
 		n++
 	}
