@@ -33,9 +33,10 @@ import (
 // goroutine calls fdatasync every FlushInterval.
 //
 // Leader commit: a Send that joins a ready batch while no commit is running
-// commits it itself (q.committing marks a commit in progress, by a Send or by
-// the committer), so a lone producer pays no goroutine handoff at all; when it
-// is done it nudges the committer if other Sends are pending.
+// starts the commit itself on a fresh goroutine (q.committing marks a commit
+// in progress, by a leader or by the committer), so a lone producer does not
+// wait for the parked committer to be woken; when the commit is done it
+// nudges the committer if other Sends are pending.
 
 // batch gathers the Sends that arrive between two writes.
 type batch struct {
@@ -45,10 +46,11 @@ type batch struct {
 	cancelled bool         // an entry was cancelled: compact buf before writing
 	deadline  time.Time    // once set: write it by then even if Sends are missing
 
-	written chan struct{} // closed once the write is done and entries are set
-	synced  chan struct{} // closed once the fdatasync is done (FlushSync)
-	err     error         // the write error, for entries not (fully) appended
-	syncErr error         // the fdatasync error
+	written  chan struct{} // closed once the write is done and entries are set
+	synced   chan struct{} // closed once the fdatasync is done (FlushSync)
+	timedOut chan struct{} // closed if the fdatasync outlasts FlushTimeout
+	err      error         // the write error, for entries not (fully) appended
+	syncErr  error         // the fdatasync error
 }
 
 // batchEntry is one Send's part of a batch.
@@ -65,6 +67,7 @@ func (q *Queue) newBatch() *batch {
 	q.spareBuf, q.spareEntries = nil, nil
 	if q.opts.Flush == FlushSync {
 		b.synced = make(chan struct{})
+		b.timedOut = make(chan struct{})
 	}
 	return b
 }
@@ -108,9 +111,11 @@ func (q *Queue) batchReady(b *batch) bool {
 }
 
 // lead is called by a Send that just joined b, holding q.mu. If no commit is
-// running and b is ready, the Send commits b itself, saving two goroutine
-// handoffs, and then leaves the rest to the committer goroutine. It releases
-// q.mu in every case.
+// running and b is ready, it starts committing b on a new goroutine, which
+// the scheduler runs on this Send's processor as soon as the Send waits: far
+// cheaper than waking the parked committer, and the Send stays free to give
+// up on FlushTimeout or its context while the fdatasync runs. Otherwise it
+// nudges the committer. It releases q.mu in every case.
 func (q *Queue) lead(b *batch) {
 	if q.committing || !q.batchReady(b) {
 		q.mu.Unlock()
@@ -120,6 +125,14 @@ func (q *Queue) lead(b *batch) {
 	q.committing = true
 	q.pending = q.newBatch()
 	q.mu.Unlock()
+	q.leaders.Add(1)
+	go q.leadCommit(b)
+}
+
+// leadCommit commits b for a leading Send, then hands what is pending to the
+// committer goroutine.
+func (q *Queue) leadCommit(b *batch) {
+	defer q.leaders.Done()
 	q.commit(b)
 	q.mu.Lock()
 	q.committing = false
@@ -235,7 +248,11 @@ func (q *Queue) commit(b *batch) {
 		return
 	}
 	if n > 0 {
+		// One watchdog per batch, not a timer per Send: it tells the
+		// waiting Sends when the fdatasync outlasts FlushTimeout.
+		watchdog := time.AfterFunc(q.opts.FlushTimeout, func() { close(b.timedOut) })
 		synced, err := q.log.Sync()
+		watchdog.Stop()
 		b.syncErr = err
 		if err == nil {
 			q.committed.Store(synced)

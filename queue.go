@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/zerolossmq/zeroloss/internal/record"
 	"github.com/zerolossmq/zeroloss/internal/wal"
@@ -89,6 +88,7 @@ type Queue struct {
 	committerWaiting atomic.Bool
 	wake             chan struct{} // nudges the waiting committer
 	committerDone    chan struct{}
+	leaders          sync.WaitGroup // commits started by leading Sends
 	stopSyncer       chan struct{}
 	syncerDone       chan struct{}
 	closeOnce        sync.Once
@@ -280,25 +280,15 @@ func (q *Queue) newID() string {
 	return q.idPrefix + strconv.FormatUint(q.idCounter.Add(1), 36)
 }
 
-// awaitSync waits for b's fdatasync, at most FlushTimeout.
+// awaitSync waits for b's fdatasync, at most FlushTimeout (b's watchdog) or
+// until ctx ends.
 func (q *Queue) awaitSync(ctx context.Context, b *batch) SendStatus {
 	select {
 	case <-b.synced:
 		if b.syncErr == nil {
 			return SendOK
 		}
-		q.stats.flushTimeouts.Add(1)
-		return FlushDiskTimeout
-	default:
-	}
-	timer := time.NewTimer(q.opts.FlushTimeout)
-	defer timer.Stop()
-	select {
-	case <-b.synced:
-		if b.syncErr == nil {
-			return SendOK
-		}
-	case <-timer.C:
+	case <-b.timedOut:
 	case <-ctx.Done():
 	}
 	q.stats.flushTimeouts.Add(1)
@@ -320,6 +310,7 @@ func (q *Queue) Close() error {
 		q.committerWaiting.Store(true)
 		q.nudge()
 		<-q.committerDone // the committer writes what is pending, then exits
+		q.leaders.Wait()
 		close(q.stopSyncer)
 		<-q.syncerDone
 		q.closeErr = q.log.Close()
