@@ -18,9 +18,10 @@
 // message was not appended. Seqs are strictly increasing and never reused, even
 // for messages lost to a power loss under FlushAsync.
 //
-// Under FlushSync, concurrent Sends share one fdatasync (group commit): a
-// writer goroutine gathers every queued Send into one write while a syncer
-// goroutine waits on the previous fdatasync.
+// Under FlushSync, concurrent Sends share one fdatasync (group commit): Sends
+// encode their messages into one pending batch, which is written with one
+// pwrite and synced with one fdatasync once every Send in flight has joined
+// it (waiting at most half an average fdatasync).
 //
 // # The durability call of each system
 //
