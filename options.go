@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/zerolossmq/zeroloss/internal/hook"
 	"github.com/zerolossmq/zeroloss/internal/record"
 	"github.com/zerolossmq/zeroloss/internal/vfs"
 	"github.com/zerolossmq/zeroloss/internal/wal"
@@ -158,6 +159,9 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 	if out.Logger == nil {
 		out.Logger = slog.New(slog.DiscardHandler)
+	}
+	if out.fs == nil {
+		out.fs = hook.FS
 	}
 	if out.fs == nil {
 		out.fs = vfs.OS
