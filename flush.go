@@ -157,7 +157,7 @@ func (q *Queue) nextBatch(timer *time.Timer) *batch {
 		b := q.pending
 		if b.live == 0 && len(b.entries) > 0 {
 			// Every Send in it gave up: nobody waits on it.
-			b.buf, b.entries, b.cancelled = b.buf[:0], b.entries[:0], false
+			b.buf, b.entries, b.cancelled, b.deadline = b.buf[:0], b.entries[:0], false, time.Time{}
 		}
 		if q.committing {
 			// A Send is committing a batch itself; it nudges us when done.
