@@ -90,3 +90,73 @@ func TestSlowFsyncGivesFlushDiskTimeout(t *testing.T) {
 	assert.True(t, ids["fast"])
 	assert.True(t, ids["slow"], "a FlushDiskTimeout message was appended and, once synced, is kept")
 }
+
+// TestCancelledSendIsWithdrawnFromItsBatch: while one batch's fdatasync hangs,
+// the next batch fills; a Send in it whose context ends is withdrawn (its
+// frame is cut out of the batch before the write) and is never appended,
+// while the others in the same batch are.
+func TestCancelledSendIsWithdrawnFromItsBatch(t *testing.T) {
+	fs := &slowSyncFS{FS: vfs.NewMem(), armed: make(chan struct{}), release: make(chan struct{})}
+	opts := &Options{FlushTimeout: time.Hour, SegmentSize: 64 << 10, MaxMessageSize: 1024, fs: fs}
+	q, err := Open("/q", opts)
+	require.NoError(t, err)
+	_, err = q.Send(context.Background(), &Message{ID: "warm", Body: []byte("w")})
+	require.NoError(t, err)
+
+	close(fs.armed)
+	results := make(chan error, 3)
+	go func() { // its batch's commit hangs in fdatasync
+		_, err := q.Send(context.Background(), &Message{ID: "first", Body: []byte("1")})
+		results <- err
+	}()
+	require.Eventually(t, func() bool {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		return q.committing
+	}, 5*time.Second, time.Millisecond, "the first batch is being committed")
+
+	go func() { // joins the next batch, then stays
+		_, err := q.Send(context.Background(), &Message{ID: "kept", Body: []byte("k")})
+		results <- err
+	}()
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { // joins the same batch, then gives up
+		_, err := q.Send(ctx, &Message{ID: "withdrawn", Body: []byte("x")})
+		results <- err
+	}()
+	require.Eventually(t, func() bool {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		return q.pending.live == 2
+	}, 5*time.Second, time.Millisecond, "both Sends joined the pending batch")
+	cancel()
+	require.Eventually(t, func() bool {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		return q.pending.live == 1 && q.pending.cancelled
+	}, 5*time.Second, time.Millisecond, "the cancelled Send withdrew")
+
+	close(fs.release)
+	var errs []error
+	for i := 0; i < 3; i++ {
+		errs = append(errs, <-results)
+	}
+	var cancelled int
+	for _, err := range errs {
+		if err != nil {
+			require.ErrorIs(t, err, context.Canceled)
+			cancelled++
+		}
+	}
+	assert.Equal(t, 1, cancelled)
+	require.NoError(t, q.Close())
+
+	q, err = Open("/q", opts)
+	require.NoError(t, err)
+	defer q.Close()
+	var ids []string
+	for _, s := range readBack(t, q) {
+		ids = append(ids, s.Msg.ID)
+	}
+	assert.ElementsMatch(t, []string{"warm", "first", "kept"}, ids, "the withdrawn message was never appended")
+}
