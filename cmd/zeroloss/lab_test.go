@@ -12,8 +12,8 @@ import (
 	"github.com/zerolossmq/zeroloss/internal/lab"
 )
 
-// TestLab runs the real lab once per configuration: the child is this test
-// binary, which init in lab.go hands to lab.ChildMain.
+// TestLab runs the real lab once per configuration and failure: the child is
+// this test binary, which init in lab.go hands to lab.ChildMain.
 func TestLab(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts and kills child processes for a few seconds")
@@ -25,6 +25,8 @@ func TestLab(t *testing.T) {
 	assert.Regexp(t, `(?m)^config +failure +runs +acknowledged +lost +duplicates +corrupt`, r.stdout)
 	assert.Regexp(t, `(?m)^flush=sync +process-crash +1 +\d+ +0 +0 +0 .* agrees +ok: zero loss, as promised$`, r.stdout)
 	assert.Regexp(t, `(?m)^flush=async +process-crash +1 +\d+ +0 +0 +0 .* agrees +ok: zero loss, as promised$`, r.stdout)
+	assert.Regexp(t, `(?m)^flush=sync +power-loss +1 +\d+ +0 +0 +0 .* agrees +ok: zero loss, as promised$`, r.stdout)
+	assert.Regexp(t, `(?m)^flush=async +power-loss +1 +\d+ +\d+ +0 +0 .* agrees +measured \(no promise\)$`, r.stdout)
 	assert.Contains(t, r.stdout, "seed 3, 1 runs per row")
 	assert.Empty(t, r.stderr, "no progress line when stderr is not a terminal")
 
@@ -33,7 +35,7 @@ func TestLab(t *testing.T) {
 	var report lab.Report
 	require.NoError(t, json.Unmarshal(data, &report))
 	assert.Equal(t, uint64(3), report.Seed)
-	require.Len(t, report.Rows, 2)
+	require.Len(t, report.Rows, 4)
 	for _, row := range report.Rows {
 		require.Len(t, row.Results, 1)
 		assert.Positive(t, row.Results[0].Acknowledged, row.Config)

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/zerolossmq/zeroloss"
+	"github.com/zerolossmq/zeroloss/internal/hook"
+	"github.com/zerolossmq/zeroloss/internal/vfs"
 )
 
 // The child process is the program that runs the lab, re-executed with
@@ -46,7 +48,9 @@ func IsChild(args []string) bool {
 // without the program name (ChildCommand first, which it skips). It opens the
 // queue in --dir with the configuration given by the flags and sends from 8
 // goroutines until it is killed, printing "ok ID SEQ" on stdout, in one write,
-// for every SendOK. It returns an exit status only when something went wrong
+// for every SendOK. With --power-loss it also reports its file operations on
+// stdout, as "fs …" lines, and reads the parent's acknowledgements of its
+// syncs on stdin (see reportFS). It returns an exit status only when something went wrong
 // (and says what on stderr): the caller passes it to os.Exit.
 func ChildMain(args []string) int {
 	if len(args) > 0 && args[0] == ChildCommand {
@@ -57,6 +61,8 @@ func ChildMain(args []string) int {
 	dir := fs.String("dir", "", "queue directory")
 	flush := fs.String("flush", "sync", "flush mode: sync or async")
 	run := fs.Int("run", 0, "run number, part of every message ID")
+	flushInterval := fs.Duration("flush-interval", 0, "queue FlushInterval (0: the default)")
+	power := fs.Bool("power-loss", false, "report file operations to the parent (see reportFS)")
 	timeout := fs.Duration("timeout", time.Minute, "exit if still alive after this long")
 	if err := fs.Parse(args); err != nil {
 		return childUsage
@@ -66,20 +72,25 @@ func ChildMain(args []string) int {
 	case err != nil:
 	case *dir == "":
 		err = errors.New("missing --dir")
+	case *flushInterval < 0:
+		err = errors.New("negative --flush-interval")
 	case fs.NArg() > 0:
 		err = fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "%s: %v; want --dir DIR [--flush sync|async] [--run N] [--timeout D]\n", ChildCommand, err)
+		fmt.Fprintf(os.Stderr, "%s: %v; want --dir DIR [--flush sync|async] [--flush-interval D] [--power-loss] [--run N] [--timeout D]\n", ChildCommand, err)
 		return childUsage
 	}
-	cfg := Config{Flush: mode}
+	cfg := Config{Flush: mode, FlushInterval: *flushInterval}
+	acks := &ackWriter{w: os.Stdout}
+	if *power {
+		hook.FS = newReportFS(vfs.OS, acks, os.Stdin)
+	}
 	q, err := zeroloss.Open(*dir, cfg.queueOptions())
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", ChildCommand, err)
 		return childOpen
 	}
-	acks := &ackWriter{w: os.Stdout}
 	failed := make(chan error, producers)
 	for p := range producers {
 		go func() { failed <- produce(q, *run, p, acks) }()
@@ -129,6 +140,14 @@ func (a *ackWriter) ack(id string, seq uint64) error {
 	a.buf = strconv.AppendUint(a.buf, seq, 10)
 	a.buf = append(a.buf, '\n')
 	_, err := a.w.Write(a.buf)
+	return err
+}
+
+// line writes b, a whole line, in one write that no ack interleaves with.
+func (a *ackWriter) line(b []byte) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	_, err := a.w.Write(b)
 	return err
 }
 

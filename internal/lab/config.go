@@ -2,6 +2,7 @@ package lab
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/zerolossmq/zeroloss"
 )
@@ -23,6 +24,9 @@ type Config struct {
 	Name string
 	// Flush is the queue's flush mode.
 	Flush zeroloss.FlushMode
+	// FlushInterval is the queue's FlushInterval (how often FlushAsync
+	// syncs in the background); 0 means the queue's default.
+	FlushInterval time.Duration
 }
 
 // DefaultConfigs returns the configurations the lab command measures:
@@ -36,17 +40,25 @@ func (c Config) Label() string {
 	if c.Name != "" {
 		return c.Name
 	}
+	if c.FlushInterval != 0 {
+		return fmt.Sprintf("flush=%s/interval=%v", c.Flush, c.FlushInterval)
+	}
 	return "flush=" + c.Flush.String()
 }
 
 // queueOptions returns the queue options of c, for the child and for recovery.
 func (c Config) queueOptions() *zeroloss.Options {
-	return &zeroloss.Options{Flush: c.Flush, SegmentSize: segmentSize, MaxMessageSize: maxMessageSize}
+	return &zeroloss.Options{Flush: c.Flush, FlushInterval: c.FlushInterval,
+		SegmentSize: segmentSize, MaxMessageSize: maxMessageSize}
 }
 
 // args returns the child's command-line flags that carry c.
 func (c Config) args() []string {
-	return []string{"--flush", c.Flush.String()}
+	args := []string{"--flush", c.Flush.String()}
+	if c.FlushInterval != 0 {
+		args = append(args, "--flush-interval", c.FlushInterval.String())
+	}
+	return args
 }
 
 // parseFlush is the inverse of FlushMode.String.
@@ -64,6 +76,7 @@ type failureKind int
 
 const (
 	killProcess failureKind = iota + 1
+	powerLoss
 )
 
 // Failure is one way a run ends badly. The known failures are listed by
@@ -86,19 +99,33 @@ var ProcessCrash = Failure{
 	kind:    killProcess,
 }
 
+// PowerLoss kills the child like ProcessCrash, then takes away what the
+// page cache held: before recovery, every file of the queue is cut back to
+// what its last completed fdatasync made durable, and every directory entry
+// to its last completed directory fsync (see the package comment for the
+// model).
+var PowerLoss = Failure{
+	Name:    "power-loss",
+	Summary: "SIGKILL, then every byte and directory entry not made durable by a completed sync is dropped, torn or zeroed",
+	kind:    powerLoss,
+}
+
 // Failures returns every failure the lab can inject.
-func Failures() []Failure { return []Failure{ProcessCrash} }
+func Failures() []Failure { return []Failure{ProcessCrash, PowerLoss} }
 
 // Promises reports whether the library's documentation promises that c loses
 // no acknowledged message under f. A process crash keeps the page cache, so
-// both flush modes promise zero loss; a power loss, when it comes, will only
-// be promised to FlushSync.
+// both flush modes promise zero loss; a power loss is promised only to
+// FlushSync (FlushAsync loses what it acknowledged after its last background
+// sync).
 func (f Failure) Promises(c Config) bool {
 	switch f.kind {
 	case killProcess:
 		return true
+	case powerLoss:
+		return c.Flush == zeroloss.FlushSync
 	}
 	return false
 }
 
-func (f Failure) valid() bool { return f.kind == killProcess }
+func (f Failure) valid() bool { return f.kind == killProcess || f.kind == powerLoss }

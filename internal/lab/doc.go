@@ -27,9 +27,9 @@
 //     of (ID, SHA-256 of the body) found against the acknowledged set. The two
 //     counts must agree; if they do not, the lab itself is wrong.
 //
-// A run whose queue lost or corrupted data keeps its directory for
-// inspection (zeroloss inspect, zeroloss verify); the others are removed unless
-// Options.KeepDirs is set.
+// A run that lost data its configuration was promised to keep, corrupted
+// data, or failed, keeps its directory for inspection (zeroloss inspect,
+// zeroloss verify); the others are removed unless Options.KeepDirs is set.
 //
 // # Failures
 //
@@ -42,11 +42,61 @@
 //	               message. Both flush modes promise zero loss here, and the
 //	               lab holds them to it.
 //
-// Still to come: power loss (the page cache goes too, which is where
-// FlushAsync loses the messages acknowledged since its last background flush
-// while FlushSync loses nothing), replication (a follower that must confirm),
-// consumers (a message acknowledged by a consumer must not come back, and one
-// not acknowledged must not vanish) and a strict producer (which counts only
+//	power-loss     The same kill, then the page cache goes too: before
+//	               recovery the lab cuts the files back to what the disk is
+//	               sure to hold (the model below). FlushSync promises zero
+//	               loss; FlushAsync is only measured, and loses the messages
+//	               it acknowledged after its last background sync
+//	               (FlushInterval, 500ms by default).
+//
+// # The power-loss model
+//
+// The child of a power-loss run opens its queue on a file system that wraps
+// the real one (set through internal/hook) and reports on its stdout, as
+// "fs …" lines between the acks, every create, rename, remove and WriteAt
+// (path, offset, length) before doing it, every Sync with the file's size at
+// the moment it is issued, and every SyncDir with the directory's entries at
+// that moment. For a Sync or a SyncDir it waits for the parent's one-byte
+// acknowledgement on its stdin before the real call, and reports its
+// completion after it returns. The parent replays the reports in order, so
+// it knows, for every file (followed across renames), the size at its last
+// completed sync and the byte ranges written since, and for every directory
+// the entries at its last completed SyncDir. After the kill, on the real
+// files:
+//
+//   - Directory entries: a file whose name was not listed by the last
+//     completed SyncDir of its directory is removed (created, or renamed in,
+//     since); a file renamed away since gets its durable name back; a file
+//     removed since stays lost (its contents are gone: the lab never
+//     invents data). A directory never synced loses every entry.
+//   - A file never synced (no completed Sync) is cut to zero length.
+//   - Below its synced size, a file keeps its contents, except the ranges
+//     written since the sync (the log rewrites its sync slots at offsets 512
+//     and 1024 in place, and writes frames into preallocated space): their
+//     old contents are unknown, so they are only ever kept or zeroed.
+//   - Above its synced size (written or allocated since), the bytes are
+//     unsynced.
+//
+// Each run draws one mode for all the unsynced bytes: drop (the tail is cut
+// at the synced size; unsynced ranges below it read as zeros), torn (a random
+// prefix of each unsynced range or tail survives, the rest is cut or zeroed),
+// zero (every unsynced byte reads as zero, lengths stay) or pages (each
+// unsynced 4 KiB page survives or reads as zeros, at random). The mode is in
+// RunResult.PowerLoss.
+//
+// The model is conservative: a Sync or SyncDir counts only once its
+// completion was reported, so one cut short by the kill counts as not done;
+// a write reported but cut short by the kill counts as possibly done; data
+// written while a sync is in flight counts as not covered by it. What it
+// does not model: a file truncated below its synced size since keeps its
+// current size (the cut-off bytes cannot be brought back); the run
+// directory's own entry in its parent is left alone; and a real disk may
+// also reorder or lose writes a completed fsync covered (a lying disk),
+// which no software can survive.
+//
+// Still to come: replication (a follower that must confirm), consumers (a
+// message acknowledged by a consumer must not come back, and one not
+// acknowledged must not vanish) and a strict producer (which counts only
 // SendOK as sent and retries the rest). Each is a new Failure or a new field of
 // Config; the runner, the counts and the report do not change.
 //

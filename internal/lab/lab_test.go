@@ -93,7 +93,7 @@ func TestProcessCrashLosesNothing(t *testing.T) {
 	var progress bytes.Buffer
 	opts := testOptions(t, 5)
 	opts.Progress = &progress
-	rep, err := Run(context.Background(), opts, DefaultConfigs(), Failures())
+	rep, err := Run(context.Background(), opts, DefaultConfigs(), []Failure{ProcessCrash})
 	require.NoError(t, err)
 	var table strings.Builder
 	require.NoError(t, rep.WriteTable(&table))
@@ -153,7 +153,7 @@ func TestLabCatchesFaultyQueue(t *testing.T) {
 		t.Run("fault="+tt.fault, func(t *testing.T) {
 			t.Setenv(faultEnv, tt.fault)
 			opts := testOptions(t, 1)
-			rep, err := Run(context.Background(), opts, []Config{{Flush: zeroloss.FlushAsync}}, Failures())
+			rep, err := Run(context.Background(), opts, []Config{{Flush: zeroloss.FlushAsync}}, []Failure{ProcessCrash})
 			require.NoError(t, err)
 			row := rep.Row("flush=async", "process-crash")
 			require.NotNil(t, row)

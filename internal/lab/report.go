@@ -17,6 +17,9 @@ type RunResult struct {
 	// KillAfter is the number of acks the parent waited for before the
 	// failure; a few more may have been in the pipe.
 	KillAfter int `json:"kill_after"`
+	// PowerLoss is the mode of a power-loss run (drop, torn, zero or pages:
+	// what became of the bytes not made durable); empty for other failures.
+	PowerLoss string `json:"power_loss,omitempty"`
 	// Acknowledged is the number of SendOKs the parent read.
 	Acknowledged int `json:"acknowledged"`
 	// Counts is the main count.

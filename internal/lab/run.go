@@ -40,7 +40,8 @@ type Options struct {
 	// fails the run with an error. Default 60s.
 	RunTimeout time.Duration
 	// KeepDirs keeps every run's directory. Without it, only the runs that
-	// lost or corrupted data, or failed, keep theirs.
+	// lost data they were promised to keep, corrupted data, or failed, keep
+	// theirs.
 	KeepDirs bool
 	// Progress, if not nil, receives a progress line, rewritten in place
 	// with a carriage return, before each run.
@@ -169,7 +170,10 @@ func runOnce(ctx context.Context, o Options, labDir string, cfg Config, f Failur
 	dir := filepath.Join(labDir, fmt.Sprintf("%s-%s-%03d", strings.ReplaceAll(cfg.Label(), "=", "-"), f.Name, n))
 	keep := o.KeepDirs
 	defer func() {
-		if err != nil || res.Lost > 0 || res.Corrupt > 0 || res.CrossCheck != res.Counts || res.RecoveryError != "" {
+		// A loss without a promise (flush=async under power loss) is
+		// expected, and not worth the disk space.
+		lostPromised := res.Lost > 0 && f.Promises(cfg)
+		if err != nil || lostPromised || res.Corrupt > 0 || res.CrossCheck != res.Counts || res.RecoveryError != "" {
 			keep = true
 		}
 		if keep {
@@ -179,9 +183,16 @@ func runOnce(ctx context.Context, o Options, labDir string, cfg Config, f Failur
 		}
 	}()
 
-	acked, times, err := crashChild(ctx, o, dir, cfg, n, res.KillAfter)
+	acked, times, model, err := crashChild(ctx, o, dir, cfg, f, n, res.KillAfter)
 	if err != nil {
 		return res, err
+	}
+	if model != nil {
+		mode := lossMode(rng.IntN(len(lossModeNames)))
+		res.PowerLoss = mode.String()
+		if err := model.apply(dir, rng, mode); err != nil {
+			return res, fmt.Errorf("simulating the power loss: %w", err)
+		}
 	}
 	res.Acknowledged = len(acked)
 	if elapsed := times.last.Sub(times.first); elapsed > 0 {
@@ -229,21 +240,34 @@ type ackTimes struct{ first, last time.Time }
 // crashChild starts the child on dir, reads its acks, kills it after killAfter
 // of them, reads the acks still in the pipe and waits for it. It returns the
 // acknowledged IDs with their seqs, and the times of the first and last ack.
-func crashChild(ctx context.Context, o Options, dir string, cfg Config, run, killAfter int) (map[string]uint64, ackTimes, error) {
+// Under a power loss it also returns the model built from the child's file
+// reports, which it acknowledges on the child's stdin as they come.
+func crashChild(ctx context.Context, o Options, dir string, cfg Config, f Failure, run, killAfter int) (map[string]uint64, ackTimes, *powerModel, error) {
 	ctx, cancel := context.WithTimeout(ctx, o.RunTimeout)
 	defer cancel()
 	args := append([]string{ChildCommand, "--dir", dir, "--run", strconv.Itoa(run),
 		"--timeout", (o.RunTimeout + 30*time.Second).String()}, cfg.args()...)
+	var model *powerModel
+	if f.kind == powerLoss {
+		model = newPowerModel()
+		args = append(args, "--power-loss")
+	}
 	cmd := exec.CommandContext(ctx, o.Executable, args...)
 	cmd.Env = append(os.Environ(), ChildEnv+"=1")
 	stderr := &tailBuffer{limit: 4 << 10}
 	cmd.Stderr = stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		return nil, ackTimes{}, err
+		return nil, ackTimes{}, nil, err
+	}
+	var replies io.WriteCloser
+	if model != nil {
+		if replies, err = cmd.StdinPipe(); err != nil {
+			return nil, ackTimes{}, nil, err
+		}
 	}
 	if err := cmd.Start(); err != nil {
-		return nil, ackTimes{}, fmt.Errorf("starting the child: %w", err)
+		return nil, ackTimes{}, nil, fmt.Errorf("starting the child: %w", err)
 	}
 	acked := make(map[string]uint64, killAfter+1024)
 	var times ackTimes
@@ -256,6 +280,12 @@ func crashChild(ctx context.Context, o Options, dir string, cfg Config, run, kil
 			// EOF; a final fragment without its newline cannot come from
 			// one atomic write, and is not an ack.
 			break
+		}
+		if report, isReport := strings.CutPrefix(line, "fs "); isReport && model != nil {
+			if err := handleReport(model, report, replies); err != nil && lineErr == nil {
+				lineErr = err
+			}
+			continue
 		}
 		id, seq, ok := parseAck(line)
 		if !ok {
@@ -273,7 +303,7 @@ func crashChild(ctx context.Context, o Options, dir string, cfg Config, run, kil
 		times.last = now
 		if len(acked) == killAfter && !killed {
 			if err := cmd.Process.Kill(); err != nil {
-				return nil, ackTimes{}, fmt.Errorf("killing the child: %w", err)
+				return nil, ackTimes{}, nil, fmt.Errorf("killing the child: %w", err)
 			}
 			killed = true
 		}
@@ -281,15 +311,33 @@ func crashChild(ctx context.Context, o Options, dir string, cfg Config, run, kil
 	waitErr := cmd.Wait()
 	switch {
 	case !killed && ctx.Err() != nil:
-		return nil, ackTimes{}, fmt.Errorf("the child acknowledged %d of %d messages before %w (stderr: %q)",
+		return nil, ackTimes{}, nil, fmt.Errorf("the child acknowledged %d of %d messages before %w (stderr: %q)",
 			len(acked), killAfter, context.Cause(ctx), stderr.String())
 	case !killed:
-		return nil, ackTimes{}, fmt.Errorf("the child exited after %d of %d acks: %v (stderr: %q)",
+		return nil, ackTimes{}, nil, fmt.Errorf("the child exited after %d of %d acks: %v (stderr: %q)",
 			len(acked), killAfter, waitErr, stderr.String())
 	case lineErr != nil:
-		return nil, ackTimes{}, lineErr
+		return nil, ackTimes{}, nil, lineErr
 	}
-	return acked, times, nil
+	return acked, times, model, nil
+}
+
+// handleReport applies one file report of the child to model and, if the
+// child waits for it, acknowledges it with one byte on replies. A failed
+// acknowledgement is not an error: the child may be dead already.
+func handleReport(model *powerModel, report string, replies io.Writer) error {
+	words, err := parseReport(report)
+	if err != nil {
+		return err
+	}
+	reply, err := model.handle(words)
+	if err != nil {
+		return err
+	}
+	if reply {
+		replies.Write([]byte{'.'})
+	}
+	return nil
 }
 
 // parseAck parses "ok ID SEQ\n".
