@@ -2,8 +2,6 @@ package zeroloss
 
 import (
 	"time"
-
-	"github.com/zerolossmq/zeroloss/internal/record"
 )
 
 // The write path.
@@ -301,13 +299,3 @@ func (q *Queue) syncLoop() {
 
 // committedSeq is the last durable seq: the most a reader may see.
 func (q *Queue) committedSeq() uint64 { return q.committed.Load() }
-
-// appendFrames encodes msgs into b (the caller holds q.mu).
-func appendFrames(b *batch, msgs []record.Message, now int64) batchEntry {
-	e := batchEntry{start: len(b.buf), frames: len(msgs)}
-	for i := range msgs {
-		b.buf = record.AppendMessageFrame(b.buf, 0, 0, now, &msgs[i])
-	}
-	e.end = len(b.buf)
-	return e
-}

@@ -212,7 +212,21 @@ func (q *Queue) send(ctx context.Context, msgs []*Message, ids []string) (uint64
 		size += int64(n)
 	}
 	now := q.opts.now().UnixNano()
+	return q.submit(ctx, size, len(encoded), true, func(buf []byte) []byte {
+		for i := range encoded {
+			buf = record.AppendMessageFrame(buf, 0, 0, now, &encoded[i])
+		}
+		return buf
+	})
+}
 
+// submit appends count frames of size bytes in all, which encode writes into
+// the pending batch (under q.mu), and waits for the write and, under
+// FlushSync, the fdatasync: the path of every record the queue appends,
+// messages and consumer records alike. limited says whether MaxBytes applies
+// (it does not to acks, which must get through to drain a full queue). It
+// returns the first seq, how many frames were appended and their status.
+func (q *Queue) submit(ctx context.Context, size int64, count int, limited bool, encode func([]byte) []byte) (uint64, int, SendStatus, error) {
 	select {
 	case q.slots <- struct{}{}:
 	case <-ctx.Done():
@@ -235,14 +249,17 @@ func (q *Queue) send(ctx context.Context, msgs []*Message, ids []string) (uint64
 		return 0, 0, 0, fmt.Errorf("zeroloss: send: %w", err)
 	}
 	b := q.pending
-	if max := q.opts.MaxBytes; max > 0 {
+	if max := q.opts.MaxBytes; max > 0 && limited {
 		if used := q.usedBytes.Load() + int64(len(b.buf)); used+size > max {
 			q.mu.Unlock()
 			return 0, 0, 0, fmt.Errorf("zeroloss: send: %w (%d of %d bytes used)", ErrQueueFull, used, max)
 		}
 	}
 	index := len(b.entries)
-	b.entries = append(b.entries, appendFrames(b, encoded, now))
+	e := batchEntry{start: len(b.buf), frames: count}
+	b.buf = encode(b.buf)
+	e.end = len(b.buf)
+	b.entries = append(b.entries, e)
 	b.live++
 	q.lead(b) // releases q.mu
 
@@ -260,19 +277,19 @@ func (q *Queue) send(ctx context.Context, msgs []*Message, ids []string) (uint64
 		q.mu.Unlock()
 		<-b.written // taken: the write is under way and ends soon
 	}
-	e := b.entries[index]
+	ent := b.entries[index]
 	var err error
-	if e.appended < e.frames {
+	if ent.appended < ent.frames {
 		err = fmt.Errorf("zeroloss: send: %w", b.err)
 	}
-	if e.appended == 0 {
+	if ent.appended == 0 {
 		return 0, 0, 0, err
 	}
 	status := SendOK
 	if b.synced != nil {
 		status = q.awaitSync(ctx, b)
 	}
-	return e.first, e.appended, status, err
+	return ent.first, ent.appended, status, err
 }
 
 // newID returns a unique message ID: a random per-Open prefix and a counter.
