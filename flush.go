@@ -253,7 +253,7 @@ func (q *Queue) commit(b *batch) {
 		watchdog.Stop()
 		b.syncErr = err
 		if err == nil {
-			q.committed.Store(synced)
+			q.setCommitted(synced)
 		} else {
 			q.logger.Error("zeroloss: fdatasync failed; the queue is poisoned", "error", err)
 		}
@@ -289,12 +289,30 @@ func (q *Queue) syncLoop() {
 		select {
 		case <-ticker.C:
 			if synced, err := q.log.Sync(); err == nil {
-				q.committed.Store(synced)
+				q.setCommitted(synced)
 			}
 		case <-q.stopSyncer:
 			return
 		}
 	}
+}
+
+// setCommitted publishes a new committed seq and wakes waiting Receives.
+func (q *Queue) setCommitted(seq uint64) {
+	if q.committed.Swap(seq) == seq {
+		return
+	}
+	q.commitMu.Lock()
+	close(q.commitCh)
+	q.commitCh = make(chan struct{})
+	q.commitMu.Unlock()
+}
+
+// committedChanged returns a channel closed when the committed seq next moves.
+func (q *Queue) committedChanged() <-chan struct{} {
+	q.commitMu.Lock()
+	defer q.commitMu.Unlock()
+	return q.commitCh
 }
 
 // committedSeq is the last durable seq: the most a reader may see.

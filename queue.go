@@ -94,6 +94,14 @@ type Queue struct {
 	closeOnce        sync.Once
 	closeErr         error
 
+	groupsMu    sync.Mutex
+	groups      map[string]*group
+	nextGroupID uint16        // stream id of the next group (groups start at 1)
+	commitMu    sync.Mutex    // guards commitCh
+	commitCh    chan struct{} // closed and replaced when the committed seq moves
+	done        chan struct{} // closed by Close: blocked Receives return
+	markerDone  chan struct{}
+
 	usedBytes atomic.Int64  // log bytes after the last write, for MaxBytes
 	committed atomic.Uint64 // last durable seq: what readers may see
 	idPrefix  string
@@ -130,13 +138,23 @@ func Open(dir string, opts *Options) (*Queue, error) {
 		stopSyncer:    make(chan struct{}),
 		syncerDone:    make(chan struct{}),
 		idPrefix:      hex.EncodeToString(prefix[:]) + "-",
+		groups:        map[string]*group{},
+		nextGroupID:   1,
+		commitCh:      make(chan struct{}),
+		done:          make(chan struct{}),
+		markerDone:    make(chan struct{}),
 	}
 	q.pending = q.newBatch()
 	q.committed.Store(log.SyncedSeq())
+	if err := q.recoverGroups(); err != nil {
+		log.Close()
+		return nil, err
+	}
 	q.usedBytes.Store(log.DataBytes())
 	q.logger.Info("zeroloss: opened", "dir", dir, "segments", rec.Segments, "first_seq", rec.FirstSeq,
 		"last_seq", rec.LastSeq, "next_seq", rec.NextSeq, "unclean", rec.Unclean, "flush", o.Flush)
 	go q.commitLoop()
+	go q.markLoop()
 	if o.Flush == FlushAsync {
 		go q.syncLoop()
 	} else {
@@ -321,6 +339,11 @@ func (q *Queue) Err() error { return q.log.Err() }
 // the queue was poisoned).
 func (q *Queue) Close() error {
 	q.closeOnce.Do(func() {
+		close(q.done)
+		<-q.markerDone
+		if err := q.flushMarks(context.Background()); err != nil {
+			q.logger.Warn("zeroloss: could not write consumer marks on close", "error", err)
+		}
 		q.mu.Lock()
 		q.closing = true
 		q.mu.Unlock()
@@ -330,6 +353,16 @@ func (q *Queue) Close() error {
 		q.leaders.Wait()
 		close(q.stopSyncer)
 		<-q.syncerDone
+		q.groupsMu.Lock()
+		for _, g := range q.groups {
+			g.mu.Lock()
+			if g.reader != nil {
+				g.reader.Close()
+				g.reader = nil
+			}
+			g.mu.Unlock()
+		}
+		q.groupsMu.Unlock()
 		q.closeErr = q.log.Close()
 	})
 	return q.closeErr

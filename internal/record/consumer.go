@@ -1,0 +1,186 @@
+package record
+
+import (
+	"encoding/binary"
+	"errors"
+	"slices"
+)
+
+// Consumer group records. A group's records carry its group id in the frame's
+// stream field; their payloads are:
+//
+//	TypeGroup       name (uvarint length + bytes), start seq (uvarint)
+//	TypeAck         floor, mark (uvarints), attempt count n, n × (seq, attempts),
+//	                acked count m, m seqs (uvarint deltas, ascending)
+//	TypeDeadLetter  seq, attempts (uvarints), reason (uvarint length + bytes),
+//	                the message as in a TypeMessage payload
+//
+// In an ack record, floor says every main-stream message below it is acked or
+// dead-lettered for the group, and mark that every main-stream message below
+// it was delivered at least once: together they bound what recovery must
+// look at. The attempt pairs record how often messages were delivered, so
+// MaxDeliveries holds across restarts.
+
+// ErrBadConsumerRecord means a consumer record payload does not decode.
+var ErrBadConsumerRecord = errors.New("record: malformed consumer record payload")
+
+// Group is the payload of a TypeGroup record.
+type Group struct {
+	Name     string
+	StartSeq uint64
+}
+
+// AppendGroup encodes g.
+func AppendGroup(dst []byte, g *Group) []byte {
+	dst = appendString(dst, g.Name)
+	return binary.AppendUvarint(dst, g.StartSeq)
+}
+
+// DecodeGroup decodes a TypeGroup payload.
+func DecodeGroup(p []byte) (Group, error) {
+	var g Group
+	var err error
+	if g.Name, p, err = readString(p); err != nil {
+		return g, ErrBadConsumerRecord
+	}
+	v, n := binary.Uvarint(p)
+	if n <= 0 || n != len(p) {
+		return g, ErrBadConsumerRecord
+	}
+	g.StartSeq = v
+	return g, nil
+}
+
+// Attempts is how many times a message was delivered.
+type Attempts struct {
+	Seq   uint64
+	Count uint64
+}
+
+// Ack is the payload of a TypeAck record.
+type Ack struct {
+	Floor, Mark uint64
+	Attempts    []Attempts
+	Acked       []uint64 // ascending
+}
+
+// AppendAck encodes a; a.Acked is sorted in place.
+func AppendAck(dst []byte, a *Ack) []byte {
+	dst = binary.AppendUvarint(dst, a.Floor)
+	dst = binary.AppendUvarint(dst, a.Mark)
+	dst = binary.AppendUvarint(dst, uint64(len(a.Attempts)))
+	for _, at := range a.Attempts {
+		dst = binary.AppendUvarint(dst, at.Seq)
+		dst = binary.AppendUvarint(dst, at.Count)
+	}
+	slices.Sort(a.Acked)
+	dst = binary.AppendUvarint(dst, uint64(len(a.Acked)))
+	var prev uint64
+	for _, s := range a.Acked {
+		dst = binary.AppendUvarint(dst, s-prev)
+		prev = s
+	}
+	return dst
+}
+
+// DecodeAck decodes a TypeAck payload.
+func DecodeAck(p []byte) (Ack, error) {
+	var a Ack
+	vals := func(n int) ([]uint64, bool) {
+		out := make([]uint64, 0, n)
+		for i := 0; i < n; i++ {
+			v, k := binary.Uvarint(p)
+			if k <= 0 {
+				return nil, false
+			}
+			out = append(out, v)
+			p = p[k:]
+		}
+		return out, true
+	}
+	head, ok := vals(3)
+	if !ok {
+		return a, ErrBadConsumerRecord
+	}
+	a.Floor, a.Mark = head[0], head[1]
+	if head[2] > uint64(len(p)/2) { // each pair takes at least two bytes
+		return a, ErrBadConsumerRecord
+	}
+	pairs, ok := vals(2 * int(head[2]))
+	if !ok {
+		return a, ErrBadConsumerRecord
+	}
+	for i := 0; i < len(pairs); i += 2 {
+		a.Attempts = append(a.Attempts, Attempts{Seq: pairs[i], Count: pairs[i+1]})
+	}
+	count, ok := vals(1)
+	if !ok || count[0] > uint64(len(p)) {
+		return a, ErrBadConsumerRecord
+	}
+	deltas, ok := vals(int(count[0]))
+	if !ok || len(p) != 0 {
+		return a, ErrBadConsumerRecord
+	}
+	var prev uint64
+	for _, d := range deltas {
+		prev += d
+		a.Acked = append(a.Acked, prev)
+	}
+	return a, nil
+}
+
+// DeadLetter is the payload of a TypeDeadLetter record.
+type DeadLetter struct {
+	Seq      uint64 // the message's seq on the main stream
+	Attempts uint64
+	Reason   string
+	Message  Message
+}
+
+// AppendDeadLetter encodes d.
+func AppendDeadLetter(dst []byte, d *DeadLetter) []byte {
+	dst = binary.AppendUvarint(dst, d.Seq)
+	dst = binary.AppendUvarint(dst, d.Attempts)
+	dst = appendString(dst, d.Reason)
+	return AppendMessage(dst, &d.Message)
+}
+
+// DecodeDeadLetter decodes a TypeDeadLetter payload.
+func DecodeDeadLetter(p []byte) (DeadLetter, error) {
+	var d DeadLetter
+	var n int
+	if d.Seq, n = binary.Uvarint(p); n <= 0 {
+		return d, ErrBadConsumerRecord
+	}
+	p = p[n:]
+	if d.Attempts, n = binary.Uvarint(p); n <= 0 {
+		return d, ErrBadConsumerRecord
+	}
+	p = p[n:]
+	var err error
+	if d.Reason, p, err = readString(p); err != nil {
+		return d, ErrBadConsumerRecord
+	}
+	if d.Message, err = DecodeMessage(p); err != nil {
+		return d, err
+	}
+	return d, nil
+}
+
+// AppendFrame appends a whole frame of type typ on stream with the given
+// payload; like AppendMessageFrame it leaves seq and checksum for SetSeq.
+func AppendFrame(dst []byte, typ Type, stream uint16, t int64, payload []byte) []byte {
+	start := len(dst)
+	dst = grow(dst, HeaderSize)
+	dst = append(dst, payload...)
+	h := dst[start : start+HeaderSize]
+	binary.LittleEndian.PutUint32(h[0:4], uint32(len(payload)))
+	binary.LittleEndian.PutUint32(h[4:8], 0)
+	h[8] = Version
+	h[9] = byte(typ)
+	binary.LittleEndian.PutUint16(h[10:12], stream)
+	binary.LittleEndian.PutUint32(h[12:16], 0)
+	binary.LittleEndian.PutUint64(h[16:24], 0)
+	binary.LittleEndian.PutUint64(h[24:32], uint64(t))
+	return dst
+}
