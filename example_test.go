@@ -73,3 +73,25 @@ func ExampleQueue_Send_tooLarge() {
 	fmt.Println(err)
 	// Output: zeroloss: message "big" encodes to 4135 bytes, above MaxMessageSize 1024: message too large
 }
+
+// A consumer group receives every message; Ack after handling.
+func ExampleConsumer_Receive() {
+	dir, _ := os.MkdirTemp("", "zeroloss-example")
+	defer os.RemoveAll(dir)
+	q, _ := zeroloss.Open(dir, nil)
+	defer q.Close()
+	ctx := context.Background()
+	q.Send(ctx, &zeroloss.Message{ID: "order-1", Body: []byte("paid")})
+
+	c, _ := q.Consumer("billing", nil)
+	d, err := c.Receive(ctx)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(d.Message.ID, string(d.Message.Body), d.Attempt)
+	if err := d.Ack(); err != nil { // durable before it returns
+		fmt.Println(err)
+	}
+	// Output: order-1 paid 1
+}
