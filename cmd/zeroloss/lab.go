@@ -4,13 +4,17 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"time"
 
 	"github.com/zerolossmq/zeroloss/internal/lab"
+	"github.com/zerolossmq/zeroloss/internal/report"
 )
 
-const labUsage = `usage: zeroloss lab [--runs N] [--seed S] [--dir D] [--json FILE]
+const labUsage = `usage: zeroloss lab [--runs N] [--seed S] [--dir D] [--json FILE] [--html FILE]
 
 Lab measures what each queue configuration loses when something fails under
 load, by doing it: it starts a child process that sends from 8 goroutines,
@@ -50,6 +54,7 @@ func runLab(args []string, stdout, stderr io.Writer) int {
 	seed := fs.Uint64("seed", 0, "seed of the kill points (0: from the clock; the report prints the seed used)")
 	dir := fs.String("dir", os.TempDir(), "directory for the run directories: put it on the disk to measure")
 	jsonFile := fs.String("json", "", "also write the report, every run included, as JSON to `FILE`")
+	htmlFile := fs.String("html", "", "also write the report as a self-contained HTML page, with charts, to `FILE`")
 	positional, status, ok := parseArgs(fs, args)
 	if !ok {
 		return status
@@ -71,13 +76,19 @@ func runLab(args []string, stdout, stderr io.Writer) int {
 	if isTerminal(stderr) {
 		opts.Progress = stderr // a line rewritten in place: noise in a log file
 	}
-	report, err := lab.Run(ctx, opts, lab.DefaultConfigs(), lab.Failures())
-	if report != nil && len(report.Rows) > 0 {
-		if werr := report.WriteTable(stdout); werr != nil && err == nil {
+	start := time.Now()
+	rep, err := lab.Run(ctx, opts, lab.DefaultConfigs(), lab.Failures())
+	if rep != nil && len(rep.Rows) > 0 {
+		if werr := rep.WriteTable(stdout); werr != nil && err == nil {
 			err = werr
 		}
 		if *jsonFile != "" {
-			if werr := writeJSONFile(*jsonFile, report); werr != nil && err == nil {
+			if werr := writeFile(*jsonFile, rep.WriteJSON); werr != nil && err == nil {
+				err = werr
+			}
+		}
+		if *htmlFile != "" {
+			if werr := writeFile(*htmlFile, labReport(start, *dir, rep).WriteHTML); werr != nil && err == nil {
 				err = werr
 			}
 		}
@@ -86,7 +97,7 @@ func runLab(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "zeroloss lab: %v\n", err)
 		return exitFailure
 	}
-	for _, row := range report.Rows {
+	for _, row := range rep.Rows {
 		if row.Broken() {
 			fmt.Fprintf(stderr, "zeroloss lab: %s lost or corrupted acknowledged messages under %s, which it promises not to\n", row.Config, row.Failure)
 		}
@@ -99,23 +110,55 @@ func runLab(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}
-	if !report.OK() {
+	if !rep.OK() {
 		return exitFailure
 	}
 	return exitOK
 }
 
-// writeJSONFile writes report to name, replacing it.
-func writeJSONFile(name string, report *lab.Report) error {
-	f, err := os.Create(name)
-	if err != nil {
-		return err
+// labReport describes the lab's report for the report package: the table
+// WriteTable prints, and charts of lost messages and throughput per
+// configuration and failure.
+func labReport(start time.Time, dir string, rep *lab.Report) *report.Report {
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs
 	}
-	if err := report.WriteJSON(f); err != nil {
-		f.Close()
-		return err
+	out := &report.Report{
+		Title: "zeroloss lab",
+		Meta: append(report.Machine(start),
+			report.Pair{Key: "dir", Value: dir},
+			report.Pair{Key: "seed", Value: fmt.Sprint(rep.Seed)},
+			report.Pair{Key: "runs per row", Value: fmt.Sprint(rep.RunsPerRow)},
+			report.Pair{Key: "elapsed", Value: rep.Elapsed.Round(100 * time.Millisecond).String()},
+		),
 	}
-	return f.Close()
+	t := report.Table{
+		Columns: []string{"config", "failure", "runs", "acknowledged", "lost", "duplicates",
+			"corrupt", "unacked", "recovered", "msgs/s", "cross-check", "verdict"},
+		Notes: []string{
+			"lost: acknowledged (SendOK) but missing after recovery; corrupt: body does not match its ID.",
+			"unacked: found but never acknowledged (allowed); msgs/s: median over the runs of acks per second.",
+			"cross-check: a second, independent count from the raw segment files.",
+		},
+	}
+	lost := report.BarChart{Title: "Acknowledged messages lost", Unit: "msgs"}
+	throughput := report.BarChart{Title: "Throughput (median over the runs)", Unit: "msgs/s"}
+	for i := range rep.Rows {
+		r := &rep.Rows[i]
+		t.Rows = append(t.Rows, []string{r.Config, r.Failure, fmt.Sprint(r.Runs), fmt.Sprint(r.Acknowledged),
+			fmt.Sprint(r.Lost), fmt.Sprint(r.Duplicates), fmt.Sprint(r.Corrupt), fmt.Sprint(r.UnackedPresent),
+			fmt.Sprint(r.Recovered), fmt.Sprint(int64(math.Round(r.MedianThroughput))), r.CrossCheck(), r.Verdict()})
+		label := r.Config + " / " + r.Failure
+		note := ""
+		if r.Acknowledged > 0 {
+			note = fmt.Sprintf("of %d acknowledged", r.Acknowledged)
+		}
+		lost.Bars = append(lost.Bars, report.Bar{Label: label, Value: float64(r.Lost), Note: note})
+		throughput.Bars = append(throughput.Bars, report.Bar{Label: label, Value: r.MedianThroughput})
+	}
+	out.Tables = []report.Table{t}
+	out.Charts = []report.BarChart{lost, throughput}
+	return out
 }
 
 // isTerminal reports whether w is a terminal (a character device).

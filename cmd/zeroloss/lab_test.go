@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -20,7 +22,8 @@ func TestLab(t *testing.T) {
 	}
 	dir := t.TempDir()
 	jsonFile := filepath.Join(t.TempDir(), "report.json")
-	r := runTool("lab", "--runs", "1", "--seed", "3", "--dir", dir, "--json", jsonFile)
+	htmlFile := filepath.Join(t.TempDir(), "report.html")
+	r := runTool("lab", "--runs", "1", "--seed", "3", "--dir", dir, "--json", jsonFile, "--html", htmlFile)
 	require.Equal(t, exitOK, r.code, "stdout: %s\nstderr: %s", r.stdout, r.stderr)
 	assert.Regexp(t, `(?m)^config +failure +runs +acknowledged +lost +duplicates +corrupt`, r.stdout)
 	assert.Regexp(t, `(?m)^flush=sync +process-crash +1 +\d+ +0 +0 +0 .* agrees +ok: zero loss, as promised$`, r.stdout)
@@ -40,9 +43,42 @@ func TestLab(t *testing.T) {
 		require.Len(t, row.Results, 1)
 		assert.Positive(t, row.Results[0].Acknowledged, row.Config)
 	}
+	html, err := os.ReadFile(htmlFile)
+	require.NoError(t, err)
+	assert.Equal(t, 2, strings.Count(string(html), "<svg "), "charts of lost messages and throughput")
+	assert.Equal(t, 4, strings.Count(string(html), "<tr><td>flush="), "one table row per configuration and failure")
+	assert.Contains(t, string(html), "<dt>seed</dt><dd>3</dd>")
+
 	entries, err := os.ReadDir(dir)
 	require.NoError(t, err)
 	assert.Empty(t, entries, "clean runs leave nothing in --dir")
+}
+
+// TestLabReport checks the HTML report of the lab on figures made up for it.
+func TestLabReport(t *testing.T) {
+	rep := &lab.Report{Seed: 7, RunsPerRow: 2, Elapsed: 3 * time.Second, Rows: []lab.Row{
+		{Config: "flush=sync", Failure: "power-loss", Promised: true, Runs: 2, Acknowledged: 900, Recovered: 905, MedianThroughput: 1234.4},
+		{Config: "flush=async", Failure: "power-loss", Runs: 2, Acknowledged: 5000, Lost: 37, Recovered: 4963, MedianThroughput: 45678},
+		{Config: "flush=<b>", Failure: "process-crash", Promised: true, Runs: 2, Acknowledged: 10, Lost: 1, CrossCheckMismatches: 1},
+	}}
+	out := labReport(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), t.TempDir(), rep)
+	var b strings.Builder
+	require.NoError(t, out.WriteHTML(&b))
+	html := b.String()
+	for _, want := range []string{
+		"<dt>seed</dt><dd>7</dd>", "<dt>runs per row</dt><dd>2</dd>", "<dt>date</dt><dd>2026-01-02T03:04:05Z</dd>",
+		`<tr><td>flush=async</td><td>power-loss</td><td class="num">2</td><td class="num">5000</td><td class="num">37</td>`,
+		`<td class="num">45678</td><td>agrees</td><td>measured (no promise)</td></tr>`,
+		`<td class="num">1234</td><td>agrees</td><td>ok: zero loss, as promised</td></tr>`,
+		"<td>DISAGREES(1)</td><td>BROKEN: promised zero loss</td>",
+		"<h2>Acknowledged messages lost</h2>", ">flush=async / power-loss</text>", "37 msgs", "of 5000 acknowledged",
+		"flush=&lt;b&gt;",
+	} {
+		assert.True(t, strings.Contains(html, want), "the HTML report lacks %q", want)
+	}
+	assert.NotContains(t, html, "<b>")
+	assert.Equal(t, 2, strings.Count(html, "<svg "))
+	assert.Equal(t, 6, strings.Count(html, "<rect "), "one bar per row in each chart")
 }
 
 func TestLabUsage(t *testing.T) {

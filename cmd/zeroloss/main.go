@@ -1,8 +1,10 @@
 // Command zeroloss looks after zeroloss queue directories from the command
 // line.
 //
-//	zeroloss lab [--runs N] [--seed S] [--dir D] [--json FILE]
+//	zeroloss lab [--runs N] [--seed S] [--dir D] [--json FILE] [--html FILE]
 //	                                the loss lab: what each configuration loses under failures
+//	zeroloss bench [--duration D] [--dir D] [--json FILE] [--html FILE]
+//	                                Send throughput and latency per flush mode next to raw disk baselines
 //	zeroloss inspect [--json] DIR   summary of segments, seqs, record types, torn tail
 //	zeroloss verify [--strict] DIR  check every checksum and every message's encoding
 //	zeroloss help [COMMAND]         usage

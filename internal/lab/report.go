@@ -135,12 +135,8 @@ func (rep *Report) WriteTable(w io.Writer) error {
 		"corrupt", "unacked", "recovered", "msgs/s", "cross-check", "verdict"}}
 	for i := range rep.Rows {
 		r := &rep.Rows[i]
-		check := "agrees"
-		if r.CrossCheckMismatches > 0 {
-			check = fmt.Sprintf("DISAGREES(%d)", r.CrossCheckMismatches)
-		}
 		t.add(r.Config, r.Failure, r.Runs, r.Acknowledged, r.Lost, r.Duplicates, r.Corrupt,
-			r.UnackedPresent, r.Recovered, int(math.Round(r.MedianThroughput)), check, verdict(r))
+			r.UnackedPresent, r.Recovered, int(math.Round(r.MedianThroughput)), r.CrossCheck(), r.Verdict())
 	}
 	var b strings.Builder
 	t.write(&b)
@@ -153,7 +149,17 @@ func (rep *Report) WriteTable(w io.Writer) error {
 	return err
 }
 
-func verdict(r *Row) string {
+// CrossCheck returns "agrees", or "DISAGREES(n)" when the two counts
+// disagreed in n runs.
+func (r *Row) CrossCheck() string {
+	if r.CrossCheckMismatches > 0 {
+		return fmt.Sprintf("DISAGREES(%d)", r.CrossCheckMismatches)
+	}
+	return "agrees"
+}
+
+// Verdict says in a few words whether the row kept its promise.
+func (r *Row) Verdict() string {
 	switch {
 	case r.Broken():
 		return "BROKEN: promised zero loss"
