@@ -93,7 +93,7 @@ func (d *Delivery) Nack(delay time.Duration) error {
 	if delay <= 0 {
 		delay = d.c.backoff(u.attempt)
 	}
-	u.due = d.c.q.opts.now().Add(delay)
+	u.due, u.wait = d.c.q.opts.now().Add(delay), delay
 	g.notify()
 	g.mu.Unlock()
 	return nil
@@ -109,7 +109,7 @@ func (d *Delivery) Extend(by time.Duration) error {
 	if u == nil || u.token != d.token || !u.out || u.dying {
 		return fmt.Errorf("zeroloss: extend of seq %d: %w", d.Seq, ErrDeliveryExpired)
 	}
-	u.deadline = d.c.q.opts.now().Add(by)
+	u.deadline, u.timeout = d.c.q.opts.now().Add(by), by
 	return nil
 }
 
@@ -119,13 +119,16 @@ func (c *Consumer) deadLetter(ctx context.Context, us []*unacked, reason string)
 	g := c.g
 	for _, u := range us {
 		dl := record.DeadLetter{Seq: u.seq, Attempts: uint64(u.attempt), Reason: reason,
-			Message: record.Message{ID: u.msg.ID, Key: u.msg.Key, Headers: u.msg.Headers, Body: u.msg.Body}}
+			Message: record.Message{ID: u.msg.ID, Key: u.msg.Key, Headers: u.msg.Headers, Body: u.msg.Body, DeliverAt: u.msg.DeliverAt}}
 		if err := g.writeRecord(ctx, record.TypeDeadLetter, record.AppendDeadLetter(nil, &dl)); err != nil {
 			g.mu.Lock()
 			u.dying = false
 			g.mu.Unlock()
 			return err
 		}
+		g.mu.Lock()
+		g.dead++
+		g.mu.Unlock()
 		c.q.logger.Warn("zeroloss: message dead-lettered", "group", g.name, "seq", u.seq, "attempts", u.attempt, "reason", reason)
 		g.mu.Lock()
 		payload := g.ackPayload([]uint64{u.seq})

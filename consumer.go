@@ -91,8 +91,8 @@ func (o *ConsumerOptions) withDefaults() (ConsumerOptions, error) {
 // share its messages, and a message is never held by two of them at once
 // while its ack deadline is live. A Consumer is safe for concurrent use.
 //
-// Ordering: first deliveries follow the log's order; redeliveries come later,
-// out of order.
+// Ordering: first deliveries follow the log's order; redeliveries, and
+// messages with a DeliverAt in the future, come later, out of order.
 type Consumer struct {
 	q    *Queue
 	g    *group
@@ -190,6 +190,14 @@ func (c *Consumer) next(now time.Time) (d *Delivery, dying []*unacked, wake time
 		}
 	}
 	for _, u := range g.pending {
+		// A clock jump backwards must not hold a message longer than the
+		// timeout or delay that was asked for: clamp.
+		if u.out && u.deadline.Sub(now) > u.timeout {
+			u.deadline = now.Add(u.timeout)
+		}
+		if !u.out && u.due.Sub(now) > u.wait {
+			u.due = now.Add(u.wait)
+		}
 		switch {
 		case u.dying:
 		case u.out && now.Before(u.deadline):
@@ -197,7 +205,8 @@ func (c *Consumer) next(now time.Time) (d *Delivery, dying []*unacked, wake time
 		default:
 			if u.out { // its ack deadline passed: a failed delivery
 				u.out = false
-				u.due = now.Add(c.backoff(u.attempt))
+				u.wait = c.backoff(u.attempt)
+				u.due = now.Add(u.wait)
 				g.notify()
 			}
 			if u.attempt >= c.opts.MaxDeliveries {
@@ -218,11 +227,20 @@ func (c *Consumer) next(now time.Time) (d *Delivery, dying []*unacked, wake time
 	if best != nil {
 		return c.deliver(best, now), nil, wake, nil
 	}
-	u, err := g.readNext(now)
-	if err != nil || u == nil {
-		return nil, nil, wake, err
+	for {
+		u, err := g.readNext(now)
+		if err != nil || u == nil {
+			return nil, nil, wake, err
+		}
+		if u.msg.DeliverAt.After(now) {
+			// Delayed delivery: it waits in pending, and the main stream
+			// goes on past it.
+			u.due, u.wait = u.msg.DeliverAt, u.msg.DeliverAt.Sub(now)
+			earliest(u.due)
+			continue
+		}
+		return c.deliver(u, now), nil, wake, nil
 	}
-	return c.deliver(u, now), nil, wake, nil
 }
 
 // readNext reads the next main-stream message at or after the cursor that
@@ -258,6 +276,7 @@ func (c *Consumer) deliver(u *unacked, now time.Time) *Delivery {
 	u.attempt++
 	u.out = true
 	u.deadline = now.Add(c.opts.AckTimeout)
+	u.timeout = c.opts.AckTimeout
 	u.token++
 	if u.attempt > 1 {
 		c.g.attempts[u.seq] = uint64(u.attempt)

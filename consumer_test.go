@@ -397,3 +397,87 @@ func TestReceiveReturnsOnClose(t *testing.T) {
 		t.Fatal("Receive did not return on Close")
 	}
 }
+
+func TestDelayedDeliverySurvivesRestart(t *testing.T) {
+	clock := newFakeClock()
+	fs := vfs.NewMem()
+	q := consumerQueue(t, fs, clock)
+	_, err := q.Send(context.Background(), &Message{ID: "later", Body: []byte("l"), DeliverAt: clock.Now().Add(time.Hour)})
+	require.NoError(t, err)
+	sendN(t, q, "now", 1)
+	c, err := q.Consumer("g", nil)
+	require.NoError(t, err)
+	d := receive(t, c)
+	require.Equal(t, "now-000", d.Message.ID, "a delayed message does not hold back the ones after it")
+	require.NoError(t, d.Ack())
+	nothing(t, c)
+	assert.Equal(t, 1, q.GroupStats()[0].Waiting)
+	require.NoError(t, q.Close())
+
+	q = consumerQueue(t, fs, clock)
+	defer q.Close()
+	c, err = q.Consumer("g", nil)
+	require.NoError(t, err)
+	clock.Advance(59 * time.Minute)
+	nothing(t, c) // still delayed after the restart
+	clock.Advance(time.Minute)
+	d = receive(t, c)
+	assert.Equal(t, "later", d.Message.ID)
+	assert.Equal(t, 1, d.Attempt, "its first delivery")
+	assert.True(t, d.Message.DeliverAt.Equal(clock.Now()), "DeliverAt is kept with the message")
+	require.NoError(t, d.Ack())
+}
+
+func TestClockJumpsLoseNothing(t *testing.T) {
+	clock := newFakeClock()
+	q := consumerQueue(t, vfs.NewMem(), clock)
+	defer q.Close()
+	sendN(t, q, "m", 2)
+	c, err := q.Consumer("g", &ConsumerOptions{AckTimeout: 10 * time.Second, Backoff: []time.Duration{time.Second}})
+	require.NoError(t, err)
+	d1 := receive(t, c)
+	d2 := receive(t, c)
+	require.NoError(t, d2.Nack(5*time.Second))
+
+	clock.Advance(-24 * time.Hour) // the wall clock jumps back a day
+	nothing(t, c)
+	clock.Advance(5 * time.Second)
+	d := receive(t, c)
+	require.Equal(t, d2.Message.ID, d.Message.ID, "a nack delay is not stretched by a jump back")
+	require.NoError(t, d.Ack())
+	clock.Advance(5 * time.Second) // d1's 10s ack timeout passes...
+	nothing(t, c)                  // ...which starts its 1s backoff
+	clock.Advance(time.Second)
+	d = receive(t, c)
+	require.Equal(t, d1.Message.ID, d.Message.ID, "an ack deadline is not stretched by a jump back")
+	assert.Equal(t, 2, d.Attempt)
+
+	clock.Advance(30 * 24 * time.Hour) // and forward a month: its deadline passes...
+	nothing(t, c)                      // ...its backoff starts...
+	clock.Advance(time.Second)
+	d = receive(t, c) // ...and it comes back, not lost
+	require.Equal(t, d1.Message.ID, d.Message.ID)
+	require.NoError(t, d.Ack())
+	nothing(t, c)
+}
+
+func TestGroupStats(t *testing.T) {
+	clock := newFakeClock()
+	q := consumerQueue(t, vfs.NewMem(), clock)
+	defer q.Close()
+	sendN(t, q, "m", 5)
+	c, err := q.Consumer("g", &ConsumerOptions{MaxDeliveries: 1})
+	require.NoError(t, err)
+	st := q.GroupStats()
+	require.Len(t, st, 1)
+	assert.Equal(t, "g", st[0].Group)
+	assert.GreaterOrEqual(t, st[0].Behind, uint64(5))
+	d1 := receive(t, c)
+	d2 := receive(t, c)
+	require.NoError(t, d2.Nack(0)) // MaxDeliveries 1: dead letter
+	st = q.GroupStats()
+	assert.Equal(t, 1, st[0].InFlight)
+	assert.Equal(t, 1, st[0].DeadLetters)
+	require.NoError(t, d1.Ack())
+	assert.Equal(t, 0, q.GroupStats()[0].InFlight)
+}

@@ -29,6 +29,7 @@ type group struct {
 	pending  map[uint64]*unacked // delivered (or due again), not acked
 	attempts map[uint64]uint64   // attempt counts not yet written in an ack record
 	marked   uint64              // the cursor last written in an ack record
+	dead     int                 // dead letters written for the group
 	changed  chan struct{}       // closed and replaced when pending changes
 }
 
@@ -36,13 +37,15 @@ type group struct {
 type unacked struct {
 	seq      uint64
 	msg      Message
-	attempt  int       // deliveries so far
-	first    time.Time // first delivery
-	out      bool      // held by a consumer until deadline
-	deadline time.Time // ack deadline while out
-	due      time.Time // when not out: when to deliver again
-	token    uint64    // changes on every delivery: stale Delivery handles
-	dying    bool      // being dead-lettered
+	attempt  int           // deliveries so far
+	first    time.Time     // first delivery
+	out      bool          // held by a consumer until deadline
+	deadline time.Time     // ack deadline while out
+	due      time.Time     // when not out: when to deliver again
+	wait     time.Duration // the delay that set due; a clock jump back cannot stretch it
+	timeout  time.Duration // the ack timeout that set deadline, likewise
+	token    uint64        // changes on every delivery: stale Delivery handles
+	dying    bool          // being dead-lettered
 }
 
 func newGroup(q *Queue, id uint16, name string, cursor uint64) *group {
@@ -176,6 +179,10 @@ func (q *Queue) recoverGroups() error {
 			states[rec.Stream] = st
 			q.groups[gr.Name] = st.g
 			q.nextGroupID = max(q.nextGroupID, rec.Stream+1)
+		case record.TypeDeadLetter:
+			if st := states[rec.Stream]; st != nil {
+				st.g.dead++
+			}
 		case record.TypeAck:
 			st := states[rec.Stream]
 			if st == nil {
@@ -238,8 +245,12 @@ func (q *Queue) recoverGroups() error {
 				r.Close()
 				return fmt.Errorf("zeroloss: message at seq %d: %w", rec.Seq, err)
 			}
-			attempt := max(st.attempts[rec.Seq], 1) // it was delivered at least once
-			g.pending[rec.Seq] = &unacked{seq: rec.Seq, msg: fromRecord(m), attempt: int(attempt), first: now, due: now}
+			u := &unacked{seq: rec.Seq, msg: fromRecord(m), attempt: int(max(st.attempts[rec.Seq], 1)), first: now, due: now}
+			if m.DeliverAt.After(now) && st.attempts[rec.Seq] == 0 {
+				// A delayed message read but never delivered yet.
+				u.attempt, u.due, u.wait = 0, m.DeliverAt, m.DeliverAt.Sub(now)
+			}
+			g.pending[rec.Seq] = u
 		}
 		r.Close()
 		if n := len(g.pending); n > 0 {
@@ -285,5 +296,55 @@ func (q *Queue) Groups() []string {
 }
 
 func fromRecord(m record.Message) Message {
-	return Message{ID: m.ID, Key: m.Key, Headers: m.Headers, Body: m.Body}
+	return Message{ID: m.ID, Key: m.Key, Headers: m.Headers, Body: m.Body, DeliverAt: m.DeliverAt}
+}
+
+// GroupStats describes a consumer group at one moment.
+type GroupStats struct {
+	Group string
+	// Behind is how many log positions lie between the group's cursor and
+	// the committed seq: an upper bound on the messages not yet delivered
+	// (consumer records take positions too).
+	Behind uint64
+	// InFlight counts messages held by consumers until their ack deadline.
+	InFlight int
+	// Waiting counts messages waiting to be delivered again (or, for a
+	// DeliverAt in the future, for the first time).
+	Waiting int
+	// DeadLetters counts the group's dead letters.
+	DeadLetters int
+}
+
+// stats reads g's counters.
+func (g *group) stats(committed uint64) GroupStats {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	st := GroupStats{Group: g.name, DeadLetters: g.dead}
+	if committed >= g.cursor {
+		st.Behind = committed - g.cursor + 1
+	}
+	for _, u := range g.pending {
+		if u.out {
+			st.InFlight++
+		} else {
+			st.Waiting++
+		}
+	}
+	return st
+}
+
+// GroupStats returns the stats of every consumer group, by name.
+func (q *Queue) GroupStats() []GroupStats {
+	q.groupsMu.Lock()
+	groups := make([]*group, 0, len(q.groups))
+	for _, g := range q.groups {
+		groups = append(groups, g)
+	}
+	q.groupsMu.Unlock()
+	sort.Slice(groups, func(i, j int) bool { return groups[i].name < groups[j].name })
+	out := make([]GroupStats, len(groups))
+	for i, g := range groups {
+		out[i] = g.stats(q.committedSeq())
+	}
+	return out
 }

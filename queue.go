@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/zerolossmq/zeroloss/internal/record"
 	"github.com/zerolossmq/zeroloss/internal/wal"
@@ -24,6 +25,10 @@ type Message struct {
 	Headers map[string]string
 	// Body is the payload.
 	Body []byte
+	// DeliverAt, if set and in the future, holds the message back from
+	// consumers until then (delayed delivery). It is stored with the
+	// message as a wall-clock time and survives restarts.
+	DeliverAt time.Time
 }
 
 // SendStatus says how far a message appended by Send is guaranteed. Only
@@ -217,7 +222,7 @@ func (q *Queue) send(ctx context.Context, msgs []*Message, ids []string) (uint64
 		if m == nil {
 			return 0, 0, 0, fmt.Errorf("zeroloss: message %d is nil: %w", i, ErrInvalidMessage)
 		}
-		encoded[i] = record.Message{ID: m.ID, Key: m.Key, Headers: m.Headers, Body: m.Body}
+		encoded[i] = record.Message{ID: m.ID, Key: m.Key, Headers: m.Headers, Body: m.Body, DeliverAt: m.DeliverAt}
 		if encoded[i].ID == "" {
 			encoded[i].ID = q.newID()
 		}
