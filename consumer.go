@@ -148,7 +148,9 @@ func (c *Consumer) Receive(ctx context.Context) (*Delivery, error) {
 			return d, nil
 		}
 		if len(dying) > 0 {
-			if err := c.deadLetter(ctx, dying, "ack timeout on the last allowed delivery"); err != nil {
+			// The queue's bookkeeping, not this caller's: a short Receive
+			// deadline must not cut it (FlushTimeout bounds it).
+			if err := c.deadLetter(context.WithoutCancel(ctx), dying, "ack timeout on the last allowed delivery"); err != nil {
 				return nil, err
 			}
 			continue
