@@ -1,9 +1,7 @@
 package bench
 
 import (
-	"errors"
 	"fmt"
-	"io"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -18,40 +16,18 @@ import (
 // TypeMessage records with consecutive seqs, each with a body of bodySize
 // bytes. The root package has no read API yet, so it reads the log with
 // internal/wal directly. dir must not be open elsewhere (wal.ErrLocked).
-func verifyLog(dir string, want, bodySize int) (err error) {
-	log, rec, err := wal.Open(dir, wal.Options{})
-	if err != nil {
-		return fmt.Errorf("reopen %s: %w", dir, err)
-	}
-	defer func() {
-		if cerr := log.Close(); err == nil && cerr != nil {
-			err = fmt.Errorf("close reopened log: %w", cerr)
-		}
-	}()
-	if rec.Unclean || rec.Torn != nil {
-		return fmt.Errorf("reopen %s: recovery after a clean Close found unclean=%v torn=%+v", dir, rec.Unclean, rec.Torn)
-	}
-
-	rd := log.NewReader(0)
-	defer rd.Close()
+func verifyLog(dir string, want, bodySize int) error {
 	var (
 		messages int
 		prevSeq  uint64
 	)
-	for {
-		r, err := rd.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return fmt.Errorf("read after %d messages: %w", messages, err)
-		}
+	rec, err := wal.ReadDurable(dir, wal.Options{}, func(r record.Record) error {
 		if prevSeq != 0 && r.Seq != prevSeq+1 {
 			return fmt.Errorf("seq %d follows seq %d: the log has a gap", r.Seq, prevSeq)
 		}
 		prevSeq = r.Seq
 		if r.Type != record.TypeMessage {
-			continue
+			return nil
 		}
 		m, err := record.DecodeMessage(r.Payload)
 		if err != nil {
@@ -61,6 +37,13 @@ func verifyLog(dir string, want, bodySize int) (err error) {
 			return fmt.Errorf("seq %d: body of %d bytes, want %d", r.Seq, len(m.Body), bodySize)
 		}
 		messages++
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("reopen %s: %w", dir, err)
+	}
+	if rec.Unclean || rec.Torn != nil {
+		return fmt.Errorf("reopen %s: recovery after a clean Close found unclean=%v torn=%+v", dir, rec.Unclean, rec.Torn)
 	}
 	if messages != want {
 		return fmt.Errorf("log holds %d messages, want %d", messages, want)

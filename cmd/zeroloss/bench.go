@@ -441,32 +441,11 @@ func queueSend(ctx context.Context, dir string, flush zeroloss.FlushMode, produc
 // verifyMessages reopens the closed queue's log in dir and checks that it
 // recovers cleanly and holds exactly want messages, each with a body of the
 // bench's size.
-func verifyMessages(dir string, want int64) (err error) {
-	log, rec, err := wal.Open(dir, wal.Options{})
-	if err != nil {
-		return fmt.Errorf("reopen: %w", err)
-	}
-	defer func() {
-		if cerr := log.Close(); err == nil && cerr != nil {
-			err = fmt.Errorf("close the reopened log: %w", cerr)
-		}
-	}()
-	if rec.Unclean || rec.Torn != nil {
-		return fmt.Errorf("reopen after a clean Close: unclean=%v torn=%+v", rec.Unclean, rec.Torn)
-	}
-	rd := log.NewReader(0)
-	defer rd.Close()
+func verifyMessages(dir string, want int64) error {
 	var messages int64
-	for {
-		r, err := rd.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return fmt.Errorf("read after %d messages: %w", messages, err)
-		}
+	rec, err := wal.ReadDurable(dir, wal.Options{}, func(r record.Record) error {
 		if r.Type != record.TypeMessage {
-			continue
+			return nil
 		}
 		m, err := record.DecodeMessage(r.Payload)
 		if err != nil {
@@ -476,6 +455,13 @@ func verifyMessages(dir string, want int64) (err error) {
 			return fmt.Errorf("seq %d: body of %d bytes, want %d", r.Seq, len(m.Body), benchMessageSize)
 		}
 		messages++
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("reopen: %w (after %d messages)", err, messages)
+	}
+	if rec.Unclean || rec.Torn != nil {
+		return fmt.Errorf("reopen after a clean Close: unclean=%v torn=%+v", rec.Unclean, rec.Torn)
 	}
 	if messages != want {
 		return fmt.Errorf("the log holds %d messages, Send acknowledged %d", messages, want)

@@ -3,8 +3,6 @@ package lab
 import (
 	"bytes"
 	"crypto/sha256"
-	"errors"
-	"io"
 
 	"github.com/zerolossmq/zeroloss/internal/record"
 	"github.com/zerolossmq/zeroloss/internal/vfs"
@@ -40,32 +38,20 @@ type storedMessage struct {
 // reader, the way the queue will serve them: wal.Open (the directory was
 // recovered by zeroloss.Open just before) and a Reader from the start.
 func readLog(dir string) ([]storedMessage, error) {
-	log, _, err := wal.Open(dir, wal.Options{SegmentSize: segmentSize})
-	if err != nil {
-		return nil, err
-	}
-	defer log.Close()
-	r := log.NewReader(0)
-	defer r.Close()
 	var out []storedMessage
-	for {
-		rec, err := r.Next()
-		if errors.Is(err, io.EOF) {
-			return out, nil
-		}
-		if err != nil {
-			return out, err
-		}
+	_, err := wal.ReadDurable(dir, wal.Options{SegmentSize: segmentSize}, func(rec record.Record) error {
 		if rec.Type != record.TypeMessage {
-			continue
+			return nil
 		}
 		m, err := record.DecodeMessage(rec.Payload)
 		if err != nil {
 			out = append(out, storedMessage{Seq: rec.Seq, Bad: true})
-			continue
+			return nil
 		}
 		out = append(out, storedMessage{Seq: rec.Seq, ID: m.ID, Body: bytes.Clone(m.Body)})
-	}
+		return nil
+	})
+	return out, err
 }
 
 // count is the main count: it checks every acknowledged ID against the

@@ -42,3 +42,33 @@ func ReadFrames(fsys vfs.FS, dir string, seg SegmentInfo, visit func(offset int6
 		}
 	}
 }
+
+// ReadDurable opens (and so recovers) the log in dir, calls visit with every
+// durable frame in seq order, closes the log and returns what recovery
+// reported. The Record passed to visit is only valid during the call. It
+// stops at the first error visit returns, and returns it.
+func ReadDurable(dir string, opts Options, visit func(rec record.Record) error) (rec *Recovery, err error) {
+	log, rec, err := Open(dir, opts)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if cerr := log.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("wal: close %s: %w", dir, cerr)
+		}
+	}()
+	r := log.NewReader(0)
+	defer r.Close()
+	for {
+		frame, err := r.Next()
+		if err == io.EOF {
+			return rec, nil
+		}
+		if err != nil {
+			return rec, err
+		}
+		if err := visit(frame); err != nil {
+			return rec, err
+		}
+	}
+}

@@ -126,3 +126,34 @@ func TestReadFramesReportsDamageAfterScan(t *testing.T) {
 	assert.Contains(t, err.Error(), fmt.Sprintf("at offset %d:", second))
 	assert.Equal(t, []uint64{1}, seqs, "the frame before the damage was visited")
 }
+
+func TestReadDurable(t *testing.T) {
+	dir := t.TempDir()
+	l, _ := openTest(t, dir)
+	appendN(t, l, 0, 20)
+	require.NoError(t, l.Close())
+
+	var seqs []uint64
+	rec, err := ReadDurable(dir, Options{SegmentSize: testSegment}, func(r record.Record) error {
+		seqs = append(seqs, r.Seq)
+		return nil
+	})
+	require.NoError(t, err)
+	assert.Equal(t, uint64(20), rec.LastSeq)
+	require.Len(t, seqs, 20)
+	assert.Equal(t, uint64(1), seqs[0])
+
+	stop := errors.New("stop")
+	var n int
+	_, err = ReadDurable(dir, Options{SegmentSize: testSegment}, func(record.Record) error {
+		n++
+		if n == 3 {
+			return stop
+		}
+		return nil
+	})
+	require.ErrorIs(t, err, stop, "visit's error stops the read and is returned")
+	assert.Equal(t, 3, n)
+	l, _ = openTest(t, dir) // ReadDurable released the directory lock
+	require.NoError(t, l.Close())
+}
