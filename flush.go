@@ -202,11 +202,10 @@ func (q *Queue) commitDelay() time.Duration {
 	if q.opts.Flush == FlushAsync {
 		return 20 * time.Microsecond
 	}
-	st := q.log.Stats()
-	if st.Syncs == 0 {
+	avg := q.log.AvgSyncTime() // atomics only: this runs under q.mu
+	if avg == 0 {
 		return 100 * time.Microsecond
 	}
-	avg := time.Duration(st.SyncNanos / st.Syncs)
 	return min(max(avg/2, 20*time.Microsecond), 2*time.Millisecond)
 }
 

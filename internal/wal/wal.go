@@ -736,6 +736,16 @@ func (l *Log) Err() error {
 // Dir returns the log's directory.
 func (l *Log) Dir() string { return l.dir }
 
+// AvgSyncTime returns the average duration of the data syncs so far (0 before
+// the first). It takes no lock.
+func (l *Log) AvgSyncTime() time.Duration {
+	n := l.syncs.Load()
+	if n == 0 {
+		return 0
+	}
+	return time.Duration(l.syncNanos.Load() / n)
+}
+
 // DataBytes returns the bytes of frames held in the log's segments, without
 // headers and preallocated free space.
 func (l *Log) DataBytes() int64 {
