@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"time"
 
 	"github.com/zerolossmq/zeroloss/internal/record"
@@ -25,78 +24,96 @@ var (
 // Delivery is one delivery of a message to a consumer.
 type Delivery struct {
 	Message        Message
-	Seq            uint64    // the message's seq in the log
+	Seq            uint64    // the message's seq in the log's main stream
 	Attempt        int       // 1 for the first delivery
 	FirstDelivered time.Time // when it was first delivered
 
 	c     *Consumer
+	u     *unacked
 	token uint64
 }
 
 // Ack acknowledges the message: it will not be delivered to the group again.
 // It returns after the ack is durable as the queue's flush mode promises
 // (under FlushSync after an fdatasync shared with other acks and sends). An
-// ack after the ack deadline still counts. Safe for concurrent use.
+// ack after the ack deadline still counts unless the message has meanwhile
+// moved to the retry stream or the dead letters (ErrDeliveryExpired). Safe
+// for concurrent use.
 func (d *Delivery) Ack() error { return d.c.AckBatch(d) }
 
 // AckBatch acknowledges several deliveries of this consumer's group with one
-// record.
+// record. Deliveries already acked are skipped; if some have moved on
+// (ErrDeliveryExpired), the others are still acked.
 func (c *Consumer) AckBatch(ds ...*Delivery) error {
 	g := c.g
 	g.mu.Lock()
-	seqs := make([]uint64, 0, len(ds))
+	var us []*unacked
+	var expired error
 	for _, d := range ds {
 		if d.c.g != g {
 			g.mu.Unlock()
 			return fmt.Errorf("zeroloss: ack of a delivery from group %q on group %q: %w", d.c.g.name, g.name, ErrInvalidOptions)
 		}
-		if u := g.pending[d.Seq]; u != nil && !u.dying {
-			seqs = append(seqs, d.Seq)
+		u := d.u
+		switch {
+		case g.pending[u.pos] != u:
+			// Acked already (or dead-lettered).
+		case u.busy:
+			expired = fmt.Errorf("zeroloss: ack of seq %d: it is moving to the retry stream or the dead letters: %w", d.Seq, ErrDeliveryExpired)
+		default:
+			u.busy = true
+			us = append(us, u)
 		}
 	}
-	if len(seqs) == 0 {
+	if len(us) == 0 {
 		g.mu.Unlock()
-		return nil // already acked
+		return expired
 	}
-	payload := g.ackPayload(seqs)
+	positions := make([]uint64, len(us))
+	for i, u := range us {
+		positions[i] = u.pos
+	}
+	payload := g.ackPayload(positions)
 	g.mu.Unlock()
-	if err := g.writeRecord(context.Background(), record.TypeAck, payload); err != nil {
-		return err
-	}
+	_, err := g.writeRecord(context.Background(), record.TypeAck, payload)
 	g.mu.Lock()
-	for _, s := range seqs {
-		delete(g.pending, s)
+	for _, u := range us {
+		u.busy = false
+		if err == nil {
+			delete(g.pending, u.pos)
+		}
 	}
 	g.notify()
 	g.mu.Unlock()
-	return nil
+	if err != nil {
+		return err
+	}
+	return expired
 }
 
 // Nack reports that handling failed: the message is delivered again after
 // delay, or after the consumer's backoff for this attempt when delay is 0;
-// on its last allowed delivery it goes to the dead letters instead. It
-// returns ErrDeliveryExpired if the delivery is no longer held.
+// on its last allowed delivery it goes to the dead letters instead. A
+// message that fails more than once moves to the group's retry stream, so it
+// does not hold back retention. It returns ErrDeliveryExpired if the
+// delivery is no longer held.
 func (d *Delivery) Nack(delay time.Duration) error {
-	g := d.c.g
+	c := d.c
+	g := c.g
 	g.mu.Lock()
-	u := g.pending[d.Seq]
-	if u == nil || u.token != d.token || !u.out || u.dying {
+	u := d.u
+	if g.pending[u.pos] != u || u.token != d.token || !u.out || u.busy {
 		g.mu.Unlock()
 		return fmt.Errorf("zeroloss: nack of seq %d: %w", d.Seq, ErrDeliveryExpired)
 	}
 	u.out = false
-	if u.attempt >= d.c.opts.MaxDeliveries {
-		u.dying = true
-		g.mu.Unlock()
-		return d.c.deadLetter(context.Background(), []*unacked{u}, "nacked on the last allowed delivery")
-	}
-	if delay <= 0 {
-		delay = d.c.backoff(u.attempt)
-	}
-	u.due, u.wait = d.c.q.opts.now().Add(delay), delay
+	m, ok := c.failed(u, delay, c.q.opts.now(), "nacked on the last allowed delivery")
 	g.notify()
 	g.mu.Unlock()
-	return nil
+	if !ok {
+		return nil
+	}
+	return c.moveAll(context.Background(), []move{m})
 }
 
 // Extend moves the ack deadline to d from now, for long work. It returns
@@ -105,47 +122,98 @@ func (d *Delivery) Extend(by time.Duration) error {
 	g := d.c.g
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	u := g.pending[d.Seq]
-	if u == nil || u.token != d.token || !u.out || u.dying {
+	u := d.u
+	if g.pending[u.pos] != u || u.token != d.token || !u.out || u.busy {
 		return fmt.Errorf("zeroloss: extend of seq %d: %w", d.Seq, ErrDeliveryExpired)
 	}
 	u.deadline, u.timeout = d.c.q.opts.now().Add(by), by
 	return nil
 }
 
-// deadLetter moves messages to the group's dead letters: a dead-letter record
-// with the message, then an ack record, so the group moves past them.
-func (c *Consumer) deadLetter(ctx context.Context, us []*unacked, reason string) error {
-	g := c.g
-	for _, u := range us {
-		dl := record.DeadLetter{Seq: u.seq, Attempts: uint64(u.attempt), Reason: reason,
-			Message: record.Message{ID: u.msg.ID, Key: u.msg.Key, Headers: u.msg.Headers, Body: u.msg.Body, DeliverAt: u.msg.DeliverAt}}
-		if err := g.writeRecord(ctx, record.TypeDeadLetter, record.AppendDeadLetter(nil, &dl)); err != nil {
-			g.mu.Lock()
-			u.dying = false
-			g.mu.Unlock()
+// move is a message leaving its position: to the retry stream, due at due
+// (wait after it was decided), or to the dead letters.
+type move struct {
+	u      *unacked
+	dead   bool
+	reason string
+	due    time.Time
+	wait   time.Duration
+}
+
+// moveAll writes the records of moves (their messages are marked busy) and
+// updates the group; it stops at the first error.
+func (c *Consumer) moveAll(ctx context.Context, moves []move) error {
+	for i, m := range moves {
+		if err := c.g.moveOne(ctx, m); err != nil {
+			c.g.release(moves[i+1:])
 			return err
 		}
-		g.mu.Lock()
-		g.dead++
-		g.mu.Unlock()
-		c.q.logger.Warn("zeroloss: message dead-lettered", "group", g.name, "seq", u.seq, "attempts", u.attempt, "reason", reason)
-		g.mu.Lock()
-		payload := g.ackPayload([]uint64{u.seq})
-		g.mu.Unlock()
-		if err := g.writeRecord(ctx, record.TypeAck, payload); err != nil {
-			return err
-		}
-		g.mu.Lock()
-		delete(g.pending, u.seq)
-		g.notify()
-		g.mu.Unlock()
 	}
 	return nil
 }
 
+// release gives up moves not made: their messages wait in memory instead.
+func (g *group) release(moves []move) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, m := range moves {
+		m.u.busy = false
+		if !m.dead {
+			m.u.due, m.u.wait = m.due, m.wait
+		}
+	}
+	g.notify()
+}
+
+// moveOne writes one retry or dead-letter record; the record also acks the
+// position the message leaves.
+func (g *group) moveOne(ctx context.Context, m move) error {
+	u := m.u // busy: nothing else changes it until we clear busy
+	msg := toRecord(&u.msg)
+	var typ record.Type
+	var payload []byte
+	if m.dead {
+		typ = record.TypeDeadLetter
+		payload = record.AppendDeadLetter(nil, &record.DeadLetter{Seq: u.seq, Source: u.pos,
+			Attempts: uint64(u.attempt), Reason: m.reason, Message: msg})
+	} else {
+		typ = record.TypeRetry
+		r := record.Retry{Seq: u.seq, Source: u.pos, Attempts: uint64(u.attempt), Due: m.due.UnixNano(), Message: msg}
+		if u.attempt > 0 {
+			r.First = u.first.UnixNano()
+		}
+		payload = record.AppendRetry(nil, &r)
+	}
+	pos, err := g.writeRecord(ctx, typ, payload)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	u.busy = false
+	if pos == 0 { // not written: it stays where it is
+		if !m.dead {
+			u.due, u.wait = m.due, m.wait
+		}
+		g.notify()
+		return err
+	}
+	delete(g.pending, u.pos)
+	delete(g.attempts, u.pos)
+	if m.dead {
+		g.q.logger.Warn("zeroloss: message dead-lettered", "group", g.name, "seq", u.seq, "attempts", u.attempt, "reason", m.reason)
+	} else {
+		u.pos, u.due, u.wait = pos, m.due, m.wait
+		g.pending[pos] = u
+	}
+	g.notify()
+	return err
+}
+
+func toRecord(m *Message) record.Message {
+	return record.Message{ID: m.ID, Key: m.Key, Headers: m.Headers, Body: m.Body, DeliverAt: m.DeliverAt}
+}
+
 // DeadLetter is a message a group gave up on.
 type DeadLetter struct {
+	Pos      uint64 // where the dead letter is held: names it to RedriveDeadLetters and PurgeDeadLetters
 	Seq      uint64 // the message's seq in the main stream
 	Attempts int
 	Reason   string
@@ -154,33 +222,96 @@ type DeadLetter struct {
 }
 
 // DeadLetters returns the dead letters of the group called name, oldest
-// first, by reading the log.
+// first. They are kept, across retention, until re-driven or purged.
 func (q *Queue) DeadLetters(name string) ([]DeadLetter, error) {
+	g, err := q.groupByName(name)
+	if err != nil {
+		return nil, err
+	}
+	return q.ledger.deadLetters(g.id), nil
+}
+
+func (q *Queue) groupByName(name string) (*group, error) {
 	q.groupsMu.Lock()
+	defer q.groupsMu.Unlock()
 	g := q.groups[name]
-	q.groupsMu.Unlock()
 	if g == nil {
 		return nil, fmt.Errorf("zeroloss: no consumer group %q: %w", name, ErrInvalidOptions)
 	}
-	r := q.log.NewReader(0)
-	defer r.Close()
-	var out []DeadLetter
-	for {
-		rec, err := r.Next()
-		if err == io.EOF {
-			return out, nil
-		}
-		if err != nil {
-			return out, err
-		}
-		if rec.Type != record.TypeDeadLetter || rec.Stream != g.id {
-			continue
-		}
-		dl, err := record.DecodeDeadLetter(rec.Payload)
-		if err != nil {
-			return out, fmt.Errorf("zeroloss: dead letter at seq %d: %w", rec.Seq, err)
-		}
-		out = append(out, DeadLetter{Seq: dl.Seq, Attempts: int(dl.Attempts), Reason: dl.Reason,
-			Message: fromRecord(dl.Message), Time: time.Unix(0, rec.Time)})
+	return g, nil
+}
+
+// RedriveDeadLetters sends dead letters of the group called name back to it:
+// each is appended to the group's retry stream, due at once, with its attempt
+// count reset, and leaves the dead letters. With no positions it re-drives
+// all of them; otherwise those at the given DeadLetter.Pos. It returns how
+// many it re-drove.
+func (q *Queue) RedriveDeadLetters(ctx context.Context, name string, positions ...uint64) (int, error) {
+	g, err := q.groupByName(name)
+	if err != nil {
+		return 0, err
 	}
+	n := 0
+	for _, dl := range q.selectDead(g, positions) {
+		now := q.opts.now()
+		payload := record.AppendRetry(nil, &record.Retry{Seq: dl.Seq, Source: dl.Pos, Due: now.UnixNano(), Message: toRecord(&dl.Message)})
+		pos, err := g.writeRecord(ctx, record.TypeRetry, payload)
+		if pos != 0 {
+			g.mu.Lock()
+			g.pending[pos] = &unacked{pos: pos, seq: dl.Seq, msg: dl.Message, first: now, due: now}
+			g.notify()
+			g.mu.Unlock()
+			n++
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// PurgeDeadLetters deletes dead letters of the group called name: all of
+// them with no positions, otherwise those at the given DeadLetter.Pos. It
+// returns how many it deleted.
+func (q *Queue) PurgeDeadLetters(ctx context.Context, name string, positions ...uint64) (int, error) {
+	g, err := q.groupByName(name)
+	if err != nil {
+		return 0, err
+	}
+	dead := q.selectDead(g, positions)
+	if len(dead) == 0 {
+		return 0, nil
+	}
+	positions = positions[:0:0]
+	for _, dl := range dead {
+		positions = append(positions, dl.Pos)
+	}
+	g.mu.Lock()
+	payload := g.ackPayload(positions)
+	g.mu.Unlock()
+	if pos, err := g.writeRecord(ctx, record.TypeAck, payload); pos == 0 {
+		return 0, err
+	} else if err != nil {
+		return len(dead), err
+	}
+	return len(dead), nil
+}
+
+// selectDead returns g's dead letters at positions, or all with none.
+func (q *Queue) selectDead(g *group, positions []uint64) []DeadLetter {
+	all := q.ledger.deadLetters(g.id)
+	if len(positions) == 0 {
+		return all
+	}
+	want := map[uint64]bool{}
+	for _, p := range positions {
+		want[p] = true
+	}
+	var out []DeadLetter
+	for _, dl := range all {
+		if want[dl.Pos] {
+			out = append(out, dl)
+		}
+	}
+	return out
 }

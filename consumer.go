@@ -138,7 +138,7 @@ func (c *Consumer) Receive(ctx context.Context) (*Delivery, error) {
 		committed := c.q.committedChanged()
 		g.mu.Lock()
 		now := c.q.opts.now()
-		d, dying, wake, err := c.next(now)
+		d, moves, wake, err := c.next(now)
 		changed := g.changed
 		g.mu.Unlock()
 		if err != nil {
@@ -147,10 +147,10 @@ func (c *Consumer) Receive(ctx context.Context) (*Delivery, error) {
 		if d != nil {
 			return d, nil
 		}
-		if len(dying) > 0 {
+		if len(moves) > 0 {
 			// The queue's bookkeeping, not this caller's: a short Receive
 			// deadline must not cut it (FlushTimeout bounds it).
-			if err := c.deadLetter(context.WithoutCancel(ctx), dying, "ack timeout on the last allowed delivery"); err != nil {
+			if err := c.moveAll(context.WithoutCancel(ctx), moves); err != nil {
 				return nil, err
 			}
 			continue
@@ -181,9 +181,10 @@ func (c *Consumer) Receive(ctx context.Context) (*Delivery, error) {
 
 // next finds what to deliver now (the caller holds g.mu): a message due
 // again, else the next message of the main stream. Otherwise it returns the
-// messages to dead-letter, or when to look again (zero: when something
-// changes).
-func (c *Consumer) next(now time.Time) (d *Delivery, dying []*unacked, wake time.Time, err error) {
+// messages that must first move to the retry stream or the dead letters
+// (marked busy; the caller writes their records with moveAll), or when to
+// look again (zero: when something changes).
+func (c *Consumer) next(now time.Time) (d *Delivery, moves []move, wake time.Time, err error) {
 	g := c.g
 	var best *unacked
 	earliest := func(t time.Time) {
@@ -201,48 +202,70 @@ func (c *Consumer) next(now time.Time) (d *Delivery, dying []*unacked, wake time
 			u.due = now.Add(u.wait)
 		}
 		switch {
-		case u.dying:
+		case u.busy:
 		case u.out && now.Before(u.deadline):
 			earliest(u.deadline)
 		default:
 			if u.out { // its ack deadline passed: a failed delivery
 				u.out = false
-				u.wait = c.backoff(u.attempt)
-				u.due = now.Add(u.wait)
+				if m, ok := c.failed(u, 0, now, "ack timeout on the last allowed delivery"); ok {
+					moves = append(moves, m)
+					continue
+				}
 				g.notify()
 			}
 			if u.attempt >= c.opts.MaxDeliveries {
-				u.dying = true
-				dying = append(dying, u)
+				// Delivered as often as allowed before a restart.
+				u.busy = true
+				moves = append(moves, move{u: u, dead: true, reason: "delivered MaxDeliveries times"})
 				continue
 			}
 			if now.Before(u.due) {
 				earliest(u.due)
-			} else if best == nil || u.due.Before(best.due) || (u.due.Equal(best.due) && u.seq < best.seq) {
+			} else if best == nil || u.due.Before(best.due) || (u.due.Equal(best.due) && u.pos < best.pos) {
 				best = u
 			}
 		}
 	}
-	if len(dying) > 0 {
-		return nil, dying, wake, nil
+	if len(moves) > 0 {
+		return nil, moves, wake, nil
 	}
 	if best != nil {
 		return c.deliver(best, now), nil, wake, nil
 	}
-	for {
-		u, err := g.readNext(now)
-		if err != nil || u == nil {
-			return nil, nil, wake, err
-		}
-		if u.msg.DeliverAt.After(now) {
-			// Delayed delivery: it waits in pending, and the main stream
-			// goes on past it.
-			u.due, u.wait = u.msg.DeliverAt, u.msg.DeliverAt.Sub(now)
-			earliest(u.due)
-			continue
-		}
-		return c.deliver(u, now), nil, wake, nil
+	u, err := g.readNext(now)
+	if err != nil || u == nil {
+		return nil, nil, wake, err
 	}
+	if u.msg.DeliverAt.After(now) {
+		// Delayed delivery: the message moves to the retry stream, due
+		// at DeliverAt, so that it does not hold the group's floor back.
+		u.busy = true
+		wait := u.msg.DeliverAt.Sub(now)
+		return nil, []move{{u: u, due: u.msg.DeliverAt, wait: wait}}, wake, nil
+	}
+	return c.deliver(u, now), nil, wake, nil
+}
+
+// failed handles a failed delivery of u (the caller holds g.mu and has
+// cleared u.out): after its last allowed delivery u goes to the dead
+// letters, after a failed redelivery to the retry stream (returned as a
+// move, u marked busy); after a failed first delivery it waits in memory,
+// at its position. delay 0 means the backoff for the attempt.
+func (c *Consumer) failed(u *unacked, delay time.Duration, now time.Time, reason string) (move, bool) {
+	if delay <= 0 {
+		delay = c.backoff(u.attempt)
+	}
+	if u.attempt >= c.opts.MaxDeliveries {
+		u.busy = true
+		return move{u: u, dead: true, reason: reason}, true
+	}
+	if u.attempt >= 2 {
+		u.busy = true
+		return move{u: u, due: now.Add(delay), wait: delay}, true
+	}
+	u.due, u.wait = now.Add(delay), delay
+	return move{}, false
 }
 
 // readNext reads the next main-stream message at or after the cursor that
@@ -262,12 +285,17 @@ func (g *group) readNext(now time.Time) (*unacked, error) {
 		if rec.Seq < g.cursor || rec.Type != record.TypeMessage || rec.Stream != 0 {
 			continue
 		}
+		if g.skip[rec.Seq] {
+			delete(g.skip, rec.Seq)
+			g.cursor = rec.Seq + 1
+			continue
+		}
 		m, err := record.DecodeMessage(rec.Payload)
 		if err != nil {
 			return nil, fmt.Errorf("zeroloss: message at seq %d: %w", rec.Seq, err)
 		}
 		g.cursor = rec.Seq + 1
-		u := &unacked{seq: rec.Seq, msg: fromRecord(m), first: now}
+		u := &unacked{pos: rec.Seq, seq: rec.Seq, msg: fromRecord(m), first: now}
 		g.pending[rec.Seq] = u
 		return u, nil
 	}
@@ -280,10 +308,12 @@ func (c *Consumer) deliver(u *unacked, now time.Time) *Delivery {
 	u.deadline = now.Add(c.opts.AckTimeout)
 	u.timeout = c.opts.AckTimeout
 	u.token++
-	if u.attempt > 1 {
-		c.g.attempts[u.seq] = uint64(u.attempt)
+	if u.attempt > 1 || u.pos != u.seq {
+		// Counted lazily in the next ack record (a delivery from the
+		// retry stream always, so that recovery knows it was delivered).
+		c.g.attempts[u.pos] = uint64(u.attempt)
 	}
-	return &Delivery{Message: u.msg, Seq: u.seq, Attempt: u.attempt, FirstDelivered: u.first, c: c, token: u.token}
+	return &Delivery{Message: u.msg, Seq: u.seq, Attempt: u.attempt, FirstDelivered: u.first, c: c, u: u, token: u.token}
 }
 
 func (c *Consumer) backoff(attempt int) time.Duration {
@@ -303,17 +333,23 @@ func (c *Consumer) ReceiveBatch(ctx context.Context, max int) ([]*Delivery, erro
 	}
 	out := []*Delivery{d}
 	g := c.g
+	var moves []move
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	for len(out) < max {
-		d, dying, _, err := c.next(c.q.opts.now())
-		if err != nil || d == nil {
-			for _, u := range dying { // leave them to the next Receive
-				u.dying = false
-			}
+		d, ms, _, err := c.next(c.q.opts.now())
+		moves = append(moves, ms...)
+		if err != nil || (d == nil && len(ms) == 0) {
 			break
 		}
-		out = append(out, d)
+		if d != nil {
+			out = append(out, d)
+		}
+	}
+	g.mu.Unlock()
+	if err := c.moveAll(context.WithoutCancel(ctx), moves); err != nil {
+		// The deliveries taken are the caller's; the moves are retried by
+		// the next Receive.
+		c.q.logger.Warn("zeroloss: could not move messages to the retry stream or dead letters", "group", g.name, "error", err)
 	}
 	return out, nil
 }

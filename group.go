@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -13,11 +14,12 @@ import (
 	"github.com/zerolossmq/zeroloss/internal/wal"
 )
 
-// A consumer group's state. Every group receives every message of the main
-// stream; the consumers of one group share its messages. The group's durable
-// state is its records in the log (record.TypeGroup, TypeAck,
-// TypeDeadLetter, on the group's stream id); what is in memory is rebuilt
-// from them on Open (recoverGroups).
+// A consumer group's run-time state. Every group receives every message of
+// the main stream; the consumers of one group share its messages. The
+// group's durable state is its records in the log (record.TypeGroup,
+// TypeAck, TypeRetry, TypeDeadLetter on the group's stream id, and the
+// checkpoints that retention writes), mirrored by the queue's ledger; this
+// run-time state is rebuilt from the ledger on Open (recoverGroups).
 type group struct {
 	q    *Queue
 	id   uint16
@@ -26,16 +28,19 @@ type group struct {
 	mu       sync.Mutex
 	cursor   uint64              // next main-stream seq to consider for a first delivery
 	reader   *wal.Reader         // positioned at cursor; nil until needed
-	pending  map[uint64]*unacked // delivered (or due again), not acked
-	attempts map[uint64]uint64   // attempt counts not yet written in an ack record
+	pending  map[uint64]*unacked // by position: delivered (or due again), not acked
+	attempts map[uint64]uint64   // by position: attempt counts not yet written in an ack record
 	marked   uint64              // the cursor last written in an ack record
-	dead     int                 // dead letters written for the group
+	floored  uint64              // the floor last written in an ack record
+	skip     map[uint64]bool     // main-stream seqs at or above cursor already done (acked or moved before a restart)
 	changed  chan struct{}       // closed and replaced when pending changes
 }
 
-// unacked is a message of the group that was delivered and not acked yet.
+// unacked is a message the group owes: delivered and not acked yet, waiting
+// to be delivered again, or delayed.
 type unacked struct {
-	seq      uint64
+	pos      uint64 // log position holding it: its main-stream seq or its retry record's seq
+	seq      uint64 // its main-stream seq
 	msg      Message
 	attempt  int           // deliveries so far
 	first    time.Time     // first delivery
@@ -45,11 +50,11 @@ type unacked struct {
 	wait     time.Duration // the delay that set due; a clock jump back cannot stretch it
 	timeout  time.Duration // the ack timeout that set deadline, likewise
 	token    uint64        // changes on every delivery: stale Delivery handles
-	dying    bool          // being dead-lettered
+	busy     bool          // a record about it (ack, retry, dead letter) is being written
 }
 
 func newGroup(q *Queue, id uint16, name string, cursor uint64) *group {
-	return &group{q: q, id: id, name: name, cursor: cursor, pending: map[uint64]*unacked{},
+	return &group{q: q, id: id, name: name, cursor: cursor, marked: cursor, floored: cursor, pending: map[uint64]*unacked{},
 		attempts: map[uint64]uint64{}, changed: make(chan struct{})}
 }
 
@@ -59,25 +64,30 @@ func (g *group) notify() {
 	g.changed = make(chan struct{})
 }
 
-// floor is the lowest main-stream seq the group may still deliver (the
-// caller holds g.mu): every message below it is acked or dead-lettered.
-func (g *group) floor() uint64 {
+// floor is the lowest log position the group may still need, not counting
+// the positions being acked (the caller holds g.mu): every main-stream
+// message below it is acked or moved, and every retry the group holds is at
+// or above it.
+func (g *group) floor(acking []uint64) uint64 {
 	f := g.cursor
-	for s := range g.pending {
-		f = min(f, s)
+	for pos := range g.pending {
+		if pos < f && !slices.Contains(acking, pos) {
+			f = pos
+		}
 	}
 	return f
 }
 
-// ackPayload encodes an ack record for seqs (the caller holds g.mu) and takes
-// the attempt counts it carries.
-func (g *group) ackPayload(seqs []uint64) []byte {
-	a := record.Ack{Floor: g.floor(), Mark: g.cursor, Acked: append([]uint64(nil), seqs...)}
+// ackPayload encodes an ack record for positions (the caller holds g.mu) and
+// takes the attempt counts it carries. The record's floor leaves out the
+// positions it acks: the one record does both.
+func (g *group) ackPayload(positions []uint64) []byte {
+	a := record.Ack{Floor: g.floor(positions), Mark: g.cursor, Acked: append([]uint64(nil), positions...)}
 	for s, n := range g.attempts {
 		a.Attempts = append(a.Attempts, record.Attempts{Seq: s, Count: n})
 	}
 	clear(g.attempts)
-	g.marked = g.cursor
+	g.marked, g.floored = g.cursor, a.Floor
 	return record.AppendAck(nil, &a)
 }
 
@@ -86,28 +96,34 @@ func (g *group) ackPayload(seqs []uint64) []byte {
 // counts their deliveries. Close calls it, and markLoop every second: a crash
 // can undercount only the deliveries of the last second.
 func (q *Queue) flushMarks(ctx context.Context) error {
-	q.groupsMu.Lock()
-	groups := make([]*group, 0, len(q.groups))
-	for _, g := range q.groups {
-		groups = append(groups, g)
-	}
-	q.groupsMu.Unlock()
-	for _, g := range groups {
+	for _, g := range q.groupList() {
 		g.mu.Lock()
-		if g.cursor == g.marked && len(g.attempts) == 0 {
+		if g.cursor == g.marked && len(g.attempts) == 0 && g.floor(nil) == g.floored {
 			g.mu.Unlock()
 			continue
 		}
 		payload := g.ackPayload(nil)
 		g.mu.Unlock()
-		if err := g.writeRecord(ctx, record.TypeAck, payload); err != nil {
+		if _, err := g.writeRecord(ctx, record.TypeAck, payload); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// markLoop flushes delivered marks every second until Close.
+// groupList returns the groups, in no particular order.
+func (q *Queue) groupList() []*group {
+	q.groupsMu.Lock()
+	defer q.groupsMu.Unlock()
+	groups := make([]*group, 0, len(q.groups))
+	for _, g := range q.groups {
+		groups = append(groups, g)
+	}
+	return groups
+}
+
+// markLoop flushes delivered marks every second until Close, and deletes
+// the segments every group is done with (retain).
 func (q *Queue) markLoop() {
 	defer close(q.markerDone)
 	ticker := time.NewTicker(time.Second)
@@ -118,43 +134,63 @@ func (q *Queue) markLoop() {
 			if err := q.flushMarks(context.Background()); err != nil && !errors.Is(err, ErrClosed) {
 				q.logger.Warn("zeroloss: could not write consumer marks", "error", err)
 			}
+			if err := q.retain(); err != nil && !errors.Is(err, ErrClosed) {
+				q.logger.Warn("zeroloss: retention failed", "error", err)
+			}
 		case <-q.done:
 			return
 		}
 	}
 }
 
-// writeRecord appends one consumer record of the group and waits until it is
-// as durable as the queue's flush mode promises.
-func (g *group) writeRecord(ctx context.Context, typ record.Type, payload []byte) error {
-	now := g.q.opts.now().UnixNano()
-	size := int64(record.HeaderSize + len(payload))
-	_, n, status, err := g.q.submit(ctx, size, 1, false, func(buf []byte) []byte {
-		return record.AppendFrame(buf, typ, g.id, now, payload)
-	})
-	if err != nil {
-		return err
-	}
-	if n == 1 && status != SendOK {
-		return fmt.Errorf("zeroloss: group %q: %v record written but not confirmed durable (%v): %w",
-			g.name, typ, status, ErrNotDurable)
-	}
-	return nil
+// writeRecord appends one consumer record of the group, applies it to the
+// ledger and waits until it is as durable as the queue's flush mode
+// promises. It returns the record's seq if it was appended (even with an
+// error: then it was appended but not confirmed durable), else 0.
+func (g *group) writeRecord(ctx context.Context, typ record.Type, payload []byte) (uint64, error) {
+	g.q.recMu.RLock()
+	defer g.q.recMu.RUnlock()
+	return g.q.appendRecord(ctx, typ, g.id, payload)
 }
 
-// recoverGroups rebuilds every group from the log: the groups declared, and
-// for each its delivered mark, its ack floor, what was acked above the floor
-// and the attempt counts. Every message delivered and not acked before the
-// stop is due again at once, with its attempts counted.
-func (q *Queue) recoverGroups() error {
-	type state struct {
-		g        *group
-		floor    uint64
-		mark     uint64
-		acked    map[uint64]bool
-		attempts map[uint64]uint64
+// appendRecord appends one internal record (stream != 0) and applies it to
+// the ledger; see writeRecord. Internal records are never withdrawn once
+// submitted (the ledger would disagree with the log): ctx is not honoured.
+func (q *Queue) appendRecord(ctx context.Context, typ record.Type, stream uint16, payload []byte) (uint64, error) {
+	now := q.opts.now().UnixNano()
+	size := int64(record.HeaderSize + len(payload))
+	first, n, status, err := q.submit(context.WithoutCancel(ctx), size, 1, false, func(buf []byte) []byte {
+		return record.AppendFrame(buf, typ, stream, now, payload)
+	})
+	if n != 1 {
+		return 0, err
 	}
-	states := map[uint16]*state{}
+	if typ != record.TypeCheckpoint {
+		rec := record.Record{Type: typ, Stream: stream, Seq: first, Time: now, Payload: payload}
+		if aerr := q.ledger.apply(&rec); aerr != nil {
+			return first, aerr
+		}
+	}
+	if err != nil {
+		return first, err
+	}
+	if status != SendOK {
+		return first, fmt.Errorf("zeroloss: %v record at seq %d written but not confirmed durable (%v): %w",
+			typ, first, status, ErrNotDurable)
+	}
+	return first, nil
+}
+
+// recoverGroups rebuilds the ledger from the log, then every group's run-time
+// state from the ledger: every message delivered and not acked before the
+// stop is due again at once, with its attempts counted; retries keep their
+// due times.
+func (q *Queue) recoverGroups() error {
+	// Once retention has deleted the log's first segments, the consumer
+	// records before the first checkpoint left may refer to groups declared
+	// in deleted segments: the checkpoint holds their effect.
+	trimmed := q.log.Trimmed()
+	seenCheckpoint := false
 	r := q.log.NewReader(0)
 	defer r.Close()
 	for {
@@ -168,97 +204,94 @@ func (q *Queue) recoverGroups() error {
 		if rec.Stream == 0 {
 			continue
 		}
-		switch rec.Type {
-		case record.TypeGroup:
-			gr, err := record.DecodeGroup(rec.Payload)
-			if err != nil {
-				return fmt.Errorf("zeroloss: group record at seq %d: %w", rec.Seq, err)
-			}
-			st := &state{g: newGroup(q, rec.Stream, gr.Name, gr.StartSeq), floor: gr.StartSeq, mark: gr.StartSeq,
-				acked: map[uint64]bool{}, attempts: map[uint64]uint64{}}
-			states[rec.Stream] = st
-			q.groups[gr.Name] = st.g
-			q.nextGroupID = max(q.nextGroupID, rec.Stream+1)
-		case record.TypeDeadLetter:
-			if st := states[rec.Stream]; st != nil {
-				st.g.dead++
-			}
-		case record.TypeAck:
-			st := states[rec.Stream]
-			if st == nil {
-				return fmt.Errorf("zeroloss: ack record at seq %d for undeclared group %d: %w", rec.Seq, rec.Stream, ErrCorrupt)
-			}
-			a, err := record.DecodeAck(rec.Payload)
-			if err != nil {
-				return fmt.Errorf("zeroloss: ack record at seq %d: %w", rec.Seq, err)
-			}
-			st.mark = max(st.mark, a.Mark)
-			if a.Floor > st.floor {
-				st.floor = a.Floor
-				for s := range st.acked {
-					if s < st.floor {
-						delete(st.acked, s)
-					}
-				}
-				for s := range st.attempts {
-					if s < st.floor {
-						delete(st.attempts, s)
-					}
-				}
-			}
-			for _, at := range a.Attempts {
-				if at.Seq >= st.floor {
-					st.attempts[at.Seq] = max(st.attempts[at.Seq], at.Count)
-				}
-			}
-			for _, s := range a.Acked {
-				if s >= st.floor {
-					st.acked[s] = true
-				}
-			}
-		}
-	}
-	// Messages in [floor, mark) not acked were delivered and not acked:
-	// read them back and make them due now.
-	now := q.opts.now()
-	for _, st := range states {
-		g := st.g
-		g.cursor, g.marked = st.mark, st.mark
-		if st.mark <= st.floor {
+		if rec.Type == record.TypeCheckpoint {
+			seenCheckpoint = true
+		} else if trimmed && !seenCheckpoint {
 			continue
 		}
-		r := q.log.NewReader(st.floor)
-		for {
-			rec, err := r.Next()
-			if err == io.EOF || (err == nil && rec.Seq >= st.mark) {
-				break
-			}
-			if err != nil {
-				r.Close()
-				return fmt.Errorf("zeroloss: recovering group %q: %w", g.name, err)
-			}
-			if rec.Type != record.TypeMessage || rec.Stream != 0 || st.acked[rec.Seq] {
-				continue
-			}
-			m, err := record.DecodeMessage(rec.Payload)
-			if err != nil {
-				r.Close()
-				return fmt.Errorf("zeroloss: message at seq %d: %w", rec.Seq, err)
-			}
-			u := &unacked{seq: rec.Seq, msg: fromRecord(m), attempt: int(max(st.attempts[rec.Seq], 1)), first: now, due: now}
-			if m.DeliverAt.After(now) && st.attempts[rec.Seq] == 0 {
-				// A delayed message read but never delivered yet.
-				u.attempt, u.due, u.wait = 0, m.DeliverAt, m.DeliverAt.Sub(now)
-			}
-			g.pending[rec.Seq] = u
+		if err := q.ledger.apply(&rec); err != nil {
+			return err
 		}
-		r.Close()
+	}
+	if trimmed && !seenCheckpoint {
+		return fmt.Errorf("zeroloss: the log's first segments were deleted but no checkpoint of the consumer state is left: %w", ErrCorrupt)
+	}
+	now := q.opts.now()
+	q.ledger.mu.Lock()
+	defer q.ledger.mu.Unlock()
+	for _, lg := range q.ledger.groups {
+		g := newGroup(q, lg.id, lg.name, lg.mark)
+		g.floored = lg.floor
+		// A retry or dead-letter record acks the position it leaves without
+		// moving the mark: those positions must not be read as new.
+		for pos := range lg.acked {
+			if pos >= lg.mark {
+				if g.skip == nil {
+					g.skip = map[uint64]bool{}
+				}
+				g.skip[pos] = true
+			}
+		}
+		q.groups[lg.name] = g
+		q.nextGroupID = max(q.nextGroupID, lg.id+1)
+		if err := g.recoverPending(lg, now); err != nil {
+			return err
+		}
+		for pos, rt := range lg.retries {
+			u := &unacked{pos: pos, seq: rt.Seq, msg: fromRecord(rt.Message), attempt: int(rt.Attempts), first: now}
+			if rt.First != 0 {
+				u.first = unixTime(rt.First)
+			}
+			if n := lg.attempts[pos]; n > rt.Attempts {
+				// Delivered from the retry stream and not acked: due now.
+				u.attempt, u.due = int(n), now
+			} else {
+				u.due = unixTime(rt.Due)
+				u.wait = max(u.due.Sub(now), 0)
+			}
+			g.pending[pos] = u
+		}
 		if n := len(g.pending); n > 0 {
 			q.logger.Info("zeroloss: unacked messages will be delivered again", "group", g.name, "count", n)
 		}
 	}
 	return nil
 }
+
+// recoverPending reads back the main-stream messages in [floor, mark) that
+// lg has not acked: delivered before the stop, they are due again now.
+func (g *group) recoverPending(lg *ledgerGroup, now time.Time) error {
+	if lg.mark <= lg.floor {
+		return nil
+	}
+	r := g.q.log.NewReader(lg.floor)
+	defer r.Close()
+	for {
+		rec, err := r.Next()
+		if err == io.EOF || (err == nil && rec.Seq >= lg.mark) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("zeroloss: recovering group %q: %w", g.name, err)
+		}
+		if rec.Type != record.TypeMessage || rec.Stream != 0 || rec.Seq < lg.floor || lg.acked[rec.Seq] {
+			continue
+		}
+		m, err := record.DecodeMessage(rec.Payload)
+		if err != nil {
+			return fmt.Errorf("zeroloss: message at seq %d: %w", rec.Seq, err)
+		}
+		n := lg.attempts[rec.Seq]
+		u := &unacked{pos: rec.Seq, seq: rec.Seq, msg: fromRecord(m), attempt: int(max(n, 1)), first: now, due: now}
+		if m.DeliverAt.After(now) && n == 0 {
+			// A delayed message read but not yet moved to the retry stream.
+			u.attempt, u.due, u.wait = 0, m.DeliverAt, m.DeliverAt.Sub(now)
+		}
+		g.pending[rec.Seq] = u
+	}
+}
+
+func unixTime(ns int64) time.Time { return time.Unix(0, ns) }
 
 // groupNamed returns the group called name, declaring it durably if it is new.
 func (q *Queue) groupNamed(ctx context.Context, name string, start StartPosition) (*group, error) {
@@ -275,7 +308,7 @@ func (q *Queue) groupNamed(ctx context.Context, name string, start StartPosition
 		startSeq = q.log.LastSeq() + 1
 	}
 	g := newGroup(q, q.nextGroupID, name, startSeq)
-	if err := g.writeRecord(ctx, record.TypeGroup, record.AppendGroup(nil, &record.Group{Name: name, StartSeq: startSeq})); err != nil {
+	if _, err := g.writeRecord(ctx, record.TypeGroup, record.AppendGroup(nil, &record.Group{Name: name, StartSeq: startSeq})); err != nil {
 		return nil, err
 	}
 	q.nextGroupID++
@@ -311,6 +344,9 @@ type GroupStats struct {
 	// Waiting counts messages waiting to be delivered again (or, for a
 	// DeliverAt in the future, for the first time).
 	Waiting int
+	// Retrying counts messages held in the group's retry stream (waiting or
+	// in flight): failed more than once, or delayed.
+	Retrying int
 	// DeadLetters counts the group's dead letters.
 	DeadLetters int
 }
@@ -319,11 +355,14 @@ type GroupStats struct {
 func (g *group) stats(committed uint64) GroupStats {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	st := GroupStats{Group: g.name, DeadLetters: g.dead}
+	st := GroupStats{Group: g.name, DeadLetters: g.q.ledger.deadCount(g.id)}
 	if committed >= g.cursor {
 		st.Behind = committed - g.cursor + 1
 	}
 	for _, u := range g.pending {
+		if u.pos != u.seq {
+			st.Retrying++
+		}
 		if u.out {
 			st.InFlight++
 		} else {

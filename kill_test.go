@@ -211,6 +211,7 @@ func TestKillNineDuringSendReceiveAck(t *testing.T) {
 	dir := t.TempDir()
 	rng := rand.New(rand.NewPCG(5, 8))
 	sent := map[string]bool{}
+	sentSeq := map[string]uint64{}
 	acked := map[string]bool{}
 	for run := 0; run < runs; run++ {
 		killAfter := 50 + rng.IntN(500) // acks to see before the kill
@@ -227,6 +228,9 @@ func TestKillNineDuringSendReceiveAck(t *testing.T) {
 			switch {
 			case len(f) == 3 && f[0] == "ok":
 				sent[f[1]] = true
+				seq, err := strconv.ParseUint(f[2], 10, 64)
+				require.NoError(t, err)
+				sentSeq[f[1]] = seq
 			case len(f) == 2 && f[0] == "acked":
 				require.False(t, acked[f[1]], "run %d: %s acked twice: it was delivered again after its ack", run, f[1])
 				acked[f[1]] = true
@@ -246,9 +250,16 @@ func TestKillNineDuringSendReceiveAck(t *testing.T) {
 		// be durable although the child was killed before it printed it, so
 		// the acks are also read from the log itself.
 		q := openQueue(t, dir, &Options{SegmentSize: 256 << 10, MaxMessageSize: 4 << 10})
-		ackedInLog := ackedIDs(t, q)
+		ackedInLog, first := ackedIDs(t, q)
 		for id := range acked {
-			require.True(t, ackedInLog[id], "run %d: %s was reported acked but its ack is not in the log", run, id)
+			require.True(t, ackedInLog[id] || sentSeq[id] < first, "run %d: %s was reported acked but its ack is not in the log", run, id)
+		}
+		// Retention deletes a segment only once its messages are acked
+		// durably, a second or more after the child printed those acks.
+		for id, seq := range sentSeq {
+			if seq < first {
+				require.True(t, acked[id], "run %d: %s (seq %d) was deleted by retention but never acked", run, id, seq)
+			}
 		}
 		c, err := q.Consumer("g", &ConsumerOptions{AckTimeout: time.Minute})
 		require.NoError(t, err)
@@ -277,19 +288,24 @@ func TestKillNineDuringSendReceiveAck(t *testing.T) {
 }
 
 // ackedIDs returns the IDs of the messages that an ack record in the log
-// acknowledges, for any group.
-func ackedIDs(t *testing.T, q *Queue) map[string]bool {
+// acknowledges, for any group, and the first seq the log holds (retention
+// deletes segments).
+func ackedIDs(t *testing.T, q *Queue) (map[string]bool, uint64) {
 	t.Helper()
 	idBySeq := map[uint64]string{}
 	out := map[string]bool{}
 	r := q.log.NewReader(0)
 	defer r.Close()
+	first := uint64(0)
 	for {
 		rec, err := r.Next()
 		if err == io.EOF {
-			return out
+			return out, first
 		}
 		require.NoError(t, err)
+		if first == 0 {
+			first = rec.Seq
+		}
 		switch rec.Type {
 		case record.TypeMessage:
 			m, err := record.DecodeMessage(rec.Payload)
@@ -299,6 +315,9 @@ func ackedIDs(t *testing.T, q *Queue) map[string]bool {
 			a, err := record.DecodeAck(rec.Payload)
 			require.NoError(t, err)
 			for _, s := range a.Acked {
+				if s < first {
+					continue // its segment is deleted
+				}
 				require.Contains(t, idBySeq, s, "ack of seq %d, which is no message before it", s)
 				out[idBySeq[s]] = true
 			}

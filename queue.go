@@ -101,6 +101,8 @@ type Queue struct {
 
 	groupsMu    sync.Mutex
 	groups      map[string]*group
+	ledger      *ledger       // consumer state as the log holds it (ledger.go)
+	recMu       sync.RWMutex  // consumer records hold it shared, a checkpoint exclusive
 	nextGroupID uint16        // stream id of the next group (groups start at 1)
 	commitMu    sync.Mutex    // guards commitCh
 	commitCh    chan struct{} // closed and replaced when the committed seq moves
@@ -145,6 +147,7 @@ func Open(dir string, opts *Options) (*Queue, error) {
 		idPrefix:      hex.EncodeToString(prefix[:]) + "-",
 		groups:        map[string]*group{},
 		nextGroupID:   1,
+		ledger:        newLedger(),
 		commitCh:      make(chan struct{}),
 		done:          make(chan struct{}),
 		markerDone:    make(chan struct{}),

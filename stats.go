@@ -21,8 +21,12 @@ type Stats struct {
 	SegmentRolls  uint64        // new segments started
 	WarmRolls     uint64        // of which used a segment zero-filled ahead (SegmentWarmup)
 	DiskBytes     int64         // bytes the segment files take, preallocation included
-	LastSeq       uint64        // last seq appended
-	CommittedSeq  uint64        // last seq durable
+	// SegmentsDeleted counts segments deleted by retention, Checkpoints the
+	// consumer-state checkpoints written before deleting.
+	SegmentsDeleted uint64
+	Checkpoints     uint64
+	LastSeq         uint64 // last seq appended
+	CommittedSeq    uint64 // last seq durable
 }
 
 type queueStats struct {
@@ -32,6 +36,9 @@ type queueStats struct {
 	groupedSends  atomic.Uint64
 	groupMax      atomic.Uint64
 	flushTimeouts atomic.Uint64
+
+	segmentsDeleted atomic.Uint64
+	checkpoints     atomic.Uint64
 }
 
 func (s *queueStats) recordGroup(n int) {
@@ -61,8 +68,11 @@ func (q *Queue) Stats() Stats {
 		SegmentRolls:  ls.SegmentsRolls,
 		WarmRolls:     ls.WarmRolls,
 		DiskBytes:     ls.DiskBytes,
-		LastSeq:       q.log.LastSeq(),
-		CommittedSeq:  q.committedSeq(),
+
+		SegmentsDeleted: q.stats.segmentsDeleted.Load(),
+		Checkpoints:     q.stats.checkpoints.Load(),
+		LastSeq:         q.log.LastSeq(),
+		CommittedSeq:    q.committedSeq(),
 	}
 	if s.Fsyncs > 0 {
 		s.FsyncAvg = s.FsyncTime / time.Duration(s.Fsyncs)

@@ -129,9 +129,12 @@ func DecodeAck(p []byte) (Ack, error) {
 	return a, nil
 }
 
-// DeadLetter is the payload of a TypeDeadLetter record.
+// DeadLetter is the payload of a TypeDeadLetter record. Source is the log
+// position the message leaves (its main-stream seq, or the seq of the retry
+// record that held it): the record also acks it for the group.
 type DeadLetter struct {
 	Seq      uint64 // the message's seq on the main stream
+	Source   uint64
 	Attempts uint64
 	Reason   string
 	Message  Message
@@ -140,6 +143,7 @@ type DeadLetter struct {
 // AppendDeadLetter encodes d.
 func AppendDeadLetter(dst []byte, d *DeadLetter) []byte {
 	dst = binary.AppendUvarint(dst, d.Seq)
+	dst = binary.AppendUvarint(dst, d.Source)
 	dst = binary.AppendUvarint(dst, d.Attempts)
 	dst = appendString(dst, d.Reason)
 	return AppendMessage(dst, &d.Message)
@@ -148,23 +152,117 @@ func AppendDeadLetter(dst []byte, d *DeadLetter) []byte {
 // DecodeDeadLetter decodes a TypeDeadLetter payload.
 func DecodeDeadLetter(p []byte) (DeadLetter, error) {
 	var d DeadLetter
-	var n int
-	if d.Seq, n = binary.Uvarint(p); n <= 0 {
+	dec := decoder{p: p}
+	d.Seq, d.Source, d.Attempts = dec.uvarint(), dec.uvarint(), dec.uvarint()
+	d.Reason = dec.string()
+	if dec.bad {
 		return d, ErrBadConsumerRecord
 	}
-	p = p[n:]
-	if d.Attempts, n = binary.Uvarint(p); n <= 0 {
-		return d, ErrBadConsumerRecord
-	}
-	p = p[n:]
 	var err error
-	if d.Reason, p, err = readString(p); err != nil {
-		return d, ErrBadConsumerRecord
-	}
-	if d.Message, err = DecodeMessage(p); err != nil {
+	if d.Message, err = DecodeMessage(dec.p); err != nil {
 		return d, err
 	}
 	return d, nil
+}
+
+// Retry is the payload of a TypeRetry record: a message moved to its
+// group's retry stream, to be delivered again at Due. Source is the log
+// position it leaves (its main-stream seq, the seq of the retry or dead-letter
+// record that held it, or 0): the record also acks it for the group.
+type Retry struct {
+	Seq      uint64 // the message's seq on the main stream
+	Source   uint64
+	Attempts uint64 // deliveries so far
+	Due      int64  // Unix nanoseconds
+	First    int64  // Unix nanoseconds of the first delivery, 0 if none
+	Message  Message
+}
+
+// AppendRetry encodes r.
+func AppendRetry(dst []byte, r *Retry) []byte {
+	dst = binary.AppendUvarint(dst, r.Seq)
+	dst = binary.AppendUvarint(dst, r.Source)
+	dst = binary.AppendUvarint(dst, r.Attempts)
+	dst = binary.AppendVarint(dst, r.Due)
+	dst = binary.AppendVarint(dst, r.First)
+	return AppendMessage(dst, &r.Message)
+}
+
+// DecodeRetry decodes a TypeRetry payload.
+func DecodeRetry(p []byte) (Retry, error) {
+	var r Retry
+	dec := decoder{p: p}
+	r.Seq, r.Source, r.Attempts = dec.uvarint(), dec.uvarint(), dec.uvarint()
+	r.Due, r.First = dec.varint(), dec.varint()
+	if dec.bad {
+		return r, ErrBadConsumerRecord
+	}
+	var err error
+	if r.Message, err = DecodeMessage(dec.p); err != nil {
+		return r, err
+	}
+	return r, nil
+}
+
+// decoder reads varints and strings from p; the first failure sets bad and
+// every later read returns zero.
+type decoder struct {
+	p   []byte
+	bad bool
+}
+
+func (d *decoder) uvarint() uint64 {
+	if d.bad {
+		return 0
+	}
+	v, n := binary.Uvarint(d.p)
+	if n <= 0 {
+		d.bad = true
+		return 0
+	}
+	d.p = d.p[n:]
+	return v
+}
+
+func (d *decoder) varint() int64 {
+	if d.bad {
+		return 0
+	}
+	v, n := binary.Varint(d.p)
+	if n <= 0 {
+		d.bad = true
+		return 0
+	}
+	d.p = d.p[n:]
+	return v
+}
+
+func (d *decoder) string() string {
+	return string(d.bytes())
+}
+
+// bytes reads a uvarint length and that many bytes (not copied).
+func (d *decoder) bytes() []byte {
+	l := d.uvarint()
+	if d.bad || l > uint64(len(d.p)) {
+		d.bad = true
+		return nil
+	}
+	b := d.p[:l]
+	d.p = d.p[l:]
+	return b
+}
+
+// count reads a uvarint count of items each taking at least min bytes, and
+// rejects one that the rest of the payload could not hold: decoding never
+// allocates more than the payload justifies.
+func (d *decoder) count(min int) int {
+	n := d.uvarint()
+	if d.bad || n > uint64(len(d.p)/min) {
+		d.bad = true
+		return 0
+	}
+	return int(n)
 }
 
 // AppendFrame appends a whole frame of type typ on stream with the given

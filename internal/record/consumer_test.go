@@ -1,6 +1,7 @@
 package record
 
 import (
+	"bytes"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -18,7 +19,7 @@ func TestConsumerRecordsRoundTrip(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, Ack{Floor: 10, Mark: 99, Attempts: []Attempts{{Seq: 12, Count: 3}}, Acked: []uint64{11, 50, 1 << 40}}, gotA)
 
-	d := DeadLetter{Seq: 7, Attempts: 16, Reason: "max deliveries", Message: Message{ID: "x", Body: []byte("b")}}
+	d := DeadLetter{Seq: 7, Source: 90, Attempts: 16, Reason: "max deliveries", Message: Message{ID: "x", Body: []byte("b")}}
 	gotD, err := DecodeDeadLetter(AppendDeadLetter(nil, &d))
 	require.NoError(t, err)
 	assert.Equal(t, d, gotD)
@@ -52,6 +53,9 @@ func FuzzConsumerRecords(f *testing.F) {
 	a := Ack{Floor: 1, Mark: 9, Attempts: []Attempts{{3, 2}}, Acked: []uint64{3, 4}}
 	f.Add(AppendAck(nil, &a))
 	f.Add(AppendGroup(nil, &Group{Name: "g", StartSeq: 1}))
+	cp := sampleCheckpoint()
+	f.Add(AppendCheckpoint(nil, &cp))
+	f.Add(AppendRetry(nil, &cp.Groups[0].Retries[0].Retry))
 	f.Fuzz(func(t *testing.T, p []byte) {
 		if a, err := DecodeAck(p); err == nil {
 			again, err := DecodeAck(AppendAck(nil, &a))
@@ -61,5 +65,64 @@ func FuzzConsumerRecords(f *testing.F) {
 		}
 		_, _ = DecodeGroup(p)
 		_, _ = DecodeDeadLetter(p)
+		if r, err := DecodeRetry(p); err == nil {
+			again, err := DecodeRetry(AppendRetry(nil, &r))
+			if err != nil || again.Seq != r.Seq || again.Due != r.Due || !bytes.Equal(again.Message.Body, r.Message.Body) {
+				t.Fatalf("retry round trip: %v", err)
+			}
+		}
+		if c, err := DecodeCheckpoint(p); err == nil {
+			again, err := DecodeCheckpoint(AppendCheckpoint(nil, &c))
+			if err != nil || len(again.Groups) != len(c.Groups) {
+				t.Fatalf("checkpoint round trip: %v", err)
+			}
+		}
 	})
+}
+
+func sampleCheckpoint() Checkpoint {
+	return Checkpoint{Groups: []GroupState{
+		{ID: 1, Name: "billing", Start: 1, Floor: 10, Mark: 20,
+			Attempts: []Attempts{{Seq: 12, Count: 2}}, Acked: []uint64{11, 15},
+			Retries: []RetryState{{Pos: 30, Retry: Retry{Seq: 10, Source: 25, Attempts: 3, Due: 1e18, First: -5,
+				Message: Message{ID: "r", Body: []byte("retry")}}}},
+			Dead: []DeadState{{Pos: 28, Time: 77, DeadLetter: DeadLetter{Seq: 9, Source: 9, Attempts: 16, Reason: "max",
+				Message: Message{ID: "d", Key: "k", Body: []byte("dead")}}}}},
+		{ID: 2, Name: "audit", Start: 5, Floor: 5, Mark: 5},
+	}}
+}
+
+func TestRetryAndCheckpointRoundTrip(t *testing.T) {
+	r := Retry{Seq: 4, Source: 4, Attempts: 2, Due: 1234567, First: 1000, Message: Message{ID: "m", Body: []byte("x")}}
+	gotR, err := DecodeRetry(AppendRetry(nil, &r))
+	require.NoError(t, err)
+	assert.Equal(t, r, gotR)
+
+	c := sampleCheckpoint()
+	buf := AppendCheckpoint(nil, &c)
+	got, err := DecodeCheckpoint(buf)
+	require.NoError(t, err)
+	assert.Equal(t, c, got)
+
+	empty, err := DecodeCheckpoint(AppendCheckpoint(nil, &Checkpoint{}))
+	require.NoError(t, err)
+	assert.Empty(t, empty.Groups)
+
+	// Every strict prefix is refused except the one ending exactly between
+	// sections, and trailing garbage or an unknown section is refused.
+	first := len(AppendCheckpoint(nil, &Checkpoint{Groups: c.Groups[:1]}))
+	for i := 1; i < len(buf); i++ {
+		_, err := DecodeCheckpoint(buf[:i])
+		if i == first {
+			assert.NoError(t, err, "prefix of %d bytes is one whole section", i)
+		} else {
+			assert.Error(t, err, "prefix of %d bytes", i)
+		}
+	}
+	_, err = DecodeCheckpoint(append(append([]byte(nil), buf...), 9, 0))
+	assert.ErrorIs(t, err, ErrBadConsumerRecord, "unknown section")
+	_, err = DecodeCheckpoint([]byte{1, 3, 0xff, 0xff, 0xff})
+	assert.ErrorIs(t, err, ErrBadConsumerRecord)
+	_, err = DecodeRetry([]byte{1, 2})
+	assert.Error(t, err)
 }

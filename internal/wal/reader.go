@@ -64,6 +64,9 @@ func (r *Reader) Next() (record.Record, error) {
 		if !sealed || !hasNext {
 			return record.Record{}, io.EOF
 		}
+		// Read to its end: never pick it again (an empty sealed segment
+		// would otherwise be chosen for r.next over and over).
+		r.next = max(r.next, r.seg.lastSeq+1)
 		r.closeSegment()
 	}
 }

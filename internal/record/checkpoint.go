@@ -1,0 +1,177 @@
+package record
+
+import (
+	"encoding/binary"
+	"slices"
+)
+
+// A TypeCheckpoint record holds the queue's whole internal state as of its
+// position in the log, so that the segments before it can be deleted
+// (retention) and recovery can start from it. Its payload is a sequence of
+// sections, each a tag and a length-prefixed body (uvarints):
+//
+//	tag 1  a consumer group, as GroupState below
+//
+// An unknown tag is an error: a reader that skipped state it does not
+// understand would lose it. The group section is:
+//
+//	id, name (uvarint length + bytes), start, floor, mark
+//	attempt count n, n × (position, count)
+//	acked count m, m positions (uvarint deltas, ascending)
+//	retry count r, r × (position, length, TypeRetry payload)
+//	dead count d, d × (position, time (varint), length, TypeDeadLetter payload)
+
+// Checkpoint is the payload of a TypeCheckpoint record.
+type Checkpoint struct {
+	Groups []GroupState
+}
+
+// GroupState is one consumer group's durable state.
+type GroupState struct {
+	ID                 uint16
+	Name               string
+	Start, Floor, Mark uint64
+	Attempts           []Attempts
+	Acked              []uint64 // positions at or above Floor, ascending
+	Retries            []RetryState
+	Dead               []DeadState
+}
+
+// RetryState is a message in a group's retry stream, at log position Pos.
+type RetryState struct {
+	Pos   uint64
+	Retry Retry
+}
+
+// DeadState is a dead letter of a group, first written at log position Pos.
+type DeadState struct {
+	Pos        uint64
+	Time       int64 // Unix nanoseconds when it was dead-lettered
+	DeadLetter DeadLetter
+}
+
+const sectionGroup = 1
+
+// AppendCheckpoint encodes c; slices in it are sorted in place.
+func AppendCheckpoint(dst []byte, c *Checkpoint) []byte {
+	var body []byte
+	for i := range c.Groups {
+		body = appendGroupState(body[:0], &c.Groups[i])
+		dst = binary.AppendUvarint(dst, sectionGroup)
+		dst = binary.AppendUvarint(dst, uint64(len(body)))
+		dst = append(dst, body...)
+	}
+	return dst
+}
+
+func appendGroupState(dst []byte, g *GroupState) []byte {
+	dst = binary.AppendUvarint(dst, uint64(g.ID))
+	dst = appendString(dst, g.Name)
+	dst = binary.AppendUvarint(dst, g.Start)
+	dst = binary.AppendUvarint(dst, g.Floor)
+	dst = binary.AppendUvarint(dst, g.Mark)
+	dst = binary.AppendUvarint(dst, uint64(len(g.Attempts)))
+	for _, a := range g.Attempts {
+		dst = binary.AppendUvarint(dst, a.Seq)
+		dst = binary.AppendUvarint(dst, a.Count)
+	}
+	slices.Sort(g.Acked)
+	dst = binary.AppendUvarint(dst, uint64(len(g.Acked)))
+	var prev uint64
+	for _, s := range g.Acked {
+		dst = binary.AppendUvarint(dst, s-prev)
+		prev = s
+	}
+	var item []byte
+	dst = binary.AppendUvarint(dst, uint64(len(g.Retries)))
+	for i := range g.Retries {
+		r := &g.Retries[i]
+		dst = binary.AppendUvarint(dst, r.Pos)
+		item = AppendRetry(item[:0], &r.Retry)
+		dst = binary.AppendUvarint(dst, uint64(len(item)))
+		dst = append(dst, item...)
+	}
+	dst = binary.AppendUvarint(dst, uint64(len(g.Dead)))
+	for i := range g.Dead {
+		d := &g.Dead[i]
+		dst = binary.AppendUvarint(dst, d.Pos)
+		dst = binary.AppendVarint(dst, d.Time)
+		item = AppendDeadLetter(item[:0], &d.DeadLetter)
+		dst = binary.AppendUvarint(dst, uint64(len(item)))
+		dst = append(dst, item...)
+	}
+	return dst
+}
+
+// DecodeCheckpoint decodes a TypeCheckpoint payload.
+func DecodeCheckpoint(p []byte) (Checkpoint, error) {
+	var c Checkpoint
+	dec := decoder{p: p}
+	for len(dec.p) > 0 && !dec.bad {
+		tag := dec.uvarint()
+		body := dec.bytes()
+		if dec.bad {
+			break
+		}
+		if tag != sectionGroup {
+			return c, ErrBadConsumerRecord
+		}
+		g, err := decodeGroupState(body)
+		if err != nil {
+			return c, err
+		}
+		c.Groups = append(c.Groups, g)
+	}
+	if dec.bad {
+		return c, ErrBadConsumerRecord
+	}
+	return c, nil
+}
+
+func decodeGroupState(p []byte) (GroupState, error) {
+	var g GroupState
+	dec := decoder{p: p}
+	id := dec.uvarint()
+	if id > 0xffff {
+		return g, ErrBadConsumerRecord
+	}
+	g.ID = uint16(id)
+	g.Name = dec.string()
+	g.Start, g.Floor, g.Mark = dec.uvarint(), dec.uvarint(), dec.uvarint()
+	for n := dec.count(2); n > 0; n-- {
+		g.Attempts = append(g.Attempts, Attempts{Seq: dec.uvarint(), Count: dec.uvarint()})
+	}
+	var prev uint64
+	for n := dec.count(1); n > 0; n-- {
+		prev += dec.uvarint()
+		g.Acked = append(g.Acked, prev)
+	}
+	for n := dec.count(3); n > 0 && !dec.bad; n-- {
+		pos := dec.uvarint()
+		item := dec.bytes()
+		if dec.bad {
+			break
+		}
+		r, err := DecodeRetry(item)
+		if err != nil {
+			return g, ErrBadConsumerRecord
+		}
+		g.Retries = append(g.Retries, RetryState{Pos: pos, Retry: r})
+	}
+	for n := dec.count(4); n > 0 && !dec.bad; n-- {
+		pos, t := dec.uvarint(), dec.varint()
+		item := dec.bytes()
+		if dec.bad {
+			break
+		}
+		d, err := DecodeDeadLetter(item)
+		if err != nil {
+			return g, ErrBadConsumerRecord
+		}
+		g.Dead = append(g.Dead, DeadState{Pos: pos, Time: t, DeadLetter: d})
+	}
+	if dec.bad || len(dec.p) != 0 {
+		return g, ErrBadConsumerRecord
+	}
+	return g, nil
+}

@@ -1,0 +1,20 @@
+package wal
+
+// OldestSealed returns the last seq of the oldest segment that RemoveBefore
+// could delete (sealed, not the active one), and false if there is none.
+func (l *Log) OldestSealed() (uint64, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.segments) < 2 || !l.segments[0].sealed || l.segments[0] == l.active {
+		return 0, false
+	}
+	return l.segments[0].lastSeq, true
+}
+
+// Trimmed reports whether segments at the start of the log were deleted
+// (RemoveBefore): the oldest segment left chains to an earlier one.
+func (l *Log) Trimmed() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.segments) > 0 && l.segments[0].prevLastSeq > 0
+}
