@@ -23,6 +23,16 @@
 // pwrite and synced with one fdatasync once every Send in flight has joined
 // it (waiting at most half an average fdatasync).
 //
+// # Idempotent send
+//
+// A message whose ID the caller set is remembered for Options.DedupWindow
+// (default 2 minutes, at most Options.DedupEntries IDs): a Send of the same
+// ID within the window appends nothing and returns the original seq, with
+// SendResult.Duplicate set and the original's durability status. Resending
+// after FlushDiskTimeout, an error or a restart is therefore safe. The table
+// is rebuilt from the log on Open, so it never remembers a message the log
+// lost.
+//
 // # The durability call of each system
 //
 //	Linux    fdatasync(2): the data and the size; the kernel flushes the

@@ -191,6 +191,11 @@ func (q *Queue) recoverGroups() error {
 	// in deleted segments: the checkpoint holds their effect.
 	trimmed := q.log.Trimmed()
 	seenCheckpoint := false
+	now := q.opts.now()
+	var dedupSince time.Time
+	if q.dedup != nil {
+		dedupSince = now.Add(-q.dedup.window)
+	}
 	r := q.log.NewReader(0)
 	defer r.Close()
 	for {
@@ -202,10 +207,28 @@ func (q *Queue) recoverGroups() error {
 			return fmt.Errorf("zeroloss: recovering consumer groups: %w", err)
 		}
 		if rec.Stream == 0 {
+			if rec.Type == record.TypeMessage && q.dedup != nil && !unixTime(rec.Time).Before(dedupSince) {
+				id, generated, err := record.MessageID(rec.Payload)
+				if err != nil {
+					return fmt.Errorf("zeroloss: message at seq %d: %w", rec.Seq, err)
+				}
+				if !generated {
+					q.dedup.recovered(id, rec.Seq, unixTime(rec.Time), now)
+				}
+			}
 			continue
 		}
 		if rec.Type == record.TypeCheckpoint {
 			seenCheckpoint = true
+			if q.dedup != nil {
+				c, err := record.DecodeCheckpoint(rec.Payload)
+				if err != nil {
+					return fmt.Errorf("zeroloss: checkpoint at seq %d: %w", rec.Seq, err)
+				}
+				for _, e := range c.Dedup {
+					q.dedup.recovered(e.ID, e.Seq, unixTime(e.Time), now)
+				}
+			}
 		} else if trimmed && !seenCheckpoint {
 			continue
 		}
@@ -216,7 +239,9 @@ func (q *Queue) recoverGroups() error {
 	if trimmed && !seenCheckpoint {
 		return fmt.Errorf("zeroloss: the log's first segments were deleted but no checkpoint of the consumer state is left: %w", ErrCorrupt)
 	}
-	now := q.opts.now()
+	if q.dedup != nil {
+		q.dedup.sortRecovered()
+	}
 	q.ledger.mu.Lock()
 	defer q.ledger.mu.Unlock()
 	for _, lg := range q.ledger.groups {

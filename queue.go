@@ -72,6 +72,10 @@ type SendResult struct {
 	Seq    uint64 // position in the log; strictly increasing, never reused
 	ID     string // the message's ID (generated if it was empty)
 	Status SendStatus
+	// Duplicate says a message with this ID was appended before, within
+	// the dedup window: nothing was appended, Seq is the original's and
+	// Status its durability now.
+	Duplicate bool
 }
 
 // Queue is a durable message queue in one directory. All methods are safe for
@@ -102,6 +106,7 @@ type Queue struct {
 	groupsMu    sync.Mutex
 	groups      map[string]*group
 	ledger      *ledger       // consumer state as the log holds it (ledger.go)
+	dedup       *dedupTable   // IDs sent within the dedup window (dedup.go); nil if off
 	recMu       sync.RWMutex  // consumer records hold it shared, a checkpoint exclusive
 	nextGroupID uint16        // stream id of the next group (groups start at 1)
 	commitMu    sync.Mutex    // guards commitCh
@@ -148,9 +153,13 @@ func Open(dir string, opts *Options) (*Queue, error) {
 		groups:        map[string]*group{},
 		nextGroupID:   1,
 		ledger:        newLedger(),
+		dedup:         newDedupTable(o.DedupWindow, o.DedupEntries),
 		commitCh:      make(chan struct{}),
 		done:          make(chan struct{}),
 		markerDone:    make(chan struct{}),
+	}
+	if o.DedupWindow < 0 {
+		q.dedup = nil
 	}
 	q.pending = q.newBatch()
 	q.committed.Store(log.SyncedSeq())
@@ -186,26 +195,113 @@ func Open(dir string, opts *Options) (*Queue, error) {
 //
 // Send does not modify m; an empty ID is filled in the returned result only.
 func (q *Queue) Send(ctx context.Context, m *Message) (SendResult, error) {
-	var id [1]string
-	first, n, status, err := q.send(ctx, []*Message{m}, id[:])
-	if n == 0 {
+	results, err := q.sendMessages(ctx, []*Message{m})
+	if len(results) == 0 {
 		return SendResult{}, err
 	}
-	return SendResult{Seq: first, ID: id[0], Status: status}, err
+	return results[0], err
 }
 
 // SendBatch appends msgs in order with one write, sharing one fdatasync under
-// FlushSync; they get consecutive seqs. It returns a result for every message
-// appended; if err != nil, only the first len(results) messages were
-// appended. The statuses are those of Send, the same for the whole batch.
+// FlushSync; the messages appended get consecutive seqs. It returns a result
+// for every message up to the first that was not appended; if err != nil,
+// the messages after len(results) were not appended. The statuses are those
+// of Send; a message whose ID was sent before within the dedup window gets
+// the original's result with Duplicate set.
 func (q *Queue) SendBatch(ctx context.Context, msgs []*Message) ([]SendResult, error) {
-	ids := make([]string, len(msgs))
-	first, n, status, err := q.send(ctx, msgs, ids)
-	results := make([]SendResult, n)
-	for i := range results {
-		results[i] = SendResult{Seq: first + uint64(i), ID: ids[i], Status: status}
+	return q.sendMessages(ctx, msgs)
+}
+
+// sendMessages claims the caller-set IDs of msgs in the dedup table, appends
+// the messages not sent before as one batch entry, and answers every message
+// in order.
+func (q *Queue) sendMessages(ctx context.Context, msgs []*Message) ([]SendResult, error) {
+	for i, m := range msgs {
+		if m == nil {
+			return nil, fmt.Errorf("zeroloss: message %d is nil: %w", i, ErrInvalidMessage)
+		}
+	}
+	var (
+		fresh   []*Message      // to append
+		claimed []*dedupEntry   // per fresh message: its claim, or nil
+		earlier = map[int]int{} // message index → index of an earlier message with its ID in this call
+		dups    = map[int]*dedupEntry{}
+		byID    map[string]int
+	)
+	now := q.opts.now()
+	for i, m := range msgs {
+		if m.ID == "" || q.dedup == nil {
+			fresh, claimed = append(fresh, m), append(claimed, nil)
+			continue
+		}
+		if j, ok := byID[m.ID]; ok {
+			earlier[i] = j
+			continue
+		}
+		e, isNew := q.dedup.claim(m.ID, now)
+		if !isNew {
+			dups[i] = e
+			continue
+		}
+		if byID == nil {
+			byID = map[string]int{}
+		}
+		byID[m.ID] = i
+		fresh, claimed = append(fresh, m), append(claimed, e)
+	}
+	ids := make([]string, len(fresh))
+	first, n, status, err := q.send(ctx, fresh, ids)
+	at := q.opts.now()
+	for k, e := range claimed {
+		if e == nil {
+			continue
+		}
+		if k < n {
+			q.dedup.settle(e, first+uint64(k), at)
+		} else {
+			q.dedup.drop(e)
+		}
+	}
+	results := make([]SendResult, 0, len(msgs))
+	k := 0
+	for i, m := range msgs {
+		var r SendResult
+		switch {
+		case dups[i] != nil:
+			dr, ok, derr := q.duplicate(ctx, dups[i])
+			if derr != nil {
+				return results, derr
+			}
+			if !ok { // the original was not appended after all: send it now
+				again, aerr := q.sendMessages(ctx, []*Message{m})
+				if len(again) == 0 {
+					return results, aerr
+				}
+				dr = again[0]
+			}
+			r = dr
+		case hasKey(earlier, i):
+			j := earlier[i]
+			if j >= len(results) {
+				return results, err
+			}
+			r = results[j]
+			r.Duplicate = true
+		default:
+			if k >= n {
+				return results, err
+			}
+			r = SendResult{Seq: first + uint64(k), ID: ids[k], Status: status}
+			k++
+		}
+		results = append(results, r)
 	}
 	return results, err
+}
+
+func hasKey(m map[int]int, k int) bool {
+	_, ok := m[k]
+	return ok
 }
 
 // send appends msgs as one entry of the pending batch and waits for it. ids
@@ -227,7 +323,7 @@ func (q *Queue) send(ctx context.Context, msgs []*Message, ids []string) (uint64
 		}
 		encoded[i] = record.Message{ID: m.ID, Key: m.Key, Headers: m.Headers, Body: m.Body, DeliverAt: m.DeliverAt}
 		if encoded[i].ID == "" {
-			encoded[i].ID = q.newID()
+			encoded[i].ID, encoded[i].GeneratedID = q.newID(), true
 		}
 		ids[i] = encoded[i].ID
 		n := frameSize(&encoded[i])

@@ -55,6 +55,10 @@ func (q *Queue) checkpoint(ctx context.Context) (floor, seq uint64, err error) {
 	if len(cp.Groups) == 0 {
 		return 0, 0, nil
 	}
+	if q.dedup != nil {
+		// Messages in the segments about to go keep their dedup entries.
+		cp.Dedup = q.dedup.snapshot(q.opts.now())
+	}
 	floor = cp.Groups[0].Floor
 	for _, g := range cp.Groups {
 		floor = min(floor, g.Floor)

@@ -25,8 +25,14 @@ type Stats struct {
 	// consumer-state checkpoints written before deleting.
 	SegmentsDeleted uint64
 	Checkpoints     uint64
-	LastSeq         uint64 // last seq appended
-	CommittedSeq    uint64 // last seq durable
+	// DedupEntries is how many IDs the dedup table holds, DedupEvictions
+	// how many it forgot before their window ended (DedupEntries full), and
+	// Duplicates how many Sends it answered as duplicates.
+	DedupEntries   int
+	DedupEvictions uint64
+	Duplicates     uint64
+	LastSeq        uint64 // last seq appended
+	CommittedSeq   uint64 // last seq durable
 }
 
 type queueStats struct {
@@ -73,6 +79,9 @@ func (q *Queue) Stats() Stats {
 		Checkpoints:     q.stats.checkpoints.Load(),
 		LastSeq:         q.log.LastSeq(),
 		CommittedSeq:    q.committedSeq(),
+	}
+	if q.dedup != nil {
+		s.DedupEntries, s.DedupEvictions, s.Duplicates = q.dedup.counts()
 	}
 	if s.Fsyncs > 0 {
 		s.FsyncAvg = s.FsyncTime / time.Duration(s.Fsyncs)

@@ -63,6 +63,7 @@ func ChildMain(args []string) int {
 	run := fs.Int("run", 0, "run number, part of every message ID")
 	flushInterval := fs.Duration("flush-interval", 0, "queue FlushInterval (0: the default)")
 	power := fs.Bool("power-loss", false, "report file operations to the parent (see reportFS)")
+	dedupOff := fs.Bool("dedup-off", false, "turn the queue's deduplication off")
 	timeout := fs.Duration("timeout", time.Minute, "exit if still alive after this long")
 	if err := fs.Parse(args); err != nil {
 		return childUsage
@@ -78,10 +79,10 @@ func ChildMain(args []string) int {
 		err = fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "%s: %v; want --dir DIR [--flush sync|async] [--flush-interval D] [--power-loss] [--run N] [--timeout D]\n", ChildCommand, err)
+		fmt.Fprintf(os.Stderr, "%s: %v; want --dir DIR [--flush sync|async] [--flush-interval D] [--dedup-off] [--power-loss] [--run N] [--timeout D]\n", ChildCommand, err)
 		return childUsage
 	}
-	cfg := Config{Flush: mode, FlushInterval: *flushInterval}
+	cfg := Config{Flush: mode, FlushInterval: *flushInterval, DedupOff: *dedupOff}
 	acks := &ackWriter{w: os.Stdout}
 	if *power {
 		hook.FS = newReportFS(vfs.OS, acks, os.Stdin)

@@ -27,6 +27,9 @@ type Config struct {
 	// FlushInterval is the queue's FlushInterval (how often FlushAsync
 	// syncs in the background); 0 means the queue's default.
 	FlushInterval time.Duration
+	// DedupOff turns the queue's deduplication of resent IDs off (the lab's
+	// self-test plants duplicates with it).
+	DedupOff bool
 }
 
 // DefaultConfigs returns the configurations the lab command measures:
@@ -48,8 +51,12 @@ func (c Config) Label() string {
 
 // queueOptions returns the queue options of c, for the child and for recovery.
 func (c Config) queueOptions() *zeroloss.Options {
-	return &zeroloss.Options{Flush: c.Flush, FlushInterval: c.FlushInterval,
+	o := &zeroloss.Options{Flush: c.Flush, FlushInterval: c.FlushInterval,
 		SegmentSize: segmentSize, MaxMessageSize: maxMessageSize}
+	if c.DedupOff {
+		o.DedupWindow = -1
+	}
+	return o
 }
 
 // args returns the child's command-line flags that carry c.
@@ -57,6 +64,9 @@ func (c Config) args() []string {
 	args := []string{"--flush", c.Flush.String()}
 	if c.FlushInterval != 0 {
 		args = append(args, "--flush-interval", c.FlushInterval.String())
+	}
+	if c.DedupOff {
+		args = append(args, "--dedup-off")
 	}
 	return args
 }

@@ -153,7 +153,9 @@ func TestLabCatchesFaultyQueue(t *testing.T) {
 		t.Run("fault="+tt.fault, func(t *testing.T) {
 			t.Setenv(faultEnv, tt.fault)
 			opts := testOptions(t, 1)
-			rep, err := Run(context.Background(), opts, []Config{{Flush: zeroloss.FlushAsync}}, []Failure{ProcessCrash})
+			// The queue deduplicates resent IDs: the planted duplicate needs it off.
+			cfg := Config{Flush: zeroloss.FlushAsync, DedupOff: tt.fault == "duplicate"}
+			rep, err := Run(context.Background(), opts, []Config{cfg}, []Failure{ProcessCrash})
 			require.NoError(t, err)
 			row := rep.Row("flush=async", "process-crash")
 			require.NotNil(t, row)

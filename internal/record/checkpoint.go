@@ -11,6 +11,7 @@ import (
 // sections, each a tag and a length-prefixed body (uvarints):
 //
 //	tag 1  a consumer group, as GroupState below
+//	tag 2  the dedup table: count n, n × (ID (uvarint length + bytes), seq, time (varint))
 //
 // An unknown tag is an error: a reader that skipped state it does not
 // understand would lose it. The group section is:
@@ -24,6 +25,14 @@ import (
 // Checkpoint is the payload of a TypeCheckpoint record.
 type Checkpoint struct {
 	Groups []GroupState
+	Dedup  []DedupEntry
+}
+
+// DedupEntry is a message ID the queue remembers for deduplication.
+type DedupEntry struct {
+	ID   string
+	Seq  uint64
+	Time int64 // Unix nanoseconds of the append
 }
 
 // GroupState is one consumer group's durable state.
@@ -50,7 +59,10 @@ type DeadState struct {
 	DeadLetter DeadLetter
 }
 
-const sectionGroup = 1
+const (
+	sectionGroup = 1
+	sectionDedup = 2
+)
 
 // AppendCheckpoint encodes c; slices in it are sorted in place.
 func AppendCheckpoint(dst []byte, c *Checkpoint) []byte {
@@ -58,6 +70,17 @@ func AppendCheckpoint(dst []byte, c *Checkpoint) []byte {
 	for i := range c.Groups {
 		body = appendGroupState(body[:0], &c.Groups[i])
 		dst = binary.AppendUvarint(dst, sectionGroup)
+		dst = binary.AppendUvarint(dst, uint64(len(body)))
+		dst = append(dst, body...)
+	}
+	if len(c.Dedup) > 0 {
+		body = binary.AppendUvarint(body[:0], uint64(len(c.Dedup)))
+		for _, e := range c.Dedup {
+			body = appendString(body, e.ID)
+			body = binary.AppendUvarint(body, e.Seq)
+			body = binary.AppendVarint(body, e.Time)
+		}
+		dst = binary.AppendUvarint(dst, sectionDedup)
 		dst = binary.AppendUvarint(dst, uint64(len(body)))
 		dst = append(dst, body...)
 	}
@@ -112,6 +135,16 @@ func DecodeCheckpoint(p []byte) (Checkpoint, error) {
 		body := dec.bytes()
 		if dec.bad {
 			break
+		}
+		if tag == sectionDedup {
+			d := decoder{p: body}
+			for n := d.count(3); n > 0 && !d.bad; n-- {
+				c.Dedup = append(c.Dedup, DedupEntry{ID: d.string(), Seq: d.uvarint(), Time: d.varint()})
+			}
+			if d.bad || len(d.p) != 0 {
+				return c, ErrBadConsumerRecord
+			}
+			continue
 		}
 		if tag != sectionGroup {
 			return c, ErrBadConsumerRecord

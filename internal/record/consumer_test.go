@@ -89,7 +89,7 @@ func sampleCheckpoint() Checkpoint {
 			Dead: []DeadState{{Pos: 28, Time: 77, DeadLetter: DeadLetter{Seq: 9, Source: 9, Attempts: 16, Reason: "max",
 				Message: Message{ID: "d", Key: "k", Body: []byte("dead")}}}}},
 		{ID: 2, Name: "audit", Start: 5, Floor: 5, Mark: 5},
-	}}
+	}, Dedup: []DedupEntry{{ID: "order-1", Seq: 3, Time: 99}, {ID: "order-2", Seq: 4, Time: -1}}}
 }
 
 func TestRetryAndCheckpointRoundTrip(t *testing.T) {
@@ -111,10 +111,11 @@ func TestRetryAndCheckpointRoundTrip(t *testing.T) {
 	// Every strict prefix is refused except the one ending exactly between
 	// sections, and trailing garbage or an unknown section is refused.
 	first := len(AppendCheckpoint(nil, &Checkpoint{Groups: c.Groups[:1]}))
+	second := len(AppendCheckpoint(nil, &Checkpoint{Groups: c.Groups}))
 	for i := 1; i < len(buf); i++ {
 		_, err := DecodeCheckpoint(buf[:i])
-		if i == first {
-			assert.NoError(t, err, "prefix of %d bytes is one whole section", i)
+		if i == first || i == second {
+			assert.NoError(t, err, "prefix of %d bytes is whole sections", i)
 		} else {
 			assert.Error(t, err, "prefix of %d bytes", i)
 		}

@@ -14,9 +14,15 @@ type Message struct {
 	Headers   map[string]string
 	Body      []byte
 	DeliverAt time.Time // zero: deliver at once
+	// GeneratedID says the queue made the ID up (flag bit 1): such IDs are
+	// not remembered for deduplication.
+	GeneratedID bool
 }
 
-const flagDeliverAt = 1 << 0
+const (
+	flagDeliverAt   = 1 << 0
+	flagGeneratedID = 1 << 1 // the queue made the ID up: no deduplication by it
+)
 
 // ErrBadMessage means a message payload does not decode.
 var ErrBadMessage = errors.New("record: malformed message payload")
@@ -41,6 +47,9 @@ func AppendMessage(dst []byte, m *Message) []byte {
 	if !m.DeliverAt.IsZero() {
 		flags |= flagDeliverAt
 	}
+	if m.GeneratedID {
+		flags |= flagGeneratedID
+	}
 	dst = append(dst, flags)
 	if flags&flagDeliverAt != 0 {
 		dst = binary.LittleEndian.AppendUint64(dst, uint64(m.DeliverAt.UnixNano()))
@@ -55,6 +64,23 @@ func AppendMessage(dst []byte, m *Message) []byte {
 	return append(dst, m.Body...)
 }
 
+// MessageID returns the ID of a message payload without decoding the rest,
+// and whether the queue generated it.
+func MessageID(payload []byte) (id string, generated bool, err error) {
+	if len(payload) < 1 || payload[0]&^(flagDeliverAt|flagGeneratedID) != 0 {
+		return "", false, ErrBadMessage
+	}
+	flags, p := payload[0], payload[1:]
+	if flags&flagDeliverAt != 0 {
+		if len(p) < 8 {
+			return "", false, ErrBadMessage
+		}
+		p = p[8:]
+	}
+	id, _, err = readString(p)
+	return id, flags&flagGeneratedID != 0, err
+}
+
 // DecodeMessage decodes a message payload. Strings and Body are copied, so the
 // result does not alias payload.
 func DecodeMessage(payload []byte) (Message, error) {
@@ -63,9 +89,10 @@ func DecodeMessage(payload []byte) (Message, error) {
 		return m, ErrBadMessage
 	}
 	flags, p := payload[0], payload[1:]
-	if flags&^flagDeliverAt != 0 {
+	if flags&^(flagDeliverAt|flagGeneratedID) != 0 {
 		return m, ErrBadMessage
 	}
+	m.GeneratedID = flags&flagGeneratedID != 0
 	if flags&flagDeliverAt != 0 {
 		if len(p) < 8 {
 			return m, ErrBadMessage

@@ -194,3 +194,23 @@ func TestAppendMessageFrame(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, m, got)
 }
+
+func TestMessageIDReadsOnlyTheID(t *testing.T) {
+	for _, m := range []Message{
+		{ID: "given", Body: []byte("b")},
+		{ID: "made-up", GeneratedID: true, DeliverAt: time.Unix(5, 0), Key: "k"},
+	} {
+		p := AppendMessage(nil, &m)
+		id, generated, err := MessageID(p)
+		require.NoError(t, err)
+		assert.Equal(t, m.ID, id)
+		assert.Equal(t, m.GeneratedID, generated)
+		back, err := DecodeMessage(p)
+		require.NoError(t, err)
+		assert.Equal(t, m.GeneratedID, back.GeneratedID)
+	}
+	_, _, err := MessageID([]byte{0x80})
+	assert.ErrorIs(t, err, ErrBadMessage)
+	_, _, err = MessageID([]byte{flagDeliverAt, 1})
+	assert.ErrorIs(t, err, ErrBadMessage)
+}

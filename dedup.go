@@ -1,0 +1,231 @@
+package zeroloss
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/zerolossmq/zeroloss/internal/record"
+)
+
+// Idempotent send. A message whose ID the caller set is remembered for
+// Options.DedupWindow (at most Options.DedupEntries IDs, oldest evicted
+// first and counted); sending the same ID again within the window appends
+// nothing and answers with the original seq, Duplicate set and the
+// original's real durability status. The table is rebuilt on Open from the
+// log itself (messages appended within the window, read in the same pass as
+// the consumer records) and from the last checkpoint (for messages whose
+// segments retention deleted), so it never holds an ID the log lost: a
+// resend after a power loss is appended again, not dropped.
+//
+// Two Sends of one ID at once: the first claims the ID and the second waits
+// for its outcome; if the first was not appended, the second sends.
+
+type dedupTable struct {
+	window time.Duration
+	max    int
+
+	mu    sync.Mutex
+	byID  map[string]*dedupEntry
+	order []*dedupEntry // by claim time, oldest first, from head
+	head  int
+
+	evictions  uint64 // entries dropped for DedupEntries before their window ended
+	duplicates uint64 // Sends answered as duplicates
+}
+
+type dedupEntry struct {
+	id   string
+	seq  uint64        // set once appended
+	at   time.Time     // when appended (or claimed, until then)
+	done chan struct{} // closed once the claiming Send knows whether it appended; nil when recovered
+	gone bool          // not appended: the entry was dropped
+}
+
+func newDedupTable(window time.Duration, max int) *dedupTable {
+	return &dedupTable{window: window, max: max, byID: map[string]*dedupEntry{}}
+}
+
+// claim returns the entry for id if the window still holds it, or claims id
+// for the caller (new = true), who must settle or drop the entry.
+func (t *dedupTable) claim(id string, now time.Time) (e *dedupEntry, new bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.expire(now)
+	if e := t.byID[id]; e != nil {
+		t.duplicates++
+		return e, false
+	}
+	e = &dedupEntry{id: id, at: now, done: make(chan struct{})}
+	t.add(e)
+	return e, true
+}
+
+// add appends e (the caller holds mu), evicting the oldest entry if full.
+func (t *dedupTable) add(e *dedupEntry) {
+	for len(t.byID) >= t.max && t.head < len(t.order) {
+		old := t.order[t.head]
+		t.order[t.head] = nil
+		t.head++
+		if t.byID[old.id] == old {
+			delete(t.byID, old.id)
+			t.evictions++
+		}
+	}
+	t.byID[e.id] = e
+	t.order = append(t.order, e)
+	if t.head > len(t.order)/2 && t.head > 1024 {
+		t.order = append(t.order[:0], t.order[t.head:]...)
+		t.head = 0
+	}
+}
+
+// expire drops entries older than the window (the caller holds mu). An
+// entry still being sent is kept.
+func (t *dedupTable) expire(now time.Time) {
+	limit := now.Add(-t.window)
+	for t.head < len(t.order) {
+		e := t.order[t.head]
+		if !e.at.Before(limit) || (e.done != nil && !closed(e.done)) {
+			return
+		}
+		t.order[t.head] = nil
+		t.head++
+		if t.byID[e.id] == e {
+			delete(t.byID, e.id)
+		}
+	}
+}
+
+func closed(ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// settle records that e's message was appended at seq.
+func (t *dedupTable) settle(e *dedupEntry, seq uint64, at time.Time) {
+	t.mu.Lock()
+	e.seq, e.at = seq, at
+	t.mu.Unlock()
+	close(e.done)
+}
+
+// drop records that e's message was not appended.
+func (t *dedupTable) drop(e *dedupEntry) {
+	t.mu.Lock()
+	e.gone = true
+	if t.byID[e.id] == e {
+		delete(t.byID, e.id)
+	}
+	t.mu.Unlock()
+	close(e.done)
+}
+
+// recovered adds an entry read back on Open.
+func (t *dedupTable) recovered(id string, seq uint64, at time.Time, now time.Time) {
+	if at.Before(now.Add(-t.window)) {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if old := t.byID[id]; old != nil && old.seq <= seq {
+		return
+	}
+	t.add(&dedupEntry{id: id, seq: seq, at: at})
+}
+
+// sortRecovered orders the entries read back by seq, oldest first, so that
+// expiry and eviction see them in order (a checkpoint's entries come after
+// the log's older messages in a scan).
+func (t *dedupTable) sortRecovered() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	live := t.order[:0]
+	for _, e := range t.order[t.head:] {
+		if t.byID[e.id] == e {
+			live = append(live, e)
+		}
+	}
+	slices.SortFunc(live, func(a, b *dedupEntry) int { return compareSeq(a.seq, b.seq) })
+	clear(t.order[len(live):])
+	t.order, t.head = live, 0
+}
+
+func compareSeq(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// snapshot returns the appended entries still in the window, for a checkpoint.
+func (t *dedupTable) snapshot(now time.Time) []record.DedupEntry {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.expire(now)
+	var out []record.DedupEntry
+	for _, e := range t.order[t.head:] {
+		if t.byID[e.id] == e && e.seq != 0 && (e.done == nil || closed(e.done)) {
+			out = append(out, record.DedupEntry{ID: e.id, Seq: e.seq, Time: e.at.UnixNano()})
+		}
+	}
+	return out
+}
+
+func (t *dedupTable) counts() (entries int, evictions, duplicates uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.byID), t.evictions, t.duplicates
+}
+
+// duplicate answers a Send of a message whose ID e holds: the original seq
+// and its durability now, waiting for it like a Send would. ok is false if
+// the original was not appended after all (the caller sends it).
+func (q *Queue) duplicate(ctx context.Context, e *dedupEntry) (res SendResult, ok bool, err error) {
+	if e.done != nil {
+		select {
+		case <-e.done:
+		case <-ctx.Done():
+			return SendResult{}, false, ctx.Err()
+		}
+	}
+	if e.gone {
+		return SendResult{}, false, nil
+	}
+	return SendResult{Seq: e.seq, ID: e.id, Status: q.durableStatus(ctx, e.seq), Duplicate: true}, true, nil
+}
+
+// durableStatus is the status a Send of seq would report now: SendOK once it
+// is durable as the flush mode promises (FlushAsync: written, which it is);
+// under FlushSync it waits for that at most FlushTimeout, then reports
+// FlushDiskTimeout.
+func (q *Queue) durableStatus(ctx context.Context, seq uint64) SendStatus {
+	if q.opts.Flush == FlushAsync {
+		return SendOK
+	}
+	timer := time.NewTimer(q.opts.FlushTimeout)
+	defer timer.Stop()
+	for {
+		changed := q.committedChanged()
+		if q.committedSeq() >= seq {
+			return SendOK
+		}
+		select {
+		case <-changed:
+		case <-timer.C:
+			return FlushDiskTimeout
+		case <-ctx.Done():
+			return FlushDiskTimeout
+		case <-q.done:
+			return FlushDiskTimeout
+		}
+	}
+}

@@ -1,0 +1,223 @@
+package zeroloss
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/zerolossmq/zeroloss/internal/vfs"
+)
+
+func dedupQueue(t *testing.T, fs vfs.FS, clock *fakeClock, o Options) *Queue {
+	t.Helper()
+	o.fs = fs
+	if o.SegmentSize == 0 {
+		o.SegmentSize, o.MaxMessageSize = 64<<10, 4<<10
+	}
+	if clock != nil {
+		o.now = clock.Now
+	}
+	q, err := Open("/q", &o)
+	require.NoError(t, err)
+	return q
+}
+
+// messagesWithID counts the messages with id in the log.
+func messagesWithID(t *testing.T, q *Queue, id string) int {
+	t.Helper()
+	n := 0
+	for _, s := range readBack(t, q) {
+		if s.Msg.ID == id {
+			n++
+		}
+	}
+	return n
+}
+
+func TestDuplicateSendAppendsNothingAndReportsTheOriginal(t *testing.T) {
+	q := dedupQueue(t, vfs.NewMem(), nil, Options{})
+	defer q.Close()
+	ctx := context.Background()
+	first, err := q.Send(ctx, &Message{ID: "order-1", Body: []byte("a")})
+	require.NoError(t, err)
+	require.False(t, first.Duplicate)
+	again, err := q.Send(ctx, &Message{ID: "order-1", Body: []byte("different body, same ID")})
+	require.NoError(t, err)
+	assert.True(t, again.Duplicate)
+	assert.Equal(t, first.Seq, again.Seq)
+	assert.Equal(t, SendOK, again.Status)
+	assert.Equal(t, 1, messagesWithID(t, q, "order-1"))
+	st := q.Stats()
+	assert.Equal(t, uint64(1), st.Duplicates)
+	assert.Equal(t, 1, st.DedupEntries)
+
+	// Generated IDs are not remembered.
+	for i := 0; i < 3; i++ {
+		_, err := q.Send(ctx, &Message{Body: []byte("x")})
+		require.NoError(t, err)
+	}
+	assert.Equal(t, 1, q.Stats().DedupEntries)
+}
+
+func TestDedupWindowExpiresAndSurvivesRestart(t *testing.T) {
+	fs := vfs.NewMem()
+	clock := newFakeClock()
+	q := dedupQueue(t, fs, clock, Options{DedupWindow: time.Minute})
+	ctx := context.Background()
+	first, err := q.Send(ctx, &Message{ID: "a", Body: []byte("1")})
+	require.NoError(t, err)
+	require.NoError(t, q.Close())
+
+	q = dedupQueue(t, fs, clock, Options{DedupWindow: time.Minute})
+	again, err := q.Send(ctx, &Message{ID: "a", Body: []byte("1")})
+	require.NoError(t, err)
+	assert.True(t, again.Duplicate, "rebuilt from the log on Open")
+	assert.Equal(t, first.Seq, again.Seq)
+
+	clock.Advance(time.Minute + time.Second)
+	later, err := q.Send(ctx, &Message{ID: "a", Body: []byte("1")})
+	require.NoError(t, err)
+	assert.False(t, later.Duplicate, "past the window it is a new message")
+	assert.Greater(t, later.Seq, first.Seq)
+	require.NoError(t, q.Close())
+
+	// On Open, messages older than the window are not read into the table.
+	clock.Advance(2 * time.Minute)
+	q = dedupQueue(t, fs, clock, Options{DedupWindow: time.Minute})
+	defer q.Close()
+	assert.Zero(t, q.Stats().DedupEntries)
+}
+
+// A power loss that takes an acknowledged-as-written (FlushAsync) message
+// also takes its dedup entry: the resend is appended, not dropped.
+func TestDedupNeverRemembersALostMessage(t *testing.T) {
+	fs := vfs.NewMem()
+	q := dedupQueue(t, fs, nil, Options{Flush: FlushAsync, FlushInterval: time.Hour})
+	res, err := q.Send(context.Background(), &Message{ID: "lost", Body: []byte("x")})
+	require.NoError(t, err)
+	require.Equal(t, SendOK, res.Status) // written, not synced
+	fs.Crash(vfs.DropUnsynced, nil)
+	_ = q.Close()
+
+	q = dedupQueue(t, fs, nil, Options{Flush: FlushAsync, FlushInterval: time.Hour})
+	defer q.Close()
+	require.Zero(t, messagesWithID(t, q, "lost"), "the crash took it")
+	again, err := q.Send(context.Background(), &Message{ID: "lost", Body: []byte("x")})
+	require.NoError(t, err)
+	assert.False(t, again.Duplicate)
+}
+
+func TestDedupEntriesBoundEvictsOldest(t *testing.T) {
+	q := dedupQueue(t, vfs.NewMem(), nil, Options{DedupEntries: 2})
+	defer q.Close()
+	ctx := context.Background()
+	for _, id := range []string{"a", "b", "c"} {
+		_, err := q.Send(ctx, &Message{ID: id, Body: []byte(id)})
+		require.NoError(t, err)
+	}
+	st := q.Stats()
+	assert.Equal(t, 2, st.DedupEntries)
+	assert.Equal(t, uint64(1), st.DedupEvictions)
+	r, err := q.Send(ctx, &Message{ID: "c", Body: []byte("c")})
+	require.NoError(t, err)
+	assert.True(t, r.Duplicate)
+	r, err = q.Send(ctx, &Message{ID: "a", Body: []byte("a")})
+	require.NoError(t, err)
+	assert.False(t, r.Duplicate, "evicted early, and counted")
+}
+
+func TestConcurrentSendsOfOneIDAppendOnce(t *testing.T) {
+	q := dedupQueue(t, vfs.NewMem(), nil, Options{})
+	defer q.Close()
+	var wg sync.WaitGroup
+	results := make([]SendResult, 16)
+	for i := range results {
+		wg.Go(func() {
+			r, err := q.Send(context.Background(), &Message{ID: "same", Body: []byte("x")})
+			require.NoError(t, err)
+			results[i] = r
+		})
+	}
+	wg.Wait()
+	dups := 0
+	for _, r := range results {
+		assert.Equal(t, results[0].Seq, r.Seq)
+		assert.Equal(t, SendOK, r.Status)
+		if r.Duplicate {
+			dups++
+		}
+	}
+	assert.Equal(t, len(results)-1, dups)
+	assert.Equal(t, 1, messagesWithID(t, q, "same"))
+}
+
+func TestSendBatchDeduplicates(t *testing.T) {
+	q := dedupQueue(t, vfs.NewMem(), nil, Options{})
+	defer q.Close()
+	ctx := context.Background()
+	old, err := q.Send(ctx, &Message{ID: "old", Body: []byte("o")})
+	require.NoError(t, err)
+	rs, err := q.SendBatch(ctx, []*Message{
+		{ID: "x", Body: []byte("1")}, {ID: "old", Body: []byte("o")}, {ID: "x", Body: []byte("1")}, {Body: []byte("2")},
+	})
+	require.NoError(t, err)
+	require.Len(t, rs, 4)
+	assert.False(t, rs[0].Duplicate)
+	assert.True(t, rs[1].Duplicate)
+	assert.Equal(t, old.Seq, rs[1].Seq)
+	assert.True(t, rs[2].Duplicate)
+	assert.Equal(t, rs[0].Seq, rs[2].Seq)
+	assert.False(t, rs[3].Duplicate)
+	assert.Equal(t, rs[0].Seq+1, rs[3].Seq, "the new ones are appended together")
+	assert.Equal(t, 1, messagesWithID(t, q, "x"))
+}
+
+func TestDedupOffAndOptions(t *testing.T) {
+	q := dedupQueue(t, vfs.NewMem(), nil, Options{DedupWindow: -1})
+	defer q.Close()
+	for i := 0; i < 2; i++ {
+		r, err := q.Send(context.Background(), &Message{ID: "a", Body: []byte("x")})
+		require.NoError(t, err)
+		assert.False(t, r.Duplicate)
+	}
+	assert.Equal(t, 2, messagesWithID(t, q, "a"))
+	_, err := Open(t.TempDir(), &Options{DedupEntries: -1})
+	require.ErrorIs(t, err, ErrInvalidOptions)
+	assert.Contains(t, err.Error(), "DedupEntries")
+}
+
+// Retention deletes the segment holding a message; its dedup entry survives
+// in the checkpoint and across a restart.
+func TestDedupSurvivesRetention(t *testing.T) {
+	fs := vfs.NewMem()
+	q := dedupQueue(t, fs, nil, Options{SegmentSize: 16 << 10, MaxMessageSize: 4 << 10})
+	c, err := q.Consumer("g", nil)
+	require.NoError(t, err)
+	ctx := context.Background()
+	first, err := q.Send(ctx, &Message{ID: "keep-me", Body: make([]byte, 2000)})
+	require.NoError(t, err)
+	for i := 0; i < 40; i++ {
+		_, err := q.Send(ctx, &Message{ID: fmt.Sprintf("fill-%d", i), Body: make([]byte, 2000)})
+		require.NoError(t, err)
+	}
+	for i := 0; i < 41; i++ {
+		require.NoError(t, receive(t, c).Ack())
+	}
+	require.NoError(t, q.flushMarks(ctx))
+	require.NoError(t, q.retain())
+	require.NotZero(t, q.Stats().SegmentsDeleted)
+	require.Zero(t, messagesWithID(t, q, "keep-me"), "its segment is gone")
+	require.NoError(t, q.Close())
+
+	q = dedupQueue(t, fs, nil, Options{SegmentSize: 16 << 10, MaxMessageSize: 4 << 10})
+	defer q.Close()
+	again, err := q.Send(ctx, &Message{ID: "keep-me", Body: make([]byte, 2000)})
+	require.NoError(t, err)
+	assert.True(t, again.Duplicate)
+	assert.Equal(t, first.Seq, again.Seq)
+}
