@@ -33,6 +33,16 @@
 // is rebuilt from the log on Open, so it never remembers a message the log
 // lost.
 //
+// # Transactional messages
+//
+// SendHalf (or SendInTransaction) appends a half message: durable as a Send,
+// invisible to consumers. Half.Commit publishes it with a new seq, in one
+// record that also resolves the half; Half.Rollback drops it. A half left
+// undecided (TxUnknown, or a crash) is checked back through Options.TxChecker
+// first after TxTimeout, then every TxCheckInterval, and rolled back (and
+// logged) after TxCheckMax unknown answers; check counts survive restarts.
+// Without a TxChecker pending halves wait and are reported, never dropped.
+//
 // # The durability call of each system
 //
 //	Linux    fdatasync(2): the data and the size; the kernel flushes the

@@ -165,7 +165,7 @@ func (q *Queue) appendRecord(ctx context.Context, typ record.Type, stream uint16
 	if n != 1 {
 		return 0, err
 	}
-	if typ != record.TypeCheckpoint {
+	if stream != internalStream {
 		rec := record.Record{Type: typ, Stream: stream, Seq: first, Time: now, Payload: payload}
 		if aerr := q.ledger.apply(&rec); aerr != nil {
 			return first, aerr
@@ -206,28 +206,25 @@ func (q *Queue) recoverGroups() error {
 		if err != nil {
 			return fmt.Errorf("zeroloss: recovering consumer groups: %w", err)
 		}
-		if rec.Stream == 0 {
-			if rec.Type == record.TypeMessage && q.dedup != nil && !unixTime(rec.Time).Before(dedupSince) {
-				id, generated, err := record.MessageID(rec.Payload)
-				if err != nil {
-					return fmt.Errorf("zeroloss: message at seq %d: %w", rec.Seq, err)
-				}
-				if !generated {
-					q.dedup.recovered(id, rec.Seq, unixTime(rec.Time), now)
-				}
+		if rec.Stream == 0 || (rec.Stream == internalStream && rec.Type == record.TypeTxOp) {
+			if err := q.recoverMainRecord(&rec, now, dedupSince); err != nil {
+				return err
 			}
 			continue
 		}
 		if rec.Type == record.TypeCheckpoint {
 			seenCheckpoint = true
+			c, err := record.DecodeCheckpoint(rec.Payload)
+			if err != nil {
+				return fmt.Errorf("zeroloss: checkpoint at seq %d: %w", rec.Seq, err)
+			}
 			if q.dedup != nil {
-				c, err := record.DecodeCheckpoint(rec.Payload)
-				if err != nil {
-					return fmt.Errorf("zeroloss: checkpoint at seq %d: %w", rec.Seq, err)
-				}
 				for _, e := range c.Dedup {
 					q.dedup.recovered(e.ID, e.Seq, unixTime(e.Time), now)
 				}
+			}
+			for _, h := range c.Halves {
+				q.tx.recoverHalf(h.Seq, h.Message, unixTime(h.Time), int(h.Checks))
 			}
 		} else if trimmed && !seenCheckpoint {
 			continue
@@ -241,6 +238,10 @@ func (q *Queue) recoverGroups() error {
 	}
 	if q.dedup != nil {
 		q.dedup.sortRecovered()
+	}
+	q.tx.recovered(now, q.opts.TxTimeout, q.opts.TxCheckInterval/txChecksPerRound)
+	if n, _, _, _, _ := q.tx.counts(); n > 0 {
+		q.logger.Info("zeroloss: transactional half messages pending a decision", "count", n)
 	}
 	q.ledger.mu.Lock()
 	defer q.ledger.mu.Unlock()
@@ -279,6 +280,38 @@ func (q *Queue) recoverGroups() error {
 		if n := len(g.pending); n > 0 {
 			q.logger.Info("zeroloss: unacked messages will be delivered again", "group", g.name, "count", n)
 		}
+	}
+	return nil
+}
+
+// recoverMainRecord handles a main-stream record (or a transaction op) on
+// Open: messages within the dedup window go into the dedup table, half
+// messages and the records that resolve them into the transaction table.
+func (q *Queue) recoverMainRecord(rec *record.Record, now, dedupSince time.Time) error {
+	switch rec.Type {
+	case record.TypeMessage:
+		id, generated, half, err := record.MessageMeta(rec.Payload)
+		if err != nil {
+			return fmt.Errorf("zeroloss: message at seq %d: %w", rec.Seq, err)
+		}
+		if half != 0 {
+			q.tx.recoverCommit(half, SendResult{Seq: rec.Seq, ID: id, Status: SendOK})
+		}
+		if q.dedup != nil && !generated && !unixTime(rec.Time).Before(dedupSince) {
+			q.dedup.recovered(id, rec.Seq, unixTime(rec.Time), now)
+		}
+	case record.TypeHalf:
+		m, err := record.DecodeMessage(rec.Payload)
+		if err != nil {
+			return fmt.Errorf("zeroloss: half message at seq %d: %w", rec.Seq, err)
+		}
+		q.tx.recoverHalf(rec.Seq, m, unixTime(rec.Time), 0)
+	case record.TypeTxOp:
+		op, err := record.DecodeTxOp(rec.Payload)
+		if err != nil {
+			return fmt.Errorf("zeroloss: transaction op at seq %d: %w", rec.Seq, err)
+		}
+		q.tx.recoverOp(op.Half, op)
 	}
 	return nil
 }

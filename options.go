@@ -1,6 +1,7 @@
 package zeroloss
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"time"
@@ -39,13 +40,16 @@ func (m FlushMode) String() string {
 
 // Defaults for Options fields left zero.
 const (
-	DefaultFlushInterval  = 500 * time.Millisecond
-	DefaultFlushTimeout   = 5 * time.Second
-	DefaultSegmentSize    = wal.DefaultSegmentSize
-	DefaultMaxMessageSize = 4 << 20
-	DefaultMaxPending     = 4096
-	DefaultDedupWindow    = 2 * time.Minute
-	DefaultDedupEntries   = 100_000
+	DefaultFlushInterval   = 500 * time.Millisecond
+	DefaultFlushTimeout    = 5 * time.Second
+	DefaultSegmentSize     = wal.DefaultSegmentSize
+	DefaultMaxMessageSize  = 4 << 20
+	DefaultMaxPending      = 4096
+	DefaultDedupWindow     = 2 * time.Minute
+	DefaultDedupEntries    = 100_000
+	DefaultTxTimeout       = 6 * time.Second
+	DefaultTxCheckInterval = 60 * time.Second
+	DefaultTxCheckMax      = 15
 	// MinMessageSizeLimit is the smallest MaxMessageSize accepted.
 	MinMessageSizeLimit = 64
 	// segmentOverhead is the segment header block ahead of the first frame.
@@ -101,6 +105,18 @@ type Options struct {
 	// forgotten early (Stats.DedupEvictions). Default 100,000 (about 10
 	// MiB with 36-byte IDs).
 	DedupEntries int
+	// TxChecker is asked about a transactional half message whose local
+	// transaction has not answered (see SendHalf): first TxTimeout after
+	// the half was sent, then every TxCheckInterval, at most TxCheckMax
+	// times, after which the half is rolled back and logged. Nil: pending
+	// halves wait, reported in Stats and the log, and are never rolled back.
+	TxChecker func(ctx context.Context, m *Message) TxState
+	// TxTimeout is how long a half waits before its first check. Default 6s.
+	TxTimeout time.Duration
+	// TxCheckInterval is the time between checks. Default 60s.
+	TxCheckInterval time.Duration
+	// TxCheckMax is how many unknown answers roll a half back. Default 15.
+	TxCheckMax int
 	// Logger receives recovery reports, poisoning and flush timeouts.
 	// Default: discard.
 	Logger *slog.Logger
@@ -162,6 +178,23 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 	if out.MaxBytes > 0 && out.MaxBytes < out.SegmentSize {
 		return out, invalid("MaxBytes", "is %d, below SegmentSize %d", out.MaxBytes, out.SegmentSize)
+	}
+	switch {
+	case out.TxTimeout < 0:
+		return out, invalid("TxTimeout", "is negative (%v)", out.TxTimeout)
+	case out.TxCheckInterval < 0:
+		return out, invalid("TxCheckInterval", "is negative (%v)", out.TxCheckInterval)
+	case out.TxCheckMax < 0:
+		return out, invalid("TxCheckMax", "is negative (%d)", out.TxCheckMax)
+	}
+	if out.TxTimeout == 0 {
+		out.TxTimeout = DefaultTxTimeout
+	}
+	if out.TxCheckInterval == 0 {
+		out.TxCheckInterval = DefaultTxCheckInterval
+	}
+	if out.TxCheckMax == 0 {
+		out.TxCheckMax = DefaultTxCheckMax
 	}
 	if out.DedupEntries < 0 {
 		return out, invalid("DedupEntries", "is negative (%d)", out.DedupEntries)

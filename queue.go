@@ -105,8 +105,10 @@ type Queue struct {
 
 	groupsMu    sync.Mutex
 	groups      map[string]*group
-	ledger      *ledger       // consumer state as the log holds it (ledger.go)
-	dedup       *dedupTable   // IDs sent within the dedup window (dedup.go); nil if off
+	ledger      *ledger     // consumer state as the log holds it (ledger.go)
+	dedup       *dedupTable // IDs sent within the dedup window (dedup.go); nil if off
+	tx          *txTable    // pending transactional half messages (tx.go)
+	txDone      chan struct{}
 	recMu       sync.RWMutex  // consumer records hold it shared, a checkpoint exclusive
 	nextGroupID uint16        // stream id of the next group (groups start at 1)
 	commitMu    sync.Mutex    // guards commitCh
@@ -154,6 +156,8 @@ func Open(dir string, opts *Options) (*Queue, error) {
 		nextGroupID:   1,
 		ledger:        newLedger(),
 		dedup:         newDedupTable(o.DedupWindow, o.DedupEntries),
+		tx:            newTxTable(),
+		txDone:        make(chan struct{}),
 		commitCh:      make(chan struct{}),
 		done:          make(chan struct{}),
 		markerDone:    make(chan struct{}),
@@ -172,6 +176,7 @@ func Open(dir string, opts *Options) (*Queue, error) {
 		"last_seq", rec.LastSeq, "next_seq", rec.NextSeq, "unclean", rec.Unclean, "flush", o.Flush)
 	go q.commitLoop()
 	go q.markLoop()
+	go q.txLoop()
 	if o.Flush == FlushAsync {
 		go q.syncLoop()
 	} else {
@@ -445,6 +450,7 @@ func (q *Queue) Close() error {
 	q.closeOnce.Do(func() {
 		close(q.done)
 		<-q.markerDone
+		<-q.txDone
 		if err := q.flushMarks(context.Background()); err != nil {
 			q.logger.Warn("zeroloss: could not write consumer marks on close", "error", err)
 		}

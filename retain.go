@@ -59,6 +59,7 @@ func (q *Queue) checkpoint(ctx context.Context) (floor, seq uint64, err error) {
 		// Messages in the segments about to go keep their dedup entries.
 		cp.Dedup = q.dedup.snapshot(q.opts.now())
 	}
+	cp.Halves = q.tx.snapshot() // pending halves must outlive their segments
 	floor = cp.Groups[0].Floor
 	for _, g := range cp.Groups {
 		floor = min(floor, g.Floor)

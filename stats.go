@@ -31,8 +31,16 @@ type Stats struct {
 	DedupEntries   int
 	DedupEvictions uint64
 	Duplicates     uint64
-	LastSeq        uint64 // last seq appended
-	CommittedSeq   uint64 // last seq durable
+	// Transactions: half messages pending a decision, committed and rolled
+	// back since Open, check-backs made, and halves rolled back after their
+	// last check.
+	TxPending    int
+	TxCommitted  uint64
+	TxRolledBack uint64
+	TxChecks     uint64
+	TxExpired    uint64
+	LastSeq      uint64 // last seq appended
+	CommittedSeq uint64 // last seq durable
 }
 
 type queueStats struct {
@@ -80,6 +88,7 @@ func (q *Queue) Stats() Stats {
 		LastSeq:         q.log.LastSeq(),
 		CommittedSeq:    q.committedSeq(),
 	}
+	s.TxPending, s.TxCommitted, s.TxRolledBack, s.TxChecks, s.TxExpired = q.tx.counts()
 	if q.dedup != nil {
 		s.DedupEntries, s.DedupEvictions, s.Duplicates = q.dedup.counts()
 	}

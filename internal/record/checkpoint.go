@@ -12,6 +12,8 @@ import (
 //
 //	tag 1  a consumer group, as GroupState below
 //	tag 2  the dedup table: count n, n × (ID (uvarint length + bytes), seq, time (varint))
+//	tag 3  pending transactional half messages: count n, n × (seq, time (varint),
+//	       checks, length, message payload)
 //
 // An unknown tag is an error: a reader that skipped state it does not
 // understand would lose it. The group section is:
@@ -26,6 +28,16 @@ import (
 type Checkpoint struct {
 	Groups []GroupState
 	Dedup  []DedupEntry
+	Halves []HalfState
+}
+
+// HalfState is a transactional half message not yet committed or rolled
+// back, at log position Seq.
+type HalfState struct {
+	Seq     uint64
+	Time    int64 // Unix nanoseconds of the half's append
+	Checks  uint64
+	Message Message
 }
 
 // DedupEntry is a message ID the queue remembers for deduplication.
@@ -62,6 +74,7 @@ type DeadState struct {
 const (
 	sectionGroup = 1
 	sectionDedup = 2
+	sectionHalf  = 3
 )
 
 // AppendCheckpoint encodes c; slices in it are sorted in place.
@@ -81,6 +94,22 @@ func AppendCheckpoint(dst []byte, c *Checkpoint) []byte {
 			body = binary.AppendVarint(body, e.Time)
 		}
 		dst = binary.AppendUvarint(dst, sectionDedup)
+		dst = binary.AppendUvarint(dst, uint64(len(body)))
+		dst = append(dst, body...)
+	}
+	if len(c.Halves) > 0 {
+		body = binary.AppendUvarint(body[:0], uint64(len(c.Halves)))
+		var item []byte
+		for i := range c.Halves {
+			h := &c.Halves[i]
+			body = binary.AppendUvarint(body, h.Seq)
+			body = binary.AppendVarint(body, h.Time)
+			body = binary.AppendUvarint(body, h.Checks)
+			item = AppendMessage(item[:0], &h.Message)
+			body = binary.AppendUvarint(body, uint64(len(item)))
+			body = append(body, item...)
+		}
+		dst = binary.AppendUvarint(dst, sectionHalf)
 		dst = binary.AppendUvarint(dst, uint64(len(body)))
 		dst = append(dst, body...)
 	}
@@ -140,6 +169,26 @@ func DecodeCheckpoint(p []byte) (Checkpoint, error) {
 			d := decoder{p: body}
 			for n := d.count(3); n > 0 && !d.bad; n-- {
 				c.Dedup = append(c.Dedup, DedupEntry{ID: d.string(), Seq: d.uvarint(), Time: d.varint()})
+			}
+			if d.bad || len(d.p) != 0 {
+				return c, ErrBadConsumerRecord
+			}
+			continue
+		}
+		if tag == sectionHalf {
+			d := decoder{p: body}
+			for n := d.count(4); n > 0 && !d.bad; n-- {
+				h := HalfState{Seq: d.uvarint(), Time: d.varint(), Checks: d.uvarint()}
+				item := d.bytes()
+				if d.bad {
+					break
+				}
+				m, err := DecodeMessage(item)
+				if err != nil {
+					return c, ErrBadConsumerRecord
+				}
+				h.Message = m
+				c.Halves = append(c.Halves, h)
 			}
 			if d.bad || len(d.p) != 0 {
 				return c, ErrBadConsumerRecord

@@ -282,3 +282,43 @@ func AppendFrame(dst []byte, typ Type, stream uint16, t int64, payload []byte) [
 	binary.LittleEndian.PutUint64(h[24:32], uint64(t))
 	return dst
 }
+
+// TxOp is the payload of a TypeTxOp record: a decision about the half
+// message at seq Half (rollback), or a check-back that found it still
+// undecided (check, with the number of checks so far). A commit is not a
+// TxOp: it is the TypeMessage record with HalfSeq set, so that appending the
+// message and resolving the half are one record.
+type TxOp struct {
+	Half   uint64
+	Op     byte
+	Checks uint64
+}
+
+// TxOp.Op values.
+const (
+	TxRollback byte = 1
+	TxChecked  byte = 2
+)
+
+// AppendTxOp encodes o.
+func AppendTxOp(dst []byte, o *TxOp) []byte {
+	dst = binary.AppendUvarint(dst, o.Half)
+	dst = append(dst, o.Op)
+	return binary.AppendUvarint(dst, o.Checks)
+}
+
+// DecodeTxOp decodes a TypeTxOp payload.
+func DecodeTxOp(p []byte) (TxOp, error) {
+	var o TxOp
+	d := decoder{p: p}
+	o.Half = d.uvarint()
+	if d.bad || len(d.p) < 1 {
+		return o, ErrBadConsumerRecord
+	}
+	o.Op, d.p = d.p[0], d.p[1:]
+	o.Checks = d.uvarint()
+	if d.bad || len(d.p) != 0 || o.Half == 0 || (o.Op != TxRollback && o.Op != TxChecked) {
+		return o, ErrBadConsumerRecord
+	}
+	return o, nil
+}

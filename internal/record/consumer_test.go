@@ -3,6 +3,7 @@ package record
 import (
 	"bytes"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -89,7 +90,8 @@ func sampleCheckpoint() Checkpoint {
 			Dead: []DeadState{{Pos: 28, Time: 77, DeadLetter: DeadLetter{Seq: 9, Source: 9, Attempts: 16, Reason: "max",
 				Message: Message{ID: "d", Key: "k", Body: []byte("dead")}}}}},
 		{ID: 2, Name: "audit", Start: 5, Floor: 5, Mark: 5},
-	}, Dedup: []DedupEntry{{ID: "order-1", Seq: 3, Time: 99}, {ID: "order-2", Seq: 4, Time: -1}}}
+	}, Dedup: []DedupEntry{{ID: "order-1", Seq: 3, Time: 99}, {ID: "order-2", Seq: 4, Time: -1}},
+		Halves: []HalfState{{Seq: 8, Time: 5, Checks: 2, Message: Message{ID: "tx-1", Body: []byte("pay")}}}}
 }
 
 func TestRetryAndCheckpointRoundTrip(t *testing.T) {
@@ -112,9 +114,10 @@ func TestRetryAndCheckpointRoundTrip(t *testing.T) {
 	// sections, and trailing garbage or an unknown section is refused.
 	first := len(AppendCheckpoint(nil, &Checkpoint{Groups: c.Groups[:1]}))
 	second := len(AppendCheckpoint(nil, &Checkpoint{Groups: c.Groups}))
+	third := len(AppendCheckpoint(nil, &Checkpoint{Groups: c.Groups, Dedup: c.Dedup}))
 	for i := 1; i < len(buf); i++ {
 		_, err := DecodeCheckpoint(buf[:i])
-		if i == first || i == second {
+		if i == first || i == second || i == third {
 			assert.NoError(t, err, "prefix of %d bytes is whole sections", i)
 		} else {
 			assert.Error(t, err, "prefix of %d bytes", i)
@@ -126,4 +129,20 @@ func TestRetryAndCheckpointRoundTrip(t *testing.T) {
 	assert.ErrorIs(t, err, ErrBadConsumerRecord)
 	_, err = DecodeRetry([]byte{1, 2})
 	assert.Error(t, err)
+
+	op := TxOp{Half: 9, Op: TxChecked, Checks: 3}
+	gotOp, err := DecodeTxOp(AppendTxOp(nil, &op))
+	require.NoError(t, err)
+	assert.Equal(t, op, gotOp)
+	_, err = DecodeTxOp([]byte{9, 7, 0})
+	assert.ErrorIs(t, err, ErrBadConsumerRecord, "unknown op")
+	half := Message{ID: "c", HalfSeq: 1 << 33, Body: []byte("b"), DeliverAt: time.Unix(9, 0).UTC()}
+	p := AppendMessage(nil, &half)
+	assert.Len(t, p, MessageSize(&half))
+	gotHalf, err := DecodeMessage(p)
+	require.NoError(t, err)
+	assert.Equal(t, half, gotHalf)
+	id, _, err := MessageID(p)
+	require.NoError(t, err)
+	assert.Equal(t, "c", id)
 }

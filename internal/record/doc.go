@@ -36,7 +36,10 @@
 //	| flags | idLen  | id | keyLen | key | nHeader | (kLen k vLen v) × n    | body |
 //	+-------+--------+----+--------+-----+---------+------------------------+------+
 //	flags    uint8    bit 0: a DeliverAt time follows (int64 Unix ns);
-//	                  bit 1: the queue generated the ID (not deduplicated); others 0
+//	                  bit 1: the queue generated the ID (not deduplicated);
+//	                  bit 2: a committed transactional message: the seq of the
+//	                  half message it commits follows (uvarint, after DeliverAt);
+//	                  others 0
 //	idLen, keyLen, nHeader, kLen, vLen: unsigned varints (encoding/binary)
 //	body     the rest of the payload
 //

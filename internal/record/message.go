@@ -17,11 +17,16 @@ type Message struct {
 	// GeneratedID says the queue made the ID up (flag bit 1): such IDs are
 	// not remembered for deduplication.
 	GeneratedID bool
+	// HalfSeq, on a TypeMessage record, is the seq of the transactional
+	// half message this record commits (flag bit 2); 0 otherwise.
+	HalfSeq uint64
 }
 
 const (
 	flagDeliverAt   = 1 << 0
 	flagGeneratedID = 1 << 1 // the queue made the ID up: no deduplication by it
+	flagHalf        = 1 << 2 // a committed transactional message: the half's seq follows
+	knownFlags      = flagDeliverAt | flagGeneratedID | flagHalf
 )
 
 // ErrBadMessage means a message payload does not decode.
@@ -38,6 +43,9 @@ func MessageSize(m *Message) int {
 	if !m.DeliverAt.IsZero() {
 		n += 8
 	}
+	if m.HalfSeq != 0 {
+		n += uvarintLen(m.HalfSeq)
+	}
 	return n + len(m.Body)
 }
 
@@ -50,9 +58,15 @@ func AppendMessage(dst []byte, m *Message) []byte {
 	if m.GeneratedID {
 		flags |= flagGeneratedID
 	}
+	if m.HalfSeq != 0 {
+		flags |= flagHalf
+	}
 	dst = append(dst, flags)
 	if flags&flagDeliverAt != 0 {
 		dst = binary.LittleEndian.AppendUint64(dst, uint64(m.DeliverAt.UnixNano()))
+	}
+	if flags&flagHalf != 0 {
+		dst = binary.AppendUvarint(dst, m.HalfSeq)
 	}
 	dst = appendString(dst, m.ID)
 	dst = appendString(dst, m.Key)
@@ -67,18 +81,33 @@ func AppendMessage(dst []byte, m *Message) []byte {
 // MessageID returns the ID of a message payload without decoding the rest,
 // and whether the queue generated it.
 func MessageID(payload []byte) (id string, generated bool, err error) {
-	if len(payload) < 1 || payload[0]&^(flagDeliverAt|flagGeneratedID) != 0 {
-		return "", false, ErrBadMessage
+	id, generated, _, err = MessageMeta(payload)
+	return id, generated, err
+}
+
+// MessageMeta returns the ID of a message payload, whether the queue
+// generated it and the half message it commits (0 if none), without
+// decoding the rest.
+func MessageMeta(payload []byte) (id string, generated bool, half uint64, err error) {
+	if len(payload) < 1 || payload[0]&^knownFlags != 0 {
+		return "", false, 0, ErrBadMessage
 	}
 	flags, p := payload[0], payload[1:]
 	if flags&flagDeliverAt != 0 {
 		if len(p) < 8 {
-			return "", false, ErrBadMessage
+			return "", false, 0, ErrBadMessage
 		}
 		p = p[8:]
 	}
+	if flags&flagHalf != 0 {
+		v, n := binary.Uvarint(p)
+		if n <= 0 || v == 0 {
+			return "", false, 0, ErrBadMessage
+		}
+		half, p = v, p[n:]
+	}
 	id, _, err = readString(p)
-	return id, flags&flagGeneratedID != 0, err
+	return id, flags&flagGeneratedID != 0, half, err
 }
 
 // DecodeMessage decodes a message payload. Strings and Body are copied, so the
@@ -89,7 +118,7 @@ func DecodeMessage(payload []byte) (Message, error) {
 		return m, ErrBadMessage
 	}
 	flags, p := payload[0], payload[1:]
-	if flags&^(flagDeliverAt|flagGeneratedID) != 0 {
+	if flags&^knownFlags != 0 {
 		return m, ErrBadMessage
 	}
 	m.GeneratedID = flags&flagGeneratedID != 0
@@ -99,6 +128,13 @@ func DecodeMessage(payload []byte) (Message, error) {
 		}
 		m.DeliverAt = time.Unix(0, int64(binary.LittleEndian.Uint64(p))).UTC()
 		p = p[8:]
+	}
+	if flags&flagHalf != 0 {
+		v, n := binary.Uvarint(p)
+		if n <= 0 || v == 0 {
+			return m, ErrBadMessage
+		}
+		m.HalfSeq, p = v, p[n:]
 	}
 	var err error
 	if m.ID, p, err = readString(p); err != nil {
@@ -163,6 +199,12 @@ func uvarintLen(x uint64) int {
 // is not computed: the log assigns the seq with SetSeq, which also writes the
 // checksum.
 func AppendMessageFrame(dst []byte, stream uint16, epoch uint32, t int64, m *Message) []byte {
+	return AppendMessageFrameType(dst, TypeMessage, stream, epoch, t, m)
+}
+
+// AppendMessageFrameType is AppendMessageFrame for another record type that
+// carries a message (TypeHalf).
+func AppendMessageFrameType(dst []byte, typ Type, stream uint16, epoch uint32, t int64, m *Message) []byte {
 	start := len(dst)
 	dst = grow(dst, HeaderSize)
 	dst = AppendMessage(dst, m)
@@ -170,7 +212,7 @@ func AppendMessageFrame(dst []byte, stream uint16, epoch uint32, t int64, m *Mes
 	binary.LittleEndian.PutUint32(h[0:4], uint32(len(dst)-start-HeaderSize))
 	binary.LittleEndian.PutUint32(h[4:8], 0)
 	h[8] = Version
-	h[9] = byte(TypeMessage)
+	h[9] = byte(typ)
 	binary.LittleEndian.PutUint16(h[10:12], stream)
 	binary.LittleEndian.PutUint32(h[12:16], epoch)
 	binary.LittleEndian.PutUint64(h[16:24], 0)
