@@ -186,16 +186,7 @@ func (q *Queue) appendRecord(ctx context.Context, typ record.Type, stream uint16
 // stop is due again at once, with its attempts counted; retries keep their
 // due times.
 func (q *Queue) recoverGroups() error {
-	// Once retention has deleted the log's first segments, the consumer
-	// records before the first checkpoint left may refer to groups declared
-	// in deleted segments: the checkpoint holds their effect.
-	trimmed := q.log.Trimmed()
-	seenCheckpoint := false
-	now := q.opts.now()
-	var dedupSince time.Time
-	if q.dedup != nil {
-		dedupSince = now.Add(-q.dedup.window)
-	}
+	rs := q.newReplay(q.log.Trimmed())
 	r := q.log.NewReader(0)
 	defer r.Close()
 	for {
@@ -206,36 +197,14 @@ func (q *Queue) recoverGroups() error {
 		if err != nil {
 			return fmt.Errorf("zeroloss: recovering consumer groups: %w", err)
 		}
-		if rec.Stream == 0 || (rec.Stream == internalStream && rec.Type == record.TypeTxOp) {
-			if err := q.recoverMainRecord(&rec, now, dedupSince); err != nil {
-				return err
-			}
-			continue
-		}
-		if rec.Type == record.TypeCheckpoint {
-			seenCheckpoint = true
-			c, err := record.DecodeCheckpoint(rec.Payload)
-			if err != nil {
-				return fmt.Errorf("zeroloss: checkpoint at seq %d: %w", rec.Seq, err)
-			}
-			if q.dedup != nil {
-				for _, e := range c.Dedup {
-					q.dedup.recovered(e.ID, e.Seq, unixTime(e.Time), now)
-				}
-			}
-			for _, h := range c.Halves {
-				q.tx.recoverHalf(h.Seq, h.Message, unixTime(h.Time), int(h.Checks))
-			}
-		} else if trimmed && !seenCheckpoint {
-			continue
-		}
-		if err := q.ledger.apply(&rec); err != nil {
+		if err := q.replay(rs, &rec); err != nil {
 			return err
 		}
 	}
-	if trimmed && !seenCheckpoint {
-		return fmt.Errorf("zeroloss: the log's first segments were deleted but no checkpoint of the consumer state is left: %w", ErrCorrupt)
+	if err := rs.finish(); err != nil {
+		return err
 	}
+	now := rs.now
 	if q.dedup != nil {
 		q.dedup.sortRecovered()
 	}
@@ -280,6 +249,57 @@ func (q *Queue) recoverGroups() error {
 		if n := len(g.pending); n > 0 {
 			q.logger.Info("zeroloss: unacked messages will be delivered again", "group", g.name, "count", n)
 		}
+	}
+	return nil
+}
+
+// replayState is the state of a replay of the log's records (recovery, or
+// ReadDirState).
+type replayState struct {
+	// Once retention has deleted the log's first segments, the consumer
+	// records before the first checkpoint left may refer to groups declared
+	// in deleted segments: the checkpoint holds their effect.
+	trimmed, seenCheckpoint bool
+	now, dedupSince         time.Time
+}
+
+func (q *Queue) newReplay(trimmed bool) *replayState {
+	rs := &replayState{trimmed: trimmed, now: q.opts.now()}
+	if q.dedup != nil {
+		rs.dedupSince = rs.now.Add(-q.dedup.window)
+	}
+	return rs
+}
+
+// replay applies one record, in log order, to the ledger, the dedup table
+// and the transaction table.
+func (q *Queue) replay(rs *replayState, rec *record.Record) error {
+	if rec.Stream == 0 || (rec.Stream == internalStream && rec.Type == record.TypeTxOp) {
+		return q.recoverMainRecord(rec, rs.now, rs.dedupSince)
+	}
+	if rec.Type == record.TypeCheckpoint {
+		rs.seenCheckpoint = true
+		c, err := record.DecodeCheckpoint(rec.Payload)
+		if err != nil {
+			return fmt.Errorf("zeroloss: checkpoint at seq %d: %w", rec.Seq, err)
+		}
+		if q.dedup != nil {
+			for _, e := range c.Dedup {
+				q.dedup.recovered(e.ID, e.Seq, unixTime(e.Time), rs.now)
+			}
+		}
+		for _, h := range c.Halves {
+			q.tx.recoverHalf(h.Seq, h.Message, unixTime(h.Time), int(h.Checks))
+		}
+	} else if rs.trimmed && !rs.seenCheckpoint {
+		return nil
+	}
+	return q.ledger.apply(rec)
+}
+
+func (rs *replayState) finish() error {
+	if rs.trimmed && !rs.seenCheckpoint {
+		return fmt.Errorf("zeroloss: the log's first segments were deleted but no checkpoint of the consumer state is left: %w", ErrCorrupt)
 	}
 	return nil
 }

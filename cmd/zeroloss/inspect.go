@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/zerolossmq/zeroloss"
 	"github.com/zerolossmq/zeroloss/internal/record"
 	"github.com/zerolossmq/zeroloss/internal/vfs"
 	"github.com/zerolossmq/zeroloss/internal/wal"
@@ -18,10 +19,16 @@ Inspect prints a summary of the queue directory DIR: one line per segment
 file (name, base seq, last seq, frames, data bytes, file bytes, sealed or
 active, the synced offset and seq lease recorded in its slot), then totals:
 segments, first and last seq, frames by record type, messages, disk use, and
-the torn tail that the next open would cut, if there is one.
+the torn tail that the next open would cut, if there is one. Then the state a
+restart would rebuild: transactional half messages pending a decision, IDs in
+the dedup window, and per consumer group its floor, delivered mark, messages
+not yet delivered (BEHIND, an upper bound), delivered and unacked, in the
+retry stream, and dead letters.
 
-It checks every frame's checksum on the way, as verify does, but does not
-decode message payloads. It only reads: it takes no lock and changes nothing.
+It checks every frame's checksum on the way, as verify does, and decodes the
+records the state is built from (consumer records, transaction records and
+message IDs), but not message bodies and headers. It only reads: it takes no
+lock and changes nothing.
 
 Exit status: 0 when the scan reached the end of the log (a torn tail is not an
 error), 1 when damage or an error stopped it (what was scanned before is still
@@ -37,6 +44,15 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 	}
 	res, scanErr := wal.Scan(vfs.OS, dir)
 	report := newInspectReport(dir, res, scanErr)
+	if scanErr == nil {
+		st, err := zeroloss.ReadDirState(dir)
+		if err != nil {
+			scanErr = err
+			report.Error = err.Error()
+		} else {
+			report.State = newStateReport(st)
+		}
+	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -66,6 +82,24 @@ type inspectReport struct {
 	// at another error (such as a missing directory).
 	Corrupt *corruptReport `json:"corrupt,omitempty"`
 	Error   string         `json:"error,omitempty"`
+	// State is the consumer groups, pending transactions and dedup table,
+	// as a restart would rebuild them (null when the scan failed).
+	State *stateReport `json:"state,omitempty"`
+}
+
+type stateReport struct {
+	Groups        []zeroloss.DirGroup `json:"groups"`
+	PendingTx     int                 `json:"pending_transactions"`
+	DedupIDs      int                 `json:"dedup_ids"`
+	HasCheckpoint bool                `json:"checkpoint"`
+}
+
+func newStateReport(st zeroloss.DirState) *stateReport {
+	r := &stateReport{Groups: st.Groups, PendingTx: st.PendingTx, DedupIDs: st.DedupIDs, HasCheckpoint: st.Checkpoint}
+	if r.Groups == nil {
+		r.Groups = []zeroloss.DirGroup{}
+	}
+	return r
 }
 
 type segmentReport struct {
@@ -180,6 +214,19 @@ func (r *inspectReport) print(w io.Writer) {
 		line("torn tail", "none")
 	} else {
 		fmt.Fprintln(w, describeTorn(r.TornTail))
+	}
+	if st := r.State; st != nil {
+		line("pending tx", "%d transactional half messages waiting for a decision", st.PendingTx)
+		line("dedup ids", "%d within the default window", st.DedupIDs)
+		if len(st.Groups) > 0 {
+			fmt.Fprintln(w)
+			rows := [][]string{{"GROUP", "FLOOR", "MARK", "BEHIND", "UNACKED", "RETRYING", "DEAD LETTERS"}}
+			for _, g := range st.Groups {
+				rows = append(rows, []string{g.Name, fmt.Sprint(g.Floor), fmt.Sprint(g.Mark), fmt.Sprint(g.Behind),
+					fmt.Sprint(g.Unacked), fmt.Sprint(g.Retrying), fmt.Sprint(g.DeadLetters)})
+			}
+			printTable(w, rows, map[int]bool{0: true})
+		}
 	}
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/zerolossmq/zeroloss"
 )
 
 func TestInspectSummary(t *testing.T) {
@@ -178,4 +181,60 @@ func TestInspectMissingDirectory(t *testing.T) {
 	assert.Contains(t, r.stderr, "nope")
 	_, err := os.Stat(dir)
 	assert.True(t, os.IsNotExist(err), "inspect must not create the directory")
+}
+
+// inspect shows the state a restart rebuilds: groups with their lag,
+// unacked, retry and dead-letter depth, pending transactions, dedup IDs.
+func TestInspectState(t *testing.T) {
+	dir := t.TempDir()
+	q, err := zeroloss.Open(dir, &zeroloss.Options{SegmentSize: 64 << 10, MaxMessageSize: 4 << 10})
+	require.NoError(t, err)
+	ctx := context.Background()
+	c, err := q.Consumer("billing", &zeroloss.ConsumerOptions{MaxDeliveries: 1})
+	require.NoError(t, err)
+	_, err = q.Consumer("audit", nil)
+	require.NoError(t, err)
+	for i := 0; i < 5; i++ {
+		_, err := q.Send(ctx, &zeroloss.Message{ID: fmt.Sprintf("m%d", i), Body: []byte("x")})
+		require.NoError(t, err)
+	}
+	_, _, err = q.SendHalf(ctx, &zeroloss.Message{ID: "tx", Body: []byte("y")})
+	require.NoError(t, err)
+	d, err := c.Receive(ctx)
+	require.NoError(t, err)
+	require.NoError(t, d.Nack(0)) // the last allowed delivery: a dead letter
+	d, err = c.Receive(ctx)
+	require.NoError(t, err)
+	require.NoError(t, d.Ack())
+	_, err = c.Receive(ctx) // delivered, not acked
+	require.NoError(t, err)
+	require.NoError(t, q.Close())
+
+	before := snapshot(t, dir)
+	r := runTool("inspect", "--json", dir)
+	require.Equal(t, exitOK, r.code, r.stderr)
+	var rep struct {
+		State struct {
+			Groups    []zeroloss.DirGroup `json:"groups"`
+			PendingTx int                 `json:"pending_transactions"`
+			DedupIDs  int                 `json:"dedup_ids"`
+		} `json:"state"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &rep))
+	assert.Equal(t, 1, rep.State.PendingTx)
+	assert.Equal(t, 5, rep.State.DedupIDs)
+	require.Len(t, rep.State.Groups, 2)
+	billing, audit := rep.State.Groups[0], rep.State.Groups[1]
+	assert.Equal(t, "billing", billing.Name)
+	assert.Equal(t, 1, billing.DeadLetters)
+	assert.Equal(t, 1, billing.Unacked)
+	assert.Equal(t, "audit", audit.Name)
+	assert.Zero(t, audit.Unacked)
+	assert.Greater(t, audit.Behind, billing.Behind)
+	assert.Equal(t, before, snapshot(t, dir), "inspect changes nothing")
+
+	r = runTool("inspect", dir)
+	require.Equal(t, exitOK, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "pending tx:")
+	assert.Regexp(t, `billing +\d+ +\d+ +\d+ +1 +0 +1`, r.stdout)
 }

@@ -1,0 +1,90 @@
+package zeroloss
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/zerolossmq/zeroloss/internal/record"
+	"github.com/zerolossmq/zeroloss/internal/vfs"
+	"github.com/zerolossmq/zeroloss/internal/wal"
+)
+
+// DirState is what a queue directory holds beyond its messages, read without
+// opening the queue: the consumer groups, pending transactions and the dedup
+// table, as a restart would rebuild them.
+type DirState struct {
+	LastSeq    uint64
+	Groups     []DirGroup
+	PendingTx  int // transactional half messages waiting for a decision
+	DedupIDs   int // message IDs within the dedup window (DefaultDedupWindow), as of now
+	Checkpoint bool
+}
+
+// DirGroup is one consumer group's durable state.
+type DirGroup struct {
+	Name string
+	// Floor: every main-stream message below it is acked or moved; Mark:
+	// every one below it was delivered at least once.
+	Floor, Mark uint64
+	// Behind is an upper bound on the messages not delivered yet (log
+	// positions from Mark to the last seq).
+	Behind uint64
+	// Unacked counts messages in [Floor, Mark) not acked: delivered and
+	// unacked at the last record, due again after a restart.
+	Unacked     int
+	Retrying    int // messages in the group's retry stream
+	DeadLetters int
+}
+
+// ReadDirState reads the log in dir, without locking or changing anything,
+// and returns its state. It is safe on the directory of an open queue, but
+// then what it reads may be a moment old. Damage is ErrCorrupt.
+func ReadDirState(dir string) (DirState, error) {
+	return readDirState(vfs.OS, dir)
+}
+
+func readDirState(fsys vfs.FS, dir string) (DirState, error) {
+	var out DirState
+	res, err := wal.Scan(fsys, dir)
+	if err != nil {
+		return out, err
+	}
+	q := &Queue{opts: Options{now: time.Now, TxTimeout: DefaultTxTimeout, TxCheckInterval: DefaultTxCheckInterval},
+		ledger: newLedger(), tx: newTxTable(), dedup: newDedupTable(DefaultDedupWindow, 1<<62)}
+	trimmed := len(res.Segments) > 0 && res.Segments[0].PrevLastSeq > 0
+	rs := q.newReplay(trimmed)
+	mainSeqs := map[uint64]bool{} // main-stream message seqs, to count unacked ones
+	for _, seg := range res.Segments {
+		err := wal.ReadFrames(fsys, dir, seg, func(_ int64, rec *record.Record) error {
+			if rec.Stream == 0 && rec.Type == record.TypeMessage {
+				mainSeqs[rec.Seq] = true
+			}
+			return q.replay(rs, rec)
+		})
+		if err != nil {
+			return out, fmt.Errorf("zeroloss: reading %s: %w", dir, err)
+		}
+	}
+	if err := rs.finish(); err != nil {
+		return out, err
+	}
+	out.LastSeq, out.Checkpoint = res.LastSeq, rs.seenCheckpoint
+	out.PendingTx, _, _, _, _ = q.tx.counts()
+	out.DedupIDs, _, _ = q.dedup.counts()
+	for _, id := range slices.Sorted(maps.Keys(q.ledger.groups)) {
+		g := q.ledger.groups[id]
+		dg := DirGroup{Name: g.name, Floor: g.floor, Mark: g.mark, Retrying: len(g.retries), DeadLetters: len(g.dead)}
+		if res.LastSeq >= g.mark {
+			dg.Behind = res.LastSeq - g.mark + 1
+		}
+		for s := range mainSeqs {
+			if s >= g.floor && s < g.mark && !g.acked[s] {
+				dg.Unacked++
+			}
+		}
+		out.Groups = append(out.Groups, dg)
+	}
+	return out, nil
+}
