@@ -64,14 +64,16 @@ func (g *group) notify() {
 	g.changed = make(chan struct{})
 }
 
-// floor is the lowest log position the group may still need, not counting
+// floor is the lowest main-stream seq the group may still need, not counting
 // the positions being acked (the caller holds g.mu): every main-stream
-// message below it is acked or moved, and every retry the group holds is at
-// or above it.
+// message below it is acked or moved to the retry stream or the dead
+// letters. Retries do not count: the ledger holds them, and checkpoints
+// carry them past the deletion of the segment their record is in, so a
+// message retried for hours does not hold back retention.
 func (g *group) floor(acking []uint64) uint64 {
 	f := g.cursor
-	for pos := range g.pending {
-		if pos < f && !slices.Contains(acking, pos) {
+	for pos, u := range g.pending {
+		if pos < f && pos == u.seq && !slices.Contains(acking, pos) {
 			f = pos
 		}
 	}

@@ -95,6 +95,15 @@ type Options struct {
 	// zero-fill competes with the log's own fdatasyncs for the disk: measured
 	// here with 64 producers it gained about 10% (see bench/). Off by default.
 	SegmentWarmup bool
+	// RetentionBytes and RetentionAge bound the log for consumer groups that
+	// fall behind: while the log holds more bytes, or its oldest segment
+	// older messages, the oldest segment is deleted even if a group has not
+	// acked its messages. Each such message is logged and counted
+	// (Stats.RetentionSkipped); the group moves past it. 0 means no limit:
+	// segments go only once every group acked them (and, with no group,
+	// never). RetentionBytes, if set, is at least 2 × SegmentSize.
+	RetentionBytes int64
+	RetentionAge   time.Duration
 	// DedupWindow is how long the ID of a message is remembered, when the
 	// caller set it: a Send of the same ID within the window appends nothing
 	// and reports the original (SendResult.Duplicate). Default 2 minutes;
@@ -195,6 +204,14 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 	if out.TxCheckMax == 0 {
 		out.TxCheckMax = DefaultTxCheckMax
+	}
+	switch {
+	case out.RetentionBytes < 0:
+		return out, invalid("RetentionBytes", "is negative (%d)", out.RetentionBytes)
+	case out.RetentionBytes > 0 && out.RetentionBytes < 2*out.SegmentSize:
+		return out, invalid("RetentionBytes", "is %d, below 2 × SegmentSize (%d)", out.RetentionBytes, 2*out.SegmentSize)
+	case out.RetentionAge < 0:
+		return out, invalid("RetentionAge", "is negative (%v)", out.RetentionAge)
 	}
 	if out.DedupEntries < 0 {
 		return out, invalid("DedupEntries", "is negative (%d)", out.DedupEntries)

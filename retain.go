@@ -22,28 +22,143 @@ import (
 // (checkpoints); group ids stop below it.
 const internalStream = ^uint16(0)
 
-// retain deletes the segments every group is done with, if any.
+// retain deletes the segments every group is done with, then, while the log
+// is over Options.RetentionBytes or its oldest segment over RetentionAge,
+// the oldest segments even if groups still need them.
 func (q *Queue) retain() error {
 	last, ok := q.log.OldestSealed()
 	if !ok {
 		return nil
 	}
-	if floor, ok := q.ledger.minFloor(); !ok || floor <= last {
-		return nil
+	if floor, ok := q.ledger.minFloor(); ok && floor > last {
+		floor, seq, err := q.checkpoint(context.Background())
+		if err != nil {
+			return err
+		}
+		if err := q.remove(floor, seq); err != nil {
+			return err
+		}
 	}
-	floor, seq, err := q.checkpoint(context.Background())
-	if err != nil {
-		return err
+	for {
+		last, ok := q.log.OldestSealed()
+		if !ok || !q.overLimit(last) {
+			return nil
+		}
+		if err := q.forceRetention(last + 1); err != nil {
+			return err
+		}
 	}
-	n, err := q.log.RemoveBefore(floor)
+}
+
+// remove deletes the segments wholly below seq.
+func (q *Queue) remove(below, checkpointSeq uint64) error {
+	n, err := q.log.RemoveBefore(below)
 	if err != nil {
 		return fmt.Errorf("zeroloss: retention: %w", err)
 	}
 	if n > 0 {
 		q.stats.segmentsDeleted.Add(uint64(n))
-		q.logger.Debug("zeroloss: segments deleted", "count", n, "below_seq", floor, "checkpoint_seq", seq)
+		q.logger.Debug("zeroloss: segments deleted", "count", n, "below_seq", below, "checkpoint_seq", checkpointSeq)
 	}
 	return nil
+}
+
+// overLimit says whether the retention limits want the oldest segment, whose
+// last seq is last, deleted.
+func (q *Queue) overLimit(last uint64) bool {
+	if max := q.opts.RetentionBytes; max > 0 && q.log.DataBytes() > max {
+		return true
+	}
+	if age := q.opts.RetentionAge; age > 0 {
+		r := q.log.NewReader(last)
+		defer r.Close()
+		if rec, err := r.Next(); err == nil && unixTime(rec.Time).Before(q.opts.now().Add(-age)) {
+			return true
+		}
+	}
+	return false
+}
+
+// forceRetention deletes the segments below cut although some groups have
+// not acked their messages: those groups skip them (durably: an ack record
+// moves their floor and mark to cut), and the skipped messages are logged
+// and counted. Retries and dead letters are kept (the checkpoint carries
+// them).
+func (q *Queue) forceRetention(cut uint64) error {
+	ctx := context.Background()
+	for _, g := range q.groupList() {
+		g.mu.Lock()
+		skipped := 0
+		for pos, u := range g.pending {
+			if pos == u.seq && pos < cut && !u.busy {
+				delete(g.pending, pos)
+				delete(g.attempts, pos)
+				skipped++
+			}
+		}
+		if g.cursor < cut {
+			if g.reader != nil {
+				g.reader.Close()
+				g.reader = nil
+			}
+			if g.q.committedSeq() >= cut {
+				// Messages between the cursor and the cut were never delivered.
+				skipped += g.countMessages(g.cursor, cut)
+			}
+			g.cursor = cut
+		}
+		for s := range g.skip {
+			if s < cut {
+				delete(g.skip, s)
+			}
+		}
+		var payload []byte
+		if skipped > 0 || g.floored < cut {
+			payload = g.ackPayload(nil)
+		}
+		g.mu.Unlock()
+		if payload == nil {
+			continue
+		}
+		if _, err := g.writeRecord(ctx, record.TypeAck, payload); err != nil {
+			return err
+		}
+		if skipped > 0 {
+			q.stats.retentionSkipped.Add(uint64(skipped))
+			q.logger.Warn("zeroloss: retention limit reached: messages deleted before this group acked them",
+				"group", g.name, "messages", skipped, "below_seq", cut)
+		}
+	}
+	_, seq, err := q.checkpoint(ctx)
+	if err != nil {
+		return err
+	}
+	if !q.hasGroups() {
+		q.logger.Warn("zeroloss: retention limit reached: oldest segment deleted; no consumer group had read it", "below_seq", cut)
+	}
+	return q.remove(cut, seq)
+}
+
+func (q *Queue) hasGroups() bool {
+	_, ok := q.ledger.minFloor()
+	return ok
+}
+
+// countMessages counts main-stream messages in [from, to) (the caller holds
+// g.mu).
+func (g *group) countMessages(from, to uint64) int {
+	r := g.q.log.NewReader(from)
+	defer r.Close()
+	n := 0
+	for {
+		rec, err := r.Next()
+		if err != nil || rec.Seq >= to {
+			return n
+		}
+		if rec.Type == record.TypeMessage && rec.Stream == 0 {
+			n++
+		}
+	}
 }
 
 // checkpoint appends a checkpoint of the ledger and waits until it is

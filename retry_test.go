@@ -308,3 +308,110 @@ func TestRetentionWaitsForEveryGroup(t *testing.T) {
 	require.NoError(t, q.retain())
 	assert.NotZero(t, q.Stats().SegmentsDeleted)
 }
+
+// A message waiting in the retry stream for hours does not hold back
+// retention: the segment holding its retry record is deleted, the
+// checkpoint carries it, and it is delivered when due, also after a restart.
+func TestLongRetryDoesNotHoldBackRetention(t *testing.T) {
+	fs := vfs.NewMem()
+	clock := newFakeClock()
+	open := func() *Queue {
+		q, err := Open("/q", &Options{SegmentSize: 16 << 10, MaxMessageSize: 4 << 10, fs: fs, now: clock.Now})
+		require.NoError(t, err)
+		return q
+	}
+	q := open()
+	opts := &ConsumerOptions{AckTimeout: time.Minute, Backoff: []time.Duration{time.Second, 2 * time.Hour}}
+	c, err := q.Consumer("g", opts)
+	require.NoError(t, err)
+	ctx := context.Background()
+	_, err = q.Send(ctx, &Message{ID: "slow", Body: []byte("retry me")})
+	require.NoError(t, err)
+	require.NoError(t, receive(t, c).Nack(0))
+	clock.Advance(time.Second)
+	require.NoError(t, receive(t, c).Nack(0)) // into the retry stream, due in 2h
+	for i := 0; i < 40; i++ {
+		_, err := q.Send(ctx, &Message{Body: make([]byte, 2000)})
+		require.NoError(t, err)
+		require.NoError(t, receive(t, c).Ack())
+	}
+	require.NoError(t, q.flushMarks(ctx))
+	require.NoError(t, q.retain())
+	deleted := q.Stats().SegmentsDeleted
+	require.GreaterOrEqual(t, deleted, uint64(3), "segments after the retry record are deleted too")
+	require.NoError(t, q.Close())
+
+	q = open()
+	defer q.Close()
+	c, err = q.Consumer("g", opts)
+	require.NoError(t, err)
+	nothing(t, c)
+	clock.Advance(2 * time.Hour)
+	d := receive(t, c)
+	assert.Equal(t, "slow", d.Message.ID)
+	assert.Equal(t, []byte("retry me"), d.Message.Body)
+	assert.Equal(t, 3, d.Attempt)
+}
+
+// A group that stops consuming cannot fill the disk once RetentionBytes is
+// set: the oldest segments go anyway, and what the group loses is counted.
+func TestRetentionLimitsSkipAStalledGroup(t *testing.T) {
+	fs := vfs.NewMem()
+	clock := newFakeClock()
+	const segment = 16 << 10
+	open := func(o Options) *Queue {
+		o.SegmentSize, o.MaxMessageSize, o.fs, o.now = segment, 4<<10, fs, clock.Now
+		q, err := Open("/q", &o)
+		require.NoError(t, err)
+		return q
+	}
+	q := open(Options{RetentionBytes: 3 * segment})
+	ctx := context.Background()
+	stalled, err := q.Consumer("stalled", nil)
+	require.NoError(t, err)
+	first := receiveAfterSend(t, q, stalled, "m-000") // delivered, never acked
+	for i := 1; i < 80; i++ {
+		_, err := q.Send(ctx, &Message{ID: fmt.Sprintf("m-%03d", i), Body: make([]byte, 2000)})
+		require.NoError(t, err)
+	}
+	require.NoError(t, q.retain())
+	st := q.Stats()
+	assert.LessOrEqual(t, st.Segments, 4)
+	assert.Greater(t, st.RetentionSkipped, uint64(10), "counted")
+	// The group goes on after the cut, and its old delivery is gone.
+	d := receive(t, stalled)
+	assert.Greater(t, d.Seq, first.Seq+10)
+	assert.ErrorIs(t, first.Ack(), nil, "acking a skipped delivery is harmless")
+	require.NoError(t, d.Ack())
+	require.NoError(t, q.Close())
+
+	// Age limit, with no group at all: the old segments go, the new stay.
+	fs2 := vfs.NewMem()
+	q, err = Open("/q", &Options{SegmentSize: segment, MaxMessageSize: 4 << 10, fs: fs2, now: clock.Now, RetentionAge: time.Hour})
+	require.NoError(t, err)
+	defer q.Close()
+	for i := 0; i < 30; i++ {
+		_, err := q.Send(ctx, &Message{Body: make([]byte, 2000)})
+		require.NoError(t, err)
+	}
+	require.NoError(t, q.retain())
+	assert.Zero(t, q.Stats().SegmentsDeleted, "nothing is an hour old yet")
+	clock.Advance(2 * time.Hour)
+	_, err = q.Send(ctx, &Message{Body: make([]byte, 2000)})
+	require.NoError(t, err)
+	require.NoError(t, q.retain())
+	assert.NotZero(t, q.Stats().SegmentsDeleted)
+
+	_, err = Open(t.TempDir(), &Options{SegmentSize: segment, MaxMessageSize: 4 << 10, RetentionBytes: segment})
+	require.ErrorIs(t, err, ErrInvalidOptions)
+	assert.Contains(t, err.Error(), "RetentionBytes")
+}
+
+func receiveAfterSend(t *testing.T, q *Queue, c *Consumer, id string) *Delivery {
+	t.Helper()
+	_, err := q.Send(context.Background(), &Message{ID: id, Body: make([]byte, 2000)})
+	require.NoError(t, err)
+	d := receive(t, c)
+	require.Equal(t, id, d.Message.ID)
+	return d
+}

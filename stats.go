@@ -25,6 +25,9 @@ type Stats struct {
 	// consumer-state checkpoints written before deleting.
 	SegmentsDeleted uint64
 	Checkpoints     uint64
+	// RetentionSkipped counts messages that RetentionBytes or RetentionAge
+	// deleted before a consumer group acked them.
+	RetentionSkipped uint64
 	// DedupEntries is how many IDs the dedup table holds, DedupEvictions
 	// how many it forgot before their window ended (DedupEntries full), and
 	// Duplicates how many Sends it answered as duplicates.
@@ -51,8 +54,9 @@ type queueStats struct {
 	groupMax      atomic.Uint64
 	flushTimeouts atomic.Uint64
 
-	segmentsDeleted atomic.Uint64
-	checkpoints     atomic.Uint64
+	segmentsDeleted  atomic.Uint64
+	retentionSkipped atomic.Uint64
+	checkpoints      atomic.Uint64
 }
 
 func (s *queueStats) recordGroup(n int) {
@@ -85,8 +89,10 @@ func (q *Queue) Stats() Stats {
 
 		SegmentsDeleted: q.stats.segmentsDeleted.Load(),
 		Checkpoints:     q.stats.checkpoints.Load(),
-		LastSeq:         q.log.LastSeq(),
-		CommittedSeq:    q.committedSeq(),
+
+		RetentionSkipped: q.stats.retentionSkipped.Load(),
+		LastSeq:          q.log.LastSeq(),
+		CommittedSeq:     q.committedSeq(),
 	}
 	s.TxPending, s.TxCommitted, s.TxRolledBack, s.TxChecks, s.TxExpired = q.tx.counts()
 	if q.dedup != nil {
