@@ -227,32 +227,55 @@ func (q *Queue) sendMessages(ctx context.Context, msgs []*Message) ([]SendResult
 		}
 	}
 	var (
-		fresh   []*Message      // to append
-		claimed []*dedupEntry   // per fresh message: its claim, or nil
-		earlier = map[int]int{} // message index → index of an earlier message with its ID in this call
-		dups    = map[int]*dedupEntry{}
+		fresh   []*Message // to append, once a message is left out; until then all of msgs
+		leftOut bool
+		claimed []*dedupEntry // per fresh message: its claim, or nil
+		earlier map[int]int   // message index → index of an earlier message with its ID in this call
+		dups    map[int]*dedupEntry
 		byID    map[string]int
+		one     [1]*dedupEntry
 	)
+	if len(msgs) == 1 {
+		claimed = one[:0]
+	}
 	now := q.opts.now()
 	for i, m := range msgs {
-		if m.ID == "" || q.dedup == nil {
-			fresh, claimed = append(fresh, m), append(claimed, nil)
-			continue
+		var e *dedupEntry
+		if m.ID != "" && q.dedup != nil {
+			if j, ok := byID[m.ID]; ok {
+				if earlier == nil {
+					earlier = map[int]int{}
+				}
+				earlier[i] = j
+			} else if claim, isNew := q.dedup.claim(m.ID, now); !isNew {
+				if dups == nil {
+					dups = map[int]*dedupEntry{}
+				}
+				dups[i] = claim
+			} else {
+				e = claim
+				if len(msgs) > 1 {
+					if byID == nil {
+						byID = map[string]int{}
+					}
+					byID[m.ID] = i
+				}
+			}
+			if e == nil { // left out: answered from an earlier send
+				if !leftOut {
+					leftOut = true
+					fresh = append(make([]*Message, 0, len(msgs)), msgs[:i]...)
+				}
+				continue
+			}
 		}
-		if j, ok := byID[m.ID]; ok {
-			earlier[i] = j
-			continue
+		if leftOut {
+			fresh = append(fresh, m)
 		}
-		e, isNew := q.dedup.claim(m.ID, now)
-		if !isNew {
-			dups[i] = e
-			continue
-		}
-		if byID == nil {
-			byID = map[string]int{}
-		}
-		byID[m.ID] = i
-		fresh, claimed = append(fresh, m), append(claimed, e)
+		claimed = append(claimed, e)
+	}
+	if !leftOut {
+		fresh = msgs
 	}
 	ids := make([]string, len(fresh))
 	first, n, status, err := q.send(ctx, fresh, ids)

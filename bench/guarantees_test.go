@@ -1,0 +1,135 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"strconv"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/zerolossmq/zeroloss"
+)
+
+// BenchmarkGuarantees measures what the producer-side guarantees cost next
+// to a plain Send in the same run, FlushSync, 1 KiB, 16 producers:
+//
+//	BenchmarkGuarantees/op=send/ids=generated   plain Send, the queue makes IDs up (not deduplicated)
+//	BenchmarkGuarantees/op=send/ids=set         every message has a caller-set ID: dedup claims it
+//	BenchmarkGuarantees/op=tx                   SendHalf + Commit per message (two appends, two fdatasyncs shared)
+//
+// TestDedupMemoryPerEntry measures the dedup table's memory per entry.
+func BenchmarkGuarantees(b *testing.B) {
+	const producers = 16
+	b.Run("op=send/ids=generated", func(b *testing.B) { benchmarkIDs(b, producers, false) })
+	b.Run("op=send/ids=set", func(b *testing.B) { benchmarkIDs(b, producers, true) })
+	b.Run("op=tx", func(b *testing.B) { benchmarkTx(b, producers) })
+}
+
+func benchmarkIDs(b *testing.B, producers int, setIDs bool) {
+	q, err := zeroloss.Open(b.TempDir(), &zeroloss.Options{DedupEntries: 1 << 22})
+	require.NoError(b, err)
+	b.Cleanup(func() { q.Close() })
+	body := filledBody(1 << 10)
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	err = runProducers(producers, b.N, func(p, i int) error {
+		m := &zeroloss.Message{Body: body}
+		if setIDs {
+			m.ID = "order-" + strconv.Itoa(p) + "-" + strconv.Itoa(i)
+		}
+		res, err := q.Send(context.Background(), m)
+		if err == nil && (res.Status != zeroloss.SendOK || res.Duplicate) {
+			err = fmt.Errorf("send: status %v, duplicate %v", res.Status, res.Duplicate)
+		}
+		return err
+	})
+	b.StopTimer()
+	require.NoError(b, err)
+	reportRate(b)
+	if setIDs {
+		require.Equal(b, min(b.N, 1<<22), q.Stats().DedupEntries)
+	}
+}
+
+func benchmarkTx(b *testing.B, producers int) {
+	q, err := zeroloss.Open(b.TempDir(), nil)
+	require.NoError(b, err)
+	b.Cleanup(func() { q.Close() })
+	body := filledBody(1 << 10)
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	err = runProducers(producers, b.N, func(p, i int) error {
+		res, state, err := q.SendInTransaction(context.Background(), &zeroloss.Message{Body: body},
+			func(context.Context) zeroloss.TxState { return zeroloss.TxCommit })
+		if err == nil && (res.Status != zeroloss.SendOK || state != zeroloss.TxCommit) {
+			err = fmt.Errorf("transaction: status %v, state %v", res.Status, state)
+		}
+		return err
+	})
+	b.StopTimer()
+	require.NoError(b, err)
+	reportRate(b)
+	st := q.Stats()
+	require.Equal(b, uint64(b.N), st.TxCommitted)
+	require.Zero(b, st.TxPending)
+}
+
+// TestDedupMemoryPerEntry reports the heap the dedup table takes per entry,
+// with 36-byte IDs (a UUID's length), and checks it stays under 400 bytes.
+func TestDedupMemoryPerEntry(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fills 100k entries")
+	}
+	q, err := zeroloss.Open(t.TempDir(), &zeroloss.Options{Flush: zeroloss.FlushAsync})
+	require.NoError(t, err)
+	defer q.Close()
+	const n = 100_000
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	msgs := make([]*zeroloss.Message, 0, 1000)
+	for i := 0; i < n; i += 1000 {
+		msgs = msgs[:0]
+		for j := i; j < i+1000; j++ {
+			msgs = append(msgs, &zeroloss.Message{ID: fmt.Sprintf("%036d", j), Body: []byte("x")})
+		}
+		_, err := q.SendBatch(context.Background(), msgs)
+		require.NoError(t, err)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	require.Equal(t, n, q.Stats().DedupEntries)
+	perEntry := float64(after.HeapAlloc-before.HeapAlloc) / n
+	t.Logf("dedup table: %.0f bytes of heap per entry (36-byte IDs)", perEntry)
+	require.Less(t, perEntry, 400.0)
+}
+
+// runProducers calls send(p, i) for i in producer p's share of total, from
+// producers goroutines, and returns the first error.
+func runProducers(producers, total int, send func(p, i int) error) error {
+	errs := make([]error, producers)
+	var wg sync.WaitGroup
+	for p := range producers {
+		n := share(total, producers, p)
+		wg.Go(func() {
+			for i := range n {
+				if err := send(p, i); err != nil {
+					errs[p] = err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
