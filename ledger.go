@@ -90,6 +90,7 @@ func (l *ledger) apply(rec *record.Record) error {
 		if a.Floor > g.floor {
 			g.floor = a.Floor
 			maps.DeleteFunc(g.acked, func(s uint64, _ bool) bool { return s < g.floor })
+			// Retry positions may lie below the floor: their counts stay.
 			maps.DeleteFunc(g.attempts, func(s uint64, _ uint64) bool { return s < g.floor && g.retries[s] == nil })
 		}
 		for _, at := range a.Attempts {

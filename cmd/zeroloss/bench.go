@@ -22,7 +22,7 @@ import (
 	"github.com/zerolossmq/zeroloss/internal/wal"
 )
 
-const benchUsage = `usage: zeroloss bench [--duration D] [--dir DIR] [--json FILE] [--html FILE]
+const benchUsage = `usage: zeroloss bench [--duration D] [--dir DIR] [--json FILE] [--html FILE] [--peers [--peers-dir DIR]]
 
 Bench measures, on real files in a temporary directory under DIR, what the
 disk gives and what a queue gets from it, with 1 KiB messages:
@@ -44,6 +44,14 @@ commit can at best reach), flush=async against write. After each queue case
 it closes the queue, reopens the log and checks, outside the timing, that it
 holds exactly the messages Send acknowledged. The whole run takes about a
 minute with the default D.
+
+With --peers it then runs the benchmarks of the bench/peers module (its own
+go.mod: tidwall/wal, go-diskqueue, dque, goque, goqite on SQLite, NATS
+JetStream embedded and Redis Streams when redis-server is installed, next to
+zeroloss and a raw write+fdatasync loop) with go test, about 1 s each, which
+adds several minutes and downloads the peers' modules on first use; their
+table gives each figure as a ratio to that run's raw fsync loop and says what
+each peer's acknowledgement guarantees (durable or page cache).
 
 Exit status: 0 success, 1 a queue lost or added messages, or an I/O error,
 2 a usage error.
@@ -143,6 +151,8 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	dir := fs.String("dir", os.TempDir(), "directory for the temporary files: put it on the disk to measure")
 	jsonFile := fs.String("json", "", "also write the report as JSON to `FILE`")
 	htmlFile := fs.String("html", "", "also write the report as a self-contained HTML page to `FILE`")
+	withPeers := fs.Bool("peers", false, "also run the bench/peers module's benchmarks (several minutes)")
+	peersDir := fs.String("peers-dir", filepath.Join("bench", "peers"), "where the peers module is")
 	positional, status, ok := parseArgs(fs, args)
 	if !ok {
 		return status
@@ -158,6 +168,15 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 
+	var peersAt string
+	if *withPeers {
+		var err error
+		if peersAt, err = findPeersDir(*peersDir); err != nil {
+			fmt.Fprintf(stderr, "zeroloss bench: %v\n", err)
+			return exitUsage
+		}
+	}
+
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	opts := benchOptions{dir: *dir, duration: *duration}
@@ -167,6 +186,17 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	start := time.Now()
 	results, kept, err := bench(ctx, opts)
 	rep := benchReport(start, opts, results)
+	if peersAt != "" && err == nil {
+		opts.progress.printf("bench: peers (go test -bench in %s) ...", peersAt)
+		peers, perr := runPeers(ctx, peersAt, time.Second, nil)
+		opts.progress.clear()
+		if perr != nil {
+			err = perr
+		} else {
+			rep.Tables = append(rep.Tables, peersTable(peers))
+			rep.Data = map[string]any{"zeroloss": results, "peers": peers}
+		}
+	}
 	failed := err != nil
 	if len(results) > 0 {
 		err = errors.Join(err, rep.WriteText(stdout))
