@@ -206,7 +206,7 @@ func (q *Queue) duplicate(ctx context.Context, e *dedupEntry) (res SendResult, o
 // durableStatus is the status a Send of seq would report now: SendOK once it
 // is durable as the flush mode promises (FlushAsync: written, which it is);
 // under FlushSync it waits for that at most FlushTimeout, then reports
-// FlushDiskTimeout.
+// FlushDiskTimeout (at once if the queue is poisoned).
 func (q *Queue) durableStatus(ctx context.Context, seq uint64) SendStatus {
 	if q.opts.Flush == FlushAsync {
 		return SendOK
@@ -217,6 +217,9 @@ func (q *Queue) durableStatus(ctx context.Context, seq uint64) SendStatus {
 		changed := q.committedChanged()
 		if q.committedSeq() >= seq {
 			return SendOK
+		}
+		if q.log.Err() != nil {
+			return FlushDiskTimeout // poisoned: the sync will never come
 		}
 		select {
 		case <-changed:

@@ -33,6 +33,17 @@
 // is rebuilt from the log on Open, so it never remembers a message the log
 // lost.
 //
+// # Strict producer
+//
+// NewProducer wraps a Queue. In strict mode (ProducerOptions.Strict) only
+// SendOK counts: a message the queue cannot confirm (a non-OK status after
+// the retries, ErrDiskFull, ErrQueueFull, a closed or poisoned queue) is
+// written to a local spool and fdatasynced before Send returns Spooled; a
+// background resender replays the spool in order, deduplicated by ID, as soon
+// as the queue accepts again or a healthy queue is attached (Attach). New
+// Sends queue behind a non-empty spool, so order holds. Outages must stay
+// shorter than the queue's DedupWindow for the replay to be exactly-once.
+//
 // # Transactional messages
 //
 // SendHalf (or SendInTransaction) appends a half message: durable as a Send,

@@ -36,6 +36,9 @@ func bodyFor(id string) []byte {
 // re-executed with killChildDir set, and the tests otherwise.
 func TestMain(m *testing.M) {
 	if dir := os.Getenv(killChildDir); dir != "" {
+		if os.Getenv(killChildDir+"_MODE") == "produce" {
+			produceChild(dir) // producer_test.go; never returns
+		}
 		if os.Getenv(killChildDir+"_MODE") == "consume" {
 			consumeChild(dir)
 		} else {
