@@ -18,6 +18,7 @@ import (
 //
 //	BenchmarkGuarantees/op=send/ids=generated   plain Send, the queue makes IDs up (not deduplicated)
 //	BenchmarkGuarantees/op=send/ids=set         every message has a caller-set ID: dedup claims it
+//	BenchmarkGuarantees/op=strict               a strict Producer (spool on the same disk, unused while the queue says SendOK)
 //	BenchmarkGuarantees/op=tx                   SendHalf + Commit per message (two appends, two fdatasyncs shared)
 //
 // TestDedupMemoryPerEntry measures the dedup table's memory per entry.
@@ -25,7 +26,33 @@ func BenchmarkGuarantees(b *testing.B) {
 	const producers = 16
 	b.Run("op=send/ids=generated", func(b *testing.B) { benchmarkIDs(b, producers, false) })
 	b.Run("op=send/ids=set", func(b *testing.B) { benchmarkIDs(b, producers, true) })
+	b.Run("op=strict", func(b *testing.B) { benchmarkStrict(b, producers) })
 	b.Run("op=tx", func(b *testing.B) { benchmarkTx(b, producers) })
+}
+
+func benchmarkStrict(b *testing.B, producers int) {
+	q, err := zeroloss.Open(b.TempDir(), &zeroloss.Options{DedupEntries: 1 << 22})
+	require.NoError(b, err)
+	b.Cleanup(func() { q.Close() })
+	p, err := zeroloss.NewProducer(q, &zeroloss.ProducerOptions{Strict: true, SpoolDir: b.TempDir()})
+	require.NoError(b, err)
+	b.Cleanup(func() { p.Close() })
+	body := filledBody(1 << 10)
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	err = runProducers(producers, b.N, func(_, _ int) error {
+		res, err := p.Send(context.Background(), &zeroloss.Message{Body: body})
+		if err == nil && res.Outcome != zeroloss.Sent {
+			err = fmt.Errorf("strict send: outcome %v", res.Outcome)
+		}
+		return err
+	})
+	b.StopTimer()
+	require.NoError(b, err)
+	reportRate(b)
+	require.Zero(b, p.Spooled())
+	require.Equal(b, uint64(b.N), q.Stats().Messages)
 }
 
 func benchmarkIDs(b *testing.B, producers int, setIDs bool) {
