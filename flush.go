@@ -296,10 +296,17 @@ func (q *Queue) syncLoop() {
 	}
 }
 
-// setCommitted publishes a new committed seq and wakes waiting Receives.
+// setCommitted publishes a new committed seq and wakes waiting Receives. The
+// committed seq only moves up, whoever calls first (committer, syncer).
 func (q *Queue) setCommitted(seq uint64) {
-	if q.committed.Swap(seq) == seq {
-		return
+	for {
+		cur := q.committed.Load()
+		if seq <= cur {
+			return
+		}
+		if q.committed.CompareAndSwap(cur, seq) {
+			break
+		}
 	}
 	q.commitMu.Lock()
 	close(q.commitCh)

@@ -81,9 +81,10 @@ func benchmarkRawWrite(b *testing.B) {
 // the first wrap each fdatasync also commits their conversion (a journal
 // commit on ext4 and XFS); once the benchmark has wrapped (b.N above 64 Ki
 // messages) it overwrites written blocks and syncs data alone, which is
-// cheaper. The queue writes zeros over each next segment in the background
-// (segment warm-up, on by default) so that it too syncs data alone, except in
-// its first segment.
+// cheaper. With Options.SegmentWarmup (off by default, and off in
+// BenchmarkSend) the queue writes zeros over each next segment in the
+// background so that it too syncs data alone, except in its first segment;
+// by default it appends into fresh preallocated extents, like blocks=fresh.
 //
 // With producers > 1, that many goroutines each do their share of the b.N ops
 // on the one shared descriptor, taking offsets from an atomic counter: what as
