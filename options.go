@@ -149,23 +149,14 @@ func (o *Options) withDefaults() (Options, error) {
 	if out.Flush != FlushSync && out.Flush != FlushAsync {
 		return out, invalid("Flush", "is %d, want FlushSync or FlushAsync", int(out.Flush))
 	}
-	if out.FlushInterval < 0 {
-		return out, invalid("FlushInterval", "is negative (%v)", out.FlushInterval)
+	if err := defaulted("FlushInterval", &out.FlushInterval, DefaultFlushInterval); err != nil {
+		return out, err
 	}
-	if out.FlushInterval == 0 {
-		out.FlushInterval = DefaultFlushInterval
+	if err := defaulted("FlushTimeout", &out.FlushTimeout, DefaultFlushTimeout); err != nil {
+		return out, err
 	}
-	if out.FlushTimeout < 0 {
-		return out, invalid("FlushTimeout", "is negative (%v)", out.FlushTimeout)
-	}
-	if out.FlushTimeout == 0 {
-		out.FlushTimeout = DefaultFlushTimeout
-	}
-	if out.MaxMessageSize < 0 {
-		return out, invalid("MaxMessageSize", "is negative (%d)", out.MaxMessageSize)
-	}
-	if out.MaxMessageSize == 0 {
-		out.MaxMessageSize = DefaultMaxMessageSize
+	if err := defaulted("MaxMessageSize", &out.MaxMessageSize, DefaultMaxMessageSize); err != nil {
+		return out, err
 	}
 	if out.MaxMessageSize < MinMessageSizeLimit {
 		return out, invalid("MaxMessageSize", "is %d, below the minimum %d", out.MaxMessageSize, MinMessageSizeLimit)
@@ -214,20 +205,14 @@ func (o *Options) withDefaults() (Options, error) {
 	case out.RetentionAge < 0:
 		return out, invalid("RetentionAge", "is negative (%v)", out.RetentionAge)
 	}
-	if out.DedupEntries < 0 {
-		return out, invalid("DedupEntries", "is negative (%d)", out.DedupEntries)
-	}
-	if out.DedupEntries == 0 {
-		out.DedupEntries = DefaultDedupEntries
+	if err := defaulted("DedupEntries", &out.DedupEntries, DefaultDedupEntries); err != nil {
+		return out, err
 	}
 	if out.DedupWindow == 0 {
 		out.DedupWindow = DefaultDedupWindow
 	}
-	if out.MaxPending < 0 {
-		return out, invalid("MaxPending", "is negative (%d)", out.MaxPending)
-	}
-	if out.MaxPending == 0 {
-		out.MaxPending = DefaultMaxPending
+	if err := defaulted("MaxPending", &out.MaxPending, DefaultMaxPending); err != nil {
+		return out, err
 	}
 	if out.Logger == nil {
 		out.Logger = slog.New(slog.DiscardHandler)
@@ -245,6 +230,18 @@ func (o *Options) withDefaults() (Options, error) {
 		out.slotInterval, out.slotBytes = defaultSlotInterval, defaultSlotBytes
 	}
 	return out, nil
+}
+
+// defaulted checks that the option *v named field is not negative and
+// replaces zero, which means the default, by def.
+func defaulted[T int | int64 | time.Duration](field string, v *T, def T) error {
+	if *v < 0 {
+		return invalid(field, "is negative (%v)", *v)
+	}
+	if *v == 0 {
+		*v = def
+	}
+	return nil
 }
 
 func invalid(field, format string, args ...any) error {

@@ -132,17 +132,11 @@ func (o *ProducerOptions) withDefaults() (ProducerOptions, error) {
 	if !out.Strict && out.SpoolDir != "" {
 		return out, invalid("SpoolDir", "is set (%q) but Strict is false: only a strict producer spools", out.SpoolDir)
 	}
-	if out.Attempts < 0 {
-		return out, invalid("Attempts", "is negative (%d)", out.Attempts)
+	if err := defaulted("Attempts", &out.Attempts, DefaultProducerAttempts); err != nil {
+		return out, err
 	}
-	if out.Attempts == 0 {
-		out.Attempts = DefaultProducerAttempts
-	}
-	if out.Backoff < 0 {
-		return out, invalid("Backoff", "is negative (%v)", out.Backoff)
-	}
-	if out.Backoff == 0 {
-		out.Backoff = DefaultProducerBackoff
+	if err := defaulted("Backoff", &out.Backoff, DefaultProducerBackoff); err != nil {
+		return out, err
 	}
 	if out.MaxBackoff < 0 {
 		return out, invalid("MaxBackoff", "is negative (%v)", out.MaxBackoff)
@@ -153,20 +147,14 @@ func (o *ProducerOptions) withDefaults() (ProducerOptions, error) {
 	if out.MaxBackoff < out.Backoff {
 		return out, invalid("MaxBackoff", "is %v, below Backoff %v", out.MaxBackoff, out.Backoff)
 	}
-	if out.ResendInterval < 0 {
-		return out, invalid("ResendInterval", "is negative (%v)", out.ResendInterval)
-	}
-	if out.ResendInterval == 0 {
-		out.ResendInterval = DefaultResendInterval
+	if err := defaulted("ResendInterval", &out.ResendInterval, DefaultResendInterval); err != nil {
+		return out, err
 	}
 	if out.MaxSpoolBytes < 0 {
 		return out, invalid("MaxSpoolBytes", "is negative (%d)", out.MaxSpoolBytes)
 	}
-	if out.MaxMessageSize < 0 {
-		return out, invalid("MaxMessageSize", "is negative (%d)", out.MaxMessageSize)
-	}
-	if out.MaxMessageSize == 0 {
-		out.MaxMessageSize = DefaultMaxMessageSize
+	if err := defaulted("MaxMessageSize", &out.MaxMessageSize, DefaultMaxMessageSize); err != nil {
+		return out, err
 	}
 	if out.MaxMessageSize < MinMessageSizeLimit {
 		return out, invalid("MaxMessageSize", "is %d, below the minimum %d", out.MaxMessageSize, MinMessageSizeLimit)
