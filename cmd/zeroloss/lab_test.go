@@ -30,6 +30,9 @@ func TestLab(t *testing.T) {
 	assert.Regexp(t, `(?m)^flush=async +process-crash +1 +\d+ +0 +0 +0 .* agrees +ok: zero loss, as promised$`, r.stdout)
 	assert.Regexp(t, `(?m)^flush=sync +power-loss +1 +\d+ +0 +0 +0 .* agrees +ok: zero loss, as promised$`, r.stdout)
 	assert.Regexp(t, `(?m)^flush=async +power-loss +1 +\d+ +\d+ +0 +0 .* agrees +measured \(no promise\)$`, r.stdout)
+	assert.Regexp(t, `(?m)^flush=sync/ack=after-handling +consumer-crash +1 +\d+ +0 +\d+ +0 +0 .* agrees +ok: zero loss, as promised$`, r.stdout)
+	assert.Regexp(t, `(?m)^flush=sync/ack=on-receive +consumer-crash +1 +\d+ +\d+ +0 +0 +0 .* agrees +measured \(no promise\)$`, r.stdout)
+	assert.Regexp(t, `(?m)^flush=sync +tx-crash +1 +\d+ +0 +0 +0 +0 .* agrees +ok: zero loss, as promised$`, r.stdout)
 	assert.Contains(t, r.stdout, "seed 3, 1 runs per row")
 	assert.Empty(t, r.stderr, "no progress line when stderr is not a terminal")
 
@@ -38,7 +41,7 @@ func TestLab(t *testing.T) {
 	var report lab.Report
 	require.NoError(t, json.Unmarshal(data, &report))
 	assert.Equal(t, uint64(3), report.Seed)
-	require.Len(t, report.Rows, 4)
+	require.Len(t, report.Rows, 7, "the default set: every row of the guarantee table, consumer-crash twice, tx-crash")
 	for _, row := range report.Rows {
 		require.Len(t, row.Results, 1)
 		assert.Positive(t, row.Results[0].Acknowledged, row.Config)
@@ -46,7 +49,7 @@ func TestLab(t *testing.T) {
 	html, err := os.ReadFile(htmlFile)
 	require.NoError(t, err)
 	assert.Equal(t, 2, strings.Count(string(html), "<svg "), "charts of lost messages and throughput")
-	assert.Equal(t, 4, strings.Count(string(html), "<tr><td>flush="), "one table row per configuration and failure")
+	assert.Equal(t, 7, strings.Count(string(html), "<tr><td>flush="), "one table row per configuration and failure")
 	assert.Contains(t, string(html), "<dt>seed</dt><dd>3</dd>")
 
 	entries, err := os.ReadDir(dir)
@@ -68,6 +71,7 @@ func TestLabReport(t *testing.T) {
 	for _, want := range []string{
 		"<dt>seed</dt><dd>7</dd>", "<dt>runs per row</dt><dd>2</dd>", "<dt>date</dt><dd>2026-01-02T03:04:05Z</dd>",
 		`<tr><td>flush=async</td><td>power-loss</td><td class="num">2</td><td class="num">5000</td><td class="num">37</td>`,
+		`>phantom</th>`,
 		`<td class="num">45678</td><td>agrees</td><td>measured (no promise)</td></tr>`,
 		`<td class="num">1234</td><td>agrees</td><td>ok: zero loss, as promised</td></tr>`,
 		"<td>DISAGREES(1)</td><td>BROKEN: promised zero loss</td>",
@@ -89,7 +93,8 @@ func TestLabUsage(t *testing.T) {
 		stdout string
 		stderr string
 	}{
-		{"help", []string{"help", "lab"}, exitOK, "usage: zeroloss lab [--runs N] [--seed S] [--dir D] [--json FILE]", ""},
+		{"help", []string{"help", "lab"}, exitOK, "usage: zeroloss lab [--runs N] [--seed S] [--dir D] [--all] [--json FILE]", ""},
+		{"-h lists --all", []string{"lab", "-h"}, exitOK, "", "-all"},
 		{"-h", []string{"lab", "-h"}, exitOK, "", "-runs"},
 		{"zero runs", []string{"lab", "--runs", "0"}, exitUsage, "", "--runs is 0"},
 		{"bad seed", []string{"lab", "--seed", "minus-one"}, exitUsage, "", "invalid value"},

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -44,57 +45,117 @@ func IsChild(args []string) bool {
 	return os.Getenv(ChildEnv) == "1" && len(args) > 0 && args[0] == ChildCommand
 }
 
+// The child's workloads, chosen by --workload (see Failure.workload).
+const (
+	workloadProduce = "produce" // send from 8 goroutines (process-crash, power-loss)
+	workloadConsume = "consume" // send and consume in one process (consumer-crash)
+	workloadTx      = "tx"      // transactional sends (tx-crash)
+)
+
+// queueDir is where a run of workload keeps its queue: the run directory
+// itself for workloadProduce, whose count reads every file of it, and its
+// subdirectory "q" for the others, whose side files (the consumer's
+// processed file, the local transactions' file) sit next to it.
+func queueDir(runDir, workload string) string {
+	if workload == workloadProduce {
+		return runDir
+	}
+	return filepath.Join(runDir, "q")
+}
+
 // ChildMain is the child's side of a run. args are the process's arguments
 // without the program name (ChildCommand first, which it skips). It opens the
-// queue in --dir with the configuration given by the flags and sends from 8
-// goroutines until it is killed, printing "ok ID SEQ" on stdout, in one write,
-// for every SendOK. With --power-loss it also reports its file operations on
-// stdout, as "fs …" lines, and reads the parent's acknowledgements of its
-// syncs on stdin (see reportFS). It returns an exit status only when something went wrong
-// (and says what on stderr): the caller passes it to os.Exit.
+// queue of the run directory --dir with the configuration given by the flags
+// and runs the --workload until it is killed: produce sends from 8
+// goroutines, printing "ok ID SEQ" on stdout, in one write, for every SendOK;
+// consume (see consumeChild) also consumes; tx (see txChild) sends
+// transactional messages. With --power-loss it also reports its file
+// operations on stdout, as "fs …" lines, and reads the parent's
+// acknowledgements of its syncs on stdin (see reportFS). It returns an exit
+// status only when something went wrong (and says what on stderr): the
+// caller passes it to os.Exit.
 func ChildMain(args []string) int {
 	if len(args) > 0 && args[0] == ChildCommand {
 		args = args[1:]
 	}
 	fs := flag.NewFlagSet(ChildCommand, flag.ContinueOnError)
 	fs.SetOutput(os.Stderr)
-	dir := fs.String("dir", "", "queue directory")
+	dir := fs.String("dir", "", "run directory")
 	flush := fs.String("flush", "sync", "flush mode: sync or async")
 	run := fs.Int("run", 0, "run number, part of every message ID")
 	flushInterval := fs.Duration("flush-interval", 0, "queue FlushInterval (0: the default)")
 	power := fs.Bool("power-loss", false, "report file operations to the parent (see reportFS)")
 	dedupOff := fs.Bool("dedup-off", false, "turn the queue's deduplication off")
+	workload := fs.String("workload", workloadProduce, "produce, consume or tx")
+	ack := fs.String("ack", "none", "consumer ack mode for --workload consume: after-handling or on-receive")
 	timeout := fs.Duration("timeout", time.Minute, "exit if still alive after this long")
 	if err := fs.Parse(args); err != nil {
 		return childUsage
 	}
 	mode, err := parseFlush(*flush)
+	var ackMode AckMode
+	if err == nil {
+		ackMode, err = parseAckMode(*ack)
+	}
 	switch {
 	case err != nil:
 	case *dir == "":
 		err = errors.New("missing --dir")
 	case *flushInterval < 0:
 		err = errors.New("negative --flush-interval")
+	case *workload != workloadProduce && *workload != workloadConsume && *workload != workloadTx:
+		err = fmt.Errorf("unknown --workload %q", *workload)
+	case (*workload == workloadConsume) != (ackMode != AckNone):
+		err = errors.New("--ack after-handling or on-receive goes with --workload consume, and only with it")
+	case *power && *workload != workloadProduce:
+		err = errors.New("--power-loss goes with --workload produce")
 	case fs.NArg() > 0:
 		err = fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "%s: %v; want --dir DIR [--flush sync|async] [--flush-interval D] [--dedup-off] [--power-loss] [--run N] [--timeout D]\n", ChildCommand, err)
+		fmt.Fprintf(os.Stderr, "%s: %v; want --dir DIR [--flush sync|async] [--flush-interval D] [--dedup-off] [--workload produce|consume|tx] [--ack after-handling|on-receive] [--power-loss] [--run N] [--timeout D]\n", ChildCommand, err)
 		return childUsage
 	}
-	cfg := Config{Flush: mode, FlushInterval: *flushInterval, DedupOff: *dedupOff}
+	cfg := Config{Flush: mode, FlushInterval: *flushInterval, DedupOff: *dedupOff, Ack: ackMode}
 	acks := &ackWriter{w: os.Stdout}
 	if *power {
 		hook.FS = newReportFS(vfs.OS, acks, os.Stdin)
 	}
-	q, err := zeroloss.Open(*dir, cfg.queueOptions())
+	opts := cfg.queueOptions()
+	if *workload != workloadProduce {
+		if err := os.MkdirAll(*dir, 0o700); err != nil {
+			fmt.Fprintf(os.Stderr, "%s: %v\n", ChildCommand, err)
+			return childOpen
+		}
+	}
+	var tx *txDB
+	if *workload == workloadTx {
+		if tx, err = openTxDB(filepath.Join(*dir, txDBFile)); err != nil {
+			fmt.Fprintf(os.Stderr, "%s: %v\n", ChildCommand, err)
+			return childOpen
+		}
+		opts.TxChecker, opts.TxTimeout, opts.TxCheckInterval = tx.liveChecker, childTxTimeout, childTxTimeout
+	}
+	q, err := zeroloss.Open(queueDir(*dir, *workload), opts)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", ChildCommand, err)
 		return childOpen
 	}
-	failed := make(chan error, producers)
-	for p := range producers {
-		go func() { failed <- produce(q, *run, p, acks) }()
+	failed := make(chan error, producers+consumers)
+	switch *workload {
+	case workloadProduce:
+		for p := range producers {
+			go func() { failed <- produce(q, *run, p, acks) }()
+		}
+	case workloadConsume:
+		if err := consumeChild(q, *dir, ackMode, *run, acks, failed); err != nil {
+			fmt.Fprintf(os.Stderr, "%s: %v\n", ChildCommand, err)
+			return childOpen
+		}
+	case workloadTx:
+		for p := range producers {
+			go func() { failed <- produceTx(q, tx, *run, p, acks) }()
+		}
 	}
 	select {
 	case err := <-failed:

@@ -24,6 +24,10 @@ type Counts struct {
 	// UnackedPresent is the number of distinct IDs found that were never
 	// acknowledged: sent, then killed before the ack was printed. Allowed.
 	UnackedPresent int `json:"unacked_present"`
+	// Phantom is, for tx-crash, the number of distinct IDs delivered though
+	// their local transaction did not commit (they are not counted in
+	// UnackedPresent). Always 0 for the other failures.
+	Phantom int `json:"phantom"`
 }
 
 // storedMessage is one message record read back from the log.

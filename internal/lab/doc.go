@@ -3,7 +3,10 @@
 //
 // # A run
 //
-// One run puts one configuration (Config) through one failure (Failure):
+// One run puts one configuration (Config) through one failure (Failure);
+// the pair is a Scenario, one row of the Report. The steps below are those
+// of process-crash and power-loss; consumer-crash and tx-crash change the
+// child's workload and the count (see their sections):
 //
 //  1. The lab starts a child process (the running program re-executed with
 //     ChildCommand and ChildEnv; see ChildMain) that opens a queue in a fresh
@@ -48,6 +51,76 @@
 //	               loss; FlushAsync is only measured, and loses the messages
 //	               it acknowledged after its last background sync
 //	               (FlushInterval, 500ms by default).
+//
+//	consumer-crash SIGKILL of a child that sends and consumes, in the
+//	               middle of its handlers; the parent drains the group. Only
+//	               for a configuration with a consumer (Config.Ack):
+//	               ack=after-handling promises zero loss, ack=on-receive is
+//	               only measured.
+//
+//	tx-crash       SIGKILL of a child in the middle of transactional sends;
+//	               the parent restarts the queue with a TxChecker. Promised
+//	               to both flush modes: no committed transaction's message
+//	               lost, no other delivered.
+//
+// Failure.Applies says which pairs make sense: consumer-crash needs a
+// configuration with a consumer, the other failures one without.
+// DefaultScenarios is the curated set the lab command runs (every row of the
+// guarantee table, consumer-crash under each AckMode and tx-crash, with
+// FlushSync); AllScenarios, for its --all flag, is every configuration of
+// AllConfigs under every failure that applies. Options.MinAcks and MaxAcks
+// bound the kill point; consumer-crash divides the number drawn by 20, and
+// tx-crash by 80, because their workloads acknowledge that much slower.
+//
+// # consumer-crash
+//
+// The child (--workload consume) opens its queue in the subdirectory "q" of
+// the run directory and creates the consumer group "lab". 8 producers send
+// as above, printing an ack per SendOK, but wait while 128 of their messages
+// are not handled yet, so the group's backlog stays small. 4 consumers
+// receive. Handling a message means appending "ID HASH" (HASH: the hex
+// SHA-256 of the body received) to the file "processed" of the run
+// directory and fsyncing it, one line at a time. With ack=after-handling a
+// consumer handles, then acks; with ack=on-receive (the anti-pattern) it
+// acks as soon as it receives, then handles in a new goroutine. The parent
+// kills the child after a random number of SendOKs, keeps a copy of the
+// processed file, reopens the queue and drains the group: it receives
+// every message the group still owes, handles it into the processed file
+// like the child, and acks it (after handling). A message acknowledged by
+// its SendOK is lost if no line of the processed file names it, before the
+// crash or after; duplicates count the lines beyond the first for an ID,
+// expected now and then from ack=after-handling (at least once: killed
+// between the handling and the ack); corrupt counts the lines whose hash is
+// not that of the body the ID must have, and the lines that do not parse;
+// unacked counts the IDs handled whose SendOK the child did not live to
+// print. The main count reads the processed file as the drain left it; the
+// cross-check, the copy taken before the drain plus the bodies the drain
+// received, recorded in memory: two sets gathered independently, counted
+// alike.
+//
+// # tx-crash
+//
+// The child (--workload tx) runs, in 8 goroutines, SendInTransaction flows
+// whose local transaction is a line "commit ID" or "rollback ID" in the file
+// "txdb" of the run directory, fsynced (group-committed) before it counts.
+// One transaction in four commits, one rolls back, one commits but answers
+// unknown (its reply was lost: the TxChecker must find the commit) and one
+// answers unknown and decides afterwards (half commit, half roll back). Its
+// TxChecker (TxTimeout 50ms) answers from the lines written, and unknown
+// for an ID without one: its local transaction may still be running. The
+// child prints an ack for each Commit that returned SendOK; the parent kills
+// it after a random number of them, then reopens the queue with a TxChecker
+// reading txdb, where an ID without a line never committed (its process is
+// gone), waits until Stats().TxPending is 0 (RunResult.TxPending records how
+// many halves it found pending), and closes it. The acknowledged messages
+// are those whose local transaction committed (every printed ack among
+// them; the lab fails otherwise). The cross-check reads the raw log: its
+// message records, which are the committed messages (halves are records of
+// another type). The main count then reopens the queue and drains a new
+// consumer group, which starts at the oldest message. Both count as lost a
+// committed transaction's message not found, as duplicates and corrupt as
+// above, and as phantom (a column of its own) a message found whose local
+// transaction did not commit; unacked stays 0.
 //
 // # The power-loss model
 //
@@ -94,16 +167,16 @@
 // also reorder or lose writes a completed fsync covered (a lying disk),
 // which no software can survive.
 //
-// Still to come: replication (a follower that must confirm), consumers (a
-// message acknowledged by a consumer must not come back, and one not
-// acknowledged must not vanish) and a strict producer (which counts only
-// SendOK as sent and retries the rest). Each is a new Failure or a new field of
-// Config; the runner, the counts and the report do not change.
+// Still to come: replication (a follower that must confirm) and a strict
+// producer (which counts only SendOK as sent and retries the rest), each a
+// new Failure or a new field of Config.
 //
 // # Promises
 //
 // Failure.Promises says whether the library's documentation promises that a
 // configuration loses nothing under a failure. A row of the Report whose
 // configuration was promised zero loss and lost or corrupted an acknowledged
-// message is Broken; a row without a promise is only measured.
+// message, or delivered a phantom, is Broken; a row without a promise is
+// only measured. Every run, whatever its failure, also has its two counts
+// compared: a disagreement makes the report not OK.
 package lab

@@ -20,7 +20,9 @@ type RunResult struct {
 	// PowerLoss is the mode of a power-loss run (drop, torn, zero or pages:
 	// what became of the bytes not made durable); empty for other failures.
 	PowerLoss string `json:"power_loss,omitempty"`
-	// Acknowledged is the number of SendOKs the parent read.
+	// Acknowledged is the number of SendOKs the parent read; for tx-crash,
+	// the number of local transactions that committed (those whose Commit
+	// returned SendOK are among them).
 	Acknowledged int `json:"acknowledged"`
 	// Counts is the main count.
 	Counts
@@ -30,11 +32,17 @@ type RunResult struct {
 	// and the last ack the parent read.
 	Throughput float64 `json:"throughput"`
 	// RecoveryTime is how long zeroloss.Open and Close took after the
-	// failure.
+	// failure; for consumer-crash, with the drain of the group in between;
+	// for tx-crash, with the wait for the TxChecker to resolve every
+	// pending half.
 	RecoveryTime time.Duration `json:"recovery_ns"`
 	// RecoveryError is set when the queue refused to open after the
 	// failure; every acknowledged message then counts as lost.
 	RecoveryError string `json:"recovery_error,omitempty"`
+	// TxPending is, for tx-crash, the number of half messages pending
+	// when the queue reopened after the kill: the ones the TxChecker
+	// decided.
+	TxPending int `json:"tx_pending,omitempty"`
 	// Dir is the run's queue directory when it was kept.
 	Dir string `json:"dir,omitempty"`
 }
@@ -55,6 +63,7 @@ type Row struct {
 	Lost           int `json:"lost"`
 	Duplicates     int `json:"duplicates"`
 	Corrupt        int `json:"corrupt"`
+	Phantom        int `json:"phantom"`
 	UnackedPresent int `json:"unacked_present"`
 	Recovered      int `json:"recovered"`
 	// RecoveryErrors counts the runs whose queue refused to open.
@@ -64,15 +73,19 @@ type Row struct {
 	// MedianThroughput is the median over the runs of their throughput, in
 	// acknowledged messages per second.
 	MedianThroughput float64 `json:"median_throughput"`
+	// Elapsed is the wall time of the row's runs, recovery and counts
+	// included.
+	Elapsed time.Duration `json:"elapsed_ns"`
 	// Results holds every run.
 	Results []RunResult `json:"results"`
 }
 
 // Broken reports whether the row breaks a promise: its configuration was
 // promised zero loss under its failure, and an acknowledged message was lost
-// or came back corrupt.
+// or came back corrupt, or a message of a transaction that did not commit
+// was delivered.
 func (r *Row) Broken() bool {
-	return r.Promised && (r.Lost > 0 || r.Corrupt > 0 || r.RecoveryErrors > 0)
+	return r.Promised && (r.Lost > 0 || r.Corrupt > 0 || r.Phantom > 0 || r.RecoveryErrors > 0)
 }
 
 // Report is what Run measured: one Row per (configuration, failure) pair, in
@@ -94,6 +107,7 @@ func (rep *Report) addRow(row Row) {
 		row.Lost += res.Lost
 		row.Duplicates += res.Duplicates
 		row.Corrupt += res.Corrupt
+		row.Phantom += res.Phantom
 		row.UnackedPresent += res.UnackedPresent
 		row.Recovered += res.Recovered
 		if res.RecoveryError != "" {
@@ -131,23 +145,35 @@ func (rep *Report) OK() bool {
 // WriteTable writes the report as a table with aligned columns, one line per
 // row (text to the left, numbers to the right), then a legend and the seed.
 func (rep *Report) WriteTable(w io.Writer) error {
-	t := table{header: []string{"config", "failure", "runs", "acknowledged", "lost", "duplicates",
-		"corrupt", "unacked", "recovered", "msgs/s", "cross-check", "verdict"}}
+	t := table{header: TableColumns}
 	for i := range rep.Rows {
 		r := &rep.Rows[i]
-		t.add(r.Config, r.Failure, r.Runs, r.Acknowledged, r.Lost, r.Duplicates, r.Corrupt,
+		t.add(r.Config, r.Failure, r.Runs, r.Acknowledged, r.Lost, r.Duplicates, r.Corrupt, r.Phantom,
 			r.UnackedPresent, r.Recovered, int(math.Round(r.MedianThroughput)), r.CrossCheck(), r.Verdict())
 	}
 	var b strings.Builder
 	t.write(&b)
-	fmt.Fprintf(&b, "\n"+
-		"lost: acknowledged (SendOK) but missing after recovery; corrupt: body does not match its ID;\n"+
-		"unacked: found but never acknowledged (allowed); msgs/s: median over the runs of acks per second;\n"+
-		"cross-check: a second, independent count from the raw segment files.\n"+
-		"seed %d, %d runs per row, %s\n", rep.Seed, rep.RunsPerRow, rep.Elapsed.Round(100*time.Millisecond))
+	b.WriteString("\n")
+	for _, note := range TableNotes {
+		b.WriteString(note + "\n")
+	}
+	fmt.Fprintf(&b, "seed %d, %d runs per row, %s\n", rep.Seed, rep.RunsPerRow, rep.Elapsed.Round(100*time.Millisecond))
 	_, err := io.WriteString(w, b.String())
 	return err
 }
+
+// TableColumns are the columns of the report's table, and TableNotes its
+// legend, for WriteTable and the HTML report.
+var (
+	TableColumns = []string{"config", "failure", "runs", "acknowledged", "lost", "duplicates",
+		"corrupt", "phantom", "unacked", "recovered", "msgs/s", "cross-check", "verdict"}
+	TableNotes = []string{
+		"lost: acknowledged (SendOK) but missing after recovery; consumer-crash: SendOK but never handled; tx-crash: committed locally, not delivered.",
+		"duplicates: found (consumer-crash: handled) more than once; corrupt: body does not match its ID; phantom: delivered, local transaction did not commit.",
+		"unacked: found but never acknowledged (allowed); msgs/s: median over the runs of acks per second.",
+		"cross-check: a second, independent count (raw segment files; consumer-crash: the processed file before the drain plus what the drain received).",
+	}
+)
 
 // CrossCheck returns "agrees", or "DISAGREES(n)" when the two counts
 // disagreed in n runs.

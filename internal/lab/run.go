@@ -33,7 +33,9 @@ type Options struct {
 	Dir string
 	// MinAcks and MaxAcks bound the number of acknowledged messages the
 	// parent waits for before it injects the failure; the number is drawn
-	// uniformly in [MinAcks, MaxAcks] for each run. Defaults 500 and 20000.
+	// uniformly in [MinAcks, MaxAcks] for each run, then divided for the
+	// slower workloads of consumer-crash (by 20) and tx-crash (by 80).
+	// Defaults 500 and 20000.
 	MinAcks, MaxAcks int
 	// RunTimeout bounds the time from the start of the child to the
 	// failure; a child that has not acknowledged MinAcks messages by then
@@ -94,29 +96,50 @@ func (o Options) withDefaults() (Options, error) {
 	return o, nil
 }
 
-// Run runs opts.Runs runs of every configuration under every failure, one at
-// a time, and returns the report. It blocks until they are done or ctx ends
-// (the child of the current run is then killed). It returns an error, with
-// the report of the runs completed so far, when the lab could not measure: a
-// child that did not start, exited by itself or timed out, or a directory it
-// could not read. A queue that loses data is not an error: it is what the
-// report shows. Run is safe for concurrent use with distinct opts.Dir.
+// Run runs opts.Runs runs of every configuration under every failure that
+// applies to it (see Scenarios), one at a time, and returns the report. It
+// blocks until they are done or ctx ends (the child of the current run is
+// then killed). It returns an error, with the report of the runs completed
+// so far, when the lab could not measure: a child that did not start,
+// exited by itself or timed out, or a directory it could not read. A queue
+// that loses data is not an error: it is what the report shows. Run is safe
+// for concurrent use with distinct opts.Dir.
 func Run(ctx context.Context, opts Options, configs []Config, failures []Failure) (*Report, error) {
-	o, err := opts.withDefaults()
-	if err != nil {
-		return nil, err
-	}
 	for _, f := range failures {
 		if !f.valid() {
 			return nil, fmt.Errorf("lab: unknown failure %q", f.Name)
 		}
 	}
-	labels := map[string]bool{}
-	for _, c := range configs {
-		if labels[c.Label()] {
-			return nil, fmt.Errorf("lab: two configurations named %q", c.Label())
+	return RunScenarios(ctx, opts, Scenarios(configs, failures))
+}
+
+// RunScenarios is Run on a list of scenarios: one row each, in order.
+func RunScenarios(ctx context.Context, opts Options, scenarios []Scenario) (*Report, error) {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if len(scenarios) == 0 {
+		return nil, errors.New("lab: no scenario to run")
+	}
+	configs := map[string]Config{}
+	rows := map[[2]string]bool{}
+	for _, sc := range scenarios {
+		if !sc.Failure.valid() {
+			return nil, fmt.Errorf("lab: unknown failure %q", sc.Failure.Name)
 		}
-		labels[c.Label()] = true
+		if !sc.Failure.Applies(sc.Config) {
+			return nil, fmt.Errorf("lab: %s does not apply to %s", sc.Failure.Name, sc.Config.Label())
+		}
+		label := sc.Config.Label()
+		if c, ok := configs[label]; ok && c != sc.Config {
+			return nil, fmt.Errorf("lab: two configurations named %q", label)
+		}
+		configs[label] = sc.Config
+		if rows[[2]string{label, sc.Failure.Name}] {
+			return nil, fmt.Errorf("lab: %s under %s twice", label, sc.Failure.Name)
+		}
+		rows[[2]string{label, sc.Failure.Name}] = true
 	}
 	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("lab: %w", err)
@@ -129,30 +152,32 @@ func Run(ctx context.Context, opts Options, configs []Config, failures []Failure
 	report := &Report{Seed: o.Seed, RunsPerRow: o.Runs}
 	progress := &progressLine{w: o.Progress}
 	defer progress.clear()
-	total, done := len(configs)*len(failures)*o.Runs, 0
+	total, done := len(scenarios)*o.Runs, 0
 	var runErr error
 rows:
-	for _, cfg := range configs {
-		for _, f := range failures {
-			row := Row{Config: cfg.Label(), Failure: f.Name, Promised: f.Promises(cfg)}
-			for n := 1; n <= o.Runs; n++ {
-				done++
-				progress.printf("[%d/%d] %s %s run %d/%d...", done, total, cfg.Label(), f.Name, n, o.Runs)
-				res, err := runOnce(ctx, o, labDir, cfg, f, n)
-				if err != nil {
-					if _, statErr := os.Stat(res.Dir); statErr == nil {
-						err = fmt.Errorf("%w (directory kept: %s)", err, res.Dir)
-					}
-					runErr = fmt.Errorf("lab: %s %s run %d: %w", cfg.Label(), f.Name, n, err)
-					if len(row.Results) > 0 {
-						report.addRow(row)
-					}
-					break rows
+	for _, sc := range scenarios {
+		cfg, f := sc.Config, sc.Failure
+		row := Row{Config: cfg.Label(), Failure: f.Name, Promised: f.Promises(cfg)}
+		rowStart := time.Now()
+		for n := 1; n <= o.Runs; n++ {
+			done++
+			progress.printf("[%d/%d] %s %s run %d/%d...", done, total, cfg.Label(), f.Name, n, o.Runs)
+			res, err := runOnce(ctx, o, labDir, cfg, f, n)
+			if err != nil {
+				if _, statErr := os.Stat(res.Dir); statErr == nil {
+					err = fmt.Errorf("%w (directory kept: %s)", err, res.Dir)
 				}
-				row.Results = append(row.Results, res)
+				runErr = fmt.Errorf("lab: %s %s run %d: %w", cfg.Label(), f.Name, n, err)
+				row.Elapsed = time.Since(rowStart)
+				if len(row.Results) > 0 {
+					report.addRow(row)
+				}
+				break rows
 			}
-			report.addRow(row)
+			row.Results = append(row.Results, res)
 		}
+		row.Elapsed = time.Since(rowStart)
+		report.addRow(row)
 	}
 	report.Elapsed = time.Since(start)
 	if !o.KeepDirs {
@@ -166,13 +191,13 @@ rows:
 func runOnce(ctx context.Context, o Options, labDir string, cfg Config, f Failure, n int) (res RunResult, err error) {
 	res.Run = n
 	rng := rand.New(rand.NewPCG(o.Seed, runStream(cfg, f, n)))
-	res.KillAfter = o.MinAcks + rng.IntN(o.MaxAcks-o.MinAcks+1)
-	dir := filepath.Join(labDir, fmt.Sprintf("%s-%s-%03d", strings.ReplaceAll(cfg.Label(), "=", "-"), f.Name, n))
+	res.KillAfter = max(1, (o.MinAcks+rng.IntN(o.MaxAcks-o.MinAcks+1))/f.killScale())
+	dir := filepath.Join(labDir, fmt.Sprintf("%s-%s-%03d", strings.NewReplacer("=", "-", "/", "_").Replace(cfg.Label()), f.Name, n))
 	keep := o.KeepDirs
 	defer func() {
 		// A loss without a promise (flush=async under power loss) is
 		// expected, and not worth the disk space.
-		lostPromised := res.Lost > 0 && f.Promises(cfg)
+		lostPromised := (res.Lost > 0 || res.Phantom > 0) && f.Promises(cfg)
 		if err != nil || lostPromised || res.Corrupt > 0 || res.CrossCheck != res.Counts || res.RecoveryError != "" {
 			keep = true
 		}
@@ -197,6 +222,12 @@ func runOnce(ctx context.Context, o Options, labDir string, cfg Config, f Failur
 	res.Acknowledged = len(acked)
 	if elapsed := times.last.Sub(times.first); elapsed > 0 {
 		res.Throughput = float64(len(acked)-1) / elapsed.Seconds()
+	}
+	switch f.kind {
+	case consumerCrash:
+		return res, recoverConsumer(&res, dir, cfg, acked)
+	case txCrash:
+		return res, recoverTx(&res, dir, cfg, acked)
 	}
 
 	recoverStart := time.Now()
@@ -245,7 +276,7 @@ type ackTimes struct{ first, last time.Time }
 func crashChild(ctx context.Context, o Options, dir string, cfg Config, f Failure, run, killAfter int) (map[string]uint64, ackTimes, *powerModel, error) {
 	ctx, cancel := context.WithTimeout(ctx, o.RunTimeout)
 	defer cancel()
-	args := append([]string{ChildCommand, "--dir", dir, "--run", strconv.Itoa(run),
+	args := append([]string{ChildCommand, "--dir", dir, "--run", strconv.Itoa(run), "--workload", f.workload(),
 		"--timeout", (o.RunTimeout + 30*time.Second).String()}, cfg.args()...)
 	var model *powerModel
 	if f.kind == powerLoss {
