@@ -277,36 +277,58 @@ func TestRetentionKeepsDiskBounded(t *testing.T) {
 }
 
 // TestRetentionWaitsForEveryGroup: a segment is not deleted while one group
-// still needs it.
+// still needs a message in it, and the messages a group still needs are all
+// there after retention, also after a restart.
 func TestRetentionWaitsForEveryGroup(t *testing.T) {
 	fs := vfs.NewMem()
-	q, err := Open("/q", &Options{SegmentSize: 64 << 10, MaxMessageSize: 4 << 10, fs: fs})
-	require.NoError(t, err)
-	defer q.Close()
+	open := func() *Queue {
+		q, err := Open("/q", &Options{SegmentSize: 16 << 10, MaxMessageSize: 4 << 10, fs: fs})
+		require.NoError(t, err)
+		return q
+	}
+	q := open()
 	fast, err := q.Consumer("fast", nil)
 	require.NoError(t, err)
 	slow, err := q.Consumer("slow", nil)
 	require.NoError(t, err)
 	var ids []string
-	for i := 0; i < 300; i++ { // several segments
+	for i := 0; i < 80; i++ { // about 10 segments
 		id := fmt.Sprintf("m-%03d", i)
-		_, err := q.Send(context.Background(), &Message{ID: id, Body: make([]byte, 1000)})
+		_, err := q.Send(context.Background(), &Message{ID: id, Body: make([]byte, 2000)})
 		require.NoError(t, err)
 		ids = append(ids, id)
 	}
-	require.Greater(t, q.Stats().Segments, 3)
+	require.Greater(t, q.Stats().Segments, 5)
 	for range ids {
 		require.NoError(t, receive(t, fast).Ack())
 	}
 	require.NoError(t, q.retain())
 	assert.Zero(t, q.Stats().SegmentsDeleted, "slow still needs every segment")
-	for _, want := range ids {
+	for _, want := range ids[:20] { // slow is done with the first 20 only
 		d := receive(t, slow)
 		require.Equal(t, want, d.Message.ID)
 		require.NoError(t, d.Ack())
 	}
+	require.NoError(t, q.flushMarks(context.Background()))
 	require.NoError(t, q.retain())
-	assert.NotZero(t, q.Stats().SegmentsDeleted)
+	deleted := q.Stats().SegmentsDeleted
+	assert.NotZero(t, deleted, "the segments wholly below slow's floor go")
+	for _, want := range ids[20:40] {
+		d := receive(t, slow)
+		require.Equal(t, want, d.Message.ID, "nothing slow still needs was deleted")
+		require.NoError(t, d.Ack())
+	}
+	require.NoError(t, q.Close())
+	q = open()
+	defer q.Close()
+	slow, err = q.Consumer("slow", nil)
+	require.NoError(t, err)
+	for _, want := range ids[40:] {
+		d := receive(t, slow)
+		require.Equal(t, want, d.Message.ID, "and after a restart")
+		require.NoError(t, d.Ack())
+	}
+	nothing(t, slow)
 }
 
 // A message waiting in the retry stream for hours does not hold back
