@@ -20,6 +20,9 @@ type DirState struct {
 	PendingTx  int // transactional half messages waiting for a decision
 	DedupIDs   int // message IDs within the dedup window (DefaultDedupWindow), as of now
 	Checkpoint bool
+	// SpoolDepth is set when dir is a strict producer's spool rather than a
+	// queue: the messages spooled and not yet confirmed by a queue.
+	SpoolDepth *int
 }
 
 // DirGroup is one consumer group's durable state.
@@ -50,6 +53,9 @@ func readDirState(fsys vfs.FS, dir string) (DirState, error) {
 	res, err := wal.Scan(fsys, dir)
 	if err != nil {
 		return out, err
+	}
+	if res.Frames[record.TypeGroup] == 0 && res.Frames[record.TypeCheckpoint] == 0 && res.Frames[record.TypeAck] > 0 {
+		return readSpoolState(fsys, dir, res)
 	}
 	q := &Queue{opts: Options{now: time.Now, TxTimeout: DefaultTxTimeout, TxCheckInterval: DefaultTxCheckInterval},
 		ledger: newLedger(), tx: newTxTable(), dedup: newDedupTable(DefaultDedupWindow, 1<<62)}
@@ -86,5 +92,40 @@ func readDirState(fsys vfs.FS, dir string) (DirState, error) {
 		}
 		out.Groups = append(out.Groups, dg)
 	}
+	return out, nil
+}
+
+// readSpoolState reads a producer's spool (producer.go): messages, and
+// progress records (acks on spoolProgressStream) whose floor is the next
+// spooled message to confirm.
+func readSpoolState(fsys vfs.FS, dir string, res *wal.ScanResult) (DirState, error) {
+	out := DirState{LastSeq: res.LastSeq}
+	var floor uint64
+	var seqs []uint64
+	for _, seg := range res.Segments {
+		err := wal.ReadFrames(fsys, dir, seg, func(_ int64, rec *record.Record) error {
+			switch {
+			case rec.Type == record.TypeMessage:
+				seqs = append(seqs, rec.Seq)
+			case rec.Type == record.TypeAck && rec.Stream == spoolProgressStream:
+				a, err := record.DecodeAck(rec.Payload)
+				if err != nil {
+					return fmt.Errorf("zeroloss: spool progress record at seq %d: %w", rec.Seq, err)
+				}
+				floor = max(floor, a.Floor)
+			}
+			return nil
+		})
+		if err != nil {
+			return out, fmt.Errorf("zeroloss: reading %s: %w", dir, err)
+		}
+	}
+	depth := 0
+	for _, s := range seqs {
+		if s >= floor {
+			depth++
+		}
+	}
+	out.SpoolDepth = &depth
 	return out, nil
 }

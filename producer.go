@@ -373,6 +373,17 @@ func (p *Producer) recoverSpool() error {
 		}
 	}
 	p.startFloor = floor
+	if p.log.LastSeq() == 0 {
+		// A new spool: a first progress record marks the directory as a
+		// spool, so that zeroloss inspect reports its depth.
+		payload := record.AppendAck(nil, &record.Ack{})
+		if _, _, err := p.log.Append(record.AppendFrame(nil, record.TypeAck, spoolProgressStream, time.Now().UnixNano(), payload)); err != nil {
+			return err
+		}
+		if _, err := p.log.Sync(); err != nil {
+			return err
+		}
+	}
 	if _, err := p.log.RemoveBefore(floor); err != nil {
 		p.logger.Warn("zeroloss: producer: could not remove drained spool segments", "error", err)
 	}

@@ -92,10 +92,13 @@ type stateReport struct {
 	PendingTx     int                 `json:"pending_transactions"`
 	DedupIDs      int                 `json:"dedup_ids"`
 	HasCheckpoint bool                `json:"checkpoint"`
+	// SpoolDepth is set when DIR is a strict producer's spool.
+	SpoolDepth *int `json:"spool_depth,omitempty"`
 }
 
 func newStateReport(st zeroloss.DirState) *stateReport {
-	r := &stateReport{Groups: st.Groups, PendingTx: st.PendingTx, DedupIDs: st.DedupIDs, HasCheckpoint: st.Checkpoint}
+	r := &stateReport{Groups: st.Groups, PendingTx: st.PendingTx, DedupIDs: st.DedupIDs, HasCheckpoint: st.Checkpoint,
+		SpoolDepth: st.SpoolDepth}
 	if r.Groups == nil {
 		r.Groups = []zeroloss.DirGroup{}
 	}
@@ -215,7 +218,9 @@ func (r *inspectReport) print(w io.Writer) {
 	} else {
 		fmt.Fprintln(w, describeTorn(r.TornTail))
 	}
-	if st := r.State; st != nil {
+	if st := r.State; st != nil && st.SpoolDepth != nil {
+		line("spool", "%d messages spooled by a strict producer, not yet confirmed by a queue", *st.SpoolDepth)
+	} else if st != nil {
 		line("pending tx", "%d transactional half messages waiting for a decision", st.PendingTx)
 		line("dedup ids", "%d within the default window", st.DedupIDs)
 		if len(st.Groups) > 0 {

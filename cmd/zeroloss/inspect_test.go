@@ -238,3 +238,31 @@ func TestInspectState(t *testing.T) {
 	assert.Contains(t, r.stdout, "pending tx:")
 	assert.Regexp(t, `billing +\d+ +\d+ +\d+ +1 +0 +1`, r.stdout)
 }
+
+// inspect on a strict producer's spool shows how many messages wait in it.
+func TestInspectSpool(t *testing.T) {
+	spool := t.TempDir()
+	p, err := zeroloss.NewProducer(nil, &zeroloss.ProducerOptions{Strict: true, SpoolDir: spool})
+	require.NoError(t, err)
+	for i := 0; i < 3; i++ {
+		res, err := p.Send(context.Background(), &zeroloss.Message{Body: []byte("x")})
+		require.NoError(t, err)
+		require.Equal(t, zeroloss.Spooled, res.Outcome)
+	}
+	require.NoError(t, p.Close())
+	r := runTool("inspect", spool)
+	require.Equal(t, exitOK, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "3 messages spooled")
+
+	// Drained into a queue: depth 0.
+	q, err := zeroloss.Open(t.TempDir(), nil)
+	require.NoError(t, err)
+	defer q.Close()
+	p, err = zeroloss.NewProducer(q, &zeroloss.ProducerOptions{Strict: true, SpoolDir: spool})
+	require.NoError(t, err)
+	require.NoError(t, p.Flush(context.Background()))
+	require.NoError(t, p.Close())
+	r = runTool("inspect", "--json", spool)
+	require.Equal(t, exitOK, r.code, r.stderr)
+	assert.Contains(t, r.stdout, `"spool_depth": 0`)
+}
