@@ -39,6 +39,11 @@ var (
 	// both ErrPoisoned and the first failure. Close and Open again to recover
 	// what was durable.
 	ErrPoisoned = wal.ErrPoisoned
+	// ErrReplication: the replication link failed the protocol: a malformed,
+	// oversized or out-of-order message, a failed handshake, or a follower
+	// refused by the leader. The link is closed; a follower writes nothing
+	// of the message it rejected. The error says what was wrong.
+	ErrReplication = errors.New("replication protocol error")
 )
 
 // CorruptError is the error Open returns for damaged durable data: the file

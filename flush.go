@@ -49,6 +49,9 @@ type batch struct {
 	timedOut chan struct{} // closed if the fdatasync outlasts FlushTimeout
 	err      error         // the write error, for entries not (fully) appended
 	syncErr  error         // the fdatasync error
+
+	// replTimedOut (ReplicateSync) is closed ReplicaTimeout after the write.
+	replTimedOut chan struct{}
 }
 
 // batchEntry is one Send's part of a batch.
@@ -240,6 +243,11 @@ func (q *Queue) commit(b *batch) {
 	}
 	q.mu.Unlock()
 	b.buf = nil
+	if q.opts.Replication == ReplicateSync && n > 0 {
+		// One timer per batch: its Sends wait for the follower's ack together.
+		b.replTimedOut = make(chan struct{})
+		time.AfterFunc(q.opts.ReplicaTimeout, func() { close(b.replTimedOut) })
+	}
 	close(b.written)
 	if b.synced == nil {
 		return
@@ -252,7 +260,7 @@ func (q *Queue) commit(b *batch) {
 		watchdog.Stop()
 		b.syncErr = err
 		if err == nil {
-			q.setCommitted(synced)
+			q.setSynced(synced)
 		} else {
 			q.logger.Error("zeroloss: fdatasync failed; the queue is poisoned", "error", err)
 		}
@@ -288,7 +296,7 @@ func (q *Queue) syncLoop() {
 		select {
 		case <-ticker.C:
 			if synced, err := q.log.Sync(); err == nil {
-				q.setCommitted(synced)
+				q.setSynced(synced)
 			}
 		case <-q.stopSyncer:
 			return
@@ -307,6 +315,9 @@ func (q *Queue) setCommitted(seq uint64) {
 		if q.committed.CompareAndSwap(cur, seq) {
 			break
 		}
+	}
+	if q.opts.Replication == ReplicateSync {
+		q.log.CapReaders(seq) // consumers' readers stop at the committed mark
 	}
 	q.commitMu.Lock()
 	close(q.commitCh)

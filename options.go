@@ -38,8 +38,38 @@ func (m FlushMode) String() string {
 	return fmt.Sprintf("FlushMode(%d)", int(m))
 }
 
+// ReplicationMode says whether Sends wait for a follower (see AttachReplica).
+type ReplicationMode int
+
+const (
+	// ReplicateNone: no follower; AttachReplica is refused. The default.
+	ReplicateNone ReplicationMode = iota
+	// ReplicateAsync: an attached follower receives the log as it becomes
+	// durable on the leader; Sends do not wait for it.
+	ReplicateAsync
+	// ReplicateSync: a Send returns SendOK only once the follower has
+	// acknowledged the message as durable on its side (FlushReplicaTimeout
+	// after ReplicaTimeout, ReplicaNotAvailable with no follower attached),
+	// and consumers see only messages the follower acknowledged.
+	ReplicateSync
+)
+
+// String returns "none", "async" or "sync".
+func (m ReplicationMode) String() string {
+	switch m {
+	case ReplicateNone:
+		return "none"
+	case ReplicateAsync:
+		return "async"
+	case ReplicateSync:
+		return "sync"
+	}
+	return fmt.Sprintf("ReplicationMode(%d)", int(m))
+}
+
 // Defaults for Options fields left zero.
 const (
+	DefaultReplicaTimeout  = 5 * time.Second
 	DefaultFlushInterval   = 500 * time.Millisecond
 	DefaultFlushTimeout    = 5 * time.Second
 	DefaultSegmentSize     = wal.DefaultSegmentSize
@@ -127,6 +157,14 @@ type Options struct {
 	TxCheckInterval time.Duration
 	// TxCheckMax is how many unknown answers roll a half back. Default 15.
 	TxCheckMax int
+	// Replication is ReplicateNone (default), ReplicateAsync or
+	// ReplicateSync; see AttachReplica.
+	Replication ReplicationMode
+	// ReplicaTimeout is how long a Send waits, under ReplicateSync, for the
+	// follower to acknowledge it (from the write of its batch) before
+	// returning FlushReplicaTimeout; also the time a follower has for the
+	// handshake. Default 5s.
+	ReplicaTimeout time.Duration
 	// Logger receives recovery reports, poisoning and flush timeouts.
 	// Default: discard.
 	Logger *slog.Logger
@@ -153,6 +191,12 @@ func (o *Options) withDefaults() (Options, error) {
 		return out, err
 	}
 	if err := defaulted("FlushTimeout", &out.FlushTimeout, DefaultFlushTimeout); err != nil {
+		return out, err
+	}
+	if out.Replication < ReplicateNone || out.Replication > ReplicateSync {
+		return out, invalid("Replication", "is %d, want ReplicateNone, ReplicateAsync or ReplicateSync", int(out.Replication))
+	}
+	if err := defaulted("ReplicaTimeout", &out.ReplicaTimeout, DefaultReplicaTimeout); err != nil {
 		return out, err
 	}
 	if err := defaulted("MaxMessageSize", &out.MaxMessageSize, DefaultMaxMessageSize); err != nil {

@@ -3,6 +3,7 @@ package zeroloss
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
@@ -121,6 +122,7 @@ type Queue struct {
 	idPrefix  string
 	idCounter atomic.Uint64
 	stats     queueStats
+	repl      replState // replication (replica.go)
 }
 
 // Open opens the queue in dir, creating it if needed, and recovers it: a torn
@@ -167,6 +169,10 @@ func Open(dir string, opts *Options) (*Queue, error) {
 	}
 	q.pending = q.newBatch()
 	q.committed.Store(log.SyncedSeq())
+	q.repl.init(log.SyncedSeq())
+	if o.Replication == ReplicateSync {
+		log.CapReaders(log.SyncedSeq())
+	}
 	if err := q.recoverGroups(); err != nil {
 		log.Close()
 		return nil, err
@@ -376,6 +382,10 @@ func (q *Queue) send(ctx context.Context, msgs []*Message, ids []string) (uint64
 // messages and consumer records alike. limited says whether MaxBytes applies
 // (it does not to acks, which must get through to drain a full queue). It
 // returns the first seq, how many frames were appended and their status.
+//
+// Under ReplicateSync, records of the main stream (messages, transactional
+// halves and commits) also wait for the follower's ack; consumer and internal
+// records (other streams) are replicated without waiting.
 func (q *Queue) submit(ctx context.Context, size int64, count int, limited bool, encode func([]byte) []byte) (uint64, int, SendStatus, error) {
 	select {
 	case q.slots <- struct{}{}:
@@ -409,6 +419,8 @@ func (q *Queue) submit(ctx context.Context, size int64, count int, limited bool,
 	e := batchEntry{start: len(b.buf), frames: count}
 	b.buf = encode(b.buf)
 	e.end = len(b.buf)
+	// The stream of the entry's first frame (header bytes 10-12; see internal/record).
+	replica := e.end-e.start >= record.HeaderSize && binary.LittleEndian.Uint16(b.buf[e.start+10:]) == 0
 	b.entries = append(b.entries, e)
 	b.live++
 	q.lead(b) // releases q.mu
@@ -438,6 +450,9 @@ func (q *Queue) submit(ctx context.Context, size int64, count int, limited bool,
 	status := SendOK
 	if b.synced != nil {
 		status = q.awaitSync(ctx, b)
+	}
+	if status == SendOK && replica && b.replTimedOut != nil {
+		status = q.awaitReplica(ctx, b, ent.first+uint64(ent.appended)-1)
 	}
 	return ent.first, ent.appended, status, err
 }
@@ -486,6 +501,7 @@ func (q *Queue) Close() error {
 		q.leaders.Wait()
 		close(q.stopSyncer)
 		<-q.syncerDone
+		q.detachReplica()
 		q.groupsMu.Lock()
 		for _, g := range q.groups {
 			g.mu.Lock()

@@ -43,7 +43,15 @@ type Stats struct {
 	TxChecks     uint64
 	TxExpired    uint64
 	LastSeq      uint64 // last seq appended
-	CommittedSeq uint64 // last seq durable
+	CommittedSeq uint64 // last seq durable (and, under ReplicateSync, acknowledged by the follower): what consumers may read
+	// Replication: whether a follower is attached, the highest seq a
+	// follower acknowledged as durable, LastSeq minus that, and the Sends
+	// answered FlushReplicaTimeout and ReplicaNotAvailable.
+	ReplicaAttached     bool
+	ReplicaAckedSeq     uint64
+	ReplicaLag          uint64
+	ReplicaTimeouts     uint64
+	ReplicaNotAvailable uint64
 }
 
 type queueStats struct {
@@ -94,6 +102,7 @@ func (q *Queue) Stats() Stats {
 		LastSeq:          q.log.LastSeq(),
 		CommittedSeq:     q.committedSeq(),
 	}
+	q.replicaStats(&s)
 	s.TxPending, s.TxCommitted, s.TxRolledBack, s.TxChecks, s.TxExpired = q.tx.counts()
 	if q.dedup != nil {
 		s.DedupEntries, s.DedupEvictions, s.Duplicates = q.dedup.counts()

@@ -19,12 +19,37 @@ type Reader struct {
 	seg  *segment
 	file vfs.File
 	rd   *record.Reader
+
+	uncapped bool // ignores CapReaders (NewUncappedReader)
 }
 
 // NewReader returns a Reader positioned at the first durable frame with seq >=
 // from (the oldest retained frame if from is older).
 func (l *Log) NewReader(from uint64) *Reader {
 	return &Reader{log: l, next: from}
+}
+
+// NewUncappedReader is NewReader for a reader that CapReaders does not limit
+// (it still returns only synced frames): the replication sender's.
+func (l *Log) NewUncappedReader(from uint64) *Reader {
+	return &Reader{log: l, next: from, uncapped: true}
+}
+
+// CapReaders limits what readers (but uncapped ones) return to frames with
+// seqs up to seq, on top of the synced limit; from the first call on, the cap
+// only moves up. The queue uses it to keep consumers below what a follower
+// acknowledged (ReplicateSync).
+func (l *Log) CapReaders(seq uint64) {
+	for {
+		cur := l.readCap.Load()
+		if l.capped.Load() && seq <= cur {
+			return
+		}
+		if l.readCap.CompareAndSwap(cur, seq) {
+			l.capped.Store(true)
+			return
+		}
+	}
 }
 
 // Next returns the next durable frame. Its Payload is valid until the next
@@ -47,6 +72,12 @@ func (r *Reader) Next() (record.Record, error) {
 		if err == nil {
 			if rec.Seq < r.next {
 				continue
+			}
+			if !r.uncapped && r.log.capped.Load() && rec.Seq > r.log.readCap.Load() {
+				// Above the cap: step back to this frame for the next call.
+				limit, _, _ := r.log.segmentLimit(r.seg)
+				r.rd = record.NewReader(r.file, off, limit, 0)
+				return record.Record{}, io.EOF
 			}
 			r.next = rec.Seq + 1
 			return rec, nil

@@ -132,6 +132,10 @@ type Log struct {
 	prepRunning bool // the writer asked and no spare was taken since
 
 	frames, bytes, syncs, syncNanos, rolls, warmRolls atomic.Uint64
+
+	// Readers' cap (CapReaders).
+	capped  atomic.Bool
+	readCap atomic.Uint64
 }
 
 // Open opens or creates the log in dir, recovers it and returns what recovery
@@ -353,22 +357,33 @@ func (l *Log) Append(buf []byte) (first uint64, n int, err error) {
 		}
 	}
 	first = l.nextSeq
+	n, err = l.write(buf, sizes, true)
+	return first, n, err
+}
+
+// write appends the frames of buf (sizes as frameSizes returned them) from
+// l.nextSeq on, rolling to new segments as needed; assign says whether to
+// set each frame's seq (Append) or keep the one it carries (AppendFrames).
+// The lease must already cover them.
+func (l *Log) write(buf []byte, sizes []int, assign bool) (n int, err error) {
 	for start := 0; n < len(sizes); {
 		if l.written+int64(sizes[n]) > l.opts.SegmentSize {
 			if err := l.roll(); err != nil {
-				return first, n, err
+				return n, err
 			}
 		}
 		// Take the frames that fit in the active segment.
 		seq, end, j := l.nextSeq, start, n
 		for ; j < len(sizes) && l.written+int64(end-start+sizes[j]) <= l.opts.SegmentSize; j++ {
-			record.SetSeq(buf[end:end+sizes[j]], seq)
+			if assign {
+				record.SetSeq(buf[end:end+sizes[j]], seq)
+			}
 			seq++
 			end += sizes[j]
 		}
 		chunk := buf[start:end]
 		if wn, err := l.active.file.WriteAt(chunk, l.written); err != nil {
-			return first, n, l.poison(fmt.Errorf("wal: write %s at offset %d (%d of %d bytes written): %w",
+			return n, l.poison(fmt.Errorf("wal: write %s at offset %d (%d of %d bytes written): %w",
 				l.active.path, l.written, wn, len(chunk), err))
 		}
 		l.mu.Lock()
@@ -389,7 +404,7 @@ func (l *Log) Append(buf []byte) (first uint64, n int, err error) {
 		default:
 		}
 	}
-	return first, n, nil
+	return n, nil
 }
 
 // frameSizes splits buf into frames by their length fields.

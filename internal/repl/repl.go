@@ -1,0 +1,318 @@
+// Package repl is the replication wire protocol between a leader queue and a
+// follower: a handshake, then log frames from the leader and acks from the
+// follower. It does no I/O of its own beyond reading and writing messages on
+// the link it is given, and keeps no state.
+//
+// # Messages
+//
+// Every message, in both directions, is
+//
+//	0  4  length L of the body, little endian (1 <= L <= the reader's limit)
+//	4  4  CRC-32C (Castagnoli) of the body
+//	8  L  body: a type byte, then the type's payload
+//
+// Types and payloads (integers little endian):
+//
+//	1 Hello    follower → leader, first message:
+//	             0  6  magic "ZLREPL"
+//	             6  2  protocol version (1)
+//	             8  4  largest frame the follower accepts, bytes
+//	            12  8  follower's last durable seq (0: empty)
+//	            20  4  epoch of that frame (0 until epochs are built)
+//	2 Welcome  leader → follower, answer to Hello:
+//	             0  2  protocol version
+//	             2  4  leader's epoch
+//	             6  8  first seq the leader will send (follower's last + 1)
+//	3 Frames   leader → follower: one or more whole log frames, back to back,
+//	           exactly as the leader's log stores them (32-byte header with its
+//	           own CRC-32C, then payload), seqs strictly increasing
+//	4 Ack      follower → leader: 0 8 the follower's last durable seq
+//	5 Error    either way, then the link is closed: a UTF-8 reason, at most
+//	           1024 bytes
+//
+// After Hello and Welcome the leader sends only Frames (or Error), the
+// follower only Acks (or Error). A Frames body is at most MaxBody(maxFrame)
+// bytes, where maxFrame is the follower's limit from Hello; every frame in it
+// is at most maxFrame bytes. Frames across messages have increasing seqs
+// (gaps are allowed: the leader's log skips seqs after an unclean restart),
+// and acks never go down. Anything else — a bad length or checksum, an unknown
+// type, a payload of the wrong size, a damaged frame, a frame above the limit,
+// a seq out of order, a message of the wrong type for the moment — is an error
+// that closes the link; the follower writes nothing of the message.
+package repl
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+
+	"github.com/zerolossmq/zeroloss/internal/record"
+)
+
+// Version is the protocol version this package speaks.
+const Version = 1
+
+// Magic opens a Hello.
+const Magic = "ZLREPL"
+
+// Type is a message type. The values are part of the protocol.
+type Type uint8
+
+// Message types.
+const (
+	TypeHello   Type = 1
+	TypeWelcome Type = 2
+	TypeFrames  Type = 3
+	TypeAck     Type = 4
+	TypeError   Type = 5
+)
+
+func (t Type) String() string {
+	switch t {
+	case TypeHello:
+		return "hello"
+	case TypeWelcome:
+		return "welcome"
+	case TypeFrames:
+		return "frames"
+	case TypeAck:
+		return "ack"
+	case TypeError:
+		return "error"
+	}
+	return fmt.Sprintf("type(%d)", uint8(t))
+}
+
+const (
+	// EnvelopeSize is the length and checksum ahead of every body.
+	EnvelopeSize = 8
+	// BatchBytes is how many bytes of frames a leader may put in one Frames
+	// message when the follower's frame limit is smaller.
+	BatchBytes = 1 << 20
+	// ControlBody bounds the body of every message but Frames: what a leader
+	// reads from a follower.
+	ControlBody = 1 + MaxErrorText
+	// MaxErrorText bounds an Error's reason.
+	MaxErrorText = 1024
+
+	helloSize   = 24
+	welcomeSize = 14
+	ackSize     = 8
+)
+
+// MaxBody is the largest body a follower accepting frames of up to maxFrame
+// bytes reads.
+func MaxBody(maxFrame int) int { return 1 + max(maxFrame, BatchBytes) }
+
+// Errors. Every error of ReadMessage and of the checks wraps one of them.
+var (
+	ErrMalformed  = errors.New("repl: malformed message")
+	ErrTooLarge   = errors.New("repl: message too large")
+	ErrChecksum   = errors.New("repl: message checksum mismatch")
+	ErrOutOfOrder = errors.New("repl: message out of order")
+	ErrVersion    = errors.New("repl: unsupported protocol version")
+	// ErrRemote wraps the reason an Error message carried.
+	ErrRemote = errors.New("repl: the other side closed the link")
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Hello is the follower's opening message.
+type Hello struct {
+	Version  uint16
+	MaxFrame uint32 // the largest frame it accepts
+	LastSeq  uint64 // its last durable seq
+	Epoch    uint32
+}
+
+// Welcome is the leader's answer to Hello.
+type Welcome struct {
+	Version uint16
+	Epoch   uint32
+	From    uint64 // the first seq it will send
+}
+
+// Message is one decoded message; the field of its Type is set.
+type Message struct {
+	Type    Type
+	Hello   Hello
+	Welcome Welcome
+	// Frames holds whole frames (TypeFrames); FirstSeq, LastSeq and Count
+	// describe them (set by ReadMessage and CheckFrames).
+	Frames   []byte
+	FirstSeq uint64
+	LastSeq  uint64
+	Count    int
+	Seq      uint64 // TypeAck
+	Text     string // TypeError
+}
+
+// AppendMessage encodes m, envelope included, and appends it to dst.
+func AppendMessage(dst []byte, m *Message) []byte {
+	start := len(dst)
+	dst = append(dst, make([]byte, EnvelopeSize)...)
+	dst = append(dst, byte(m.Type))
+	switch m.Type {
+	case TypeHello:
+		dst = append(dst, Magic...)
+		dst = binary.LittleEndian.AppendUint16(dst, m.Hello.Version)
+		dst = binary.LittleEndian.AppendUint32(dst, m.Hello.MaxFrame)
+		dst = binary.LittleEndian.AppendUint64(dst, m.Hello.LastSeq)
+		dst = binary.LittleEndian.AppendUint32(dst, m.Hello.Epoch)
+	case TypeWelcome:
+		dst = binary.LittleEndian.AppendUint16(dst, m.Welcome.Version)
+		dst = binary.LittleEndian.AppendUint32(dst, m.Welcome.Epoch)
+		dst = binary.LittleEndian.AppendUint64(dst, m.Welcome.From)
+	case TypeFrames:
+		dst = append(dst, m.Frames...)
+	case TypeAck:
+		dst = binary.LittleEndian.AppendUint64(dst, m.Seq)
+	case TypeError:
+		text := m.Text
+		if len(text) > MaxErrorText {
+			text = text[:MaxErrorText]
+		}
+		dst = append(dst, text...)
+	}
+	body := dst[start+EnvelopeSize:]
+	binary.LittleEndian.PutUint32(dst[start:], uint32(len(body)))
+	binary.LittleEndian.PutUint32(dst[start+4:], crc32.Checksum(body, castagnoli))
+	return dst
+}
+
+// WriteMessage writes m to w with one Write.
+func WriteMessage(w io.Writer, m *Message) error {
+	_, err := w.Write(AppendMessage(nil, m))
+	return err
+}
+
+// ReadMessage reads one message from r. maxBody bounds the body (MaxBody for
+// a follower, ControlBody for a leader); a larger length is ErrTooLarge and
+// nothing more is read. Frames are checked whole (each frame's own CRC-32C,
+// at most maxBody-1 bytes, seqs strictly increasing). io.EOF means the link
+// was closed cleanly between messages; a message cut short is
+// io.ErrUnexpectedEOF.
+func ReadMessage(r io.Reader, maxBody int) (Message, error) {
+	var env [EnvelopeSize]byte
+	if _, err := io.ReadFull(r, env[:]); err != nil {
+		return Message{}, err
+	}
+	n := binary.LittleEndian.Uint32(env[0:4])
+	if n == 0 {
+		return Message{}, fmt.Errorf("%w: empty body", ErrMalformed)
+	}
+	if uint64(n) > uint64(maxBody) {
+		return Message{}, fmt.Errorf("%w: body of %d bytes, limit %d", ErrTooLarge, n, maxBody)
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(r, body); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return Message{}, err
+	}
+	if crc32.Checksum(body, castagnoli) != binary.LittleEndian.Uint32(env[4:8]) {
+		return Message{}, fmt.Errorf("%w (%d-byte body)", ErrChecksum, n)
+	}
+	return decodeBody(body, maxBody-1)
+}
+
+func decodeBody(body []byte, maxFrame int) (Message, error) {
+	m := Message{Type: Type(body[0])}
+	p := body[1:]
+	size := func(want int) error {
+		if len(p) != want {
+			return fmt.Errorf("%w: %v payload of %d bytes, want %d", ErrMalformed, m.Type, len(p), want)
+		}
+		return nil
+	}
+	switch m.Type {
+	case TypeHello:
+		if err := size(helloSize); err != nil {
+			return Message{}, err
+		}
+		if !bytes.Equal(p[0:6], []byte(Magic)) {
+			return Message{}, fmt.Errorf("%w: bad magic %q in hello", ErrMalformed, p[0:6])
+		}
+		m.Hello = Hello{
+			Version:  binary.LittleEndian.Uint16(p[6:8]),
+			MaxFrame: binary.LittleEndian.Uint32(p[8:12]),
+			LastSeq:  binary.LittleEndian.Uint64(p[12:20]),
+			Epoch:    binary.LittleEndian.Uint32(p[20:24]),
+		}
+	case TypeWelcome:
+		if err := size(welcomeSize); err != nil {
+			return Message{}, err
+		}
+		m.Welcome = Welcome{
+			Version: binary.LittleEndian.Uint16(p[0:2]),
+			Epoch:   binary.LittleEndian.Uint32(p[2:6]),
+			From:    binary.LittleEndian.Uint64(p[6:14]),
+		}
+	case TypeFrames:
+		m.Frames = p
+		var err error
+		if m.FirstSeq, m.LastSeq, m.Count, err = CheckFrames(p, maxFrame, 0); err != nil {
+			return Message{}, err
+		}
+	case TypeAck:
+		if err := size(ackSize); err != nil {
+			return Message{}, err
+		}
+		m.Seq = binary.LittleEndian.Uint64(p)
+	case TypeError:
+		if len(p) > MaxErrorText {
+			return Message{}, fmt.Errorf("%w: error text of %d bytes, limit %d", ErrMalformed, len(p), MaxErrorText)
+		}
+		m.Text = string(p)
+	default:
+		return Message{}, fmt.Errorf("%w: unknown type %d", ErrMalformed, body[0])
+	}
+	return m, nil
+}
+
+// CheckFrames checks that buf is one or more whole, undamaged frames of at
+// most maxFrame bytes each, with seqs strictly increasing and above after. It
+// returns the first and last seq and the count.
+func CheckFrames(buf []byte, maxFrame int, after uint64) (first, last uint64, count int, err error) {
+	if len(buf) == 0 {
+		return 0, 0, 0, fmt.Errorf("%w: frames message without frames", ErrMalformed)
+	}
+	last = after
+	for off := 0; off < len(buf); {
+		rec, n, err := record.Decode(buf[off:], maxFrame)
+		if err != nil {
+			if errors.Is(err, record.ErrInvalid) && maxFrame > 0 {
+				if size, serr := record.FrameSize(buf[off:], 0); serr == nil && size > maxFrame {
+					return 0, 0, 0, fmt.Errorf("%w: frame of %d bytes at byte %d, limit %d", ErrTooLarge, size, off, maxFrame)
+				}
+			}
+			return 0, 0, 0, fmt.Errorf("%w: frame %d at byte %d of %d: %w", ErrMalformed, count, off, len(buf), err)
+		}
+		if rec.Seq <= last {
+			return 0, 0, 0, fmt.Errorf("%w: frame seq %d at byte %d follows seq %d", ErrOutOfOrder, rec.Seq, off, last)
+		}
+		if count == 0 {
+			first = rec.Seq
+		}
+		last = rec.Seq
+		count++
+		off += n
+	}
+	return first, last, count, nil
+}
+
+// Expect returns an error unless m is of type want. An Error message becomes
+// an error wrapping ErrRemote with its reason.
+func Expect(m *Message, want Type) error {
+	if m.Type == want {
+		return nil
+	}
+	if m.Type == TypeError {
+		return fmt.Errorf("%w: %s", ErrRemote, m.Text)
+	}
+	return fmt.Errorf("%w: got %v, want %v", ErrOutOfOrder, m.Type, want)
+}

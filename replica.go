@@ -1,0 +1,597 @@
+package zeroloss
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/zerolossmq/zeroloss/internal/hook"
+	"github.com/zerolossmq/zeroloss/internal/record"
+	"github.com/zerolossmq/zeroloss/internal/repl"
+	"github.com/zerolossmq/zeroloss/internal/vfs"
+	"github.com/zerolossmq/zeroloss/internal/wal"
+)
+
+// Replication (first step; see ARCHITECTURE.md, "Replication").
+//
+// Leader: AttachReplica does the handshake, then two goroutines serve the
+// follower: the sender reads the leader's log with a wal.Reader from the
+// follower's position (synced frames only) and writes them as Frames
+// messages, then waits for the leader's synced seq to move; the ack reader
+// reads the follower's acks and raises q.repl.acked. Under ReplicateSync a
+// Send, once its batch is written (and synced under FlushSync), waits for
+// acked to reach its last seq, at most ReplicaTimeout from the write of its
+// batch (one timer per batch, one broadcast channel for all: never a round
+// trip per message), and the committed mark that consumers read up to is
+// min(leader synced, follower acked).
+//
+// Follower: Follow keeps a copy of the leader's log in its own directory,
+// frame for frame with the same seqs (wal.Log.AppendFrames), and acks once
+// per fdatasync, after the fdatasync.
+
+// replState is the leader's replication state.
+type replState struct {
+	mu     sync.Mutex
+	cur    *replica      // the attached follower, nil if none
+	ch     chan struct{} // closed and replaced when acked moves or cur changes
+	syncCh chan struct{} // closed and replaced when synced moves
+	closed bool          // the queue is closing: no more followers
+
+	acked  atomic.Uint64 // highest seq a follower acknowledged as durable
+	synced atomic.Uint64 // the leader's last synced seq
+
+	timeouts, notAvailable atomic.Uint64
+}
+
+func (s *replState) init(synced uint64) {
+	s.ch = make(chan struct{})
+	s.syncCh = make(chan struct{})
+	s.synced.Store(synced)
+}
+
+// broadcast wakes the Sends waiting for acks. The caller holds s.mu.
+func (s *replState) broadcast() {
+	close(s.ch)
+	s.ch = make(chan struct{})
+}
+
+// watch returns a channel closed at the next change of acked or of the
+// attached follower, and whether a follower is attached.
+func (s *replState) watch() (<-chan struct{}, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ch, s.cur != nil
+}
+
+// syncedChanged returns a channel closed when the leader's synced seq next moves.
+func (s *replState) syncedChanged() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.syncCh
+}
+
+// setSynced publishes the log's new synced seq: to the follower's sender and,
+// as the committed mark, to readers (under ReplicateSync only as far as the
+// follower acknowledged). Called by the committer and the syncer.
+func (q *Queue) setSynced(seq uint64) {
+	if q.opts.Replication == ReplicateNone {
+		q.setCommitted(seq)
+		return
+	}
+	s := &q.repl
+	s.mu.Lock()
+	if seq > s.synced.Load() {
+		s.synced.Store(seq)
+		close(s.syncCh)
+		s.syncCh = make(chan struct{})
+	}
+	s.mu.Unlock()
+	if q.opts.Replication == ReplicateSync {
+		seq = min(seq, s.acked.Load())
+	}
+	q.setCommitted(seq)
+}
+
+// setAcked records that the follower holds everything up to seq durably.
+func (q *Queue) setAcked(seq uint64) {
+	s := &q.repl
+	s.mu.Lock()
+	if seq > s.acked.Load() {
+		s.acked.Store(seq)
+		s.broadcast()
+	}
+	s.mu.Unlock()
+	if q.opts.Replication == ReplicateSync {
+		q.setCommitted(min(seq, s.synced.Load()))
+	}
+}
+
+// awaitReplica waits, under ReplicateSync, until the follower acknowledged
+// seq, the batch's ReplicaTimeout passed, ctx ended, or no follower is
+// attached.
+func (q *Queue) awaitReplica(ctx context.Context, b *batch, seq uint64) SendStatus {
+	s := &q.repl
+	for {
+		changed, attached := s.watch()
+		if s.acked.Load() >= seq {
+			return SendOK
+		}
+		if !attached {
+			s.notAvailable.Add(1)
+			return ReplicaNotAvailable
+		}
+		select {
+		case <-changed:
+		case <-b.replTimedOut:
+			s.timeouts.Add(1)
+			return FlushReplicaTimeout
+		case <-ctx.Done():
+			s.timeouts.Add(1)
+			return FlushReplicaTimeout
+		}
+	}
+}
+
+// replica is one attached follower, seen from the leader.
+type replica struct {
+	q        *Queue
+	link     io.ReadWriteCloser
+	br       *bufio.Reader
+	maxFrame int
+	from     uint64        // first seq to send
+	sent     atomic.Uint64 // last seq handed to the link (stored before the write)
+	stop     chan struct{}
+	once     sync.Once
+	wg       sync.WaitGroup
+}
+
+// AttachReplica attaches a follower (Follow running at the other end of
+// link) and returns once the handshake is done; the leader then streams its
+// log to the follower from the follower's position, from disk while it is
+// behind, then live, until the link fails or the queue is closed. The queue
+// owns link from then on and closes it, also when AttachReplica fails. One
+// follower at a time; the options must enable replication. The handshake
+// must complete within ReplicaTimeout.
+//
+// Any io.ReadWriteCloser works: net.Pipe, a Unix socket or TCP connection, a
+// pair of os.Pipes.
+func (q *Queue) AttachReplica(link io.ReadWriteCloser) error {
+	fail := func(err error) error {
+		link.Close()
+		return fmt.Errorf("zeroloss: attach replica: %w", err)
+	}
+	if q.opts.Replication == ReplicateNone {
+		return fail(fmt.Errorf("%w: Replication is ReplicateNone", ErrInvalidOptions))
+	}
+	br := bufio.NewReaderSize(link, 4096)
+	var hello repl.Message
+	var err error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		hello, err = repl.ReadMessage(br, repl.ControlBody)
+		if err == nil {
+			err = repl.Expect(&hello, repl.TypeHello)
+		}
+	}()
+	timer := time.NewTimer(q.opts.ReplicaTimeout)
+	select {
+	case <-done:
+		timer.Stop()
+	case <-timer.C:
+		link.Close()
+		<-done
+		return fail(fmt.Errorf("%w: no hello from the follower within %v", ErrReplication, q.opts.ReplicaTimeout))
+	}
+	if err != nil {
+		return fail(fmt.Errorf("%w: reading the follower's hello: %w", ErrReplication, err))
+	}
+	h := hello.Hello
+	refuse := func(format string, args ...any) error {
+		reason := fmt.Sprintf(format, args...)
+		tellBriefly(link, reason)
+		return fail(fmt.Errorf("%w: %s", ErrReplication, reason))
+	}
+	switch last := q.log.LastSeq(); {
+	case h.Version != repl.Version:
+		return refuse("follower speaks protocol version %d, leader %d", h.Version, repl.Version)
+	case int(h.MaxFrame) < q.opts.MaxMessageSize:
+		return refuse("follower accepts frames of at most %d bytes, below the leader's MaxMessageSize %d", h.MaxFrame, q.opts.MaxMessageSize)
+	case h.LastSeq > last:
+		return refuse("follower holds seqs up to %d, beyond the leader's last seq %d (epochs are not built: it cannot be reconciled)", h.LastSeq, last)
+	}
+	r := &replica{q: q, link: link, br: br, maxFrame: int(h.MaxFrame), from: h.LastSeq + 1, stop: make(chan struct{})}
+	r.sent.Store(h.LastSeq)
+	s := &q.repl
+	s.mu.Lock()
+	switch {
+	case s.closed:
+		s.mu.Unlock()
+		return fail(ErrClosed)
+	case s.cur != nil:
+		s.mu.Unlock()
+		return refuse("a follower is already attached")
+	}
+	s.cur = r
+	s.broadcast()
+	s.mu.Unlock()
+	if err := repl.WriteMessage(link, &repl.Message{Type: repl.TypeWelcome,
+		Welcome: repl.Welcome{Version: repl.Version, From: r.from}}); err != nil {
+		r.fail(fmt.Errorf("%w: writing the welcome: %w", ErrReplication, err))
+		return fmt.Errorf("zeroloss: attach replica: %w: writing the welcome: %w", ErrReplication, err)
+	}
+	q.setAcked(h.LastSeq) // the follower holds it durably
+	q.logger.Info("zeroloss: follower attached", "from_seq", r.from, "max_frame", r.maxFrame)
+	r.wg.Add(2)
+	go r.sendLoop()
+	go r.ackLoop()
+	return nil
+}
+
+// tellBriefly sends reason as an Error message, waiting at most a second for
+// the other side to take it.
+func tellBriefly(link io.ReadWriteCloser, reason string) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		repl.WriteMessage(link, &repl.Message{Type: repl.TypeError, Text: reason})
+	}()
+	select {
+	case <-done:
+	case <-time.After(time.Second):
+		link.Close()
+		<-done
+	}
+}
+
+// fail detaches r: the link is closed, its goroutines end, and Sends
+// waiting for its acks get ReplicaNotAvailable.
+func (r *replica) fail(err error) {
+	r.once.Do(func() {
+		close(r.stop)
+		r.link.Close()
+		s := &r.q.repl
+		s.mu.Lock()
+		if s.cur == r {
+			s.cur = nil
+			s.broadcast()
+		}
+		closing := s.closed
+		s.mu.Unlock()
+		if !closing {
+			r.q.logger.Warn("zeroloss: follower detached", "error", err, "acked", s.acked.Load())
+		}
+	})
+}
+
+// sendLoop streams the log to the follower: whatever is synced from r.from
+// on, in messages of up to max(maxFrame, repl.BatchBytes) bytes of frames.
+func (r *replica) sendLoop() {
+	defer r.wg.Done()
+	rd := r.q.log.NewUncappedReader(r.from)
+	defer rd.Close()
+	limit := max(r.maxFrame, repl.BatchBytes)
+	var frames, msg []byte
+	var last, carryLast uint64
+	send := func(n int, lastSeq uint64) bool {
+		r.sent.Store(lastSeq) // before the write: an ack may come back before Write returns
+		msg = repl.AppendMessage(msg[:0], &repl.Message{Type: repl.TypeFrames, Frames: frames[:n]})
+		if _, err := r.link.Write(msg); err != nil {
+			r.fail(fmt.Errorf("writing frames: %w", err))
+			return false
+		}
+		return true
+	}
+	for {
+		changed := r.q.repl.syncedChanged()
+		for len(frames) < limit {
+			rec, err := rd.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				r.fail(fmt.Errorf("reading the log for the follower: %w", err))
+				return
+			}
+			if size := rec.Size(); size > r.maxFrame {
+				reason := fmt.Sprintf("frame at seq %d has %d bytes, above the follower's limit %d", rec.Seq, size, r.maxFrame)
+				tellBriefly(r.link, reason)
+				r.fail(errors.New(reason))
+				return
+			}
+			// Decode checked the stored CRC, so re-encoding the record
+			// yields the stored bytes exactly, CRC included.
+			prev := len(frames)
+			frames = record.Append(frames, &rec)
+			if len(frames) > limit && prev > 0 {
+				// Send what fits; this frame opens the next message.
+				carryLast = rec.Seq
+				if !send(prev, last) {
+					return
+				}
+				frames = frames[:copy(frames, frames[prev:])]
+				last = carryLast
+				continue
+			}
+			last = rec.Seq
+		}
+		if len(frames) > 0 {
+			if !send(len(frames), last) {
+				return
+			}
+			frames = frames[:0]
+			continue
+		}
+		select {
+		case <-changed:
+		case <-r.stop:
+			return
+		}
+	}
+}
+
+// ackLoop reads the follower's acks.
+func (r *replica) ackLoop() {
+	defer r.wg.Done()
+	prev := r.from - 1
+	for {
+		m, err := repl.ReadMessage(r.br, repl.ControlBody)
+		if err == nil {
+			err = repl.Expect(&m, repl.TypeAck)
+		}
+		if err == nil && (m.Seq < prev || m.Seq > r.sent.Load()) {
+			err = fmt.Errorf("%w: ack of seq %d after ack of %d, with seqs up to %d sent", repl.ErrOutOfOrder, m.Seq, prev, r.sent.Load())
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = errors.New("the follower closed the link")
+			}
+			r.fail(err)
+			return
+		}
+		prev = m.Seq
+		r.q.setAcked(m.Seq)
+	}
+}
+
+// detachReplica stops replication for Close.
+func (q *Queue) detachReplica() {
+	s := &q.repl
+	s.mu.Lock()
+	s.closed = true
+	r := s.cur
+	s.mu.Unlock()
+	if r != nil {
+		r.fail(ErrClosed)
+		r.wg.Wait()
+	}
+}
+
+// replicaStats fills the replication fields of Stats.
+func (q *Queue) replicaStats(st *Stats) {
+	s := &q.repl
+	s.mu.Lock()
+	st.ReplicaAttached = s.cur != nil
+	s.mu.Unlock()
+	st.ReplicaAckedSeq = s.acked.Load()
+	if st.LastSeq > st.ReplicaAckedSeq {
+		st.ReplicaLag = st.LastSeq - st.ReplicaAckedSeq
+	}
+	st.ReplicaTimeouts = s.timeouts.Load()
+	st.ReplicaNotAvailable = s.notAvailable.Load()
+}
+
+// FollowOptions configure Follow. The zero value, like nil, means every
+// default.
+type FollowOptions struct {
+	// Flush is FlushSync (default): each ack follows the fdatasync of
+	// everything it covers. FlushAsync acks after write(2): the follower's
+	// copy then survives its process crashing but not its power failing.
+	Flush FlushMode
+	// SegmentSize is the size of the follower's segment files; the largest
+	// frame it accepts is SegmentSize minus the 4 KiB header, and it must be
+	// at least the leader's MaxMessageSize. Default 64 MiB.
+	SegmentSize int64
+	// Logger receives recovery reports. Default: discard.
+	Logger *slog.Logger
+
+	fs vfs.FS // tests
+}
+
+// Follow runs a follower: it opens (or creates) the log in dir, tells the
+// leader at the other end of link (Queue.AttachReplica) how far it got, and
+// appends what the leader sends, frame for frame with the leader's seqs,
+// acknowledging after each fdatasync (one ack per fdatasync, however many
+// frames it covers). It returns when ctx ends (ctx's error), when the leader
+// closes the link (an error matching io.EOF), or on an I/O or protocol
+// error (matching ErrReplication: a message that is malformed, oversized or
+// out of order is rejected whole: nothing of it is written). It closes link
+// and the log before returning; everything it acknowledged is then durable
+// in dir, which opens as a normal Queue (promotion).
+func Follow(ctx context.Context, dir string, link io.ReadWriteCloser, opts *FollowOptions) (err error) {
+	var o FollowOptions
+	if opts != nil {
+		o = *opts
+	}
+	defer link.Close()
+	if o.Flush != FlushSync && o.Flush != FlushAsync {
+		return fmt.Errorf("zeroloss: follow: %w: Flush is %d", ErrInvalidOptions, int(o.Flush))
+	}
+	if o.SegmentSize == 0 {
+		o.SegmentSize = DefaultSegmentSize
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.fs == nil {
+		o.fs = hook.FS
+	}
+	if o.fs == nil {
+		o.fs = vfs.OS
+	}
+	log, _, err := wal.Open(dir, wal.Options{FS: o.fs, SegmentSize: o.SegmentSize, Logger: o.Logger,
+		SlotInterval: defaultSlotInterval, SlotBytes: defaultSlotBytes})
+	if err != nil {
+		return fmt.Errorf("zeroloss: follow: open %s: %w", dir, err)
+	}
+	defer func() {
+		if cerr := log.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("zeroloss: follow: close %s: %w", dir, cerr)
+		}
+	}()
+	stop := context.AfterFunc(ctx, func() { link.Close() })
+	defer stop()
+	f := &follower{ctx: ctx, log: log, link: link, sync: o.Flush == FlushSync, maxFrame: log.MaxFrameSize()}
+	if err := f.run(); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return err
+	}
+	return nil
+}
+
+type follower struct {
+	ctx      context.Context
+	log      *wal.Log
+	link     io.ReadWriteCloser
+	sync     bool
+	maxFrame int
+	last     uint64 // last seq appended
+	acked    uint64
+}
+
+type readResult struct {
+	m   repl.Message
+	err error
+}
+
+func protoErr(format string, args ...any) error {
+	return fmt.Errorf("zeroloss: follow: %w: %s", ErrReplication, fmt.Sprintf(format, args...))
+}
+
+func (f *follower) run() error {
+	f.last = f.log.LastSeq()
+	f.acked = f.last
+	if err := repl.WriteMessage(f.link, &repl.Message{Type: repl.TypeHello,
+		Hello: repl.Hello{Version: repl.Version, MaxFrame: uint32(min(f.maxFrame, 1<<31)), LastSeq: f.last}}); err != nil {
+		return protoErr("writing the hello: %v", err)
+	}
+	br := bufio.NewReaderSize(f.link, 64<<10)
+	m, err := repl.ReadMessage(br, repl.ControlBody)
+	if err == nil {
+		err = repl.Expect(&m, repl.TypeWelcome)
+	}
+	if err != nil {
+		return protoErr("reading the leader's welcome: %v", fmtErr(err))
+	}
+	if w := m.Welcome; w.Version != repl.Version || w.From != f.last+1 {
+		return protoErr("the leader's welcome (version %d, from seq %d) does not answer the hello (version %d, last seq %d)",
+			w.Version, w.From, repl.Version, f.last)
+	}
+
+	msgs := make(chan readResult, 16)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			m, err := repl.ReadMessage(br, repl.MaxBody(f.maxFrame))
+			select {
+			case msgs <- readResult{m, err}:
+			case <-done:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	defer func() {
+		close(done)
+		f.link.Close()
+		wg.Wait()
+	}()
+	for {
+		var res readResult
+		select {
+		case res = <-msgs:
+		case <-f.ctx.Done():
+			return f.ctx.Err()
+		}
+		err := f.apply(res)
+		// Take whatever else already arrived into the same fdatasync.
+	drain:
+		for err == nil {
+			select {
+			case res = <-msgs:
+				err = f.apply(res)
+			default:
+				break drain
+			}
+		}
+		if aerr := f.ack(); aerr != nil && err == nil {
+			err = aerr
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// apply checks one message from the leader and appends its frames.
+func (f *follower) apply(res readResult) error {
+	if res.err != nil {
+		if res.err == io.EOF {
+			return fmt.Errorf("zeroloss: follow: the leader closed the link: %w", io.EOF)
+		}
+		return protoErr("message from the leader rejected, nothing of it written: %v", fmtErr(res.err))
+	}
+	m := &res.m
+	if err := repl.Expect(m, repl.TypeFrames); err != nil {
+		return protoErr("message from the leader rejected, nothing of it written: %v", fmtErr(err))
+	}
+	if _, _, _, err := repl.CheckFrames(m.Frames, f.maxFrame, f.last); err != nil {
+		return protoErr("frames from the leader rejected, nothing of them written: %v", err)
+	}
+	if _, err := f.log.AppendFrames(m.Frames); err != nil {
+		return fmt.Errorf("zeroloss: follow: append: %w", err)
+	}
+	f.last = m.LastSeq
+	return nil
+}
+
+// ack makes what was appended durable (FlushSync) and tells the leader.
+func (f *follower) ack() error {
+	if f.last == f.acked {
+		return nil
+	}
+	seq := f.last
+	if f.sync {
+		synced, err := f.log.Sync()
+		if err != nil {
+			return fmt.Errorf("zeroloss: follow: %w", err)
+		}
+		seq = synced
+	}
+	if err := repl.WriteMessage(f.link, &repl.Message{Type: repl.TypeAck, Seq: seq}); err != nil {
+		return protoErr("writing an ack: %v", err)
+	}
+	f.acked = seq
+	return nil
+}
+
+// fmtErr names a clean end of the link for what it is.
+func fmtErr(err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("link closed (%w)", err)
+	}
+	return err
+}
