@@ -204,31 +204,52 @@ func (q *Queue) duplicate(ctx context.Context, e *dedupEntry) (res SendResult, o
 }
 
 // durableStatus is the status a Send of seq would report now: SendOK once it
-// is durable as the flush mode promises (FlushAsync: written, which it is);
-// under FlushSync it waits for that at most FlushTimeout, then reports
-// FlushDiskTimeout (at once if the queue is poisoned).
+// is durable as the flush and replication modes promise (FlushAsync alone:
+// written, which it is). Otherwise it waits for that, at most FlushTimeout
+// (plus ReplicaTimeout under ReplicateSync), then reports FlushDiskTimeout,
+// or FlushReplicaTimeout if the leader has it and the follower does not;
+// ReplicaNotAvailable at once if no follower is attached; FlushDiskTimeout at
+// once if the queue is poisoned.
 func (q *Queue) durableStatus(ctx context.Context, seq uint64) SendStatus {
-	if q.opts.Flush == FlushAsync {
+	replicated := q.opts.Replication == ReplicateSync
+	if q.opts.Flush == FlushAsync && !replicated {
 		return SendOK
 	}
-	timer := time.NewTimer(q.opts.FlushTimeout)
+	limit := q.opts.FlushTimeout
+	if replicated {
+		limit += q.opts.ReplicaTimeout
+	}
+	timer := time.NewTimer(limit)
 	defer timer.Stop()
+	onLeader := func() bool { return q.log.SyncedSeq() >= seq || q.opts.Flush == FlushAsync }
 	for {
 		changed := q.committedChanged()
+		var replChanged <-chan struct{}
 		if q.committedSeq() >= seq {
 			return SendOK
 		}
 		if q.log.Err() != nil {
 			return FlushDiskTimeout // poisoned: the sync will never come
 		}
+		if replicated {
+			var attached bool
+			replChanged, attached = q.repl.watch()
+			if !attached && onLeader() {
+				return ReplicaNotAvailable
+			}
+		}
 		select {
 		case <-changed:
+			continue
+		case <-replChanged:
+			continue
 		case <-timer.C:
-			return FlushDiskTimeout
 		case <-ctx.Done():
-			return FlushDiskTimeout
 		case <-q.done:
-			return FlushDiskTimeout
 		}
+		if replicated && onLeader() {
+			return FlushReplicaTimeout
+		}
+		return FlushDiskTimeout
 	}
 }
