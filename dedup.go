@@ -36,11 +36,12 @@ type dedupTable struct {
 }
 
 type dedupEntry struct {
-	id   string
-	seq  uint64        // set once appended
-	at   time.Time     // when appended (or claimed, until then)
-	done chan struct{} // closed once the claiming Send knows whether it appended; nil when recovered
-	gone bool          // not appended: the entry was dropped
+	id      string
+	seq     uint64        // set once appended
+	at      time.Time     // when appended (or claimed, until then)
+	pending bool          // the claiming Send does not know yet whether it appended
+	wait    chan struct{} // made by the first Send waiting on a pending entry; closed when it is decided
+	gone    bool          // not appended: the entry was dropped
 }
 
 func newDedupTable(window time.Duration, max int) *dedupTable {
@@ -57,7 +58,7 @@ func (t *dedupTable) claim(id string, now time.Time) (e *dedupEntry, new bool) {
 		t.duplicates++
 		return e, false
 	}
-	e = &dedupEntry{id: id, at: now, done: make(chan struct{})}
+	e = &dedupEntry{id: id, at: now, pending: true}
 	t.add(e)
 	return e, true
 }
@@ -87,7 +88,7 @@ func (t *dedupTable) expire(now time.Time) {
 	limit := now.Add(-t.window)
 	for t.head < len(t.order) {
 		e := t.order[t.head]
-		if !e.at.Before(limit) || (e.done != nil && !closed(e.done)) {
+		if !e.at.Before(limit) || e.pending {
 			return
 		}
 		t.order[t.head] = nil
@@ -98,21 +99,20 @@ func (t *dedupTable) expire(now time.Time) {
 	}
 }
 
-func closed(ch chan struct{}) bool {
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
-	}
-}
-
 // settle records that e's message was appended at seq.
 func (t *dedupTable) settle(e *dedupEntry, seq uint64, at time.Time) {
 	t.mu.Lock()
 	e.seq, e.at = seq, at
+	t.decided(e)
 	t.mu.Unlock()
-	close(e.done)
+}
+
+// decided marks e decided and wakes its waiters (the caller holds mu).
+func (t *dedupTable) decided(e *dedupEntry) {
+	e.pending = false
+	if e.wait != nil {
+		close(e.wait)
+	}
 }
 
 // drop records that e's message was not appended.
@@ -122,8 +122,21 @@ func (t *dedupTable) drop(e *dedupEntry) {
 	if t.byID[e.id] == e {
 		delete(t.byID, e.id)
 	}
+	t.decided(e)
 	t.mu.Unlock()
-	close(e.done)
+}
+
+// waitFor returns a channel closed once e is decided, or nil if it is.
+func (t *dedupTable) waitFor(e *dedupEntry) <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !e.pending {
+		return nil
+	}
+	if e.wait == nil {
+		e.wait = make(chan struct{})
+	}
+	return e.wait
 }
 
 // recovered adds an entry read back on Open.
@@ -173,7 +186,7 @@ func (t *dedupTable) snapshot(now time.Time) []record.DedupEntry {
 	t.expire(now)
 	var out []record.DedupEntry
 	for _, e := range t.order[t.head:] {
-		if t.byID[e.id] == e && e.seq != 0 && (e.done == nil || closed(e.done)) {
+		if t.byID[e.id] == e && e.seq != 0 && !e.pending {
 			out = append(out, record.DedupEntry{ID: e.id, Seq: e.seq, Time: e.at.UnixNano()})
 		}
 	}
@@ -190,14 +203,17 @@ func (t *dedupTable) counts() (entries int, evictions, duplicates uint64) {
 // and its durability now, waiting for it like a Send would. ok is false if
 // the original was not appended after all (the caller sends it).
 func (q *Queue) duplicate(ctx context.Context, e *dedupEntry) (res SendResult, ok bool, err error) {
-	if e.done != nil {
+	if wait := q.dedup.waitFor(e); wait != nil {
 		select {
-		case <-e.done:
+		case <-wait:
 		case <-ctx.Done():
 			return SendResult{}, false, ctx.Err()
 		}
 	}
-	if e.gone {
+	q.dedup.mu.Lock()
+	gone := e.gone
+	q.dedup.mu.Unlock()
+	if gone {
 		return SendResult{}, false, nil
 	}
 	return SendResult{Seq: e.seq, ID: e.id, Status: q.durableStatus(ctx, e.seq), Duplicate: true}, true, nil
