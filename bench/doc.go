@@ -16,6 +16,8 @@
 //	BenchmarkRaw/op=write/size=1KiB                         (Linux only)
 //	BenchmarkRaw/op=write+fdatasync/size=1KiB/producers=1|16 (Linux only)
 //	BenchmarkRaw/op=batch+fdatasync/size=1KiB/batch=16|64/blocks=written|fresh (Linux only)
+//	BenchmarkInterleaved/pair=sync-p1|sync-p64|async-p16|consume-c16        (Linux only)
+//	BenchmarkGuarantees/op=send/ids=generated|set, op=strict, op=interleaved, op=tx
 //
 // The benchmarks write to b.TempDir(), so TMPDIR chooses the disk measured;
 // point it at the file system the queue will really use (tmpfs makes every
@@ -42,6 +44,13 @@
 //     commit comes to the physical limit of N producers sharing each fdatasync.
 //   - flush=async against op=write: Send gathers concurrent messages into one
 //     pwrite, so with several producers it should beat one write(2) per message.
+//
+// BenchmarkInterleaved is the one to read the targets from: each queue case
+// and its raw baseline take turns in short rounds on the same disk, so the
+// drift that moves absolute figures 2x within minutes here cancels out of
+// the ratio it reports:
+//
+//	go test -run '^$' -bench Interleaved -benchtime 20000x -count 3 ./bench/
 //
 // Each Send sub-benchmark opens a new queue, and its first Send creates the
 // first segment (fallocate, fsync, directory fsync) inside the timed part; use
