@@ -375,3 +375,25 @@ func TestKillNineDuringTransactions(t *testing.T) {
 	assert.Greater(t, commits, 0)
 	t.Logf("%d runs, %d halves, %d local commits, %d delivered", runs, halves, commits, len(delivered))
 }
+
+// A transaction ID rolled back can be sent again: the resend is a new
+// message, delivered once committed.
+func TestResendAfterRollbackIsANewMessage(t *testing.T) {
+	q := txQueue(t, vfs.NewMem(), Options{})
+	defer q.Close()
+	ctx := context.Background()
+	c, err := q.Consumer("g", nil)
+	require.NoError(t, err)
+	_, state, err := q.SendInTransaction(ctx, &Message{ID: "order-7", Body: []byte("first try")},
+		func(context.Context) TxState { return TxRollback })
+	require.NoError(t, err)
+	require.Equal(t, TxRollback, state)
+	res, state, err := q.SendInTransaction(ctx, &Message{ID: "order-7", Body: []byte("second try")},
+		func(context.Context) TxState { return TxCommit })
+	require.NoError(t, err)
+	require.Equal(t, TxCommit, state)
+	require.False(t, res.Duplicate)
+	got := drain(t, c)
+	require.Len(t, got, 1)
+	assert.Equal(t, []byte("second try"), got[0].Message.Body)
+}
