@@ -231,13 +231,15 @@ func (q *Queue) durableStatus(ctx context.Context, seq uint64) SendStatus {
 	if q.opts.Flush == FlushAsync && !replicated {
 		return SendOK
 	}
-	limit := q.opts.FlushTimeout
-	if replicated {
-		limit += q.opts.ReplicaTimeout
-	}
-	timer := time.NewTimer(limit)
-	defer timer.Stop()
 	onLeader := func() bool { return q.log.SyncedSeq() >= seq || q.opts.Flush == FlushAsync }
+	// Like a Send: FlushTimeout for the leader's fdatasync, then
+	// ReplicaTimeout for the follower's ack.
+	replPhase := replicated && onLeader()
+	timer := time.NewTimer(q.opts.FlushTimeout)
+	if replPhase {
+		timer.Reset(q.opts.ReplicaTimeout)
+	}
+	defer timer.Stop()
 	for {
 		changed := q.committedChanged()
 		var replChanged <-chan struct{}
@@ -247,10 +249,15 @@ func (q *Queue) durableStatus(ctx context.Context, seq uint64) SendStatus {
 		if q.log.Err() != nil {
 			return FlushDiskTimeout // poisoned: the sync will never come
 		}
-		if replicated {
+		if replicated && onLeader() {
+			if !replPhase {
+				replPhase = true
+				timer.Stop()
+				timer.Reset(q.opts.ReplicaTimeout)
+			}
 			var attached bool
 			replChanged, attached = q.repl.watch()
-			if !attached && onLeader() {
+			if !attached {
 				return ReplicaNotAvailable
 			}
 		}
@@ -263,7 +270,7 @@ func (q *Queue) durableStatus(ctx context.Context, seq uint64) SendStatus {
 		case <-ctx.Done():
 		case <-q.done:
 		}
-		if replicated && onLeader() {
+		if replPhase {
 			return FlushReplicaTimeout
 		}
 		return FlushDiskTimeout
