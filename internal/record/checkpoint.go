@@ -2,7 +2,6 @@ package record
 
 import (
 	"encoding/binary"
-	"slices"
 )
 
 // A TypeCheckpoint record holds the queue's whole internal state as of its
@@ -122,18 +121,7 @@ func appendGroupState(dst []byte, g *GroupState) []byte {
 	dst = binary.AppendUvarint(dst, g.Start)
 	dst = binary.AppendUvarint(dst, g.Floor)
 	dst = binary.AppendUvarint(dst, g.Mark)
-	dst = binary.AppendUvarint(dst, uint64(len(g.Attempts)))
-	for _, a := range g.Attempts {
-		dst = binary.AppendUvarint(dst, a.Seq)
-		dst = binary.AppendUvarint(dst, a.Count)
-	}
-	slices.Sort(g.Acked)
-	dst = binary.AppendUvarint(dst, uint64(len(g.Acked)))
-	var prev uint64
-	for _, s := range g.Acked {
-		dst = binary.AppendUvarint(dst, s-prev)
-		prev = s
-	}
+	dst = appendAttemptsAndAcked(dst, g.Attempts, g.Acked)
 	var item []byte
 	dst = binary.AppendUvarint(dst, uint64(len(g.Retries)))
 	for i := range g.Retries {

@@ -68,15 +68,21 @@ type Ack struct {
 func AppendAck(dst []byte, a *Ack) []byte {
 	dst = binary.AppendUvarint(dst, a.Floor)
 	dst = binary.AppendUvarint(dst, a.Mark)
-	dst = binary.AppendUvarint(dst, uint64(len(a.Attempts)))
-	for _, at := range a.Attempts {
+	return appendAttemptsAndAcked(dst, a.Attempts, a.Acked)
+}
+
+// appendAttemptsAndAcked encodes attempt pairs and an acked list (sorted in
+// place, as deltas): the part that ack records and checkpoints share.
+func appendAttemptsAndAcked(dst []byte, attempts []Attempts, acked []uint64) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(attempts)))
+	for _, at := range attempts {
 		dst = binary.AppendUvarint(dst, at.Seq)
 		dst = binary.AppendUvarint(dst, at.Count)
 	}
-	slices.Sort(a.Acked)
-	dst = binary.AppendUvarint(dst, uint64(len(a.Acked)))
+	slices.Sort(acked)
+	dst = binary.AppendUvarint(dst, uint64(len(acked)))
 	var prev uint64
-	for _, s := range a.Acked {
+	for _, s := range acked {
 		dst = binary.AppendUvarint(dst, s-prev)
 		prev = s
 	}
