@@ -33,24 +33,55 @@ func BenchmarkGuarantees(b *testing.B) {
 	b.Run("op=tx", func(b *testing.B) { benchmarkTx(b, producers) })
 }
 
-func benchmarkStrict(b *testing.B, producers int) {
+// guaranteeQueue opens a FlushSync queue with room for every ID of a run in
+// its dedup table, and a strict producer over it spooling to another dir.
+func guaranteeQueue(b *testing.B) (*zeroloss.Queue, *zeroloss.Producer) {
 	q, err := zeroloss.Open(b.TempDir(), &zeroloss.Options{DedupEntries: 1 << 22})
 	require.NoError(b, err)
 	b.Cleanup(func() { q.Close() })
 	p, err := zeroloss.NewProducer(q, &zeroloss.ProducerOptions{Strict: true, SpoolDir: b.TempDir()})
 	require.NoError(b, err)
 	b.Cleanup(func() { p.Close() })
+	return q, p
+}
+
+// plainSend returns a send function (for runProducers) of one 1 KiB message
+// with Queue.Send, with a caller-set ID unique per call if setIDs.
+func plainSend(q *zeroloss.Queue, setIDs bool) func(p, i int) error {
 	body := filledBody(1 << 10)
-	b.SetBytes(int64(len(body)))
-	b.ReportAllocs()
-	b.ResetTimer()
-	err = runProducers(producers, b.N, func(_, _ int) error {
+	var next atomic.Int64
+	return func(int, int) error {
+		m := &zeroloss.Message{Body: body}
+		if setIDs {
+			m.ID = "id-" + strconv.FormatInt(next.Add(1), 10)
+		}
+		res, err := q.Send(context.Background(), m)
+		if err == nil && (res.Status != zeroloss.SendOK || res.Duplicate) {
+			err = fmt.Errorf("send: status %v, duplicate %v", res.Status, res.Duplicate)
+		}
+		return err
+	}
+}
+
+// strictSend is plainSend through the strict producer p, which must answer
+// Sent.
+func strictSend(p *zeroloss.Producer) func(int, int) error {
+	body := filledBody(1 << 10)
+	return func(int, int) error {
 		res, err := p.Send(context.Background(), &zeroloss.Message{Body: body})
 		if err == nil && res.Outcome != zeroloss.Sent {
 			err = fmt.Errorf("strict send: outcome %v", res.Outcome)
 		}
 		return err
-	})
+	}
+}
+
+func benchmarkStrict(b *testing.B, producers int) {
+	q, p := guaranteeQueue(b)
+	b.SetBytes(1 << 10)
+	b.ReportAllocs()
+	b.ResetTimer()
+	err := runProducers(producers, b.N, strictSend(p))
 	b.StopTimer()
 	require.NoError(b, err)
 	reportRate(b)
@@ -59,24 +90,11 @@ func benchmarkStrict(b *testing.B, producers int) {
 }
 
 func benchmarkIDs(b *testing.B, producers int, setIDs bool) {
-	q, err := zeroloss.Open(b.TempDir(), &zeroloss.Options{DedupEntries: 1 << 22})
-	require.NoError(b, err)
-	b.Cleanup(func() { q.Close() })
-	body := filledBody(1 << 10)
-	b.SetBytes(int64(len(body)))
+	q, _ := guaranteeQueue(b)
+	b.SetBytes(1 << 10)
 	b.ReportAllocs()
 	b.ResetTimer()
-	err = runProducers(producers, b.N, func(p, i int) error {
-		m := &zeroloss.Message{Body: body}
-		if setIDs {
-			m.ID = "order-" + strconv.Itoa(p) + "-" + strconv.Itoa(i)
-		}
-		res, err := q.Send(context.Background(), m)
-		if err == nil && (res.Status != zeroloss.SendOK || res.Duplicate) {
-			err = fmt.Errorf("send: status %v, duplicate %v", res.Status, res.Duplicate)
-		}
-		return err
-	})
+	err := runProducers(producers, b.N, plainSend(q, setIDs))
 	b.StopTimer()
 	require.NoError(b, err)
 	reportRate(b)
@@ -92,44 +110,20 @@ func benchmarkIDs(b *testing.B, producers int, setIDs bool) {
 // them alike. It reports each one's throughput over plain Send's (set/plain,
 // strict/plain): the cost of dedup and of the strict producer.
 func benchmarkInterleaved(b *testing.B, producers int) {
-	q, err := zeroloss.Open(b.TempDir(), &zeroloss.Options{DedupEntries: 1 << 22})
-	require.NoError(b, err)
-	b.Cleanup(func() { q.Close() })
-	p, err := zeroloss.NewProducer(q, &zeroloss.ProducerOptions{Strict: true, SpoolDir: b.TempDir()})
-	require.NoError(b, err)
-	b.Cleanup(func() { p.Close() })
-	body := filledBody(1 << 10)
+	q, p := guaranteeQueue(b)
+	ways := []func(int, int) error{plainSend(q, false), plainSend(q, true), strictSend(p)}
 	const round = 200
 	var elapsed [3]time.Duration
 	var sent [3]int
-	var next atomic.Int64
 	b.ResetTimer()
 	for done := 0; done < b.N; {
-		for way := range 3 {
+		for way, send := range ways {
 			n := min(round*producers, b.N-done)
 			if n <= 0 {
 				break
 			}
 			start := time.Now()
-			err := runProducers(producers, n, func(int, int) error {
-				m := &zeroloss.Message{Body: body}
-				switch way {
-				case 1:
-					m.ID = "id-" + strconv.FormatInt(next.Add(1), 10)
-				case 2:
-					res, err := p.Send(context.Background(), m)
-					if err == nil && res.Outcome != zeroloss.Sent {
-						err = fmt.Errorf("strict send: outcome %v", res.Outcome)
-					}
-					return err
-				}
-				res, err := q.Send(context.Background(), m)
-				if err == nil && (res.Status != zeroloss.SendOK || res.Duplicate) {
-					err = fmt.Errorf("send: status %v, duplicate %v", res.Status, res.Duplicate)
-				}
-				return err
-			})
-			require.NoError(b, err)
+			require.NoError(b, runProducers(producers, n, send))
 			elapsed[way] += time.Since(start)
 			sent[way] += n
 			done += n
