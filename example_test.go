@@ -25,8 +25,10 @@ func Example() {
 		fmt.Println("not appended:", err)
 		return
 	}
+	// Seq 1 is the queue's epoch record (written by Open), so the first
+	// message gets seq 2.
 	fmt.Println(res.ID, res.Seq, res.Status)
-	// Output: order-42 1 SendOK
+	// Output: order-42 2 SendOK
 }
 
 // SendBatch appends several messages with one write and one fdatasync.
@@ -51,9 +53,9 @@ func ExampleQueue_SendBatch() {
 		fmt.Println(r.ID, r.Seq, r.Status)
 	}
 	// Output:
-	// a 1 SendOK
-	// b 2 SendOK
-	// c 3 SendOK
+	// a 2 SendOK
+	// b 3 SendOK
+	// c 4 SendOK
 }
 
 // Invalid options are refused with an error that names the field.

@@ -279,6 +279,9 @@ func (q *Queue) replay(rs *replayState, rec *record.Record) error {
 	if rec.Stream == 0 || (rec.Stream == internalStream && rec.Type == record.TypeTxOp) {
 		return q.recoverMainRecord(rec, rs.now, rs.dedupSince)
 	}
+	if rec.Type == record.TypeEpoch {
+		return nil // the history file holds the terms (epoch.go)
+	}
 	if rec.Type == record.TypeCheckpoint {
 		rs.seenCheckpoint = true
 		c, err := record.DecodeCheckpoint(rec.Payload)

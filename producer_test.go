@@ -185,9 +185,9 @@ func TestStrictProducerPoisonedQueue(t *testing.T) {
 	// spooled.
 	q = memQueue(t, fault, producerQueueOptions)
 	refusals := p.refusals.Load()
-	// The reopened queue's first fdatasync is that of its new segment's
-	// header (a failure there is not poisoning), the second the replay's.
-	fault.FailNth(vfs.OpSync, 2, errInjected)
+	// The reopened queue's Open wrote its epoch record in a new segment, so
+	// its next fdatasync is the replay's.
+	fault.FailNth(vfs.OpSync, 1, errInjected)
 	p.Attach(q)
 	require.Eventually(t, func() bool { return p.refusals.Load() > refusals }, 5*time.Second, time.Millisecond,
 		"the replay met the failed fdatasync")
@@ -846,12 +846,13 @@ func TestStrictProducerContextEnds(t *testing.T) {
 	}
 	t.Run("never taken", func(t *testing.T) {
 		fs, q := hungQueue(t, 1)
+		warm := q.log.LastSeq()
 		blocked := make(chan error, 1)
 		go func() { // holds the queue's only pending slot while its fdatasync hangs
 			_, err := q.Send(context.Background(), &Message{ID: "blocker", Body: bodyFor("blocker")[:64]})
 			blocked <- err
 		}()
-		require.Eventually(t, func() bool { return q.log.LastSeq() >= 2 }, 5*time.Second, time.Millisecond,
+		require.Eventually(t, func() bool { return q.log.LastSeq() > warm }, 5*time.Second, time.Millisecond,
 			"the blocker is written; it waits for its fdatasync")
 		p := newProducer(t, q, testStrict(vfs.NewMem()))
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)

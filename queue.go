@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/zerolossmq/zeroloss/internal/record"
+	"github.com/zerolossmq/zeroloss/internal/repl"
 	"github.com/zerolossmq/zeroloss/internal/wal"
 )
 
@@ -122,7 +123,8 @@ type Queue struct {
 	idPrefix  string
 	idCounter atomic.Uint64
 	stats     queueStats
-	repl      replState // replication (replica.go)
+	repl      replState    // replication (replica.go)
+	epochs    []repl.Epoch // this directory's leadership terms, the current one last (epoch.go)
 }
 
 // Open opens the queue in dir, creating it if needed, and recovers it: a torn
@@ -168,6 +170,10 @@ func Open(dir string, opts *Options) (*Queue, error) {
 		q.dedup = nil
 	}
 	q.pending = q.newBatch()
+	if err := q.beginEpoch(dir); err != nil {
+		log.Close()
+		return nil, err
+	}
 	q.committed.Store(log.SyncedSeq())
 	q.repl.init(log.SyncedSeq())
 	if o.Replication == ReplicateSync {

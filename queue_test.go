@@ -91,7 +91,8 @@ func TestSendReopenRead(t *testing.T) {
 			assert.Greater(t, q.Stats().Segments, 1, "the messages span several segments")
 			next, err := q.Send(ctx, &Message{Body: []byte("after reopen")})
 			require.NoError(t, err)
-			assert.Equal(t, results[len(results)-1].Seq+1, next.Seq, "a clean reopen continues with the next seq")
+			// The reopen's epoch record (epoch.go) takes the next seq.
+			assert.Equal(t, results[len(results)-1].Seq+2, next.Seq, "a clean reopen continues without a gap")
 		})
 	}
 }
@@ -126,7 +127,11 @@ func TestConcurrentSendsShareFsyncs(t *testing.T) {
 	assert.Equal(t, uint64(producers*each), st.Messages)
 	assert.Less(t, st.Fsyncs, uint64(producers*each), "group commit: fewer fsyncs than Sends")
 	assert.Greater(t, st.GroupMax, uint64(1))
-	assert.Equal(t, uint64(producers*each), st.CommittedSeq, "every SendOK is committed")
+	var last uint64
+	for s := range seen {
+		last = max(last, s)
+	}
+	assert.Equal(t, last, st.CommittedSeq, "every SendOK is committed")
 	require.NoError(t, q.Close())
 }
 

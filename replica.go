@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -198,16 +199,18 @@ func (q *Queue) AttachReplica(link io.ReadWriteCloser) error {
 		tellBriefly(link, reason)
 		return fail(fmt.Errorf("%w: %s", ErrReplication, reason))
 	}
-	switch last := q.log.LastSeq(); {
+	switch {
 	case h.Version != repl.Version:
 		return refuse("follower speaks protocol version %d, leader %d", h.Version, repl.Version)
 	case int(h.MaxFrame) < q.opts.MaxMessageSize:
 		return refuse("follower accepts frames of at most %d bytes, below the leader's MaxMessageSize %d", h.MaxFrame, q.opts.MaxMessageSize)
-	case h.LastSeq > last:
-		return refuse("follower holds seqs up to %d, beyond the leader's last seq %d (epochs are not built: it cannot be reconciled)", h.LastSeq, last)
 	}
-	r := &replica{q: q, link: link, br: br, maxFrame: int(h.MaxFrame), from: h.LastSeq + 1, stop: make(chan struct{})}
-	r.sent.Store(h.LastSeq)
+	common, err := repl.Common(q.epochs, q.log.LastSeq(), h.Epochs, h.LastSeq)
+	if err != nil {
+		return refuse("%v", err)
+	}
+	r := &replica{q: q, link: link, br: br, maxFrame: int(h.MaxFrame), from: common + 1, stop: make(chan struct{})}
+	r.sent.Store(common)
 	s := &q.repl
 	s.mu.Lock()
 	switch {
@@ -222,11 +225,15 @@ func (q *Queue) AttachReplica(link io.ReadWriteCloser) error {
 	s.broadcast()
 	s.mu.Unlock()
 	if err := repl.WriteMessage(link, &repl.Message{Type: repl.TypeWelcome,
-		Welcome: repl.Welcome{Version: repl.Version, From: r.from}}); err != nil {
+		Welcome: repl.Welcome{Version: repl.Version, From: r.from, Epochs: q.epochs}}); err != nil {
 		r.fail(fmt.Errorf("%w: writing the welcome: %w", ErrReplication, err))
 		return fmt.Errorf("zeroloss: attach replica: %w: writing the welcome: %w", ErrReplication, err)
 	}
-	q.setAcked(h.LastSeq) // the follower holds it durably
+	q.setAcked(common) // the follower holds it durably
+	if common < h.LastSeq {
+		q.logger.Warn("zeroloss: follower attached; it cuts its tail the leader does not have",
+			"follower_last_seq", h.LastSeq, "from_seq", r.from)
+	}
 	q.logger.Info("zeroloss: follower attached", "from_seq", r.from, "max_frame", r.maxFrame)
 	r.wg.Add(2)
 	go r.sendLoop()
@@ -445,9 +452,17 @@ func Follow(ctx context.Context, dir string, link io.ReadWriteCloser, opts *Foll
 			err = fmt.Errorf("zeroloss: follow: close %s: %w", dir, cerr)
 		}
 	}()
+	epochs, err := readEpochs(o.fs, dir, log.LastSeq())
+	if err != nil {
+		return fmt.Errorf("zeroloss: follow: %w", err)
+	}
+	if err := markFollower(o.fs, dir); err != nil {
+		return fmt.Errorf("zeroloss: follow: marking %s as a follower's: %w", dir, err)
+	}
 	stop := context.AfterFunc(ctx, func() { link.Close() })
 	defer stop()
-	f := &follower{ctx: ctx, log: log, link: link, sync: o.Flush == FlushSync, maxFrame: log.MaxFrameSize()}
+	f := &follower{ctx: ctx, fs: o.fs, dir: dir, logger: o.Logger, log: log, epochs: epochs, link: link,
+		sync: o.Flush == FlushSync, maxFrame: log.MaxFrameSize()}
 	if err := f.run(); err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -459,7 +474,11 @@ func Follow(ctx context.Context, dir string, link io.ReadWriteCloser, opts *Foll
 
 type follower struct {
 	ctx      context.Context
+	fs       vfs.FS
+	dir      string
+	logger   *slog.Logger
 	log      *wal.Log
+	epochs   []repl.Epoch // the history as of the last handshake (epoch.go)
 	link     io.ReadWriteCloser
 	sync     bool
 	maxFrame int
@@ -480,7 +499,7 @@ func (f *follower) run() error {
 	f.last = f.log.LastSeq()
 	f.acked = f.last
 	if err := repl.WriteMessage(f.link, &repl.Message{Type: repl.TypeHello,
-		Hello: repl.Hello{Version: repl.Version, MaxFrame: uint32(min(f.maxFrame, 1<<31)), LastSeq: f.last}}); err != nil {
+		Hello: repl.Hello{Version: repl.Version, MaxFrame: uint32(min(f.maxFrame, 1<<31)), LastSeq: f.last, Epochs: f.epochs}}); err != nil {
 		return protoErr("writing the hello: %v", err)
 	}
 	br := bufio.NewReaderSize(f.link, 64<<10)
@@ -491,9 +510,8 @@ func (f *follower) run() error {
 	if err != nil {
 		return protoErr("reading the leader's welcome: %v", fmtErr(err))
 	}
-	if w := m.Welcome; w.Version != repl.Version || w.From != f.last+1 {
-		return protoErr("the leader's welcome (version %d, from seq %d) does not answer the hello (version %d, last seq %d)",
-			w.Version, w.From, repl.Version, f.last)
+	if err := f.welcome(&m.Welcome); err != nil {
+		return err
 	}
 
 	msgs := make(chan readResult, 16)
@@ -544,6 +562,46 @@ func (f *follower) run() error {
 			return err
 		}
 	}
+}
+
+// welcome applies the leader's answer to the hello: the follower cuts what it
+// holds beyond the last seq the two logs share (records its leader never
+// had, so never acknowledged under ReplicateSync), then takes the leader's
+// history as its own. The history file is written before any frame of the
+// leader's is appended, and reading it back drops the terms the log has not
+// reached, so it always describes the log.
+func (f *follower) welcome(w *repl.Welcome) error {
+	if w.Version != repl.Version || w.From == 0 || w.From > f.last+1 {
+		return protoErr("the leader's welcome (version %d, from seq %d) does not answer the hello (version %d, last seq %d)",
+			w.Version, w.From, repl.Version, f.last)
+	}
+	if keep := w.From - 1; keep < f.last {
+		cut, err := f.log.TruncateAfter(keep)
+		if err != nil {
+			return fmt.Errorf("zeroloss: follow: cutting the log after seq %d: %w", keep, err)
+		}
+		f.logger.Warn("zeroloss: follow: cut records the leader does not have", "records", cut,
+			"after_seq", keep, "was_last_seq", f.last)
+		f.last, f.acked = keep, keep
+	}
+	h := w.Epochs
+	if len(h) == repl.MaxEpochs {
+		// The leader sent its latest terms only: keep the older ones.
+		var older []repl.Epoch
+		for _, e := range f.epochs {
+			if e.Num < h[0].Num {
+				older = append(older, e)
+			}
+		}
+		h = append(older, h...)
+	}
+	if !slices.Equal(h, f.epochs) {
+		if err := writeEpochs(f.fs, f.dir, h); err != nil {
+			return fmt.Errorf("zeroloss: follow: %w", err)
+		}
+		f.epochs = h
+	}
+	return nil
 }
 
 // apply checks one message from the leader and appends its frames.

@@ -42,12 +42,12 @@ func TestInspectSummary(t *testing.T) {
 		assert.Equal(t, want, l[5], l[1])
 		next, frames = last+1, frames+n
 	}
-	assert.Equal(t, 300, frames)
+	assert.Equal(t, 301, frames, "the epoch record and 300 messages")
 
 	for _, want := range []string{
 		fmt.Sprintf("segments:  %d\n", len(segments)),
-		"seqs:      1..300\n",
-		"frames:    300 (message 300)\n",
+		"seqs:      1..301\n",
+		"frames:    301 (message 300, epoch 1)\n",
 		"messages:  300\n",
 		"torn tail: none\n",
 	} {
@@ -70,10 +70,10 @@ func TestInspectJSON(t *testing.T) {
 			require.Len(t, rep.Segments, len(segments))
 			assert.Equal(t, len(segments), rep.Totals.Segments)
 			assert.Equal(t, uint64(1), rep.Totals.FirstSeq)
-			assert.Equal(t, uint64(300), rep.Totals.LastSeq)
-			assert.Equal(t, 300, rep.Totals.Frames)
+			assert.Equal(t, uint64(301), rep.Totals.LastSeq)
+			assert.Equal(t, 301, rep.Totals.Frames)
 			assert.Equal(t, 300, rep.Totals.Messages)
-			assert.Equal(t, map[string]int{"message": 300}, rep.Totals.FramesByType)
+			assert.Equal(t, map[string]int{"message": 300, "epoch": 1}, rep.Totals.FramesByType)
 			assert.Nil(t, rep.TornTail)
 			assert.Nil(t, rep.Corrupt)
 			assert.Empty(t, rep.Error)
@@ -94,7 +94,7 @@ func TestInspectJSON(t *testing.T) {
 				disk += s.FileBytes
 				prevLast = s.LastSeq
 			}
-			assert.Equal(t, 300, frames)
+			assert.Equal(t, 301, frames, "the epoch record and 300 messages")
 			assert.Equal(t, disk, rep.Totals.DiskBytes)
 		})
 	}
@@ -129,7 +129,7 @@ func TestInspectTornTail(t *testing.T) {
 	require.Equal(t, exitOK, r.code, "a torn tail is not an error: %s", r.stderr)
 	assert.Contains(t, r.stdout, fmt.Sprintf("torn tail at %s offset %d: 1 frame, 100 bytes would be cut on open (", path, offset))
 	assert.NotContains(t, r.stdout, "torn tail: none")
-	assert.Contains(t, r.stdout, "seqs:      1..300\n", "the torn junk holds no frames")
+	assert.Contains(t, r.stdout, "seqs:      1..301\n", "the torn junk holds no frames")
 
 	r = runTool("inspect", "--json", dir)
 	require.Equal(t, exitOK, r.code)

@@ -18,7 +18,8 @@ import (
 
 // newQueue creates a queue in a temporary directory, sends n messages of
 // varied sizes, some with keys and headers, closes it and returns the
-// directory and the segment files in seq order.
+// directory and the segment files in seq order. Its n+1 frames are the
+// queue's epoch record (seq 1) and the messages (seqs 2..n+1).
 func newQueue(t *testing.T, n int) (dir string, segments []string) {
 	t.Helper()
 	dir = t.TempDir()
@@ -33,7 +34,7 @@ func newQueue(t *testing.T, n int) (dir string, segments []string) {
 		res, err := q.Send(context.Background(), m)
 		require.NoError(t, err)
 		require.Equal(t, zeroloss.SendOK, res.Status)
-		require.Equal(t, uint64(i+1), res.Seq, "the fixture assumes seqs 1..n")
+		require.Equal(t, uint64(i+2), res.Seq, "the fixture assumes seq 1 is the epoch record, messages 2..n+1")
 	}
 	require.NoError(t, q.Close())
 	segments, err = filepath.Glob(filepath.Join(dir, "*.wal"))

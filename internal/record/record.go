@@ -107,6 +107,13 @@ func SetSeq(frame []byte, seq uint64) {
 	binary.LittleEndian.PutUint32(frame[4:8], checksum(frame))
 }
 
+// SetSeqEpoch sets an encoded frame's seq and epoch in place and updates its
+// checksum: one pass over the frame, as SetSeq.
+func SetSeqEpoch(frame []byte, seq uint64, epoch uint32) {
+	binary.LittleEndian.PutUint32(frame[12:16], epoch)
+	SetSeq(frame, seq)
+}
+
 func grow(b []byte, n int) []byte {
 	if cap(b)-len(b) < n {
 		nb := make([]byte, len(b), 2*cap(b)+n)

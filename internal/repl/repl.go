@@ -15,14 +15,23 @@
 //
 //	1 Hello    follower → leader, first message:
 //	             0  6  magic "ZLREPL"
-//	             6  2  protocol version (1)
+//	             6  2  protocol version (2)
 //	             8  4  largest frame the follower accepts, bytes
 //	            12  8  follower's last durable seq (0: empty)
-//	            20  4  epoch of that frame (0 until epochs are built)
+//	            20  2  number N of epochs that follow (at most MaxEpochs)
+//	            22 32N the follower's latest epochs, oldest first (Epoch)
 //	2 Welcome  leader → follower, answer to Hello:
 //	             0  2  protocol version
-//	             2  4  leader's epoch
-//	             6  8  first seq the leader will send (follower's last + 1)
+//	             2  8  first seq the leader will send: the last seq the two
+//	                   logs share (Common) + 1; the follower first cuts
+//	                   everything at or above it
+//	            10  2  number N of epochs that follow (at most MaxEpochs)
+//	            12 32N the leader's latest epochs, oldest first: the
+//	                   follower's history from now on
+//
+// An Epoch is 0 8 number, 8 8 random id, 16 8 start (seq of its epoch
+// record), 24 8 last seq before it.
+//
 //	3 Frames   leader → follower: one or more whole log frames, back to back,
 //	           exactly as the leader's log stores them (32-byte header with its
 //	           own CRC-32C, then payload), seqs strictly increasing
@@ -53,7 +62,7 @@ import (
 )
 
 // Version is the protocol version this package speaks.
-const Version = 1
+const Version = 2
 
 // Magic opens a Hello.
 const Magic = "ZLREPL"
@@ -94,12 +103,12 @@ const (
 	BatchBytes = 1 << 20
 	// ControlBody bounds the body of every message but Frames: what a leader
 	// reads from a follower.
-	ControlBody = 1 + MaxErrorText
+	ControlBody = 1 + max(MaxErrorText, helloSize+MaxEpochs*EpochSize)
 	// MaxErrorText bounds an Error's reason.
 	MaxErrorText = 1024
 
-	helloSize   = 24
-	welcomeSize = 14
+	helloSize   = 22 // without the epochs
+	welcomeSize = 12
 	ackSize     = 8
 )
 
@@ -123,16 +132,16 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // Hello is the follower's opening message.
 type Hello struct {
 	Version  uint16
-	MaxFrame uint32 // the largest frame it accepts
-	LastSeq  uint64 // its last durable seq
-	Epoch    uint32
+	MaxFrame uint32  // the largest frame it accepts
+	LastSeq  uint64  // its last durable seq
+	Epochs   []Epoch // its latest epochs (Tail of its history)
 }
 
 // Welcome is the leader's answer to Hello.
 type Welcome struct {
 	Version uint16
-	Epoch   uint32
-	From    uint64 // the first seq it will send
+	From    uint64  // the first seq it will send
+	Epochs  []Epoch // its latest epochs
 }
 
 // Message is one decoded message; the field of its Type is set.
@@ -161,11 +170,11 @@ func AppendMessage(dst []byte, m *Message) []byte {
 		dst = binary.LittleEndian.AppendUint16(dst, m.Hello.Version)
 		dst = binary.LittleEndian.AppendUint32(dst, m.Hello.MaxFrame)
 		dst = binary.LittleEndian.AppendUint64(dst, m.Hello.LastSeq)
-		dst = binary.LittleEndian.AppendUint32(dst, m.Hello.Epoch)
+		dst = appendEpochs(dst, m.Hello.Epochs)
 	case TypeWelcome:
 		dst = binary.LittleEndian.AppendUint16(dst, m.Welcome.Version)
-		dst = binary.LittleEndian.AppendUint32(dst, m.Welcome.Epoch)
 		dst = binary.LittleEndian.AppendUint64(dst, m.Welcome.From)
+		dst = appendEpochs(dst, m.Welcome.Epochs)
 	case TypeFrames:
 		dst = append(dst, m.Frames...)
 	case TypeAck:
@@ -231,7 +240,15 @@ func decodeBody(body []byte, maxFrame int) (Message, error) {
 	}
 	switch m.Type {
 	case TypeHello:
-		if err := size(helloSize); err != nil {
+		if len(p) >= 8 && bytes.Equal(p[0:6], []byte(Magic)) {
+			if v := binary.LittleEndian.Uint16(p[6:8]); v != Version {
+				// Report the version before any size check: an older
+				// follower's hello has another layout.
+				return Message{}, fmt.Errorf("%w: follower speaks protocol version %d, leader %d", ErrVersion, v, Version)
+			}
+		}
+		epochs, err := decodeEpochs(p, helloSize, m.Type)
+		if err != nil {
 			return Message{}, err
 		}
 		if !bytes.Equal(p[0:6], []byte(Magic)) {
@@ -241,16 +258,22 @@ func decodeBody(body []byte, maxFrame int) (Message, error) {
 			Version:  binary.LittleEndian.Uint16(p[6:8]),
 			MaxFrame: binary.LittleEndian.Uint32(p[8:12]),
 			LastSeq:  binary.LittleEndian.Uint64(p[12:20]),
-			Epoch:    binary.LittleEndian.Uint32(p[20:24]),
+			Epochs:   epochs,
 		}
 	case TypeWelcome:
-		if err := size(welcomeSize); err != nil {
+		if len(p) >= 2 {
+			if v := binary.LittleEndian.Uint16(p[0:2]); v != Version {
+				return Message{}, fmt.Errorf("%w: leader speaks protocol version %d, follower %d", ErrVersion, v, Version)
+			}
+		}
+		epochs, err := decodeEpochs(p, welcomeSize, m.Type)
+		if err != nil {
 			return Message{}, err
 		}
 		m.Welcome = Welcome{
 			Version: binary.LittleEndian.Uint16(p[0:2]),
-			Epoch:   binary.LittleEndian.Uint32(p[2:6]),
-			From:    binary.LittleEndian.Uint64(p[6:14]),
+			From:    binary.LittleEndian.Uint64(p[2:10]),
+			Epochs:  epochs,
 		}
 	case TypeFrames:
 		m.Frames = p
@@ -315,4 +338,36 @@ func Expect(m *Message, want Type) error {
 		return fmt.Errorf("%w: %s", ErrRemote, m.Text)
 	}
 	return fmt.Errorf("%w: got %v, want %v", ErrOutOfOrder, m.Type, want)
+}
+
+func appendEpochs(dst []byte, h []Epoch) []byte {
+	h = Tail(h)
+	dst = binary.LittleEndian.AppendUint16(dst, uint16(len(h)))
+	for _, e := range h {
+		dst = AppendEpoch(dst, e)
+	}
+	return dst
+}
+
+// decodeEpochs decodes the epoch list that follows fixed bytes of p (its
+// count at p[fixed-2:fixed]) and checks the payload's size and the history.
+func decodeEpochs(p []byte, fixed int, t Type) ([]Epoch, error) {
+	if len(p) < fixed {
+		return nil, fmt.Errorf("%w: %v payload of %d bytes, want at least %d", ErrMalformed, t, len(p), fixed)
+	}
+	n := int(binary.LittleEndian.Uint16(p[fixed-2 : fixed]))
+	if n > MaxEpochs {
+		return nil, fmt.Errorf("%w: %v carries %d epochs, limit %d", ErrMalformed, t, n, MaxEpochs)
+	}
+	if want := fixed + n*EpochSize; len(p) != want {
+		return nil, fmt.Errorf("%w: %v payload of %d bytes, want %d", ErrMalformed, t, len(p), want)
+	}
+	var h []Epoch
+	for i := range n {
+		h = append(h, DecodeEpoch(p[fixed+i*EpochSize:]))
+	}
+	if err := CheckHistory(h); err != nil {
+		return nil, fmt.Errorf("%v: %w", t, err)
+	}
+	return h, nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"hash/crc32"
 	"io"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -24,8 +25,10 @@ func frames(seqs ...uint64) []byte {
 
 func samples() []Message {
 	return []Message{
-		{Type: TypeHello, Hello: Hello{Version: Version, MaxFrame: 4 << 20, LastSeq: 42, Epoch: 3}},
-		{Type: TypeWelcome, Welcome: Welcome{Version: Version, Epoch: 3, From: 43}},
+		{Type: TypeHello, Hello: Hello{Version: Version, MaxFrame: 4 << 20, LastSeq: 42,
+			Epochs: []Epoch{{Num: 1, ID: 7, Start: 1}, {Num: 3, ID: 9, Start: 1 << 32, PrevLast: 40}}}},
+		{Type: TypeWelcome, Welcome: Welcome{Version: Version, From: 43, Epochs: []Epoch{{Num: 1, ID: 7, Start: 1}}}},
+		{Type: TypeHello, Hello: Hello{Version: Version, MaxFrame: 1 << 10}},
 		{Type: TypeFrames, Frames: frames(43, 44, 50), FirstSeq: 43, LastSeq: 50, Count: 3},
 		{Type: TypeAck, Seq: 50},
 		{Type: TypeError, Text: "follower accepts frames of 64 bytes, leader needs 4194304"},
@@ -91,7 +94,7 @@ func TestMalformedMessages(t *testing.T) {
 	binary.LittleEndian.PutUint32(short[4:8], crc(short[EnvelopeSize:]))
 	assert.ErrorIs(t, read(short, ControlBody), ErrMalformed, "an ack of 7 bytes")
 
-	hello := AppendMessage(nil, &Message{Type: TypeHello, Hello: Hello{Version: 1}})
+	hello := AppendMessage(nil, &Message{Type: TypeHello, Hello: Hello{Version: Version}})
 	hello[EnvelopeSize+1] = 'X'
 	binary.LittleEndian.PutUint32(hello[4:8], crc(hello[EnvelopeSize:]))
 	assert.ErrorIs(t, read(hello, ControlBody), ErrMalformed, "bad magic")
@@ -142,8 +145,7 @@ func FuzzReadMessage(f *testing.F) {
 		if err != nil {
 			t.Fatalf("re-read: %v", err)
 		}
-		if again.Type != m.Type || again.Hello != m.Hello || again.Welcome != m.Welcome || !bytes.Equal(again.Frames, m.Frames) ||
-			again.Seq != m.Seq || again.Text != m.Text || again.FirstSeq != m.FirstSeq || again.LastSeq != m.LastSeq || again.Count != m.Count {
+		if !reflect.DeepEqual(again, m) {
 			t.Fatalf("re-read differs: %+v vs %+v", again, m)
 		}
 	})

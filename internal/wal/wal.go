@@ -116,6 +116,7 @@ type Log struct {
 
 	// Owned by the appending goroutine.
 	nextSeq uint64
+	epoch   uint32 // stamped on every frame Append writes (SetEpoch)
 	sizes   []int
 
 	// Slot throttling (under syncMu): when the last slot was written.
@@ -376,7 +377,7 @@ func (l *Log) write(buf []byte, sizes []int, assign bool) (n int, err error) {
 		seq, end, j := l.nextSeq, start, n
 		for ; j < len(sizes) && l.written+int64(end-start+sizes[j]) <= l.opts.SegmentSize; j++ {
 			if assign {
-				record.SetSeq(buf[end:end+sizes[j]], seq)
+				record.SetSeqEpoch(buf[end:end+sizes[j]], seq, l.epoch)
 			}
 			seq++
 			end += sizes[j]

@@ -1,0 +1,290 @@
+package zeroloss
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/zerolossmq/zeroloss/internal/record"
+	"github.com/zerolossmq/zeroloss/internal/vfs"
+)
+
+// messagesByID returns the messages a queue's log holds, by ID, with their
+// seqs; an ID held twice fails the test.
+func messagesByID(t *testing.T, q *Queue) map[string]uint64 {
+	t.Helper()
+	out := map[string]uint64{}
+	for _, s := range readBackUncapped(t, q) {
+		_, dup := out[s.Msg.ID]
+		require.False(t, dup, "message %s twice", s.Msg.ID)
+		out[s.Msg.ID] = s.Seq
+	}
+	return out
+}
+
+// readBackUncapped reads every main-stream message of q's log, committed or
+// not.
+func readBackUncapped(t *testing.T, q *Queue) []stored {
+	t.Helper()
+	r := q.log.NewUncappedReader(0)
+	defer r.Close()
+	var out []stored
+	for {
+		rec, err := r.Next()
+		if err == io.EOF {
+			return out
+		}
+		require.NoError(t, err)
+		if rec.Type != record.TypeMessage || rec.Stream != 0 {
+			continue
+		}
+		m, err := record.DecodeMessage(rec.Payload)
+		require.NoError(t, err)
+		out = append(out, stored{Seq: rec.Seq, Msg: m})
+	}
+}
+
+// checkEpochStamps checks that every frame of q's log carries the epoch of
+// the term its seq falls in.
+func checkEpochStamps(t *testing.T, q *Queue) {
+	t.Helper()
+	r := q.log.NewUncappedReader(0)
+	defer r.Close()
+	for {
+		rec, err := r.Next()
+		if err == io.EOF {
+			return
+		}
+		require.NoError(t, err)
+		var want uint64
+		for _, e := range q.epochs {
+			if e.Start <= rec.Seq {
+				want = e.Num
+			}
+		}
+		require.Equal(t, uint32(want), rec.Epoch, "%v record at seq %d", rec.Type, rec.Seq)
+	}
+}
+
+func sendIDs(t *testing.T, q *Queue, prefix string, n int, want SendStatus) []string {
+	t.Helper()
+	var ids []string
+	for i := range n {
+		id := fmt.Sprintf("%s-%d", prefix, i)
+		res, err := q.Send(context.Background(), &Message{ID: id, Body: bodyFor(id)})
+		require.NoError(t, err)
+		require.Equal(t, want, res.Status, "send %s", id)
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// The old leader comes back after its follower was promoted: it rejoins as
+// the new leader's follower, cuts the tail it wrote after the follower
+// stopped (never acknowledged under ReplicateSync: ReplicaNotAvailable),
+// copies the new term, and no seq names two messages.
+func TestOldLeaderRejoinsAsFollowerOfThePromotedOne(t *testing.T) {
+	opts := Options{Replication: ReplicateSync, SegmentSize: 256 << 10, MaxMessageSize: 64 << 10}
+	dirL, dirF := t.TempDir(), t.TempDir()
+	l, err := Open(dirL, &opts)
+	require.NoError(t, err)
+	a, b := net.Pipe()
+	f := startFollower(t, dirF, b, nil)
+	require.NoError(t, l.AttachReplica(a))
+	acked := sendIDs(t, l, "acked", 50, SendOK)
+	require.ErrorIs(t, f.stop(), context.Canceled)
+	require.Eventually(t, func() bool { return !l.Stats().ReplicaAttached }, 5*time.Second, time.Millisecond)
+	stale := sendIDs(t, l, "stale", 10, ReplicaNotAvailable)
+	oldLast := l.Stats().LastSeq
+	require.NoError(t, l.Close())
+
+	// Failover: the follower's directory opens as the leader of epoch 2,
+	// its seqs starting above anything the old leader could have used.
+	p, err := Open(dirF, &opts)
+	require.NoError(t, err)
+	defer p.Close()
+	require.Len(t, p.epochs, 2)
+	assert.Equal(t, uint64(2), p.epochs[1].Num)
+	assert.Greater(t, p.epochs[1].Start, oldLast+promotionSeqGap-100, "the new term skips the old leader's possible seqs")
+	have := messagesByID(t, p)
+	for _, id := range acked {
+		require.Contains(t, have, id, "every SendOK message survives the failover")
+	}
+	for _, id := range stale {
+		require.NotContains(t, have, id)
+	}
+	fresh := sendIDs(t, p, "fresh", 20, ReplicaNotAvailable)
+
+	// The old leader rejoins as a follower.
+	var logs bytes.Buffer
+	a, b = net.Pipe()
+	rejoin := startFollower(t, dirL, b, &FollowOptions{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	require.NoError(t, p.AttachReplica(a))
+	waitAcked(t, p, p.Stats().LastSeq)
+	assert.Contains(t, logs.String(), fmt.Sprintf("records=%d", len(stale)), "the follower logs how many records it cut")
+	more := sendIDs(t, p, "more", 5, SendOK)
+	require.ErrorIs(t, rejoin.stop(), context.Canceled)
+
+	wantSeqs, wantFrames := rawFrames(t, p)
+	back, err := Open(dirL, &opts)
+	require.NoError(t, err)
+	defer back.Close()
+	gotSeqs, gotFrames := rawFrames(t, back)
+	gotSeqs, gotFrames = dropLastFrame(t, gotSeqs, gotFrames)
+	require.Equal(t, wantSeqs, gotSeqs, "the old leader's log is now the new leader's, seq for seq")
+	require.Equal(t, wantFrames, gotFrames, "byte for byte")
+	have = messagesByID(t, back)
+	for _, id := range append(append(acked, fresh...), more...) {
+		require.Contains(t, have, id)
+	}
+	for _, id := range stale {
+		require.NotContains(t, have, id, "the old leader's stale tail is not resurrected")
+	}
+	assert.Equal(t, uint64(3), back.epochs[len(back.epochs)-1].Num)
+	checkEpochStamps(t, back)
+}
+
+// A leader that missed a failover (it reopened on its own) has an older
+// epoch than a follower that saw the failover: it refuses the follower, and
+// the follower's log is left alone.
+func TestStaleLeaderRefusesAFollowerFromALaterEpoch(t *testing.T) {
+	opts := Options{Replication: ReplicateSync}
+	dirL, dirF := t.TempDir(), t.TempDir()
+	l, err := Open(dirL, &opts)
+	require.NoError(t, err)
+	a, b := net.Pipe()
+	f := startFollower(t, dirF, b, nil)
+	require.NoError(t, l.AttachReplica(a))
+	sendIDs(t, l, "m", 5, SendOK)
+	require.ErrorIs(t, f.stop(), context.Canceled)
+	require.NoError(t, l.Close())
+
+	// The follower is promoted (epoch 2) and restarted (epoch 3).
+	for i := range 2 {
+		p, err := Open(dirF, &opts)
+		require.NoError(t, err)
+		sendIDs(t, p, fmt.Sprint("p", i), 2, ReplicaNotAvailable)
+		require.NoError(t, p.Close())
+	}
+	// The old leader reopens by mistake (epoch 2, its own) and the promoted
+	// one is pointed at it as a follower.
+	l, err = Open(dirL, &opts)
+	require.NoError(t, err)
+	defer l.Close()
+	a, b = net.Pipe()
+	f = startFollower(t, dirF, b, nil)
+	err = l.AttachReplica(a)
+	require.ErrorIs(t, err, ErrReplication)
+	assert.Contains(t, err.Error(), "stale")
+	ferr := <-f.doneOnce()
+	require.ErrorIs(t, ferr, ErrReplication)
+	assert.Contains(t, ferr.Error(), "restart the leader as a follower")
+
+	p, err := Open(dirF, &opts)
+	require.NoError(t, err)
+	defer p.Close()
+	assert.Len(t, messagesByID(t, p), 5+2+2, "the refused follower kept its log")
+}
+
+// FlushAsync leader, ReplicateSync, and the leader loses power: the promoted
+// follower holds every SendOK message, and the old leader, rejoining as a
+// follower after the crash, neither resurrects its unreplicated tail nor
+// reuses a seq.
+func TestLeaderPowerLossFlushAsyncReplicateSync(t *testing.T) {
+	runs := 12
+	if testing.Short() {
+		runs = 4
+	}
+	for run := range runs {
+		mode := vfs.CrashModes[run%len(vfs.CrashModes)]
+		t.Run(fmt.Sprintf("%d-%v", run, mode), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(uint64(run), 42))
+			lfs := vfs.NewMem()
+			opts := Options{Flush: FlushAsync, Replication: ReplicateSync, fs: lfs, SegmentSize: 128 << 10, MaxMessageSize: 64 << 10,
+				FlushInterval: 5 * time.Millisecond, ReplicaTimeout: 300 * time.Millisecond}
+			l, err := Open("/leader", &opts)
+			require.NoError(t, err)
+			dirF := t.TempDir()
+			a, b := net.Pipe()
+			f := startFollower(t, dirF, b, nil)
+			require.NoError(t, l.AttachReplica(a))
+
+			var mu sync.Mutex
+			acked := map[string]uint64{}
+			var wg sync.WaitGroup
+			stop := make(chan struct{})
+			for g := range 8 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := 0; ; i++ {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						id := fmt.Sprintf("g%d-%d", g, i)
+						res, err := l.Send(context.Background(), &Message{ID: id, Body: bodyFor(id)})
+						if err != nil {
+							return
+						}
+						if res.Status == SendOK {
+							mu.Lock()
+							acked[id] = res.Seq
+							mu.Unlock()
+						}
+					}
+				}()
+			}
+			time.Sleep(time.Duration(20+rng.IntN(80)) * time.Millisecond)
+			lfs.SetOpLimit(lfs.OpCount()) // the power goes out
+			close(stop)
+			wg.Wait()
+			_ = l.Close()
+			lfs.Crash(mode, rng)
+			f.stop() // the leader closed the link: io.EOF
+
+			mu.Lock()
+			require.NotEmpty(t, acked)
+			mu.Unlock()
+
+			// Failover.
+			popts := Options{Replication: ReplicateSync, SegmentSize: 128 << 10, MaxMessageSize: 64 << 10}
+			p, err := Open(dirF, &popts)
+			require.NoError(t, err)
+			defer p.Close()
+			have := messagesByID(t, p)
+			for id, seq := range acked {
+				require.Equal(t, seq, have[id], "SendOK message %s (seq %d) is on the promoted follower", id, seq)
+			}
+			sendIDs(t, p, "after", 10, ReplicaNotAvailable)
+
+			// The old leader's directory, after the power loss, rejoins.
+			a, b = net.Pipe()
+			rejoin := startFollower(t, "/leader", b, &FollowOptions{fs: lfs})
+			require.NoError(t, p.AttachReplica(a))
+			waitAcked(t, p, p.Stats().LastSeq)
+			require.ErrorIs(t, rejoin.stop(), context.Canceled)
+
+			wantSeqs, wantFrames := rawFrames(t, p)
+			back, err := Open("/leader", &Options{fs: lfs, SegmentSize: 128 << 10, MaxMessageSize: 64 << 10})
+			require.NoError(t, err)
+			defer back.Close()
+			gotSeqs, gotFrames := rawFrames(t, back)
+			gotSeqs, gotFrames = dropLastFrame(t, gotSeqs, gotFrames)
+			require.Equal(t, wantSeqs, gotSeqs, "the old leader holds the new leader's log, nothing else")
+			require.Equal(t, wantFrames, gotFrames)
+			checkEpochStamps(t, back)
+		})
+	}
+}

@@ -1,0 +1,82 @@
+package repl
+
+import (
+	"bytes"
+	"encoding/binary"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestCommon(t *testing.T) {
+	e1 := Epoch{Num: 1, ID: 11, Start: 1}
+	e2 := Epoch{Num: 2, ID: 22, Start: 1<<32 + 101, PrevLast: 100} // promoted follower after seq 100
+	e2x := Epoch{Num: 2, ID: 99, Start: 111, PrevLast: 110}        // the old leader reopened as leader instead
+	e3 := Epoch{Num: 3, ID: 33, Start: 1<<32 + 501, PrevLast: 1<<32 + 500}
+	for _, tc := range []struct {
+		name         string
+		leader       []Epoch
+		leaderLast   uint64
+		follower     []Epoch
+		followerLast uint64
+		want         uint64
+		wantErr      error
+	}{
+		{"empty follower", []Epoch{e1}, 50, nil, 0, 0, nil},
+		{"behind in the same term", []Epoch{e1}, 100, []Epoch{e1}, 50, 50, nil},
+		{"caught up", []Epoch{e1}, 100, []Epoch{e1}, 100, 100, nil},
+		{"old leader rejoins: its tail past the failover point is cut", []Epoch{e1, e2}, 1<<32 + 300, []Epoch{e1}, 110, 100, nil},
+		{"old leader that reopened as leader rejoins", []Epoch{e1, e2}, 1<<32 + 300, []Epoch{e1, e2x}, 120, 100, nil},
+		{"follower behind the failover point keeps everything", []Epoch{e1, e2}, 1<<32 + 300, []Epoch{e1}, 90, 90, nil},
+		{"several terms later", []Epoch{e1, e2, e3}, 1<<32 + 600, []Epoch{e1, e2}, 1<<32 + 400, 1<<32 + 400, nil},
+		{"stale leader", []Epoch{e1}, 110, []Epoch{e1, e2}, 1<<32 + 300, 0, ErrStaleLeader},
+		{"leader lost synced records of its own term", []Epoch{e1}, 80, []Epoch{e1}, 100, 0, ErrDiverged},
+		{"no shared term", []Epoch{e2}, 1<<32 + 300, []Epoch{e2x}, 120, 0, ErrDiverged},
+		{"records without history", []Epoch{e1}, 100, nil, 10, 0, ErrDiverged},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := Common(tc.leader, tc.leaderLast, tc.follower, tc.followerLast)
+			if tc.wantErr != nil {
+				require.ErrorIs(t, err, tc.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, got)
+		})
+	}
+}
+
+func TestHandshakeChecks(t *testing.T) {
+	read := func(m *Message) error {
+		_, err := ReadMessage(bytes.NewReader(AppendMessage(nil, m)), ControlBody)
+		return err
+	}
+	require.NoError(t, read(&Message{Type: TypeHello, Hello: Hello{Version: Version, Epochs: make([]Epoch, 0)}}))
+
+	old := AppendMessage(nil, &Message{Type: TypeHello, Hello: Hello{Version: Version}})
+	binary.LittleEndian.PutUint16(old[EnvelopeSize+1+6:], 1)
+	binary.LittleEndian.PutUint32(old[4:8], crc(old[EnvelopeSize:]))
+	_, err := ReadMessage(bytes.NewReader(old), ControlBody)
+	assert.ErrorIs(t, err, ErrVersion, "a version-1 follower is told so")
+
+	bad := []Epoch{{Num: 2, ID: 1, Start: 10, PrevLast: 9}, {Num: 1, ID: 2, Start: 20, PrevLast: 19}}
+	assert.ErrorIs(t, read(&Message{Type: TypeHello, Hello: Hello{Version: Version, Epochs: bad}}), ErrMalformed, "epoch numbers must grow")
+	bad = []Epoch{{Num: 1, ID: 1, Start: 10, PrevLast: 10}}
+	assert.ErrorIs(t, read(&Message{Type: TypeWelcome, Welcome: Welcome{Version: Version, Epochs: bad}}), ErrMalformed, "a term starts above its previous last seq")
+
+	many := make([]Epoch, MaxEpochs+10)
+	for i := range many {
+		many[i] = Epoch{Num: uint64(i + 1), Start: uint64(i + 1), PrevLast: uint64(i)}
+	}
+	var m Message
+	m, err = ReadMessage(bytes.NewReader(AppendMessage(nil, &Message{Type: TypeHello, Hello: Hello{Version: Version, Epochs: many}})), ControlBody)
+	require.NoError(t, err, "the encoder sends only the latest MaxEpochs")
+	assert.Equal(t, many[10:], m.Hello.Epochs)
+
+	huge := AppendMessage(nil, &Message{Type: TypeHello, Hello: Hello{Version: Version}})
+	binary.LittleEndian.PutUint16(huge[EnvelopeSize+1+20:], MaxEpochs+1)
+	binary.LittleEndian.PutUint32(huge[4:8], crc(huge[EnvelopeSize:]))
+	_, err = ReadMessage(bytes.NewReader(huge), ControlBody)
+	assert.ErrorIs(t, err, ErrMalformed, "an epoch count above the limit")
+}
