@@ -415,10 +415,15 @@ type FollowOptions struct {
 // leader at the other end of link (Queue.AttachReplica) how far it got, and
 // appends what the leader sends, frame for frame with the leader's seqs,
 // acknowledging after each fdatasync (one ack per fdatasync, however many
-// frames it covers). It returns when ctx ends (ctx's error), when the leader
-// closes the link (an error matching io.EOF), or on an I/O or protocol
-// error (matching ErrReplication: a message that is malformed, oversized or
-// out of order is rejected whole: nothing of it is written). It closes link
+// frames it covers). Before the first frame it cuts what it holds beyond
+// the last seq its log shares with the leader's (the epoch handshake,
+// epoch.go), logging how many records it cut. It returns when ctx ends
+// (ctx's error), when the leader closes the link (an error matching io.EOF)
+// or the link fails (the link's error: the follower may reconnect), on an
+// I/O error of its own log, or on a protocol error or refusal (matching
+// ErrReplication: a message that is malformed, oversized or out of order is
+// rejected whole: nothing of it is written; a leader that cannot be
+// reconciled says why). It closes link
 // and the log before returning; everything it acknowledged is then durable
 // in dir, which opens as a normal Queue (promotion).
 func Follow(ctx context.Context, dir string, link io.ReadWriteCloser, opts *FollowOptions) (err error) {
@@ -500,7 +505,7 @@ func (f *follower) run() error {
 	f.acked = f.last
 	if err := repl.WriteMessage(f.link, &repl.Message{Type: repl.TypeHello,
 		Hello: repl.Hello{Version: repl.Version, MaxFrame: uint32(min(f.maxFrame, 1<<31)), LastSeq: f.last, Epochs: f.epochs}}); err != nil {
-		return protoErr("writing the hello: %v", err)
+		return linkErr("writing the hello", err)
 	}
 	br := bufio.NewReaderSize(f.link, 64<<10)
 	m, err := repl.ReadMessage(br, repl.ControlBody)
@@ -508,6 +513,9 @@ func (f *follower) run() error {
 		err = repl.Expect(&m, repl.TypeWelcome)
 	}
 	if err != nil {
+		if !isProtocolError(err) {
+			return linkErr("reading the leader's welcome", err)
+		}
 		return protoErr("reading the leader's welcome: %v", fmtErr(err))
 	}
 	if err := f.welcome(&m.Welcome); err != nil {
@@ -610,6 +618,9 @@ func (f *follower) apply(res readResult) error {
 		if res.err == io.EOF {
 			return fmt.Errorf("zeroloss: follow: the leader closed the link: %w", io.EOF)
 		}
+		if !isProtocolError(res.err) {
+			return linkErr("reading from the leader", res.err)
+		}
 		return protoErr("message from the leader rejected, nothing of it written: %v", fmtErr(res.err))
 	}
 	m := &res.m
@@ -640,10 +651,28 @@ func (f *follower) ack() error {
 		seq = synced
 	}
 	if err := repl.WriteMessage(f.link, &repl.Message{Type: repl.TypeAck, Seq: seq}); err != nil {
-		return protoErr("writing an ack: %v", err)
+		return linkErr("writing an ack", err)
 	}
 	f.acked = seq
 	return nil
+}
+
+// isProtocolError reports whether err is the other side breaking the
+// protocol (or refusing, with an Error message), as opposed to the link
+// failing under it.
+func isProtocolError(err error) bool {
+	for _, e := range []error{repl.ErrMalformed, repl.ErrTooLarge, repl.ErrChecksum, repl.ErrOutOfOrder, repl.ErrVersion, repl.ErrRemote} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// linkErr reports the link failing (closed, reset, broken): not a protocol
+// error, so it does not match ErrReplication; the follower may reconnect.
+func linkErr(doing string, err error) error {
+	return fmt.Errorf("zeroloss: follow: the link to the leader failed %s: %w", doing, err)
 }
 
 // fmtErr names a clean end of the link for what it is.
