@@ -189,7 +189,7 @@ func (q *Queue) appendRecord(ctx context.Context, typ record.Type, stream uint16
 // due times.
 func (q *Queue) recoverGroups() error {
 	rs := q.newReplay(q.log.Trimmed())
-	r := q.log.NewReader(0)
+	r := q.log.NewUncappedReader(0) // this node's own state, committed or not
 	defer r.Close()
 	for {
 		rec, err := r.Next()
@@ -347,7 +347,7 @@ func (g *group) recoverPending(lg *ledgerGroup, now time.Time) error {
 	if lg.mark <= lg.floor {
 		return nil
 	}
-	r := g.q.log.NewReader(lg.floor)
+	r := g.q.log.NewUncappedReader(lg.floor)
 	defer r.Close()
 	for {
 		rec, err := r.Next()

@@ -174,10 +174,15 @@ func Open(dir string, opts *Options) (*Queue, error) {
 		log.Close()
 		return nil, err
 	}
-	q.committed.Store(log.SyncedSeq())
 	q.repl.init(log.SyncedSeq())
 	if o.Replication == ReplicateSync {
-		log.CapReaders(log.SyncedSeq())
+		// Nothing is committed until a follower says, in its handshake, how
+		// much of the log it holds: after a restart the leader cannot know,
+		// and consumers must never see a record a failover could take back.
+		// (Replay reads past the cap: it rebuilds this node's own state.)
+		log.CapReaders(0)
+	} else {
+		q.committed.Store(log.SyncedSeq())
 	}
 	if err := q.recoverGroups(); err != nil {
 		log.Close()

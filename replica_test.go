@@ -597,3 +597,49 @@ func TestSecondFollowerIsRefused(t *testing.T) {
 	assert.Contains(t, ferr.Error(), "already attached")
 	assert.True(t, q.Stats().ReplicaAttached)
 }
+
+// After a restart under ReplicateSync the leader cannot know what its
+// follower holds: consumers see nothing until a follower attaches and says,
+// then what it holds.
+func TestReplicateSyncRestartCommitsOnlyWhatAFollowerHolds(t *testing.T) {
+	dir, fdir := t.TempDir(), t.TempDir()
+	opts := Options{Replication: ReplicateSync, ReplicaTimeout: 200 * time.Millisecond}
+	q, err := Open(dir, &opts)
+	require.NoError(t, err)
+	_, err = q.Consumer("g", nil)
+	require.NoError(t, err)
+	a, b := net.Pipe()
+	f := startFollower(t, fdir, b, nil)
+	require.NoError(t, q.AttachReplica(a))
+	held := sendIDs(t, q, "held", 5, SendOK)
+	require.ErrorIs(t, f.stop(), context.Canceled)
+	require.Eventually(t, func() bool { return !q.Stats().ReplicaAttached }, 5*time.Second, time.Millisecond)
+	alone := sendIDs(t, q, "alone", 3, ReplicaNotAvailable)
+	require.NoError(t, q.Close())
+
+	q, err = Open(dir, &opts)
+	require.NoError(t, err)
+	defer q.Close()
+	c, err := q.Consumer("g", nil)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_, err = c.Receive(ctx)
+	require.ErrorIs(t, err, context.DeadlineExceeded, "no follower yet: nothing is committed")
+	assert.Zero(t, q.Stats().CommittedSeq)
+
+	a, b = net.Pipe()
+	startFollower(t, fdir, b, nil)
+	require.NoError(t, q.AttachReplica(a))
+	var got []string
+	for range len(held) + len(alone) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		d, err := c.Receive(ctx)
+		cancel()
+		require.NoError(t, err)
+		require.LessOrEqual(t, d.Seq, q.Stats().ReplicaAckedSeq, "a consumer sees only what the follower holds")
+		got = append(got, d.Message.ID)
+		require.NoError(t, d.Ack())
+	}
+	assert.ElementsMatch(t, append(held, alone...), got)
+}
