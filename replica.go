@@ -158,7 +158,8 @@ type replica struct {
 // behind, then live, until the link fails or the queue is closed. The queue
 // owns link from then on and closes it, also when AttachReplica fails. One
 // follower at a time; the options must enable replication. The handshake
-// must complete within ReplicaTimeout.
+// must complete within DefaultHandshakeTimeout or ReplicaTimeout, whichever
+// is longer: a follower opening a large log takes a while to say hello.
 //
 // Any io.ReadWriteCloser works: net.Pipe, a Unix socket or TCP connection, a
 // pair of os.Pipes.
@@ -181,14 +182,15 @@ func (q *Queue) AttachReplica(link io.ReadWriteCloser) error {
 			err = repl.Expect(&hello, repl.TypeHello)
 		}
 	}()
-	timer := time.NewTimer(q.opts.ReplicaTimeout)
+	helloWait := max(q.opts.ReplicaTimeout, DefaultHandshakeTimeout)
+	timer := time.NewTimer(helloWait)
 	select {
 	case <-done:
 		timer.Stop()
 	case <-timer.C:
 		link.Close()
 		<-done
-		return fail(fmt.Errorf("%w: no hello from the follower within %v", ErrReplication, q.opts.ReplicaTimeout))
+		return fail(fmt.Errorf("%w: no hello from the follower within %v", ErrReplication, helloWait))
 	}
 	if err != nil {
 		return fail(fmt.Errorf("%w: reading the follower's hello: %w", ErrReplication, err))
@@ -407,6 +409,10 @@ type FollowOptions struct {
 	SegmentSize int64
 	// Logger receives recovery reports. Default: discard.
 	Logger *slog.Logger
+	// OnAck, if set, is called with the follower's durable seq: when the
+	// log is opened, when a handshake cuts it back, and after each ack.
+	// It runs on the follower's goroutine and must not block.
+	OnAck func(seq uint64)
 
 	fs vfs.FS // tests
 }
@@ -427,13 +433,41 @@ type FollowOptions struct {
 // and the log before returning; everything it acknowledged is then durable
 // in dir, which opens as a normal Queue (promotion).
 func Follow(ctx context.Context, dir string, link io.ReadWriteCloser, opts *FollowOptions) (err error) {
+	fl, err := openFollower(dir, opts)
+	if err != nil {
+		link.Close()
+		return err
+	}
+	defer func() {
+		if cerr := fl.close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+	return fl.serve(ctx, link)
+}
+
+// followerLog is a follower's copy of the log, open across links: Follow
+// serves one link on it, ServeFollower (transport.go) one after another.
+type followerLog struct {
+	fs       vfs.FS
+	dir      string
+	logger   *slog.Logger
+	log      *wal.Log
+	epochs   []repl.Epoch // the history as of the last handshake (epoch.go)
+	sync     bool
+	maxFrame int
+	onAck    func(seq uint64)
+}
+
+// openFollower opens (or creates) the follower's log in dir, reads its epoch
+// history and marks dir as a follower's copy.
+func openFollower(dir string, opts *FollowOptions) (*followerLog, error) {
 	var o FollowOptions
 	if opts != nil {
 		o = *opts
 	}
-	defer link.Close()
 	if o.Flush != FlushSync && o.Flush != FlushAsync {
-		return fmt.Errorf("zeroloss: follow: %w: Flush is %d", ErrInvalidOptions, int(o.Flush))
+		return nil, fmt.Errorf("zeroloss: follow: %w: Flush is %d", ErrInvalidOptions, int(o.Flush))
 	}
 	if o.SegmentSize == 0 {
 		o.SegmentSize = DefaultSegmentSize
@@ -450,24 +484,41 @@ func Follow(ctx context.Context, dir string, link io.ReadWriteCloser, opts *Foll
 	log, _, err := wal.Open(dir, wal.Options{FS: o.fs, SegmentSize: o.SegmentSize, Logger: o.Logger,
 		SlotInterval: defaultSlotInterval, SlotBytes: defaultSlotBytes})
 	if err != nil {
-		return fmt.Errorf("zeroloss: follow: open %s: %w", dir, err)
+		return nil, fmt.Errorf("zeroloss: follow: open %s: %w", dir, err)
 	}
-	defer func() {
-		if cerr := log.Close(); cerr != nil && err == nil {
-			err = fmt.Errorf("zeroloss: follow: close %s: %w", dir, cerr)
-		}
-	}()
-	epochs, err := readEpochs(o.fs, dir, log.LastSeq())
-	if err != nil {
-		return fmt.Errorf("zeroloss: follow: %w", err)
+	fl := &followerLog{fs: o.fs, dir: dir, logger: o.Logger, log: log, sync: o.Flush == FlushSync,
+		maxFrame: log.MaxFrameSize(), onAck: o.OnAck}
+	if fl.epochs, err = readEpochs(o.fs, dir, log.LastSeq()); err != nil {
+		log.Close()
+		return nil, fmt.Errorf("zeroloss: follow: %w", err)
 	}
 	if err := markFollower(o.fs, dir); err != nil {
-		return fmt.Errorf("zeroloss: follow: marking %s as a follower's: %w", dir, err)
+		log.Close()
+		return nil, fmt.Errorf("zeroloss: follow: marking %s as a follower's: %w", dir, err)
+	}
+	fl.reportAck(log.LastSeq()) // recovery synced everything it kept
+	return fl, nil
+}
+
+func (fl *followerLog) reportAck(seq uint64) {
+	if fl.onAck != nil {
+		fl.onAck(seq)
+	}
+}
+
+// serve runs one link until it ends (see Follow) and closes it.
+func (fl *followerLog) serve(ctx context.Context, link io.ReadWriteCloser) error {
+	defer link.Close()
+	if fl.sync {
+		// What a previous link appended without its ack's fdatasync must be
+		// durable before the hello calls it held.
+		if _, err := fl.log.Sync(); err != nil {
+			return fmt.Errorf("zeroloss: follow: %w", err)
+		}
 	}
 	stop := context.AfterFunc(ctx, func() { link.Close() })
 	defer stop()
-	f := &follower{ctx: ctx, fs: o.fs, dir: dir, logger: o.Logger, log: log, epochs: epochs, link: link,
-		sync: o.Flush == FlushSync, maxFrame: log.MaxFrameSize()}
+	f := &follower{followerLog: fl, ctx: ctx, link: link}
 	if err := f.run(); err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -477,18 +528,20 @@ func Follow(ctx context.Context, dir string, link io.ReadWriteCloser, opts *Foll
 	return nil
 }
 
+func (fl *followerLog) close() error {
+	if err := fl.log.Close(); err != nil {
+		return fmt.Errorf("zeroloss: follow: close %s: %w", fl.dir, err)
+	}
+	return nil
+}
+
+// follower is one link's session on a followerLog.
 type follower struct {
-	ctx      context.Context
-	fs       vfs.FS
-	dir      string
-	logger   *slog.Logger
-	log      *wal.Log
-	epochs   []repl.Epoch // the history as of the last handshake (epoch.go)
-	link     io.ReadWriteCloser
-	sync     bool
-	maxFrame int
-	last     uint64 // last seq appended
-	acked    uint64
+	*followerLog
+	ctx   context.Context
+	link  io.ReadWriteCloser
+	last  uint64 // last seq appended
+	acked uint64
 }
 
 type readResult struct {
@@ -591,6 +644,7 @@ func (f *follower) welcome(w *repl.Welcome) error {
 		f.logger.Warn("zeroloss: follow: cut records the leader does not have", "records", cut,
 			"after_seq", keep, "was_last_seq", f.last)
 		f.last, f.acked = keep, keep
+		f.reportAck(keep)
 	}
 	h := w.Epochs
 	if len(h) == repl.MaxEpochs {
@@ -650,6 +704,7 @@ func (f *follower) ack() error {
 		}
 		seq = synced
 	}
+	f.reportAck(seq) // durable already; reported before the leader can answer a Send
 	if err := repl.WriteMessage(f.link, &repl.Message{Type: repl.TypeAck, Seq: seq}); err != nil {
 		return linkErr("writing an ack", err)
 	}
@@ -669,10 +724,13 @@ func isProtocolError(err error) bool {
 	return false
 }
 
-// linkErr reports the link failing (closed, reset, broken): not a protocol
-// error, so it does not match ErrReplication; the follower may reconnect.
+// errLink marks the link failing (closed, reset, broken) under a follower:
+// not a protocol error, so it does not match ErrReplication, and the
+// follower may serve the next link.
+var errLink = errors.New("the link to the leader failed")
+
 func linkErr(doing string, err error) error {
-	return fmt.Errorf("zeroloss: follow: the link to the leader failed %s: %w", doing, err)
+	return fmt.Errorf("zeroloss: follow: %w %s: %w", errLink, doing, err)
 }
 
 // fmtErr names a clean end of the link for what it is.

@@ -7,6 +7,8 @@
 //	                                Send throughput and latency per flush mode next to raw disk baselines
 //	zeroloss inspect [--json] DIR   summary of segments, seqs, record types, torn tail
 //	zeroloss verify [--strict] DIR  check every checksum and every message's encoding
+//	zeroloss follow --dir D --listen unix:PATH|tcp:HOST:PORT [--tls-cert F --tls-key F --tls-ca F] [--flush sync|async]
+//	                                run a replication follower until SIGINT or SIGTERM
 //	zeroloss help [COMMAND]         usage
 //
 // inspect and verify only read: they take no lock and change nothing, so they may
@@ -46,6 +48,7 @@ type command struct {
 var commands = []command{
 	{"inspect", "print a summary of a queue directory: segments, seqs, record types, torn tail", runInspect},
 	{"verify", "check every frame's checksum and every message's encoding", runVerify},
+	{"follow", "run a replication follower: keep a copy of a leader queue's log in a directory", runFollow},
 }
 
 func main() {
