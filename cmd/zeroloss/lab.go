@@ -2,19 +2,24 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/zerolossmq/zeroloss/internal/lab"
 	"github.com/zerolossmq/zeroloss/internal/report"
 )
 
-const labUsage = `usage: zeroloss lab [--runs N] [--seed S] [--dir D] [--all] [--json FILE] [--html FILE]
+const labUsage = `usage: zeroloss lab [--runs N] [--seed S] [--dir D] [--all] [--reference [--peers-dir DIR]] [--json FILE] [--html FILE]
 
 Lab measures what each queue configuration loses when something fails under
 load, by doing it: it starts a child process that sends from 8 goroutines,
@@ -38,14 +43,34 @@ table and each new scenario:
   ack=on-receive (ack, then handle in a goroutine) is only measured: it may
   lose what it acked and had not handled when it was killed.
 
-  tx-crash, with a child in the middle of transactional sends whose local
-  transactions live in an fsynced file: after a restart with a TxChecker
-  reading that file, every committed transaction's message must be delivered
-  and no other (phantom).
+  replication, with a follower (zeroloss.Follow) in the child attached to
+  the leader: repl=sync under power-loss of both machines' files, and
+  leader-disk-loss: the leader's directory is destroyed after the kill and
+  the follower's opened as the queue (failover). repl=sync must lose
+  nothing, as its SendOK waits for the follower's fdatasync; repl=async is
+  only measured: it may lose the replication lag.
 
---all runs every configuration under every failure that applies to it
-(consumer-crash needs a configuration with a consumer, the others one
-without): also flush=async under consumer-crash and tx-crash.
+  queue-outage, where the queue's fdatasync fails (poisoning it; it is
+  reopened) or its disk is full for a while under load: Queue.Send callers
+  see errors or statuses other than SendOK (counted as refused, not
+  acknowledged), and the strict producer (producer=strict) spools what the
+  queue cannot confirm and resends it: it must lose nothing it accepted.
+
+  tx-crash, with a child in the middle of transactional sends
+  (producer=tx) whose local transactions live in an fsynced file: after a
+  restart with a TxChecker reading that file, every committed transaction's
+  message must be delivered and no other (phantom).
+
+--all runs the cross product flush {sync, async} x replication {none,
+async, sync} x consumer {none, ack after handling, ack on receive} x
+producer {plain, strict, tx} under every failure that applies, and lists
+the pairs it skips with the reason of each (it takes an hour or more).
+
+--reference also runs github.com/tidwall/wal through the power-loss
+harness, as a reference log: it runs "go run ./labref" in the bench/peers
+module (its own go.mod; --peers-dir says where it is), and adds its rows to
+the report. Without that module, or without the go command, it says so and
+runs the rest.
 
 Each run uses a fresh queue directory under D, removed afterwards unless it
 lost data it was promised to keep, corrupted data, or failed. The default set
@@ -74,7 +99,9 @@ func runLab(args []string, stdout, stderr io.Writer) int {
 	dir := fs.String("dir", os.TempDir(), "directory for the run directories: put it on the disk to measure")
 	jsonFile := fs.String("json", "", "also write the report, every run included, as JSON to `FILE`")
 	htmlFile := fs.String("html", "", "also write the report as a self-contained HTML page, with charts, to `FILE`")
-	all := fs.Bool("all", false, "run every configuration under every failure that applies (takes several times longer)")
+	all := fs.Bool("all", false, "run every configuration under every failure that applies (takes an hour or more)")
+	reference := fs.Bool("reference", false, "also run tidwall/wal through the power-loss harness (needs the bench/peers module and the go command)")
+	peersDir := fs.String("peers-dir", filepath.Join("bench", "peers"), "where the bench/peers module is, for --reference")
 	positional, status, ok := parseArgs(fs, args)
 	if !ok {
 		return status
@@ -98,10 +125,27 @@ func runLab(args []string, stdout, stderr io.Writer) int {
 	}
 	start := time.Now()
 	scenarios := lab.DefaultScenarios()
+	var skipped []lab.Skipped
 	if *all {
-		scenarios = lab.AllScenarios()
+		scenarios, skipped = lab.AllScenarios(), lab.AllSkipped()
 	}
 	rep, err := lab.RunScenarios(ctx, opts, scenarios)
+	if rep != nil {
+		rep.Skipped = skipped
+	}
+	if *reference && err == nil {
+		refOpts := opts
+		refOpts.Seed = rep.Seed // the seed the lab used, also when drawn from the clock
+		rows, refErr := runReference(ctx, *peersDir, refOpts, opts.Progress)
+		switch {
+		case errors.Is(refErr, errNoReference):
+			fmt.Fprintf(stderr, "zeroloss lab: --reference: %v; the reference rows are left out\n", refErr)
+		case refErr != nil:
+			err = refErr
+		default:
+			rep.Rows = append(rep.Rows, rows...)
+		}
+	}
 	if rep != nil && len(rep.Rows) > 0 {
 		if werr := rep.WriteTable(stdout); werr != nil && err == nil {
 			err = werr
@@ -162,7 +206,7 @@ func labReport(start time.Time, dir string, rep *lab.Report) *report.Report {
 	for i := range rep.Rows {
 		r := &rep.Rows[i]
 		t.Rows = append(t.Rows, []string{r.Config, r.Failure, fmt.Sprint(r.Runs), fmt.Sprint(r.Acknowledged),
-			fmt.Sprint(r.Lost), fmt.Sprint(r.Duplicates), fmt.Sprint(r.Corrupt), fmt.Sprint(r.Phantom), fmt.Sprint(r.UnackedPresent),
+			fmt.Sprint(r.Refused), fmt.Sprint(r.Lost), fmt.Sprint(r.Duplicates), fmt.Sprint(r.Corrupt), fmt.Sprint(r.Phantom), fmt.Sprint(r.UnackedPresent),
 			fmt.Sprint(r.Recovered), fmt.Sprint(int64(math.Round(r.MedianThroughput))), r.CrossCheck(), r.Verdict()})
 		label := r.Config + " / " + r.Failure
 		note := ""
@@ -173,6 +217,13 @@ func labReport(start time.Time, dir string, rep *lab.Report) *report.Report {
 		throughput.Bars = append(throughput.Bars, report.Bar{Label: label, Value: r.MedianThroughput})
 	}
 	out.Tables = []report.Table{t}
+	if len(rep.Skipped) > 0 {
+		skipped := report.Table{Title: "Pairs skipped (they do not apply)", Columns: []string{"config", "failure", "reason"}}
+		for _, s := range rep.Skipped {
+			skipped.Rows = append(skipped.Rows, []string{s.Config, s.Failure, s.Reason})
+		}
+		out.Tables = append(out.Tables, skipped)
+	}
 	out.Charts = []report.BarChart{lost, throughput}
 	return out
 }
@@ -185,4 +236,55 @@ func isTerminal(w io.Writer) bool {
 	}
 	info, err := f.Stat()
 	return err == nil && info.Mode()&os.ModeCharDevice != 0
+}
+
+// errNoReference: the reference rows cannot be run here.
+var errNoReference = errors.New("reference not available")
+
+// runReference runs the bench/peers module's labref program (tidwall/wal
+// through the power-loss harness) with go run, with the lab's runs, seed
+// and directory, and returns its rows. It returns an error matching
+// errNoReference when the module or the go command is missing.
+func runReference(ctx context.Context, peersDir string, opts lab.Options, progress io.Writer) ([]lab.Row, error) {
+	dir, err := findPeersDir(peersDir)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errNoReference, strings.TrimPrefix(err.Error(), "--peers: "))
+	}
+	if _, err := os.Stat(filepath.Join(dir, "labref")); err != nil {
+		return nil, fmt.Errorf("%w: no labref program in %s", errNoReference, dir)
+	}
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		return nil, fmt.Errorf("%w: the go command is not on PATH", errNoReference)
+	}
+	out, err := os.CreateTemp("", "zeroloss-labref-*.json")
+	if err != nil {
+		return nil, err
+	}
+	out.Close()
+	defer os.Remove(out.Name())
+	args := []string{"run", "./labref", "--runs", strconv.Itoa(opts.Runs), "--dir", opts.Dir, "--json", out.Name()}
+	if opts.Seed != 0 {
+		args = append(args, "--seed", strconv.FormatUint(opts.Seed, 10))
+	}
+	cmd := exec.CommandContext(ctx, goTool, args...)
+	cmd.Dir = dir
+	var stdout, stderr strings.Builder
+	cmd.Stdout = &stdout
+	cmd.Stderr = &stderr
+	if progress != nil {
+		fmt.Fprintf(progress, "\rrunning the reference (go run ./labref in %s)...", dir)
+	}
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("--reference: go run ./labref in %s: %v\n%s%s", dir, err, lastLines(stdout.String(), 10), stderr.String())
+	}
+	data, err := os.ReadFile(out.Name())
+	if err != nil {
+		return nil, err
+	}
+	var ref lab.Report
+	if err := json.Unmarshal(data, &ref); err != nil {
+		return nil, fmt.Errorf("--reference: reading labref's report: %w", err)
+	}
+	return ref.Rows, nil
 }

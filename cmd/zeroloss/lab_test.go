@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -23,25 +24,37 @@ func TestLab(t *testing.T) {
 	dir := t.TempDir()
 	jsonFile := filepath.Join(t.TempDir(), "report.json")
 	htmlFile := filepath.Join(t.TempDir(), "report.html")
-	r := runTool("lab", "--runs", "1", "--seed", "3", "--dir", dir, "--json", jsonFile, "--html", htmlFile)
+	r := runTool("lab", "--runs", "1", "--seed", "3", "--dir", dir, "--json", jsonFile, "--html", htmlFile,
+		"--reference", "--peers-dir", t.TempDir())
 	require.Equal(t, exitOK, r.code, "stdout: %s\nstderr: %s", r.stdout, r.stderr)
-	assert.Regexp(t, `(?m)^config +failure +runs +acknowledged +lost +duplicates +corrupt`, r.stdout)
-	assert.Regexp(t, `(?m)^flush=sync +process-crash +1 +\d+ +0 +0 +0 .* agrees +ok: zero loss, as promised$`, r.stdout)
-	assert.Regexp(t, `(?m)^flush=async +process-crash +1 +\d+ +0 +0 +0 .* agrees +ok: zero loss, as promised$`, r.stdout)
-	assert.Regexp(t, `(?m)^flush=sync +power-loss +1 +\d+ +0 +0 +0 .* agrees +ok: zero loss, as promised$`, r.stdout)
-	assert.Regexp(t, `(?m)^flush=async +power-loss +1 +\d+ +\d+ +0 +0 .* agrees +measured \(no promise\)$`, r.stdout)
-	assert.Regexp(t, `(?m)^flush=sync/ack=after-handling +consumer-crash +1 +\d+ +0 +\d+ +0 +0 .* agrees +ok: zero loss, as promised$`, r.stdout)
-	assert.Regexp(t, `(?m)^flush=sync/ack=on-receive +consumer-crash +1 +\d+ +\d+ +0 +0 +0 .* agrees +measured \(no promise\)$`, r.stdout)
-	assert.Regexp(t, `(?m)^flush=sync +tx-crash +1 +\d+ +0 +0 +0 +0 .* agrees +ok: zero loss, as promised$`, r.stdout)
+	assert.Regexp(t, `(?m)^config +failure +runs +acknowledged +refused +lost +duplicates +corrupt`, r.stdout)
+	// runs, acknowledged, refused, lost, duplicates, corrupt, phantom
+	for _, want := range []string{
+		`flush=sync +process-crash +1 +\d+ +0 +0 +0 +0 +0 .* agrees +ok: zero loss, as promised`,
+		`flush=async +process-crash +1 +\d+ +0 +0 +0 +0 +0 .* agrees +ok: zero loss, as promised`,
+		`flush=sync +power-loss +1 +\d+ +0 +0 +0 +0 +0 .* agrees +ok: zero loss, as promised`,
+		`flush=async +power-loss +1 +\d+ +0 +\d+ +0 +0 +0 .* agrees +measured \(no promise\)`,
+		`flush=sync/repl=sync +power-loss +1 +\d+ +0 +0 +0 +0 +0 .* agrees +ok: zero loss, as promised`,
+		`flush=sync/repl=sync +leader-disk-loss +1 +\d+ +0 +0 +0 +0 +0 .* agrees +ok: zero loss, as promised`,
+		`flush=sync/repl=async +leader-disk-loss +1 +\d+ +0 +\d+ +0 +0 +0 .* agrees +measured \(no promise\)`,
+		`flush=sync/ack=after-handling +consumer-crash +1 +\d+ +0 +0 +\d+ +0 +0 .* agrees +ok: zero loss, as promised`,
+		`flush=sync/ack=on-receive +consumer-crash +1 +\d+ +0 +\d+ +0 +0 +0 .* agrees +measured \(no promise\)`,
+		`flush=sync +queue-outage +1 +\d+ +[1-9]\d* +0 +0 +0 +0 .* agrees +ok: zero loss, as promised`,
+		`flush=sync/producer=strict +queue-outage +1 +\d+ +0 +0 +0 +0 +0 .* agrees +ok: zero loss, as promised`,
+		`flush=sync/producer=tx +tx-crash +1 +\d+ +0 +0 +0 +0 +0 .* agrees +ok: zero loss, as promised`,
+	} {
+		assert.Regexp(t, "(?m)^"+want+"$", r.stdout)
+	}
 	assert.Contains(t, r.stdout, "seed 3, 1 runs per row")
-	assert.Empty(t, r.stderr, "no progress line when stderr is not a terminal")
+	assert.Regexp(t, `^zeroloss lab: --reference: reference not available: no peers module in .*; the reference rows are left out\n$`, r.stderr,
+		"no progress line when stderr is not a terminal; a clear word on the missing reference")
 
 	data, err := os.ReadFile(jsonFile)
 	require.NoError(t, err)
 	var report lab.Report
 	require.NoError(t, json.Unmarshal(data, &report))
 	assert.Equal(t, uint64(3), report.Seed)
-	require.Len(t, report.Rows, 7, "the default set: every row of the guarantee table, consumer-crash twice, tx-crash")
+	require.Len(t, report.Rows, 12, "the default set: every row of the guarantee table, replication, consumer-crash twice, outage twice, tx-crash")
 	for _, row := range report.Rows {
 		require.Len(t, row.Results, 1)
 		assert.Positive(t, row.Results[0].Acknowledged, row.Config)
@@ -49,12 +62,35 @@ func TestLab(t *testing.T) {
 	html, err := os.ReadFile(htmlFile)
 	require.NoError(t, err)
 	assert.Equal(t, 2, strings.Count(string(html), "<svg "), "charts of lost messages and throughput")
-	assert.Equal(t, 7, strings.Count(string(html), "<tr><td>flush="), "one table row per configuration and failure")
+	assert.Equal(t, 12, strings.Count(string(html), "<tr><td>flush="), "one table row per configuration and failure")
 	assert.Contains(t, string(html), "<dt>seed</dt><dd>3</dd>")
 
 	entries, err := os.ReadDir(dir)
 	require.NoError(t, err)
 	assert.Empty(t, entries, "clean runs leave nothing in --dir")
+}
+
+// TestLabReference runs the reference (tidwall/wal in the bench/peers
+// module, with go run) for one run of each of its rows.
+func TestLabReference(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the bench/peers module's labref program")
+	}
+	rows, err := runReference(context.Background(), filepath.Join("..", "..", "bench", "peers"),
+		lab.Options{Runs: 1, Seed: 3, Dir: t.TempDir()}, nil)
+	require.NoError(t, err)
+	require.Len(t, rows, 2)
+	assert.Equal(t, "tidwall/wal fsync each", rows[0].Config)
+	assert.Equal(t, "tidwall/wal fsync each, dir entries kept", rows[1].Config)
+	for _, row := range rows {
+		assert.Equal(t, "power-loss", row.Failure)
+		assert.Equal(t, 1, row.Runs)
+		assert.Positive(t, row.Acknowledged, row.Config)
+		assert.False(t, row.Promised, row.Config)
+		assert.Zero(t, row.CrossCheckMismatches, row.Config)
+	}
+	_, err = runReference(context.Background(), t.TempDir(), lab.Options{Runs: 1}, nil)
+	require.ErrorIs(t, err, errNoReference)
 }
 
 // TestLabReport checks the HTML report of the lab on figures made up for it.
@@ -70,7 +106,7 @@ func TestLabReport(t *testing.T) {
 	html := b.String()
 	for _, want := range []string{
 		"<dt>seed</dt><dd>7</dd>", "<dt>runs per row</dt><dd>2</dd>", "<dt>date</dt><dd>2026-01-02T03:04:05Z</dd>",
-		`<tr><td>flush=async</td><td>power-loss</td><td class="num">2</td><td class="num">5000</td><td class="num">37</td>`,
+		`<tr><td>flush=async</td><td>power-loss</td><td class="num">2</td><td class="num">5000</td><td class="num">0</td><td class="num">37</td>`,
 		`>phantom</th>`,
 		`<td class="num">45678</td><td>agrees</td><td>measured (no promise)</td></tr>`,
 		`<td class="num">1234</td><td>agrees</td><td>ok: zero loss, as promised</td></tr>`,
@@ -93,7 +129,8 @@ func TestLabUsage(t *testing.T) {
 		stdout string
 		stderr string
 	}{
-		{"help", []string{"help", "lab"}, exitOK, "usage: zeroloss lab [--runs N] [--seed S] [--dir D] [--all] [--json FILE]", ""},
+		{"help", []string{"help", "lab"}, exitOK, "usage: zeroloss lab [--runs N] [--seed S] [--dir D] [--all] [--reference [--peers-dir DIR]] [--json FILE]", ""},
+		{"-h lists --reference", []string{"lab", "-h"}, exitOK, "", "-reference"},
 		{"-h lists --all", []string{"lab", "-h"}, exitOK, "", "-all"},
 		{"-h", []string{"lab", "-h"}, exitOK, "", "-runs"},
 		{"zero runs", []string{"lab", "--runs", "0"}, exitUsage, "", "--runs is 0"},

@@ -170,7 +170,7 @@ func recoverConsumer(res *RunResult, runDir string, cfg Config, acked map[string
 		return err
 	}
 	start := time.Now()
-	q, err := zeroloss.Open(queueDir(runDir, workloadConsume), cfg.queueOptions())
+	q, err := zeroloss.Open(queueDir(runDir, workloadConsume), cfg.recoveryOptions())
 	if err != nil {
 		res.RecoveryTime = time.Since(start)
 		res.RecoveryError = err.Error()

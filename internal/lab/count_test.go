@@ -181,12 +181,20 @@ func TestBodyFor(t *testing.T) {
 }
 
 func TestParseAck(t *testing.T) {
-	id, seq, ok := parseAck("ok r1-p2-3 42\n")
+	kind, id, seq, ok := parseAck("ok r1-p2-3 42\n")
 	assert.True(t, ok)
+	assert.Equal(t, "ok", kind)
 	assert.Equal(t, "r1-p2-3", id)
 	assert.Equal(t, uint64(42), seq)
-	for _, bad := range []string{"", "ok\n", "ok a\n", "ok a b\n", "ok a 0\n", "ok a 1 2\n", "err a 1\n", "PASS\n"} {
-		_, _, ok := parseAck(bad)
+	kind, id, seq, ok = parseAck("sp r1-p0-7\n")
+	assert.True(t, ok)
+	assert.Equal(t, []any{"sp", "r1-p0-7", uint64(0)}, []any{kind, id, seq}, "spooled: acknowledged, no seq yet")
+	kind, id, _, ok = parseAck("rf r1-p0-8\n")
+	assert.True(t, ok)
+	assert.Equal(t, []any{"rf", "r1-p0-8"}, []any{kind, id})
+	for _, bad := range []string{"", "ok\n", "ok a\n", "ok a b\n", "ok a 0\n", "ok a 1 2\n", "err a 1\n", "PASS\n",
+		"sp\n", "sp a 1\n", "rf\n"} {
+		_, _, _, ok := parseAck(bad)
 		assert.False(t, ok, "%q", bad)
 	}
 }

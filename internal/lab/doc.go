@@ -52,25 +52,64 @@
 //	               it acknowledged after its last background sync
 //	               (FlushInterval, 500ms by default).
 //
+//	leader-disk-loss
+//	               SIGKILL of a child that runs a leader queue and, in the
+//	               same process, a follower (zeroloss.Follow over a
+//	               net.Pipe, in its own directory); then the leader's
+//	               directory is destroyed and the follower's is opened as the
+//	               queue (promotion) and counted. The follower's page cache
+//	               survives (only the leader's disk failed). Only for a
+//	               configuration with replication: ReplicateSync promises
+//	               zero loss (SendOK waits for the follower's fdatasync),
+//	               ReplicateAsync is only measured and loses the replication
+//	               lag: what the follower had not written at the kill.
+//
 //	consumer-crash SIGKILL of a child that sends and consumes, in the
 //	               middle of its handlers; the parent drains the group. Only
 //	               for a configuration with a consumer (Config.Ack):
 //	               ack=after-handling promises zero loss, ack=on-receive is
 //	               only measured.
 //
+//	queue-outage   The queue's disk fails under the producers, through the
+//	               fault injector (vfs.FaultFS, for the queue's directory
+//	               only): every fdatasync fails (odd runs: the queue is
+//	               poisoned, and reopened when the fault ends) or the disk
+//	               is full (even runs: ErrDiskFull once the active segment
+//	               is full), for 200ms after a producer first meets it; then
+//	               SIGKILL. Queue.Send callers see errors or other statuses
+//	               than SendOK: refused, not acknowledged, never lost. The
+//	               strict producer (Producer with Strict and a spool) counts
+//	               Sent and Spooled as acknowledged; after the kill the
+//	               parent reopens it on its spool and flushes it into the
+//	               recovered queue, as a restarted application would.
+//	               Promised to the strict producer, and to Queue.Send under
+//	               FlushSync.
+//
 //	tx-crash       SIGKILL of a child in the middle of transactional sends;
 //	               the parent restarts the queue with a TxChecker. Promised
 //	               to both flush modes: no committed transaction's message
 //	               lost, no other delivered.
 //
-// Failure.Applies says which pairs make sense: consumer-crash needs a
-// configuration with a consumer, the other failures one without.
-// DefaultScenarios is the curated set the lab command runs (every row of the
-// guarantee table, consumer-crash under each AckMode and tx-crash, with
-// FlushSync); AllScenarios, for its --all flag, is every configuration of
-// AllConfigs under every failure that applies. Options.MinAcks and MaxAcks
-// bound the kill point; consumer-crash divides the number drawn by 20, and
-// tx-crash by 80, because their workloads acknowledge that much slower.
+// Replication and the producer are fields of Config too: with Replication
+// set the child of every failure runs a follower attached to its queue (a
+// power loss then cuts both directories back, and the leader is counted),
+// and with ProducerStrict its producers send through a strict Producer
+// whose spool is in its own directory (a power loss cuts it back too).
+//
+// Failure.SkipReason says which pairs make sense, and why the others do
+// not: consumer-crash needs a configuration with a consumer, the other
+// failures one without; tx-crash needs the transactional producer, and
+// only it; leader-disk-loss needs a follower; queue-outage is not run with
+// one (reattaching a follower to a reopened leader needs the epoch
+// handshake). DefaultScenarios is the curated set the lab command runs
+// (every row of the guarantee table, replication under power loss and disk
+// loss, consumer-crash under each AckMode, the outage under each producer
+// and tx-crash, with FlushSync); AllScenarios, for its --all flag, is every
+// configuration of AllConfigs (flush × replication × consumer × producer)
+// under every failure that applies, and AllSkipped the rest, with reasons.
+// Options.MinAcks and MaxAcks bound the kill point; consumer-crash divides
+// the number drawn by 20, and tx-crash by 80, because their workloads
+// acknowledge that much slower.
 //
 // # consumer-crash
 //
@@ -167,9 +206,14 @@
 // also reorder or lose writes a completed fsync covered (a lying disk),
 // which no software can survive.
 //
-// Still to come: replication (a follower that must confirm) and a strict
-// producer (which counts only SendOK as sent and retries the rest), each a
-// new Failure or a new field of Config.
+// # References
+//
+// RunReferences puts another log through the same power-loss harness: its
+// own program (bench/peers/labref, for github.com/tidwall/wal, which the
+// library's go.mod must not require) is the parent and, re-executed, the
+// child, which writes with the log's API and reports with a ReferenceChild
+// what it knows to be durable (see reference.go). Its rows are measured,
+// never promised.
 //
 // # Promises
 //

@@ -276,6 +276,13 @@ func TestChildMainUsage(t *testing.T) {
 		{ChildCommand, "--dir", t.TempDir(), "--workload", "consume", "--ack", "sometimes"},
 		{ChildCommand, "--dir", t.TempDir(), "--workload", "tx", "--power-loss"},
 		{ChildCommand, "--dir", t.TempDir(), "--workload", "bogus"},
+		{ChildCommand, "--dir", t.TempDir(), "--repl", "sometimes"},
+		{ChildCommand, "--dir", t.TempDir(), "--producer", "tx"},
+		{ChildCommand, "--dir", t.TempDir(), "--producer", "strict", "--workload", "tx"},
+		{ChildCommand, "--dir", t.TempDir(), "--outage", "meteor", "--outage-at", "5"},
+		{ChildCommand, "--dir", t.TempDir(), "--outage", "fsync", "--repl", "sync"},
+		{ChildCommand, "--dir", t.TempDir(), "--outage", "fsync", "--power-loss"},
+		{ChildCommand, "--dir", t.TempDir(), "--outage", "fsync", "--outage-at", "-1"},
 	} {
 		t.Run(fmt.Sprint(args[1:]), func(t *testing.T) {
 			assert.Equal(t, childUsage, ChildMain(args))
@@ -322,9 +329,9 @@ func TestReportWriters(t *testing.T) {
 	require.NoError(t, rep.WriteTable(&table))
 	lines := strings.Split(table.String(), "\n")
 	require.GreaterOrEqual(t, len(lines), 3, table.String())
-	assert.Regexp(t, `^config +failure +runs +acknowledged +lost +duplicates +corrupt +phantom +unacked +recovered +msgs/s +cross-check +verdict$`, lines[0])
-	assert.Regexp(t, `^flush=sync +process-crash +2 +300 +0 +0 +0 +0 +4 +304 +2000 +agrees +ok: zero loss, as promised$`, lines[1])
-	assert.Regexp(t, `^flush=async +process-crash +2 +100 +1 +0 +0 +0 +0 +99 +6000 +DISAGREES\(1\) +BROKEN: promised zero loss$`, lines[2])
+	assert.Regexp(t, `^config +failure +runs +acknowledged +refused +lost +duplicates +corrupt +phantom +unacked +recovered +msgs/s +cross-check +verdict$`, lines[0])
+	assert.Regexp(t, `^flush=sync +process-crash +2 +300 +0 +0 +0 +0 +0 +4 +304 +2000 +agrees +ok: zero loss, as promised$`, lines[1])
+	assert.Regexp(t, `^flush=async +process-crash +2 +100 +0 +1 +0 +0 +0 +0 +99 +6000 +DISAGREES\(1\) +BROKEN: promised zero loss$`, lines[2])
 	// Text starts under its header, numbers end under theirs.
 	header := lines[0]
 	for i, cells := range [][3]string{{"process-crash", "300", "ok:"}, {"process-crash", "100", "BROKEN:"}} {

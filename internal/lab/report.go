@@ -20,10 +20,21 @@ type RunResult struct {
 	// PowerLoss is the mode of a power-loss run (drop, torn, zero or pages:
 	// what became of the bytes not made durable); empty for other failures.
 	PowerLoss string `json:"power_loss,omitempty"`
+	// Outage is the fault of a queue-outage run (fsync or disk-full),
+	// followed by " (never met)" if no producer ran into it.
+	Outage string `json:"outage,omitempty"`
 	// Acknowledged is the number of SendOKs the parent read; for tx-crash,
 	// the number of local transactions that committed (those whose Commit
 	// returned SendOK are among them).
 	Acknowledged int `json:"acknowledged"`
+	// Refused is the number of sends the child was not told are safe: an
+	// error, or a status other than SendOK (Queue.Send), or an error
+	// (strict producer). They are not acknowledged, so never lost; those
+	// found anyway count in UnackedPresent.
+	Refused int `json:"refused"`
+	// Spooled is the number of acknowledged messages the strict producer
+	// spooled instead of getting SendOK (included in Acknowledged).
+	Spooled int `json:"spooled"`
 	// Counts is the main count.
 	Counts
 	// CrossCheck is the independent count; it must equal Counts.
@@ -36,8 +47,9 @@ type RunResult struct {
 	// for tx-crash, with the wait for the TxChecker to resolve every
 	// pending half.
 	RecoveryTime time.Duration `json:"recovery_ns"`
-	// RecoveryError is set when the queue refused to open after the
-	// failure; every acknowledged message then counts as lost.
+	// RecoveryError is set when the queue (for leader-disk-loss, the
+	// promoted follower's directory) refused to open after the failure;
+	// every acknowledged message then counts as lost.
 	RecoveryError string `json:"recovery_error,omitempty"`
 	// TxPending is, for tx-crash, the number of half messages pending
 	// when the queue reopened after the kill: the ones the TxChecker
@@ -60,6 +72,8 @@ type Row struct {
 	// Sums over the runs.
 	Runs           int `json:"runs"`
 	Acknowledged   int `json:"acknowledged"`
+	Refused        int `json:"refused"`
+	Spooled        int `json:"spooled"`
 	Lost           int `json:"lost"`
 	Duplicates     int `json:"duplicates"`
 	Corrupt        int `json:"corrupt"`
@@ -95,6 +109,10 @@ type Report struct {
 	RunsPerRow int           `json:"runs_per_row"`
 	Elapsed    time.Duration `json:"elapsed_ns"`
 	Rows       []Row         `json:"rows"`
+	// Skipped lists the (configuration, failure) pairs left out of the
+	// run, with the reason of each; the caller fills it (see
+	// ScenariosAndSkipped).
+	Skipped []Skipped `json:"skipped,omitempty"`
 }
 
 // addRow sums row's results into its totals and appends it.
@@ -104,6 +122,8 @@ func (rep *Report) addRow(row Row) {
 	for i := range row.Results {
 		res := &row.Results[i]
 		row.Acknowledged += res.Acknowledged
+		row.Refused += res.Refused
+		row.Spooled += res.Spooled
 		row.Lost += res.Lost
 		row.Duplicates += res.Duplicates
 		row.Corrupt += res.Corrupt
@@ -148,7 +168,7 @@ func (rep *Report) WriteTable(w io.Writer) error {
 	t := table{header: TableColumns}
 	for i := range rep.Rows {
 		r := &rep.Rows[i]
-		t.add(r.Config, r.Failure, r.Runs, r.Acknowledged, r.Lost, r.Duplicates, r.Corrupt, r.Phantom,
+		t.add(r.Config, r.Failure, r.Runs, r.Acknowledged, r.Refused, r.Lost, r.Duplicates, r.Corrupt, r.Phantom,
 			r.UnackedPresent, r.Recovered, int(math.Round(r.MedianThroughput)), r.CrossCheck(), r.Verdict())
 	}
 	var b strings.Builder
@@ -158,6 +178,7 @@ func (rep *Report) WriteTable(w io.Writer) error {
 		b.WriteString(note + "\n")
 	}
 	fmt.Fprintf(&b, "seed %d, %d runs per row, %s\n", rep.Seed, rep.RunsPerRow, rep.Elapsed.Round(100*time.Millisecond))
+	writeSkipped(&b, rep.Skipped)
 	_, err := io.WriteString(w, b.String())
 	return err
 }
@@ -165,13 +186,15 @@ func (rep *Report) WriteTable(w io.Writer) error {
 // TableColumns are the columns of the report's table, and TableNotes its
 // legend, for WriteTable and the HTML report.
 var (
-	TableColumns = []string{"config", "failure", "runs", "acknowledged", "lost", "duplicates",
+	TableColumns = []string{"config", "failure", "runs", "acknowledged", "refused", "lost", "duplicates",
 		"corrupt", "phantom", "unacked", "recovered", "msgs/s", "cross-check", "verdict"}
 	TableNotes = []string{
-		"lost: acknowledged (SendOK) but missing after recovery; consumer-crash: SendOK but never handled; tx-crash: committed locally, not delivered.",
-		"duplicates: found (consumer-crash: handled) more than once; corrupt: body does not match its ID; phantom: delivered, local transaction did not commit.",
+		"acknowledged: SendOK (strict producer: also spooled); refused: sends answered with an error or another status, not acknowledged, never counted lost.",
+		"lost: acknowledged but missing after recovery (leader-disk-loss: from the promoted follower); consumer-crash: never handled; tx-crash: committed locally, not delivered.",
+		"duplicates: found (consumer-crash: handled) more than once; corrupt: body does not match its ID; phantom: delivered, local transaction did not commit (reference rows: an entry read back that nobody wrote).",
 		"unacked: found but never acknowledged (allowed); msgs/s: median over the runs of acks per second.",
 		"cross-check: a second, independent count (raw segment files; consumer-crash: the processed file before the drain plus what the drain received).",
+		"A verdict that ends with \"refused to open: N\" counts N runs whose directory did not open after the failure: all their acknowledged messages count as lost.",
 	}
 )
 
@@ -184,15 +207,41 @@ func (r *Row) CrossCheck() string {
 	return "agrees"
 }
 
-// Verdict says in a few words whether the row kept its promise.
+// Verdict says in a few words whether the row kept its promise, and how
+// many of its runs found a directory that refused to open.
 func (r *Row) Verdict() string {
+	v := "measured (no promise)"
 	switch {
 	case r.Broken():
-		return "BROKEN: promised zero loss"
+		v = "BROKEN: promised zero loss"
 	case r.Promised:
-		return "ok: zero loss, as promised"
+		v = "ok: zero loss, as promised"
 	}
-	return "measured (no promise)"
+	if r.RecoveryErrors > 0 {
+		v += fmt.Sprintf("; refused to open: %d", r.RecoveryErrors)
+	}
+	return v
+}
+
+// writeSkipped writes the skipped pairs grouped by reason: one line per
+// reason with the number of pairs, then the pairs.
+func writeSkipped(b *strings.Builder, skipped []Skipped) {
+	if len(skipped) == 0 {
+		return
+	}
+	var reasons []string
+	byReason := map[string][]string{}
+	for _, s := range skipped {
+		if _, ok := byReason[s.Reason]; !ok {
+			reasons = append(reasons, s.Reason)
+		}
+		byReason[s.Reason] = append(byReason[s.Reason], s.Config+" "+s.Failure)
+	}
+	fmt.Fprintf(b, "\nskipped %d (configuration, failure) pairs that do not apply:\n", len(skipped))
+	for _, reason := range reasons {
+		pairs := byReason[reason]
+		fmt.Fprintf(b, "- %d: %s:\n    %s\n", len(pairs), reason, strings.Join(pairs, ", "))
+	}
 }
 
 // table aligns cells in columns: text to the left, integers to the right.

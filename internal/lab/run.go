@@ -23,7 +23,7 @@ import (
 // Options configure Run. The zero value means every default.
 type Options struct {
 	// Runs is the number of runs of each (configuration, failure) pair.
-	// Default 25.
+	// Default 10.
 	Runs int
 	// Seed seeds the draw of the kill points. 0 picks one from the clock;
 	// the report records the seed used, so a run can be repeated.
@@ -35,7 +35,7 @@ type Options struct {
 	// parent waits for before it injects the failure; the number is drawn
 	// uniformly in [MinAcks, MaxAcks] for each run, then divided for the
 	// slower workloads of consumer-crash (by 20) and tx-crash (by 80).
-	// Defaults 500 and 20000.
+	// Defaults 500 and 8000.
 	MinAcks, MaxAcks int
 	// RunTimeout bounds the time from the start of the child to the
 	// failure; a child that has not acknowledged MinAcks messages by then
@@ -55,9 +55,9 @@ type Options struct {
 
 // Defaults for Options fields left zero.
 const (
-	DefaultRuns       = 25
+	DefaultRuns       = 10
 	DefaultMinAcks    = 500
-	DefaultMaxAcks    = 20000
+	DefaultMaxAcks    = 8000
 	DefaultRunTimeout = 60 * time.Second
 )
 
@@ -208,19 +208,36 @@ func runOnce(ctx context.Context, o Options, labDir string, cfg Config, f Failur
 		}
 	}()
 
-	acked, times, model, err := crashChild(ctx, o, dir, cfg, f, n, res.KillAfter)
+	dirs := dirsOf(dir, cfg, f.workload())
+	args := append([]string{ChildCommand, "--dir", dir, "--run", strconv.Itoa(n), "--workload", f.workload(),
+		"--timeout", (o.RunTimeout + 30*time.Second).String()}, cfg.args()...)
+	if f.kind == powerLoss {
+		args = append(args, "--power-loss")
+	}
+	if f.kind == queueOutage {
+		res.Outage = outageKind(n)
+		args = append(args, "--outage", res.Outage, "--outage-at", strconv.Itoa(max(1, res.KillAfter/2)))
+	}
+	child, err := crashChild(ctx, o, args, f.kind == powerLoss, res.KillAfter, f.kind == queueOutage)
 	if err != nil {
 		return res, err
 	}
-	if model != nil {
+	acked := child.acked
+	res.Refused, res.Spooled = child.refused, child.spooled
+	if child.outageMet == 0 && f.kind == queueOutage {
+		res.Outage += " (never met)"
+	}
+	if child.model != nil {
 		mode := lossMode(rng.IntN(len(lossModeNames)))
 		res.PowerLoss = mode.String()
-		if err := model.apply(dir, rng, mode); err != nil {
-			return res, fmt.Errorf("simulating the power loss: %w", err)
+		for _, d := range dirs.all() {
+			if err := child.model.apply(d, rng, mode); err != nil {
+				return res, fmt.Errorf("simulating the power loss: %w", err)
+			}
 		}
 	}
 	res.Acknowledged = len(acked)
-	if elapsed := times.last.Sub(times.first); elapsed > 0 {
+	if elapsed := child.times.last.Sub(child.times.first); elapsed > 0 {
 		res.Throughput = float64(len(acked)-1) / elapsed.Seconds()
 	}
 	switch f.kind {
@@ -230,25 +247,35 @@ func runOnce(ctx context.Context, o Options, labDir string, cfg Config, f Failur
 		return res, recoverTx(&res, dir, cfg, acked)
 	}
 
-	recoverStart := time.Now()
-	q, err := zeroloss.Open(dir, cfg.queueOptions())
-	if err == nil {
-		err = q.Close()
+	countDir := dirs.queue
+	if f.kind == diskLoss {
+		// The leader's disk is gone; the follower's directory becomes the
+		// queue.
+		if err := os.RemoveAll(dirs.queue); err != nil {
+			return res, fmt.Errorf("destroying the leader's directory: %w", err)
+		}
+		countDir = dirs.follower
 	}
+	recoverStart := time.Now()
+	err = recoverQueue(countDir, dirs.spool, cfg)
 	res.RecoveryTime = time.Since(recoverStart)
 	if err != nil {
+		var refused *openError
+		if !errors.As(err, &refused) {
+			return res, err
+		}
 		// The queue refuses its own directory: every acknowledged message
 		// is out of reach. That is a finding, not a lab failure.
-		res.RecoveryError = err.Error()
+		res.RecoveryError = refused.Error()
 		res.Lost, res.CrossCheck.Lost = len(acked), len(acked)
 		return res, nil
 	}
-	stored, err := readLog(dir)
+	stored, err := readLog(countDir)
 	if err != nil {
 		return res, fmt.Errorf("reading the log back: %w", err)
 	}
 	res.Counts = count(acked, stored)
-	found, undecodable, err := scanDigests(dir)
+	found, undecodable, err := scanDigests(countDir)
 	if err != nil {
 		return res, fmt.Errorf("scanning the log for the cross-check: %w", err)
 	}
@@ -256,32 +283,92 @@ func runOnce(ctx context.Context, o Options, labDir string, cfg Config, f Failur
 	return res, nil
 }
 
+// openError is the queue refusing to open its directory after the failure.
+type openError struct{ err error }
+
+func (e *openError) Error() string { return e.err.Error() }
+func (e *openError) Unwrap() error { return e.err }
+
+// spoolFlushTimeout bounds the restarted strict producer's flush of its
+// spool into the recovered queue.
+const spoolFlushTimeout = 60 * time.Second
+
+// recoverQueue opens the queue in dir and closes it (the recovery a restart
+// does). With spool set it does what a restarted application with a strict
+// producer does in between: it opens a producer on the spool, which resends
+// what it holds, and waits until the spool is empty.
+func recoverQueue(dir, spool string, cfg Config) error {
+	q, err := zeroloss.Open(dir, cfg.recoveryOptions())
+	if err != nil {
+		return &openError{err}
+	}
+	if spool != "" {
+		err = flushSpool(q, spool)
+	}
+	if cerr := q.Close(); err == nil && cerr != nil {
+		err = &openError{cerr}
+	}
+	return err
+}
+
+// flushSpool opens a strict producer on spool, sending to q, and waits until
+// every message it holds is in q with SendOK.
+func flushSpool(q *zeroloss.Queue, spool string) error {
+	p, err := zeroloss.NewProducer(q, &zeroloss.ProducerOptions{Strict: true, SpoolDir: spool,
+		MaxMessageSize: maxMessageSize})
+	if err != nil {
+		return fmt.Errorf("reopening the strict producer's spool: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), spoolFlushTimeout)
+	defer cancel()
+	err = p.Flush(ctx)
+	if cerr := p.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("flushing the strict producer's spool: %w", err)
+	}
+	return nil
+}
+
 // runStream returns the PCG stream of one run, derived from the names of its
 // configuration and failure and its number, so that adding a configuration
 // does not move the kill points of the others.
 func runStream(cfg Config, f Failure, n int) uint64 {
+	return stream(cfg.Label(), f.Name, n)
+}
+
+func stream(config, failure string, n int) uint64 {
 	h := fnv.New64a()
-	fmt.Fprintf(h, "%s\x00%s\x00%d", cfg.Label(), f.Name, n)
+	fmt.Fprintf(h, "%s\x00%s\x00%d", config, failure, n)
 	return h.Sum64()
 }
 
 // ackTimes holds the times the parent read the first and the last ack.
 type ackTimes struct{ first, last time.Time }
 
-// crashChild starts the child on dir, reads its acks, kills it after killAfter
-// of them, reads the acks still in the pipe and waits for it. It returns the
-// acknowledged IDs with their seqs, and the times of the first and last ack.
-// Under a power loss it also returns the model built from the child's file
-// reports, which it acknowledges on the child's stdin as they come.
-func crashChild(ctx context.Context, o Options, dir string, cfg Config, f Failure, run, killAfter int) (map[string]uint64, ackTimes, *powerModel, error) {
+// childRun is what the parent read from a child it killed.
+type childRun struct {
+	acked     map[string]uint64 // acknowledged IDs: their seq, 0 for a spooled one
+	times     ackTimes
+	model     *powerModel // power loss only
+	refused   int         // "rf" lines
+	spooled   int         // "sp" lines
+	outageMet int         // "outage end" lines (0 or 1)
+}
+
+// crashChild starts the child with args (Options.Executable with ChildEnv
+// set), reads its acks, kills it after killAfter of them (and, with
+// waitOutage, not before it printed "outage end"), reads the acks still in
+// the pipe and waits for it. With power it also builds the model from the
+// child's file reports, which it acknowledges on the child's stdin as they
+// come.
+func crashChild(ctx context.Context, o Options, args []string, power bool, killAfter int, waitOutage bool) (childRun, error) {
 	ctx, cancel := context.WithTimeout(ctx, o.RunTimeout)
 	defer cancel()
-	args := append([]string{ChildCommand, "--dir", dir, "--run", strconv.Itoa(run), "--workload", f.workload(),
-		"--timeout", (o.RunTimeout + 30*time.Second).String()}, cfg.args()...)
-	var model *powerModel
-	if f.kind == powerLoss {
-		model = newPowerModel()
-		args = append(args, "--power-loss")
+	run := childRun{acked: make(map[string]uint64, killAfter+1024)}
+	if power {
+		run.model = newPowerModel()
 	}
 	cmd := exec.CommandContext(ctx, o.Executable, args...)
 	cmd.Env = append(os.Environ(), ChildEnv+"=1")
@@ -289,21 +376,25 @@ func crashChild(ctx context.Context, o Options, dir string, cfg Config, f Failur
 	cmd.Stderr = stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		return nil, ackTimes{}, nil, err
+		return childRun{}, err
 	}
 	var replies io.WriteCloser
-	if model != nil {
+	if power {
 		if replies, err = cmd.StdinPipe(); err != nil {
-			return nil, ackTimes{}, nil, err
+			return childRun{}, err
 		}
 	}
 	if err := cmd.Start(); err != nil {
-		return nil, ackTimes{}, nil, fmt.Errorf("starting the child: %w", err)
+		return childRun{}, fmt.Errorf("starting the child: %w", err)
 	}
-	acked := make(map[string]uint64, killAfter+1024)
-	var times ackTimes
 	killed := false
+	outageBegun, outageEnded := false, false
 	var lineErr error
+	setErr := func(err error) {
+		if lineErr == nil {
+			lineErr = err
+		}
+	}
 	rd := bufio.NewReader(stdout)
 	for {
 		line, err := rd.ReadString('\n')
@@ -312,29 +403,54 @@ func crashChild(ctx context.Context, o Options, dir string, cfg Config, f Failur
 			// one atomic write, and is not an ack.
 			break
 		}
-		if report, isReport := strings.CutPrefix(line, "fs "); isReport && model != nil {
-			if err := handleReport(model, report, replies); err != nil && lineErr == nil {
-				lineErr = err
+		if report, isReport := strings.CutPrefix(line, "fs "); isReport && run.model != nil {
+			if err := handleReport(run.model, report, replies); err != nil {
+				setErr(err)
 			}
 			continue
 		}
-		id, seq, ok := parseAck(line)
-		if !ok {
-			lineErr = fmt.Errorf("unexpected line from the child: %q", strings.TrimSpace(line))
+		switch strings.TrimSpace(line) {
+		case "outage end":
+			outageEnded = outageBegun
+			run.outageMet++
+			if !outageBegun {
+				setErr(errors.New("the child ended an outage it did not begin"))
+			}
+		case "outage begin " + outageFsync, "outage begin " + outageDiskFull:
+			outageBegun = true
+		}
+		if strings.HasPrefix(line, "outage ") {
+			if !killed && outageEnded && len(run.acked) >= killAfter {
+				if err := cmd.Process.Kill(); err != nil {
+					return childRun{}, fmt.Errorf("killing the child: %w", err)
+				}
+				killed = true
+			}
+			continue
+		}
+		kind, id, seq, ok := parseAck(line)
+		switch {
+		case !ok:
+			setErr(fmt.Errorf("unexpected line from the child: %q", strings.TrimSpace(line)))
 			continue // test frameworks may print; keep reading to the end
+		case kind == "rf":
+			run.refused++
+			continue
+		case kind == "sp":
+			run.spooled++
 		}
-		if _, dup := acked[id]; dup && lineErr == nil {
-			lineErr = fmt.Errorf("the child acknowledged %s twice", id)
+		if _, dup := run.acked[id]; dup {
+			setErr(fmt.Errorf("the child acknowledged %s twice", id))
 		}
-		acked[id] = seq
+		run.acked[id] = seq
 		now := time.Now()
-		if times.first.IsZero() {
-			times.first = now
+		if run.times.first.IsZero() {
+			run.times.first = now
 		}
-		times.last = now
-		if len(acked) == killAfter && !killed {
+		run.times.last = now
+		if len(run.acked) >= killAfter && !killed && (!waitOutage || outageEnded) {
 			if err := cmd.Process.Kill(); err != nil {
-				return nil, ackTimes{}, nil, fmt.Errorf("killing the child: %w", err)
+				return childRun{}, fmt.Errorf("killing the child: %w", err)
 			}
 			killed = true
 		}
@@ -342,15 +458,15 @@ func crashChild(ctx context.Context, o Options, dir string, cfg Config, f Failur
 	waitErr := cmd.Wait()
 	switch {
 	case !killed && ctx.Err() != nil:
-		return nil, ackTimes{}, nil, fmt.Errorf("the child acknowledged %d of %d messages before %w (stderr: %q)",
-			len(acked), killAfter, context.Cause(ctx), stderr.String())
+		return childRun{}, fmt.Errorf("the child acknowledged %d of %d messages before %w (stderr: %q)",
+			len(run.acked), killAfter, context.Cause(ctx), stderr.String())
 	case !killed:
-		return nil, ackTimes{}, nil, fmt.Errorf("the child exited after %d of %d acks: %v (stderr: %q)",
-			len(acked), killAfter, waitErr, stderr.String())
+		return childRun{}, fmt.Errorf("the child exited after %d of %d acks: %v (stderr: %q)",
+			len(run.acked), killAfter, waitErr, stderr.String())
 	case lineErr != nil:
-		return nil, ackTimes{}, nil, lineErr
+		return childRun{}, lineErr
 	}
-	return acked, times, model, nil
+	return run, nil
 }
 
 // handleReport applies one file report of the child to model and, if the
@@ -371,17 +487,22 @@ func handleReport(model *powerModel, report string, replies io.Writer) error {
 	return nil
 }
 
-// parseAck parses "ok ID SEQ\n".
-func parseAck(line string) (id string, seq uint64, ok bool) {
+// parseAck parses an acknowledgement line: "ok ID SEQ\n" (a SendOK),
+// "sp ID\n" (spooled by the strict producer; seq 0) or "rf ID\n" (refused:
+// not acknowledged).
+func parseAck(line string) (kind, id string, seq uint64, ok bool) {
 	fields := strings.Fields(line)
-	if len(fields) != 3 || fields[0] != "ok" {
-		return "", 0, false
+	switch {
+	case len(fields) == 2 && (fields[0] == "sp" || fields[0] == "rf"):
+		return fields[0], fields[1], 0, true
+	case len(fields) != 3 || fields[0] != "ok":
+		return "", "", 0, false
 	}
 	seq, err := strconv.ParseUint(fields[2], 10, 64)
 	if err != nil || seq == 0 {
-		return "", 0, false
+		return "", "", 0, false
 	}
-	return fields[1], seq, true
+	return "ok", fields[1], seq, true
 }
 
 // tailBuffer keeps the last limit bytes written to it.

@@ -118,13 +118,13 @@ func TestConsumerCrash(t *testing.T) {
 // once the TxChecker has decided the halves left pending.
 func TestTxCrash(t *testing.T) {
 	opts := testOptions(t, 4)
-	rep, err := Run(context.Background(), opts, []Config{{Flush: zeroloss.FlushSync}}, []Failure{TxCrash})
+	rep, err := Run(context.Background(), opts, []Config{{Flush: zeroloss.FlushSync, Producer: ProducerTx}}, []Failure{TxCrash})
 	require.NoError(t, err)
 	var table strings.Builder
 	require.NoError(t, rep.WriteTable(&table))
 	t.Logf("\n%s", table.String())
 
-	row := rep.Row("flush=sync", "tx-crash")
+	row := rep.Row("flush=sync/producer=tx", "tx-crash")
 	require.NotNil(t, row)
 	assert.True(t, row.Promised)
 	assert.Equal(t, 4, row.Runs)
@@ -169,9 +169,9 @@ func TestLabCatchesFaultyConsumerAndTx(t *testing.T) {
 	})
 	t.Run("tx-phantom", func(t *testing.T) {
 		t.Setenv(faultEnv, "tx-phantom")
-		rep, err := Run(context.Background(), testOptions(t, 1), []Config{{Flush: zeroloss.FlushSync}}, []Failure{TxCrash})
+		rep, err := Run(context.Background(), testOptions(t, 1), []Config{{Flush: zeroloss.FlushSync, Producer: ProducerTx}}, []Failure{TxCrash})
 		require.NoError(t, err)
-		row := rep.Row("flush=sync", "tx-crash")
+		row := rep.Row("flush=sync/producer=tx", "tx-crash")
 		require.NotNil(t, row)
 		require.Len(t, row.Results, 1)
 		res := &row.Results[0]
@@ -187,8 +187,8 @@ func TestLabCatchesFaultyConsumerAndTx(t *testing.T) {
 }
 
 // TestScenarios: the curated default set covers every row of the guarantee
-// table and every new failure; --all is the cross product less the pairs
-// that do not apply.
+// table and every failure; --all is the cross product less the pairs that
+// do not apply, and every pair it leaves out has a reason.
 func TestScenarios(t *testing.T) {
 	names := func(scs []Scenario) []string {
 		var out []string
@@ -200,31 +200,90 @@ func TestScenarios(t *testing.T) {
 	assert.Equal(t, []string{
 		"flush=sync process-crash", "flush=sync power-loss",
 		"flush=async process-crash", "flush=async power-loss",
+		"flush=sync/repl=sync power-loss",
+		"flush=sync/repl=sync leader-disk-loss", "flush=sync/repl=async leader-disk-loss",
 		"flush=sync/ack=after-handling consumer-crash", "flush=sync/ack=on-receive consumer-crash",
-		"flush=sync tx-crash",
+		"flush=sync queue-outage", "flush=sync/producer=strict queue-outage",
+		"flush=sync/producer=tx tx-crash",
 	}, names(DefaultScenarios()))
-	all := AllScenarios()
-	assert.Len(t, all, 10)
+	failures := map[string]bool{}
+	for _, sc := range DefaultScenarios() {
+		failures[sc.Failure.Name] = true
+	}
+	assert.Len(t, failures, len(Failures()), "the default set runs every failure")
+
+	all, skipped := AllScenarios(), AllSkipped()
+	assert.Len(t, AllConfigs(), 2*3*3*3, "flush x replication x consumer x producer")
+	assert.Len(t, all, 50)
+	assert.Equal(t, len(AllConfigs())*len(Failures()), len(all)+len(skipped), "every pair is run or skipped")
 	assert.Subset(t, names(all), names(DefaultScenarios()))
-	assert.Contains(t, names(all), "flush=async tx-crash")
-	assert.Contains(t, names(all), "flush=async/ack=on-receive consumer-crash")
+	for _, want := range []string{
+		"flush=async/producer=tx tx-crash", "flush=async/ack=on-receive consumer-crash",
+		"flush=async/interval=10ms/repl=sync leader-disk-loss", "flush=async/repl=async/producer=strict power-loss",
+		"flush=sync/repl=sync/ack=after-handling consumer-crash", "flush=async/producer=strict queue-outage",
+		"flush=sync/repl=async/producer=tx tx-crash",
+	} {
+		assert.Contains(t, names(all), want)
+	}
+	reasons := map[string]string{}
+	for _, s := range skipped {
+		require.NotEmpty(t, s.Reason, "%s %s", s.Config, s.Failure)
+		reasons[s.Config+" "+s.Failure] = s.Reason
+	}
+	assert.Contains(t, reasons["flush=sync leader-disk-loss"], "needs a follower")
+	assert.Contains(t, reasons["flush=sync/repl=sync/producer=strict leader-disk-loss"], "spool")
+	assert.Contains(t, reasons["flush=sync/repl=sync queue-outage"], "epoch")
+	assert.Contains(t, reasons["flush=sync/producer=strict tx-crash"], "producer=tx")
+	assert.Contains(t, reasons["flush=sync consumer-crash"], "needs a consumer")
+
+	var table strings.Builder
+	require.NoError(t, (&Report{Skipped: skipped[:3]}).WriteTable(&table))
+	assert.Contains(t, table.String(), "skipped 3 (configuration, failure) pairs that do not apply:")
+	assert.Contains(t, table.String(), skipped[0].Reason)
 
 	_, err := RunScenarios(context.Background(), testOptions(t, 1),
 		[]Scenario{{Config{Flush: zeroloss.FlushSync}, ConsumerCrash}})
 	require.ErrorContains(t, err, "consumer-crash does not apply to flush=sync")
 	_, err = RunScenarios(context.Background(), testOptions(t, 1),
-		[]Scenario{{Config{Flush: zeroloss.FlushSync}, TxCrash}, {Config{Flush: zeroloss.FlushSync}, TxCrash}})
+		[]Scenario{{Config{Flush: zeroloss.FlushSync, Producer: ProducerTx}, TxCrash}, {Config{Flush: zeroloss.FlushSync, Producer: ProducerTx}, TxCrash}})
 	require.ErrorContains(t, err, "twice")
 	_, err = RunScenarios(context.Background(), testOptions(t, 1), nil)
 	require.Error(t, err)
 
 	rep := &Report{}
-	rep.addRow(Row{Config: "flush=sync", Failure: "tx-crash", Promised: true, Results: []RunResult{
+	rep.addRow(Row{Config: "flush=sync/producer=tx", Failure: "tx-crash", Promised: true, Results: []RunResult{
 		{Run: 1, Acknowledged: 10, Counts: Counts{Recovered: 11, Phantom: 1}, CrossCheck: Counts{Recovered: 11, Phantom: 1}},
 	}})
 	assert.Equal(t, 1, rep.Rows[0].Phantom)
 	assert.True(t, rep.Rows[0].Broken(), "a phantom breaks the transactional promise")
 	assert.False(t, rep.OK())
+}
+
+// TestPromises pins which rows are promised zero loss, as the documentation
+// states it.
+func TestPromises(t *testing.T) {
+	sync, async := zeroloss.FlushSync, zeroloss.FlushAsync
+	rs, ra := zeroloss.ReplicateSync, zeroloss.ReplicateAsync
+	tests := []struct {
+		cfg  Config
+		f    Failure
+		want bool
+	}{
+		{Config{Flush: async}, ProcessCrash, true},
+		{Config{Flush: async}, PowerLoss, false},
+		{Config{Flush: async, Replication: rs}, PowerLoss, true},
+		{Config{Flush: sync, Replication: rs}, DiskLoss, true},
+		{Config{Flush: sync, Replication: ra}, DiskLoss, false},
+		{Config{Flush: async, Replication: rs}, DiskLoss, true},
+		{Config{Flush: sync}, QueueOutage, true},
+		{Config{Flush: async}, QueueOutage, false},
+		{Config{Flush: async, Producer: ProducerStrict}, QueueOutage, true},
+		{Config{Flush: sync, Ack: AckOnReceive}, ConsumerCrash, false},
+		{Config{Flush: async, Producer: ProducerTx}, TxCrash, true},
+	}
+	for _, tt := range tests {
+		assert.Equal(t, tt.want, tt.f.Promises(tt.cfg), "%s %s", tt.cfg.Label(), tt.f.Name)
+	}
 }
 
 func TestParseProcessedAndTxDB(t *testing.T) {

@@ -198,7 +198,7 @@ func recoverTx(res *RunResult, runDir string, cfg Config, acked map[string]uint6
 	}
 	res.Acknowledged = len(committed)
 
-	opts := cfg.queueOptions()
+	opts := cfg.recoveryOptions()
 	opts.TxChecker = func(_ context.Context, m *zeroloss.Message) zeroloss.TxState {
 		if db[m.ID] == zeroloss.TxCommit {
 			return zeroloss.TxCommit
