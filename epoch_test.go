@@ -3,11 +3,13 @@ package zeroloss
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -287,4 +289,65 @@ func TestLeaderPowerLossFlushAsyncReplicateSync(t *testing.T) {
 			checkEpochStamps(t, back)
 		})
 	}
+}
+
+// Consumer group state is replicated with the messages: after a failover the
+// group receives again only what was in flight or never delivered, not what
+// it had acked on the old leader.
+func TestFailoverKeepsConsumerGroupState(t *testing.T) {
+	opts := Options{Replication: ReplicateSync}
+	dirL, dirF := t.TempDir(), t.TempDir()
+	l, err := Open(dirL, &opts)
+	require.NoError(t, err)
+	a, b := net.Pipe()
+	f := startFollower(t, dirF, b, nil)
+	require.NoError(t, l.AttachReplica(a))
+	c, err := l.Consumer("g", &ConsumerOptions{AckTimeout: time.Hour})
+	require.NoError(t, err)
+	ids := sendIDs(t, l, "m", 20, SendOK)
+	acked := map[string]bool{}
+	inFlight := map[string]bool{}
+	for i := range 13 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		d, err := c.Receive(ctx)
+		cancel()
+		require.NoError(t, err)
+		if i < 10 {
+			require.NoError(t, d.Ack()) // durable on the leader; replicated with the stream
+			acked[d.Message.ID] = true
+		} else {
+			inFlight[d.Message.ID] = true
+		}
+	}
+	waitAcked(t, l, l.Stats().LastSeq) // the follower holds the ack records too
+	require.ErrorIs(t, f.stop(), context.Canceled)
+	require.NoError(t, l.Close())
+	require.NoError(t, os.RemoveAll(dirL)) // the leader's disk is gone
+
+	// Promoted alone: ReplicateAsync, so its consumers need no follower.
+	p, err := Open(dirF, &Options{Replication: ReplicateAsync})
+	require.NoError(t, err)
+	defer p.Close()
+	pc, err := p.Consumer("g", nil)
+	require.NoError(t, err)
+	var again []string
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		d, err := pc.Receive(ctx)
+		cancel()
+		if errors.Is(err, context.DeadlineExceeded) {
+			break
+		}
+		require.NoError(t, err)
+		require.False(t, acked[d.Message.ID], "%s was acked on the old leader", d.Message.ID)
+		again = append(again, d.Message.ID)
+		require.NoError(t, d.Ack())
+	}
+	var want []string
+	for _, id := range ids {
+		if !acked[id] {
+			want = append(want, id)
+		}
+	}
+	assert.ElementsMatch(t, want, again, "in flight (%d) and never delivered (%d), nothing else", len(inFlight), 20-13)
 }
