@@ -2,6 +2,7 @@ package zeroloss
 
 import (
 	"bufio"
+	"encoding/binary"
 	"context"
 	"errors"
 	"fmt"
@@ -288,6 +289,7 @@ func (r *replica) sendLoop() {
 	limit := max(r.maxFrame, repl.BatchBytes)
 	var frames, msg []byte
 	var last, carryLast uint64
+	trimmed := r.q.log.FirstSeq() // what the follower was told was deleted
 	send := func(n int, lastSeq uint64) bool {
 		r.sent.Store(lastSeq) // before the write: an ack may come back before Write returns
 		msg = repl.AppendMessage(msg[:0], &repl.Message{Type: repl.TypeFrames, Frames: frames[:n]})
@@ -337,12 +339,31 @@ func (r *replica) sendLoop() {
 			frames = frames[:0]
 			continue
 		}
+		if first := r.q.log.FirstSeq(); first > trimmed {
+			// Retention deleted segments: the follower may too.
+			msg = repl.AppendMessage(msg[:0], &repl.Message{Type: repl.TypeTrim, Seq: first})
+			if _, err := r.link.Write(msg); err != nil {
+				r.fail(fmt.Errorf("writing a trim: %w", err))
+				return
+			}
+			trimmed = first
+		}
 		select {
 		case <-changed:
 		case <-r.stop:
 			return
 		}
 	}
+}
+
+// wakeSender wakes the follower's sender, for a change other than a sync
+// (retention deleted segments).
+func (q *Queue) wakeSender() {
+	s := &q.repl
+	s.mu.Lock()
+	close(s.syncCh)
+	s.syncCh = make(chan struct{})
+	s.mu.Unlock()
 }
 
 // ackLoop reads the follower's acks.
@@ -542,6 +563,8 @@ type follower struct {
 	link  io.ReadWriteCloser
 	last  uint64 // last seq appended
 	acked uint64
+	trim  uint64 // the leader deleted its segments below this seq (Trim)
+	ckpt  uint64 // seq of the latest checkpoint record appended
 }
 
 type readResult struct {
@@ -678,6 +701,10 @@ func (f *follower) apply(res readResult) error {
 		return protoErr("message from the leader rejected, nothing of it written: %v", fmtErr(res.err))
 	}
 	m := &res.m
+	if m.Type == repl.TypeTrim {
+		f.trim = max(f.trim, m.Seq)
+		return nil
+	}
 	if err := repl.Expect(m, repl.TypeFrames); err != nil {
 		return protoErr("message from the leader rejected, nothing of it written: %v", fmtErr(err))
 	}
@@ -687,6 +714,9 @@ func (f *follower) apply(res readResult) error {
 	if _, err := f.log.AppendFrames(m.Frames); err != nil {
 		return fmt.Errorf("zeroloss: follow: append: %w", err)
 	}
+	if seq := lastCheckpoint(m.Frames); seq > 0 {
+		f.ckpt = seq
+	}
 	f.last = m.LastSeq
 	return nil
 }
@@ -694,7 +724,7 @@ func (f *follower) apply(res readResult) error {
 // ack makes what was appended durable (FlushSync) and tells the leader.
 func (f *follower) ack() error {
 	if f.last == f.acked {
-		return nil
+		return f.retain()
 	}
 	seq := f.last
 	if f.sync {
@@ -709,7 +739,41 @@ func (f *follower) ack() error {
 		return linkErr("writing an ack", err)
 	}
 	f.acked = seq
+	return f.retain()
+}
+
+// retain deletes the segments the leader deleted (Trim), but never the one
+// holding the latest durable checkpoint record: a trimmed log's recovery
+// starts at its first checkpoint.
+func (f *follower) retain() error {
+	if f.trim == 0 || f.ckpt == 0 || f.ckpt > f.acked {
+		return nil
+	}
+	n, err := f.log.RemoveBefore(min(f.trim, f.ckpt))
+	if err != nil {
+		return fmt.Errorf("zeroloss: follow: deleting segments below seq %d: %w", min(f.trim, f.ckpt), err)
+	}
+	if n > 0 {
+		f.logger.Info("zeroloss: follow: deleted segments the leader deleted", "segments", n, "below_seq", min(f.trim, f.ckpt))
+	}
 	return nil
+}
+
+// lastCheckpoint returns the seq of the last checkpoint record among frames
+// (already checked), 0 if none. It reads headers only.
+func lastCheckpoint(frames []byte) uint64 {
+	var seq uint64
+	for off := 0; off+record.HeaderSize <= len(frames); {
+		size, err := record.FrameSize(frames[off:], 0)
+		if err != nil {
+			return seq
+		}
+		if h := frames[off : off+record.HeaderSize]; record.Type(h[9]) == record.TypeCheckpoint {
+			seq = binary.LittleEndian.Uint64(h[16:24])
+		}
+		off += size
+	}
+	return seq
 }
 
 // isProtocolError reports whether err is the other side breaking the

@@ -2,6 +2,7 @@ package zeroloss
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -642,4 +643,56 @@ func TestReplicateSyncRestartCommitsOnlyWhatAFollowerHolds(t *testing.T) {
 		require.NoError(t, d.Ack())
 	}
 	assert.ElementsMatch(t, append(held, alone...), got)
+}
+
+// Retention on the leader reaches the follower: it deletes the same
+// segments (never the one with its latest checkpoint), and its directory
+// still opens as a queue with the group's state.
+func TestFollowerDeletesWhatTheLeaderDeleted(t *testing.T) {
+	opts := Options{Replication: ReplicateSync, SegmentSize: 64 << 10, MaxMessageSize: 4096}
+	q := openLeader(t, opts)
+	fdir := t.TempDir()
+	a, b := net.Pipe()
+	f := startFollower(t, fdir, b, &FollowOptions{SegmentSize: 64 << 10})
+	require.NoError(t, q.AttachReplica(a))
+	c, err := q.Consumer("g", nil)
+	require.NoError(t, err)
+	segments := func(dir string) int {
+		m, err := filepath.Glob(filepath.Join(dir, "*.wal"))
+		require.NoError(t, err)
+		return len(m)
+	}
+	for i := range 400 {
+		_, err := q.Send(context.Background(), &Message{Body: bytes.Repeat([]byte{byte(i)}, 1000)})
+		require.NoError(t, err)
+	}
+	for range 400 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		d, err := c.Receive(ctx)
+		cancel()
+		require.NoError(t, err)
+		require.NoError(t, d.Ack())
+	}
+	waitAcked(t, q, q.Stats().LastSeq)
+	before := segments(fdir)
+	require.Greater(t, before, 4)
+	require.NoError(t, q.retain())
+	require.Less(t, q.log.Stats().Segments, 3, "the leader deleted what the group is done with")
+	// The follower deletes on its next ack: give it one.
+	_, err = q.Send(context.Background(), &Message{Body: []byte("after")})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return segments(fdir) < 3 }, 5*time.Second, 10*time.Millisecond,
+		"the follower deleted the same segments (%d before)", before)
+	require.ErrorIs(t, f.stop(), context.Canceled)
+
+	p, err := Open(fdir, &Options{Replication: ReplicateAsync, SegmentSize: 64 << 10, MaxMessageSize: 4096})
+	require.NoError(t, err)
+	defer p.Close()
+	pc, err := p.Consumer("g", nil)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	d, err := pc.Receive(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, "after", string(d.Message.Body), "the group's acks survived the follower's trim")
 }

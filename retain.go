@@ -59,6 +59,9 @@ func (q *Queue) remove(below, checkpointSeq uint64) error {
 	if n > 0 {
 		q.stats.segmentsDeleted.Add(uint64(n))
 		q.logger.Debug("zeroloss: segments deleted", "count", n, "below_seq", below, "checkpoint_seq", checkpointSeq)
+		if q.opts.Replication != ReplicateNone {
+			q.wakeSender() // it tells the follower (a Trim)
+		}
 	}
 	return nil
 }

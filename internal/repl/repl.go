@@ -36,10 +36,13 @@
 //	           exactly as the leader's log stores them (32-byte header with its
 //	           own CRC-32C, then payload), seqs strictly increasing
 //	4 Ack      follower → leader: 0 8 the follower's last durable seq
+//	6 Trim     leader → follower: 0 8 seq: the leader deleted its segments
+//	           below seq (retention); the follower may delete its own below
+//	           min(seq, its latest durable checkpoint record)
 //	5 Error    either way, then the link is closed: a UTF-8 reason, at most
 //	           1024 bytes
 //
-// After Hello and Welcome the leader sends only Frames (or Error), the
+// After Hello and Welcome the leader sends only Frames and Trims (or Error), the
 // follower only Acks (or Error). A Frames body is at most MaxBody(maxFrame)
 // bytes, where maxFrame is the follower's limit from Hello; every frame in it
 // is at most maxFrame bytes. Frames across messages have increasing seqs
@@ -77,6 +80,7 @@ const (
 	TypeFrames  Type = 3
 	TypeAck     Type = 4
 	TypeError   Type = 5
+	TypeTrim    Type = 6
 )
 
 func (t Type) String() string {
@@ -91,6 +95,8 @@ func (t Type) String() string {
 		return "ack"
 	case TypeError:
 		return "error"
+	case TypeTrim:
+		return "trim"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
@@ -155,7 +161,7 @@ type Message struct {
 	FirstSeq uint64
 	LastSeq  uint64
 	Count    int
-	Seq      uint64 // TypeAck
+	Seq      uint64 // TypeAck, TypeTrim
 	Text     string // TypeError
 }
 
@@ -177,7 +183,7 @@ func AppendMessage(dst []byte, m *Message) []byte {
 		dst = appendEpochs(dst, m.Welcome.Epochs)
 	case TypeFrames:
 		dst = append(dst, m.Frames...)
-	case TypeAck:
+	case TypeAck, TypeTrim:
 		dst = binary.LittleEndian.AppendUint64(dst, m.Seq)
 	case TypeError:
 		text := m.Text
@@ -281,7 +287,7 @@ func decodeBody(body []byte, maxFrame int) (Message, error) {
 		if m.FirstSeq, m.LastSeq, m.Count, err = CheckFrames(p, maxFrame, 0); err != nil {
 			return Message{}, err
 		}
-	case TypeAck:
+	case TypeAck, TypeTrim:
 		if err := size(ackSize); err != nil {
 			return Message{}, err
 		}

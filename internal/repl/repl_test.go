@@ -31,6 +31,7 @@ func samples() []Message {
 		{Type: TypeHello, Hello: Hello{Version: Version, MaxFrame: 1 << 10}},
 		{Type: TypeFrames, Frames: frames(43, 44, 50), FirstSeq: 43, LastSeq: 50, Count: 3},
 		{Type: TypeAck, Seq: 50},
+		{Type: TypeTrim, Seq: 20},
 		{Type: TypeError, Text: "follower accepts frames of 64 bytes, leader needs 4194304"},
 	}
 }

@@ -18,3 +18,14 @@ func (l *Log) Trimmed() bool {
 	defer l.mu.Unlock()
 	return len(l.segments) > 0 && l.segments[0].prevLastSeq > 0
 }
+
+// FirstSeq returns the base seq of the oldest segment left, 0 if there is
+// none: every seq below it was deleted (RemoveBefore) or never used.
+func (l *Log) FirstSeq() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.segments) == 0 {
+		return 0
+	}
+	return l.segments[0].baseSeq
+}
