@@ -3,6 +3,7 @@ package zeroloss
 import (
 	"fmt"
 	"maps"
+	"path/filepath"
 	"slices"
 	"time"
 
@@ -23,6 +24,12 @@ type DirState struct {
 	// SpoolDepth is set when dir is a strict producer's spool rather than a
 	// queue: the messages spooled and not yet confirmed by a queue.
 	SpoolDepth *int
+	// Epoch is the latest leadership term the directory records (epoch.go)
+	// and EpochStart the seq of its epoch record; 0 if none. Follower says
+	// the directory is a follower's copy (Follow marked it): the Open that
+	// promotes it starts the next epoch 2^32 seqs up.
+	Epoch, EpochStart uint64
+	Follower          bool
 }
 
 // DirGroup is one consumer group's durable state.
@@ -77,6 +84,17 @@ func readDirState(fsys vfs.FS, dir string) (DirState, error) {
 		return out, err
 	}
 	out.LastSeq, out.Checkpoint = res.LastSeq, rs.seenCheckpoint
+	epochs, err := readEpochs(fsys, dir, res.LastSeq)
+	if err != nil {
+		return out, err
+	}
+	if n := len(epochs); n > 0 {
+		out.Epoch, out.EpochStart = epochs[n-1].Num, epochs[n-1].Start
+	}
+	if f, err := fsys.Open(filepath.Join(dir, followerFile)); err == nil {
+		f.Close()
+		out.Follower = true
+	}
 	out.PendingTx, _, _, _, _ = q.tx.counts()
 	out.DedupIDs, _, _ = q.dedup.counts()
 	for _, id := range slices.Sorted(maps.Keys(q.ledger.groups)) {

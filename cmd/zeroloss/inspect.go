@@ -94,11 +94,16 @@ type stateReport struct {
 	HasCheckpoint bool                `json:"checkpoint"`
 	// SpoolDepth is set when DIR is a strict producer's spool.
 	SpoolDepth *int `json:"spool_depth,omitempty"`
+	// Epoch is the latest leadership term, EpochStart its first seq;
+	// Follower says DIR is a follower's copy.
+	Epoch      uint64 `json:"epoch"`
+	EpochStart uint64 `json:"epoch_start_seq"`
+	Follower   bool   `json:"follower"`
 }
 
 func newStateReport(st zeroloss.DirState) *stateReport {
 	r := &stateReport{Groups: st.Groups, PendingTx: st.PendingTx, DedupIDs: st.DedupIDs, HasCheckpoint: st.Checkpoint,
-		SpoolDepth: st.SpoolDepth}
+		SpoolDepth: st.SpoolDepth, Epoch: st.Epoch, EpochStart: st.EpochStart, Follower: st.Follower}
 	if r.Groups == nil {
 		r.Groups = []zeroloss.DirGroup{}
 	}
@@ -221,6 +226,13 @@ func (r *inspectReport) print(w io.Writer) {
 	if st := r.State; st != nil && st.SpoolDepth != nil {
 		line("spool", "%d messages spooled by a strict producer, not yet confirmed by a queue", *st.SpoolDepth)
 	} else if st != nil {
+		role := "a leader's (Open begins the next epoch)"
+		if st.Follower {
+			role = "a follower's copy (Open promotes it: the next epoch starts 2^32 seqs up)"
+		}
+		if st.Epoch > 0 {
+			line("epoch", "%d, since seq %d; %s", st.Epoch, st.EpochStart, role)
+		}
 		line("pending tx", "%d transactional half messages waiting for a decision", st.PendingTx)
 		line("dedup ids", "%d within the default window", st.DedupIDs)
 		if len(st.Groups) > 0 {

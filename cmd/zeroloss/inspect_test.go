@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -50,6 +51,7 @@ func TestInspectSummary(t *testing.T) {
 		"frames:    301 (message 300, epoch 1)\n",
 		"messages:  300\n",
 		"torn tail: none\n",
+		"epoch:     1, since seq 1; a leader's (Open begins the next epoch)\n",
 	} {
 		assert.Contains(t, r.stdout, want)
 	}
@@ -265,4 +267,33 @@ func TestInspectSpool(t *testing.T) {
 	r = runTool("inspect", "--json", spool)
 	require.Equal(t, exitOK, r.code, r.stderr)
 	assert.Contains(t, r.stdout, `"spool_depth": 0`)
+}
+
+// inspect says whose directory it is: a leader's, or a follower's copy that
+// an Open would promote.
+func TestInspectFollowerCopy(t *testing.T) {
+	leader, err := zeroloss.Open(t.TempDir(), &zeroloss.Options{Replication: zeroloss.ReplicateSync})
+	require.NoError(t, err)
+	defer leader.Close()
+	fdir := t.TempDir()
+	a, b := net.Pipe()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- zeroloss.Follow(ctx, fdir, b, nil) }()
+	require.NoError(t, leader.AttachReplica(a))
+	res, err := leader.Send(context.Background(), &zeroloss.Message{Body: []byte("x")})
+	require.NoError(t, err)
+	require.Equal(t, zeroloss.SendOK, res.Status)
+	cancel()
+	<-done
+
+	r := runTool("inspect", fdir)
+	require.Equal(t, exitOK, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "epoch:     1, since seq 1; a follower's copy (Open promotes it")
+	r = runTool("inspect", "--json", fdir)
+	require.Equal(t, exitOK, r.code, r.stderr)
+	var rep inspectReport
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &rep))
+	assert.True(t, rep.State.Follower)
+	assert.Equal(t, uint64(1), rep.State.Epoch)
 }
