@@ -51,7 +51,11 @@ type ConsumerOptions struct {
 	Start StartPosition
 }
 
-func (o *ConsumerOptions) withDefaults() (ConsumerOptions, error) {
+// WithDefaults returns a copy of o (nil: the zero value) with every zero
+// field set to its default, or an error matching ErrInvalidOptions naming
+// the first invalid field. Consumer applies it; another Backend applies it to
+// get the same defaults and checks.
+func (o *ConsumerOptions) WithDefaults() (ConsumerOptions, error) {
 	var out ConsumerOptions
 	if o != nil {
 		out = *o
@@ -103,7 +107,7 @@ type Consumer struct {
 // (durably, as the queue's flush mode promises) if it does not exist. It
 // returns ErrInvalidOptions naming the field for bad options.
 func (q *Queue) Consumer(name string, opts *ConsumerOptions) (*Consumer, error) {
-	o, err := opts.withDefaults()
+	o, err := opts.WithDefaults()
 	if err != nil {
 		return nil, err
 	}

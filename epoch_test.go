@@ -17,7 +17,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/zerolossmq/zeroloss/internal/record"
 	"github.com/zerolossmq/zeroloss/internal/vfs"
 )
 
@@ -32,28 +31,6 @@ func messagesByID(t *testing.T, q *Queue) map[string]uint64 {
 		out[s.Msg.ID] = s.Seq
 	}
 	return out
-}
-
-// readBackUncapped reads every main-stream message of q's log, committed or
-// not.
-func readBackUncapped(t *testing.T, q *Queue) []stored {
-	t.Helper()
-	r := q.log.NewUncappedReader(0)
-	defer r.Close()
-	var out []stored
-	for {
-		rec, err := r.Next()
-		if err == io.EOF {
-			return out
-		}
-		require.NoError(t, err)
-		if rec.Type != record.TypeMessage || rec.Stream != 0 {
-			continue
-		}
-		m, err := record.DecodeMessage(rec.Payload)
-		require.NoError(t, err)
-		out = append(out, stored{Seq: rec.Seq, Msg: m})
-	}
 }
 
 // checkEpochStamps checks that every frame of q's log carries the epoch of

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/zerolossmq/zeroloss/internal/record"
+	"github.com/zerolossmq/zeroloss/internal/wal"
 )
 
 // stored is a message as read back from the log.
@@ -25,7 +26,19 @@ type stored struct {
 // readBack returns every durable message in the queue's log, in seq order.
 func readBack(t testing.TB, q *Queue) []stored {
 	t.Helper()
-	r := q.log.NewReader(0)
+	return readMessages(t, q.log.NewReader(0))
+}
+
+// readBackUncapped is readBack past the committed mark: every synced
+// message, acknowledged by a follower or not.
+func readBackUncapped(t testing.TB, q *Queue) []stored {
+	t.Helper()
+	return readMessages(t, q.log.NewUncappedReader(0))
+}
+
+// readMessages reads r to its end and returns the messages, and closes it.
+func readMessages(t testing.TB, r *wal.Reader) []stored {
+	t.Helper()
 	defer r.Close()
 	var out []stored
 	for {

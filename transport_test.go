@@ -29,7 +29,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/zerolossmq/zeroloss/internal/record"
 	"github.com/zerolossmq/zeroloss/internal/vfs"
 )
 
@@ -255,25 +254,15 @@ func sendConcurrently(t *testing.T, q *Queue, prefix string, producers, n int) (
 	return ok, statuses
 }
 
-// leaderMessageIDs returns the IDs of every message in q's log, synced or
-// not, acknowledged by a follower or not.
+// leaderMessageIDs returns the IDs of every synced message in q's log,
+// acknowledged by a follower or not.
 func leaderMessageIDs(t *testing.T, q *Queue) []string {
 	t.Helper()
-	r := q.log.NewUncappedReader(0)
-	defer r.Close()
 	var ids []string
-	for {
-		rec, err := r.Next()
-		if err == io.EOF {
-			return ids
-		}
-		require.NoError(t, err)
-		if rec.Type == record.TypeMessage {
-			m, err := record.DecodeMessage(rec.Payload)
-			require.NoError(t, err)
-			ids = append(ids, m.ID)
-		}
+	for _, s := range readBackUncapped(t, q) {
+		ids = append(ids, s.Msg.ID)
 	}
+	return ids
 }
 
 // Under ReplicateSync, over each transport, every Send returns SendOK and

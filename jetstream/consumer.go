@@ -59,7 +59,7 @@ func (b *Backend) Consumer(group string, opts *zeroloss.ConsumerOptions) (*Consu
 	if !validName(group) {
 		return nil, invalid("group", "%q is not a valid consumer name (no spaces, '.', '*', '>', '/' or '\\', at most 200 bytes)", group)
 	}
-	o, err := consumerDefaults(opts)
+	o, err := opts.WithDefaults() // the embedded queue's defaults and checks
 	if err != nil {
 		return nil, err
 	}
@@ -127,42 +127,6 @@ func (b *Backend) createOrUpdate(ctx context.Context, cfg natsjs.ConsumerConfig)
 		// Created meanwhile by another process: update it.
 	}
 	return nil, fmt.Errorf("jetstream: consumer %s: created and deleted concurrently", cfg.Durable)
-}
-
-// consumerDefaults applies the embedded queue's defaults and checks.
-func consumerDefaults(opts *zeroloss.ConsumerOptions) (zeroloss.ConsumerOptions, error) {
-	var o zeroloss.ConsumerOptions
-	if opts != nil {
-		o = *opts
-	}
-	switch {
-	case o.AckTimeout < 0:
-		return o, invalid("AckTimeout", "is negative (%v)", o.AckTimeout)
-	case o.MaxDeliveries < 0:
-		return o, invalid("MaxDeliveries", "is negative (%d)", o.MaxDeliveries)
-	case o.Concurrency < 0:
-		return o, invalid("Concurrency", "is negative (%d)", o.Concurrency)
-	case o.Start != zeroloss.StartOldest && o.Start != zeroloss.StartLatest:
-		return o, invalid("Start", "is %d, want StartOldest or StartLatest", int(o.Start))
-	}
-	for i, d := range o.Backoff {
-		if d < 0 {
-			return o, invalid("Backoff", "[%d] is negative (%v)", i, d)
-		}
-	}
-	if o.AckTimeout == 0 {
-		o.AckTimeout = 30 * time.Second
-	}
-	if o.MaxDeliveries == 0 {
-		o.MaxDeliveries = 16
-	}
-	if len(o.Backoff) == 0 {
-		o.Backoff = zeroloss.DefaultBackoff
-	}
-	if o.Concurrency == 0 {
-		o.Concurrency = 1
-	}
-	return o, nil
 }
 
 // maxDeliveriesAdvisory is the part of the server's advisory the adapter
