@@ -164,6 +164,25 @@ func dropLastFrame(t *testing.T, seqs []uint64, frames []byte) ([]uint64, []byte
 	}
 }
 
+// waitFollowerAcked is waitAcked that fails at once with the follower's
+// error if it stops first.
+func waitFollowerAcked(t *testing.T, q *Queue, seq uint64, f *testFollower) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for q.Stats().ReplicaAckedSeq < seq {
+		select {
+		case err := <-f.done:
+			f.done <- err
+			t.Fatalf("the follower stopped at acked %d (want %d): %v", q.Stats().ReplicaAckedSeq, seq, err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("follower acked %d, want %d", q.Stats().ReplicaAckedSeq, seq)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // waitAcked waits until the follower acknowledged seq.
 func waitAcked(t *testing.T, q *Queue, seq uint64) {
 	t.Helper()
@@ -674,8 +693,7 @@ func TestFollowerDeletesWhatTheLeaderDeleted(t *testing.T) {
 		require.NoError(t, d.Ack())
 	}
 	waitAcked(t, q, q.Stats().LastSeq)
-	before := segments(fdir)
-	require.Greater(t, before, 4)
+	before := segments(fdir) // the marker goroutine may have run retention already
 	require.NoError(t, q.retain())
 	require.Less(t, q.log.Stats().Segments, 3, "the leader deleted what the group is done with")
 	// The follower deletes on its next ack: give it one.
