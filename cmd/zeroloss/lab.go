@@ -19,7 +19,7 @@ import (
 	"github.com/zerolossmq/zeroloss/internal/report"
 )
 
-const labUsage = `usage: zeroloss lab [--runs N] [--seed S] [--dir D] [--all] [--reference [--peers-dir DIR]] [--json FILE] [--html FILE]
+const labUsage = `usage: zeroloss lab [--runs N] [--seed S] [--dir D] [--all] [--reference [--peers-dir DIR]] [--jetstream [--jetstream-dir DIR]] [--json FILE] [--html FILE]
 
 Lab measures what each queue configuration loses when something fails under
 load, by doing it: it starts a child process that sends from 8 goroutines,
@@ -72,6 +72,16 @@ module (its own go.mod; --peers-dir says where it is), and adds its rows to
 the report. Without that module, or without the go command, it says so and
 runs the rest.
 
+--jetstream also runs the process-crash scenario against the JetStream
+adapter: it runs "go run ./labjs" in the jetstream module (its own go.mod;
+--jetstream-dir says where it is), whose child process runs a nats-server
+that is killed with SIGKILL while the lab sends through the adapter, then
+restarted on the same store; two rows, the server's default background sync
+and sync_interval: always, both promised zero loss. There is no power-loss
+row for JetStream: nats-server writes its files itself, so the lab cannot
+know what it fsynced. Without that module, or without the go command, it
+says so at the start and runs the rest.
+
 Each run uses a fresh queue directory under D, removed afterwards unless it
 lost data it was promised to keep, corrupted data, or failed. The default set
 takes about two minutes on a 2-core machine with a fast disk; a slower fsync
@@ -102,6 +112,8 @@ func runLab(args []string, stdout, stderr io.Writer) int {
 	all := fs.Bool("all", false, "run every configuration under every failure that applies (takes an hour or more)")
 	reference := fs.Bool("reference", false, "also run tidwall/wal through the power-loss harness (needs the bench/peers module and the go command)")
 	peersDir := fs.String("peers-dir", filepath.Join("bench", "peers"), "where the bench/peers module is, for --reference")
+	jetStream := fs.Bool("jetstream", false, "also run the process-crash scenario against the JetStream adapter (needs the jetstream module and the go command)")
+	jetStreamDir := fs.String("jetstream-dir", "jetstream", "where the jetstream module is, for --jetstream")
 	positional, status, ok := parseArgs(fs, args)
 	if !ok {
 		return status
@@ -115,6 +127,14 @@ func runLab(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "zeroloss lab: --runs is %d, want at least 1\n\n", *runs)
 		fs.Usage()
 		return exitUsage
+	}
+
+	if *jetStream {
+		// Said before the runs rather than minutes after them.
+		if _, _, err := findLabJS(*jetStreamDir); err != nil {
+			fmt.Fprintf(stderr, "zeroloss lab: --jetstream: %v; the JetStream rows are left out\n", err)
+			*jetStream = false
+		}
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
@@ -145,6 +165,19 @@ func runLab(args []string, stdout, stderr io.Writer) int {
 		default:
 			rep.Rows = append(rep.Rows, rows...)
 		}
+	}
+	if *jetStream && err == nil {
+		jsOpts := opts
+		jsOpts.Seed = rep.Seed
+		rows, jsErr := runJetStream(ctx, *jetStreamDir, jsOpts, opts.Progress)
+		if jsErr != nil {
+			err = jsErr
+		} else {
+			rep.Rows = append(rep.Rows, rows...)
+		}
+	}
+	if rep != nil && (*reference || *jetStream) {
+		rep.Elapsed = time.Since(start) // the table's time covers the rows run by go run too
 	}
 	if rep != nil && len(rep.Rows) > 0 {
 		if werr := rep.WriteTable(stdout); werr != nil && err == nil {
@@ -257,15 +290,74 @@ func runReference(ctx context.Context, peersDir string, opts lab.Options, progre
 	if err != nil {
 		return nil, fmt.Errorf("%w: the go command is not on PATH", errNoReference)
 	}
-	out, err := os.CreateTemp("", "zeroloss-labref-*.json")
+	rows, err := goRunRows(ctx, goTool, dir, "labref", opts, progress, "the reference")
+	if err != nil {
+		return nil, fmt.Errorf("--reference: %w", err)
+	}
+	return rows, nil
+}
+
+// errNoJetStream: the JetStream rows cannot be run here.
+var errNoJetStream = errors.New("JetStream lab not available")
+
+// findLabJS returns the jetstream module's directory, if dir holds it and
+// its labjs program, and the go command; else an error matching
+// errNoJetStream that says what is missing.
+func findLabJS(dir string) (abs, goTool string, err error) {
+	abs, err = filepath.Abs(dir)
+	if err != nil {
+		return "", "", err
+	}
+	mod, err := os.ReadFile(filepath.Join(abs, "go.mod"))
+	if err != nil || !strings.Contains(string(mod), "module github.com/zerolossmq/zeroloss/jetstream\n") {
+		return "", "", fmt.Errorf("%w: no jetstream module in %s (run from the repository root, or give --jetstream-dir)", errNoJetStream, abs)
+	}
+	if _, err := os.Stat(filepath.Join(abs, "labjs")); err != nil {
+		return "", "", fmt.Errorf("%w: no labjs program in %s", errNoJetStream, abs)
+	}
+	if goTool, err = exec.LookPath("go"); err != nil {
+		return "", "", fmt.Errorf("%w: the go command is not on PATH", errNoJetStream)
+	}
+	return abs, goTool, nil
+}
+
+// runJetStream runs the jetstream module's labjs program (the process-crash
+// scenario against the JetStream adapter) with go run, with the lab's runs,
+// seed, directory and kill-point bounds, and returns its rows. It returns
+// an error matching errNoJetStream when the module or the go command is
+// missing.
+func runJetStream(ctx context.Context, jetStreamDir string, opts lab.Options, progress io.Writer) ([]lab.Row, error) {
+	dir, goTool, err := findLabJS(jetStreamDir)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := goRunRows(ctx, goTool, dir, "labjs", opts, progress, "the JetStream lab")
+	if err != nil {
+		return nil, fmt.Errorf("--jetstream: %w", err)
+	}
+	return rows, nil
+}
+
+// goRunRows runs "go run ./PROGRAM" in the module directory dir with the
+// lab's runs, directory, seed and kill-point bounds (when set), and a
+// --json file, and returns the rows of the report the program wrote there.
+// what names the program in the progress line.
+func goRunRows(ctx context.Context, goTool, dir, program string, opts lab.Options, progress io.Writer, what string) ([]lab.Row, error) {
+	out, err := os.CreateTemp("", "zeroloss-"+program+"-*.json")
 	if err != nil {
 		return nil, err
 	}
 	out.Close()
 	defer os.Remove(out.Name())
-	args := []string{"run", "./labref", "--runs", strconv.Itoa(opts.Runs), "--dir", opts.Dir, "--json", out.Name()}
+	args := []string{"run", "./" + program, "--runs", strconv.Itoa(opts.Runs), "--dir", opts.Dir, "--json", out.Name()}
 	if opts.Seed != 0 {
 		args = append(args, "--seed", strconv.FormatUint(opts.Seed, 10))
+	}
+	if opts.MinAcks != 0 {
+		args = append(args, "--min-acks", strconv.Itoa(opts.MinAcks))
+	}
+	if opts.MaxAcks != 0 {
+		args = append(args, "--max-acks", strconv.Itoa(opts.MaxAcks))
 	}
 	cmd := exec.CommandContext(ctx, goTool, args...)
 	cmd.Dir = dir
@@ -273,18 +365,18 @@ func runReference(ctx context.Context, peersDir string, opts lab.Options, progre
 	cmd.Stdout = &stdout
 	cmd.Stderr = &stderr
 	if progress != nil {
-		fmt.Fprintf(progress, "\rrunning the reference (go run ./labref in %s)...", dir)
+		fmt.Fprintf(progress, "\rrunning %s (go run ./%s in %s)...", what, program, dir)
 	}
 	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("--reference: go run ./labref in %s: %v\n%s%s", dir, err, lastLines(stdout.String(), 10), stderr.String())
+		return nil, fmt.Errorf("go run ./%s in %s: %v\n%s%s", program, dir, err, lastLines(stdout.String(), 10), stderr.String())
 	}
 	data, err := os.ReadFile(out.Name())
 	if err != nil {
 		return nil, err
 	}
-	var ref lab.Report
-	if err := json.Unmarshal(data, &ref); err != nil {
-		return nil, fmt.Errorf("--reference: reading labref's report: %w", err)
+	var rep lab.Report
+	if err := json.Unmarshal(data, &rep); err != nil {
+		return nil, fmt.Errorf("reading the report of ./%s: %w", program, err)
 	}
-	return ref.Rows, nil
+	return rep.Rows, nil
 }

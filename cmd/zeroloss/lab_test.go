@@ -25,7 +25,7 @@ func TestLab(t *testing.T) {
 	jsonFile := filepath.Join(t.TempDir(), "report.json")
 	htmlFile := filepath.Join(t.TempDir(), "report.html")
 	r := runTool("lab", "--runs", "1", "--seed", "3", "--dir", dir, "--json", jsonFile, "--html", htmlFile,
-		"--reference", "--peers-dir", t.TempDir())
+		"--reference", "--peers-dir", t.TempDir(), "--jetstream", "--jetstream-dir", t.TempDir())
 	require.Equal(t, exitOK, r.code, "stdout: %s\nstderr: %s", r.stdout, r.stderr)
 	assert.Regexp(t, `(?m)^config +failure +runs +acknowledged +refused +lost +duplicates +corrupt`, r.stdout)
 	// runs, acknowledged, refused, lost, duplicates, corrupt, phantom
@@ -46,8 +46,10 @@ func TestLab(t *testing.T) {
 		assert.Regexp(t, "(?m)^"+want+"$", r.stdout)
 	}
 	assert.Contains(t, r.stdout, "seed 3, 1 runs per row")
-	assert.Regexp(t, `^zeroloss lab: --reference: reference not available: no peers module in .*; the reference rows are left out\n$`, r.stderr,
-		"no progress line when stderr is not a terminal; a clear word on the missing reference")
+	assert.Regexp(t, `^zeroloss lab: --jetstream: JetStream lab not available: no jetstream module in .*; the JetStream rows are left out\n`+
+		`zeroloss lab: --reference: reference not available: no peers module in .*; the reference rows are left out\n$`, r.stderr,
+		"no progress line when stderr is not a terminal; a clear word on the missing reference and JetStream module (the latter before the runs)")
+	assert.NotContains(t, r.stdout, "jetstream/", "no JetStream rows without the module")
 
 	data, err := os.ReadFile(jsonFile)
 	require.NoError(t, err)
@@ -93,6 +95,63 @@ func TestLabReference(t *testing.T) {
 	require.ErrorIs(t, err, errNoReference)
 }
 
+// TestLabJetStream runs the JetStream lab (the jetstream module's labjs
+// program, with go run) for one run of each of its rows, on small kill
+// points.
+// TestLabJetStream builds and runs the jetstream module's labjs program, which
+// compiles nats-server (over a minute on a cold cache, and it needs the
+// module proxy), so it runs only when ZEROLOSS_LAB_JETSTREAM=1 is set. CI
+// runs the scenario itself in the jetstream module's tests (labjs).
+func TestLabJetStream(t *testing.T) {
+	if os.Getenv("ZEROLOSS_LAB_JETSTREAM") != "1" {
+		t.Skip("set ZEROLOSS_LAB_JETSTREAM=1 to build and run jetstream/labjs through zeroloss lab")
+	}
+	dir := t.TempDir()
+	rows, err := runJetStream(context.Background(), filepath.Join("..", "..", "jetstream"),
+		lab.Options{Runs: 1, Seed: 3, Dir: dir, MinAcks: 100, MaxAcks: 300}, nil)
+	require.NoError(t, err)
+	require.Len(t, rows, 2)
+	assert.Equal(t, "jetstream/sync=default", rows[0].Config)
+	assert.Equal(t, "jetstream/sync=always", rows[1].Config)
+	for _, row := range rows {
+		assert.Equal(t, "process-crash", row.Failure)
+		assert.Equal(t, 1, row.Runs)
+		assert.True(t, row.Promised, row.Config)
+		assert.GreaterOrEqual(t, row.Acknowledged, 100, "%s: the kill point is at least --min-acks", row.Config)
+		assert.Zero(t, row.Lost, row.Config)
+		assert.Zero(t, row.Corrupt, row.Config)
+		assert.Zero(t, row.CrossCheckMismatches, row.Config)
+		assert.False(t, row.Broken(), row.Config)
+	}
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	assert.Empty(t, entries, "clean runs leave nothing in --dir")
+}
+
+// TestLabJetStreamMissing: without the jetstream module, or without its
+// labjs program, --jetstream is not available, and says why.
+func TestLabJetStreamMissing(t *testing.T) {
+	empty := t.TempDir()
+	_, err := runJetStream(context.Background(), empty, lab.Options{Runs: 1}, nil)
+	require.ErrorIs(t, err, errNoJetStream)
+	assert.ErrorContains(t, err, "no jetstream module in "+empty)
+
+	noProgram := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(noProgram, "go.mod"), []byte("module github.com/zerolossmq/zeroloss/jetstream\n\ngo 1.26\n"), 0o600))
+	_, err = runJetStream(context.Background(), noProgram, lab.Options{Runs: 1}, nil)
+	require.ErrorIs(t, err, errNoJetStream)
+	assert.ErrorContains(t, err, "no labjs program in "+noProgram)
+
+	other := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(other, "go.mod"), []byte("module github.com/zerolossmq/zeroloss/jetstreamx\n"), 0o600))
+	require.NoError(t, os.Mkdir(filepath.Join(other, "labjs"), 0o700))
+	_, err = runJetStream(context.Background(), other, lab.Options{Runs: 1}, nil)
+	require.ErrorIs(t, err, errNoJetStream, "another module is not the jetstream module")
+
+	_, _, err = findLabJS(filepath.Join("..", "..", "jetstream"))
+	require.NoError(t, err, "the repository's jetstream module")
+}
+
 // TestLabReport checks the HTML report of the lab on figures made up for it.
 func TestLabReport(t *testing.T) {
 	rep := &lab.Report{Seed: 7, RunsPerRow: 2, Elapsed: 3 * time.Second, Rows: []lab.Row{
@@ -129,8 +188,9 @@ func TestLabUsage(t *testing.T) {
 		stdout string
 		stderr string
 	}{
-		{"help", []string{"help", "lab"}, exitOK, "usage: zeroloss lab [--runs N] [--seed S] [--dir D] [--all] [--reference [--peers-dir DIR]] [--json FILE]", ""},
+		{"help", []string{"help", "lab"}, exitOK, "usage: zeroloss lab [--runs N] [--seed S] [--dir D] [--all] [--reference [--peers-dir DIR]] [--jetstream [--jetstream-dir DIR]] [--json FILE]", ""},
 		{"-h lists --reference", []string{"lab", "-h"}, exitOK, "", "-reference"},
+		{"-h lists --jetstream", []string{"lab", "-h"}, exitOK, "", "-jetstream-dir"},
 		{"-h lists --all", []string{"lab", "-h"}, exitOK, "", "-all"},
 		{"-h", []string{"lab", "-h"}, exitOK, "", "-runs"},
 		{"zero runs", []string{"lab", "--runs", "0"}, exitUsage, "", "--runs is 0"},

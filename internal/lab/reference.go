@@ -91,6 +91,18 @@ func (rb ReadBack) counts(acked map[string]uint64) Counts {
 	return c
 }
 
+// Count compares a reading with the acknowledged messages (ID → the seq
+// their acknowledgement named) and returns the counts of a run, as the
+// reference rows count theirs: for a program outside this package that
+// reads a log back two ways (the main count and the cross-check).
+func (rb ReadBack) Count(acked map[string]uint64) Counts { return rb.counts(acked) }
+
+// AddRow sums row's results into its totals (runs, acknowledged, lost, …,
+// cross-check mismatches, median throughput) and appends it to the report,
+// as Run does for its own rows: for a program outside this package that
+// runs its own rows.
+func (rep *Report) AddRow(row Row) { rep.addRow(row) }
+
 // MessageID names entry i of a reference child's run (producer 0).
 func MessageID(run, i int) string { return messageID(run, 0, i) }
 

@@ -193,7 +193,7 @@ var (
 		"lost: acknowledged but missing after recovery (leader-disk-loss: from the promoted follower); consumer-crash: never handled; tx-crash: committed locally, not delivered.",
 		"duplicates: found (consumer-crash: handled) more than once; corrupt: body does not match its ID; phantom: delivered, local transaction did not commit (reference rows: an entry read back that nobody wrote).",
 		"unacked: found but never acknowledged (allowed); msgs/s: median over the runs of acks per second.",
-		"cross-check: a second, independent count (raw segment files; consumer-crash: the processed file before the drain plus what the drain received).",
+		"cross-check: a second, independent count (raw segment files; consumer-crash: the processed file before the drain plus what the drain received; jetstream rows: every stream sequence read directly, not through a consumer).",
 		"A verdict that ends with \"refused to open: N\" counts N runs whose directory did not open after the failure: all their acknowledged messages count as lost.",
 	}
 )
