@@ -121,39 +121,16 @@ func RunReferences(ctx context.Context, opts Options, refs []Reference) (*Report
 	if len(refs) == 0 {
 		return nil, errors.New("lab: no reference to run")
 	}
-	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
-		return nil, fmt.Errorf("lab: %w", err)
-	}
-	labDir, err := os.MkdirTemp(o.Dir, "zeroloss-lab-ref-")
-	if err != nil {
-		return nil, fmt.Errorf("lab: %w", err)
-	}
-	start := time.Now()
-	report := &Report{Seed: o.Seed, RunsPerRow: o.Runs}
-	progress := &progressLine{w: o.Progress}
-	defer progress.clear()
-	var runErr error
-refs:
+	jobs := make([]rowJob, len(refs))
 	for i, ref := range refs {
-		row := Row{Config: ref.Name, Failure: PowerLoss.Name}
-		rowStart := time.Now()
-		for n := 1; n <= o.Runs; n++ {
-			progress.printf("[%d/%d] %s run %d/%d...", i*o.Runs+n, len(refs)*o.Runs, ref.Name, n, o.Runs)
-			res, err := runReference(ctx, o, labDir, ref, n)
-			if err != nil {
-				runErr = fmt.Errorf("lab: %s run %d: %w (directory kept: %s)", ref.Name, n, err, res.Dir)
-				break refs
-			}
-			row.Results = append(row.Results, res)
+		jobs[i] = rowJob{
+			row: Row{Config: ref.Name, Failure: PowerLoss.Name},
+			run: func(ctx context.Context, labDir string, n int) (RunResult, error) {
+				return runReference(ctx, o, labDir, ref, n)
+			},
 		}
-		row.Elapsed = time.Since(rowStart)
-		report.addRow(row)
 	}
-	report.Elapsed = time.Since(start)
-	if !o.KeepDirs {
-		os.Remove(labDir)
-	}
-	return report, runErr
+	return runRows(ctx, o, "zeroloss-lab-ref-", jobs)
 }
 
 // runReference is one power-loss run of a reference.

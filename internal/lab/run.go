@@ -141,10 +141,34 @@ func RunScenarios(ctx context.Context, opts Options, scenarios []Scenario) (*Rep
 		}
 		rows[[2]string{label, sc.Failure.Name}] = true
 	}
+	jobs := make([]rowJob, len(scenarios))
+	for i, sc := range scenarios {
+		cfg, f := sc.Config, sc.Failure
+		jobs[i] = rowJob{
+			row: Row{Config: cfg.Label(), Failure: f.Name, Promised: f.Promises(cfg)},
+			run: func(ctx context.Context, labDir string, n int) (RunResult, error) {
+				return runOnce(ctx, o, labDir, cfg, f, n)
+			},
+		}
+	}
+	return runRows(ctx, o, "zeroloss-lab-", jobs)
+}
+
+// rowJob is one row of a report: its runs are run(ctx, labDir, 1..o.Runs).
+type rowJob struct {
+	row Row // Config, Failure and Promised set
+	run func(ctx context.Context, labDir string, n int) (RunResult, error)
+}
+
+// runRows runs every job's runs in order in a fresh directory under o.Dir,
+// with a progress line, and returns the report. It stops at the first run
+// that fails, keeping the rows measured so far (a partial row included) and
+// naming the run's directory if it was kept.
+func runRows(ctx context.Context, o Options, prefix string, jobs []rowJob) (*Report, error) {
 	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("lab: %w", err)
 	}
-	labDir, err := os.MkdirTemp(o.Dir, "zeroloss-lab-")
+	labDir, err := os.MkdirTemp(o.Dir, prefix)
 	if err != nil {
 		return nil, fmt.Errorf("lab: %w", err)
 	}
@@ -152,22 +176,22 @@ func RunScenarios(ctx context.Context, opts Options, scenarios []Scenario) (*Rep
 	report := &Report{Seed: o.Seed, RunsPerRow: o.Runs}
 	progress := &progressLine{w: o.Progress}
 	defer progress.clear()
-	total, done := len(scenarios)*o.Runs, 0
+	total, done := len(jobs)*o.Runs, 0
 	var runErr error
 rows:
-	for _, sc := range scenarios {
-		cfg, f := sc.Config, sc.Failure
-		row := Row{Config: cfg.Label(), Failure: f.Name, Promised: f.Promises(cfg)}
+	for _, job := range jobs {
+		row := job.row
+		name := strings.TrimSpace(row.Config + " " + row.Failure)
 		rowStart := time.Now()
 		for n := 1; n <= o.Runs; n++ {
 			done++
-			progress.printf("[%d/%d] %s %s run %d/%d...", done, total, cfg.Label(), f.Name, n, o.Runs)
-			res, err := runOnce(ctx, o, labDir, cfg, f, n)
+			progress.printf("[%d/%d] %s run %d/%d...", done, total, name, n, o.Runs)
+			res, err := job.run(ctx, labDir, n)
 			if err != nil {
-				if _, statErr := os.Stat(res.Dir); statErr == nil {
+				if _, statErr := os.Stat(res.Dir); res.Dir != "" && statErr == nil {
 					err = fmt.Errorf("%w (directory kept: %s)", err, res.Dir)
 				}
-				runErr = fmt.Errorf("lab: %s %s run %d: %w", cfg.Label(), f.Name, n, err)
+				runErr = fmt.Errorf("lab: %s run %d: %w", name, n, err)
 				row.Elapsed = time.Since(rowStart)
 				if len(row.Results) > 0 {
 					report.addRow(row)
