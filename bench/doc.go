@@ -17,6 +17,9 @@
 //	BenchmarkRaw/op=write+fdatasync/size=1KiB/producers=1|16 (Linux only)
 //	BenchmarkRaw/op=batch+fdatasync/size=1KiB/batch=16|64/blocks=written|fresh (Linux only)
 //	BenchmarkInterleaved/pair=sync-p1|sync-p64|async-p16|consume-c16        (Linux only)
+//	BenchmarkInterleavedReplicate/pair=sync-p64|async-p64/follower=tmpfs|disk (Linux only)
+//	BenchmarkReplicate/repl=none/follower=none/producers=1|64
+//	BenchmarkReplicate/repl=async|sync/follower=tmpfs|disk/producers=1|64
 //	BenchmarkGuarantees/op=send/ids=generated|set, op=strict, op=interleaved, op=tx
 //
 // The benchmarks write to b.TempDir(), so TMPDIR chooses the disk measured;
@@ -34,6 +37,8 @@
 //	fsyncs/op   FlushSync only: fdatasyncs per message, lease and segment syncs included
 //	us/fsync    FlushSync only: average fdatasync latency (Stats.FsyncAvg)
 //	msgs/write  messages per write batch (one pwrite each)
+//	lag-seqs    BenchmarkReplicate: seqs the follower had not acknowledged
+//	            when the last Send returned (ReplicateAsync's loss window)
 //
 // Read the Send figures as ratios to the raw baselines of the same run, not as
 // absolute numbers: the disk dominates them.
@@ -52,6 +57,10 @@
 //
 //	go test -run '^$' -bench Interleaved -benchtime 20000x -count 3 ./bench/
 //
+// (The pattern also runs BenchmarkInterleavedReplicate, whose rounds
+// alternate a leader with a follower and a queue without one; its ratio is
+// the replicated leader's throughput over the plain queue's.)
+//
 // Each Send sub-benchmark opens a new queue, and its first Send creates the
 // first segment (fallocate, fsync, directory fsync) inside the timed part; use
 // a -benchtime of seconds, not a few hundred iterations, so that fixed cost
@@ -60,7 +69,21 @@
 // -count with benchstat before trusting a difference.
 //
 // Every Send benchmark checks, outside the timed part, that the queue reopens
-// cleanly and holds exactly b.N messages of the right size.
+// cleanly and holds exactly b.N messages of the right size. The replication
+// benchmarks check the follower's directory the same way, after waiting
+// for it to acknowledge everything and stopping it.
+//
+// # Replication benchmarks
+//
+// The follower is zeroloss.Follow (FlushSync, its default) in the
+// benchmark's process, attached to the leader (FlushSync) over a Unix
+// socket. follower=tmpfs puts its directory on /dev/shm, where fdatasync
+// costs nothing: what is left is the protocol (the sender reading synced
+// frames back, one write per batch of frames, the follower's append, the
+// ack) and the CPU the follower takes from the leader on this 2-core
+// machine; it is skipped when /dev/shm is not a tmpfs. follower=disk puts it
+// on the leader's disk, as two processes on one machine would be; a real
+// follower has a disk of its own, somewhere between the two.
 //
 // # Cost model
 //
@@ -97,4 +120,30 @@
 // Consume+ack. An Ack is a small record that shares fdatasyncs with the other
 // acks and sends (FlushSync), so acks behave as the Send model with s of a
 // few dozen bytes; AckBatch turns one sync per message into one per batch.
+//
+// Replication. The sender streams only synced frames, so under
+// ReplicateSync a Send waits, one after the other, for the leader's
+// fdatasync, the sender's wake-up and write to the link, the follower's
+// append and fdatasync (t1), and the ack back (together r, the round trip
+// without t1). With P producers the leader's group and the follower's
+// batch both hold about P messages, so
+//
+//		throughput ≈ P / (t0 + r + t1 + P·s/BW + g(P))
+//
+//	  - One producer: about 1/(t0 + r + t1); r is a few hundred µs of
+//	    wake-ups and socket hops, comparable to t0, so even with a free t1
+//	    it got 0.3-0.5x the unreplicated rate here (BenchmarkReplicate,
+//	    not interleaved).
+//	  - Many producers, follower on tmpfs (t1 ≈ 0): the extra r is shared
+//	    by the whole group, so the ratio to ReplicateNone approaches
+//	    (t0 + g) / (t0 + r + g); with 64 producers it was 0.66-0.85 here
+//	    (BenchmarkInterleavedReplicate, seven runs).
+//	  - Follower on the same disk: its fdatasync t1 adds a second t0 and
+//	    competes with the leader's for the device, so the ratio falls
+//	    towards one half or below (0.36-0.44 here, seven runs); a
+//	    follower on its own disk removes the competition, not t1.
+//	  - ReplicateAsync: Sends do not wait for the follower, which costs the
+//	    leader only CPU (the sender, the follower's work in a same-process
+//	    benchmark) and, on a shared disk, the follower's syncs; lag-seqs is
+//	    what a leader disk loss would take at that moment.
 package bench

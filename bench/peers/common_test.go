@@ -59,6 +59,7 @@ var (
 //
 //	CONFIG/op=send/size=128B|1KiB/producers=1|16   (128B with producers=1 only)
 //	CONFIG/op=consume+ack/size=1KiB/consumers=1    (or op=read)
+//	CONFIG/op=consume+ack/size=1KiB/consumers=16   (concurrentConsumers only)
 func runPeer(b *testing.B, configs []config) {
 	for _, c := range configs {
 		for _, size := range sendSizes {
@@ -77,8 +78,14 @@ func runPeer(b *testing.B, configs []config) {
 		if op == "" {
 			op = "consume+ack"
 		}
-		name := fmt.Sprintf("%s/op=%s/size=%s/consumers=1", c.name, op, sizeName(consumeSize))
-		b.Run(name, func(b *testing.B) { benchConsume(b, c.open, consumeSize) })
+		for _, consumers := range consumerCounts(b, c) {
+			name := fmt.Sprintf("%s/op=%s/size=%s/consumers=%d", c.name, op, sizeName(consumeSize), consumers)
+			if consumers == 1 {
+				b.Run(name, func(b *testing.B) { benchConsume(b, c.open, consumeSize) })
+			} else {
+				b.Run(name, func(b *testing.B) { benchConsumeConcurrently(b, c.open, consumeSize, consumers) })
+			}
+		}
 	}
 }
 

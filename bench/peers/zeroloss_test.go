@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/zerolossmq/zeroloss"
+	"github.com/zerolossmq/zeroloss/internal/record"
+	"github.com/zerolossmq/zeroloss/internal/wal"
 )
 
 // BenchmarkZeroloss runs the peers' workloads on zeroloss itself through its
@@ -125,14 +127,24 @@ func (s *zerolossStore) Consume(ctx context.Context, n, size int) error {
 	return nil
 }
 
-// Held: before any Consume, the queue is closed and reopened and the
-// recovered log's last seq is the number of messages (a fresh queue with
-// no consumer group gives messages seqs 1..n). After a Consume, it is what
-// the group still has in flight or waiting, plus one if a Receive finds a
-// message within 100ms.
+// Held: before any Consume, the queue is closed, the message records of its
+// log are counted (the log also holds records of other types, such as one
+// epoch record per Open), and the queue is reopened. After a Consume, it is
+// what the group still has in flight or waiting, plus one if a Receive
+// finds a message within 100ms.
 func (s *zerolossStore) Held(ctx context.Context) (int, error) {
 	if s.c == nil {
 		if err := s.q.Close(); err != nil {
+			return 0, err
+		}
+		messages := 0
+		_, err := wal.ReadDurable(s.dir, wal.Options{}, func(r record.Record) error {
+			if r.Type == record.TypeMessage {
+				messages++
+			}
+			return nil
+		})
+		if err != nil {
 			return 0, err
 		}
 		q, err := zeroloss.Open(s.dir, &zeroloss.Options{Flush: s.flush})
@@ -140,7 +152,7 @@ func (s *zerolossStore) Held(ctx context.Context) (int, error) {
 			return 0, err
 		}
 		s.q = q
-		return int(q.Stats().LastSeq), nil
+		return messages, nil
 	}
 	held := 0
 	for _, g := range s.q.GroupStats() {

@@ -34,16 +34,34 @@ disk gives and what a queue gets from it, with 1 KiB messages:
   raw batch64+fdatasync  one write of 64 x 1 KiB then one fdatasync
   flush=sync             zeroloss Send from 1, 16 and 64 producers
   flush=async            zeroloss Send from 1 and 16 producers
+  repl=async follower=F  flush=sync Send from 64 producers, ReplicateAsync, a
+                         follower (zeroloss.Follow, FlushSync) attached over a
+                         Unix socket in the same process
+  repl=sync follower=F   the same with ReplicateSync: SendOK once the
+                         follower has the message durably too
+  strict producer        a strict Producer (spool on the same disk) from 16
+                         producers, flush=sync
+  transaction            SendInTransaction (half, commit) from 16 producers,
+                         flush=sync
+
+F is tmpfs when /dev/shm is a tmpfs: the follower's directory is there, so
+its fdatasync is free and the row measures the protocol's overhead; else F is
+disk, the follower's directory being under DIR with the leader's.
 
 Each case runs for D (or, for the queue, until 1 Mi messages, whichever comes
 first). For each it prints the throughput, the p50/p99/p99.9 latency of one
 Send (of one write, write+fdatasync or batch for the raw cases), and the
-throughput as a ratio to its raw baseline: flush=sync with 1 producer against
+throughput as a ratio to its baseline: flush=sync with 1 producer against
 write+fdatasync, with more producers against batch64+fdatasync (what group
-commit can at best reach), flush=async against write. After each queue case
+commit can at best reach), flush=async against write. The repl, strict
+producer and transaction cases are compared with plain flush=sync Sends from
+as many producers to another queue on the same disk, run in alternating
+rounds of 250 ms within the case (D in all, half each), so that the disk's
+drifting fdatasync latency cancels out of their ratio. After each queue case
 it closes the queue, reopens the log and checks, outside the timing, that it
-holds exactly the messages Send acknowledged. The whole run takes about a
-minute with the default D.
+holds exactly the messages Send acknowledged (the follower's directory too;
+for transactions, one commit per half). The whole run takes about a minute
+with the default D.
 
 With --peers it then runs the benchmarks of the bench/peers module (its own
 go.mod: tidwall/wal, go-diskqueue, dque, goque, goqite on SQLite, NATS
@@ -76,6 +94,17 @@ const (
 	kindRawWriteSync
 	kindRawBatchSync
 	kindQueue
+	kindAlternating // a variant of flush=sync Send, alternating with plain Sends
+)
+
+// benchVariant is what a kindAlternating case sends with.
+type benchVariant int
+
+const (
+	variantReplicateAsync benchVariant = iota
+	variantReplicateSync
+	variantStrict
+	variantTx
 )
 
 // benchCase is one line of the bench.
@@ -83,8 +112,9 @@ type benchCase struct {
 	name      string
 	kind      benchKind
 	flush     zeroloss.FlushMode // kindQueue only
+	variant   benchVariant       // kindAlternating only
 	producers int
-	baseline  string // name of the raw case it is compared with; "" for raw cases
+	baseline  string // name of the raw case it is compared with, or caseAlternated; "" for raw cases
 }
 
 func (c benchCase) label() string { return fmt.Sprintf("%s p=%d", c.name, c.producers) }
@@ -93,10 +123,18 @@ const (
 	caseRawWrite     = "raw write"
 	caseRawWriteSync = "raw write+fdatasync"
 	caseRawBatchSync = "raw batch64+fdatasync"
+	// caseAlternated is the baseline of the kindAlternating cases: plain
+	// flush=sync Sends to another queue, in rounds alternating with the
+	// case's own within the case.
+	caseAlternated = "flush=sync alternated"
 )
 
 // benchCases is the standard set, baselines first.
 func benchCases() []benchCase {
+	follower := "follower=disk"
+	if benchTmpfs() != "" {
+		follower = "follower=tmpfs"
+	}
 	return []benchCase{
 		{name: caseRawWrite, kind: kindRawWrite, producers: 1},
 		{name: caseRawWriteSync, kind: kindRawWriteSync, producers: 1},
@@ -106,6 +144,10 @@ func benchCases() []benchCase {
 		{name: "flush=sync", kind: kindQueue, flush: zeroloss.FlushSync, producers: 64, baseline: caseRawBatchSync},
 		{name: "flush=async", kind: kindQueue, flush: zeroloss.FlushAsync, producers: 1, baseline: caseRawWrite},
 		{name: "flush=async", kind: kindQueue, flush: zeroloss.FlushAsync, producers: 16, baseline: caseRawWrite},
+		{name: "repl=async " + follower, kind: kindAlternating, variant: variantReplicateAsync, producers: 64, baseline: caseAlternated},
+		{name: "repl=sync " + follower, kind: kindAlternating, variant: variantReplicateSync, producers: 64, baseline: caseAlternated},
+		{name: "strict producer", kind: kindAlternating, variant: variantStrict, producers: 16, baseline: caseAlternated},
+		{name: "transaction", kind: kindAlternating, variant: variantTx, producers: 16, baseline: caseAlternated},
 	}
 }
 
@@ -124,10 +166,14 @@ type benchResult struct {
 	P99  time.Duration `json:"p99_ns"`
 	P999 time.Duration `json:"p999_ns"`
 	Max  time.Duration `json:"max_ns"`
-	// Baseline names the raw case Ratio compares with; Ratio is Throughput
-	// divided by the baseline's.
-	Baseline string  `json:"baseline,omitempty"`
-	Ratio    float64 `json:"ratio,omitempty"`
+	// Baseline names the raw case Ratio compares with, or is
+	// "flush=sync alternated": plain flush=sync Sends from as many
+	// producers, in rounds alternating with the case's own, whose
+	// throughput is BaselineThroughput. Ratio is Throughput divided by the
+	// baseline's.
+	Baseline           string  `json:"baseline,omitempty"`
+	BaselineThroughput float64 `json:"baseline_throughput,omitempty"`
+	Ratio              float64 `json:"ratio,omitempty"`
 	// GroupAvg is the mean number of Sends answered by one fdatasync
 	// (flush=sync only).
 	GroupAvg float64 `json:"group_avg,omitempty"`
@@ -147,7 +193,7 @@ type benchOptions struct {
 
 func runBench(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("bench", benchUsage, stderr)
-	duration := fs.Duration("duration", 5*time.Second, "how long each of the 8 cases runs")
+	duration := fs.Duration("duration", 4*time.Second, "how long each case runs")
 	dir := fs.String("dir", os.TempDir(), "directory for the temporary files: put it on the disk to measure")
 	jsonFile := fs.String("json", "", "also write the report as JSON to `FILE`")
 	htmlFile := fs.String("html", "", "also write the report as a self-contained HTML page to `FILE`")
@@ -263,14 +309,14 @@ func bench(ctx context.Context, o benchOptions) (results []benchResult, kept str
 		if c.baseline != "" && throughput[c.baseline] > 0 {
 			r.Ratio = r.Throughput / throughput[c.baseline]
 		}
-		if c.kind != kindQueue {
+		if c.kind != kindQueue && c.kind != kindAlternating {
 			throughput[c.name] = r.Throughput
 		}
 		results = append(results, r)
 		if r.Error != "" {
 			return results, "", fmt.Errorf("%s: %s", c.label(), r.Error)
 		}
-		if r.Verified != "ok" && c.kind == kindQueue {
+		if r.Verified != "ok" && (c.kind == kindQueue || c.kind == kindAlternating) {
 			keep = true
 			continue
 		}
@@ -307,12 +353,22 @@ func runBenchCase(ctx context.Context, c benchCase, dir string, d time.Duration)
 				r.Verified = verr.Error()
 			}
 		}
+	case kindAlternating:
+		var a alternated
+		a, err = runAlternating(ctx, c, dir, d)
+		h, r.Messages, r.Elapsed, r.GroupAvg, r.Verified = a.h, a.sent, a.elapsed, a.groupAvg, a.verified
+		if a.baseElapsed > 0 {
+			r.BaselineThroughput = float64(a.baseSent) / a.baseElapsed.Seconds()
+		}
 	}
 	if err != nil {
 		r.Error = err.Error()
 	}
 	if r.Elapsed > 0 {
 		r.Throughput = float64(r.Messages) / r.Elapsed.Seconds()
+	}
+	if r.BaselineThroughput > 0 {
+		r.Ratio = r.Throughput / r.BaselineThroughput
 	}
 	if h != nil {
 		r.P50, r.P99, r.P999, r.Max = h.Quantile(0.5), h.Quantile(0.99), h.Quantile(0.999), h.Max()
@@ -516,7 +572,8 @@ func benchReport(start time.Time, o benchOptions, results []benchResult) *report
 		Notes: []string{
 			"latency: of one Send; for the raw cases of one write, write+fdatasync or batch of 64 (histogram, within 0.8%).",
 			"ratio: msgs/s over the baseline's msgs/s. msgs/fsync: Sends answered by one fdatasync (group commit).",
-			"verified: the reopened log holds exactly the messages Send acknowledged.",
+			"flush=sync alternated: plain flush=sync Sends from as many producers to another queue, in 250 ms rounds alternating with the case's own, so the disk's drift cancels out of the ratio.",
+			"verified: the reopened log holds exactly the messages Send acknowledged (and the follower's, for repl).",
 		},
 	}
 	throughput := report.BarChart{Title: "Throughput", Unit: "msgs/s"}
