@@ -289,7 +289,7 @@ func (r *replica) sendLoop() {
 	limit := max(r.maxFrame, repl.BatchBytes)
 	var frames, msg []byte
 	var last, carryLast uint64
-	trimmed := r.q.log.FirstSeq() // what the follower was told was deleted
+	var trimmed uint64 = 1 // what the follower was told was deleted: at first, nothing
 	send := func(n int, lastSeq uint64) bool {
 		r.sent.Store(lastSeq) // before the write: an ack may come back before Write returns
 		msg = repl.AppendMessage(msg[:0], &repl.Message{Type: repl.TypeFrames, Frames: frames[:n]})
