@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -713,4 +714,44 @@ func TestFollowerDeletesWhatTheLeaderDeleted(t *testing.T) {
 	d, err := pc.Receive(ctx)
 	require.NoError(t, err)
 	assert.Equal(t, "after", string(d.Message.Body), "the group's acks survived the follower's trim")
+}
+
+// Under ReplicateAsync groups can ack past the follower; retention keeps the
+// segments the attached follower has not acknowledged, so it never has to
+// jump over deleted ones, and deletes them once it has.
+func TestRetentionWaitsForTheAttachedFollower(t *testing.T) {
+	q := openLeader(t, Options{Replication: ReplicateAsync, SegmentSize: 64 << 10, MaxMessageSize: 4096})
+	a, b := net.Pipe()
+	f := startFakeFollower(t, b, 4096) // acks only when told
+	require.NoError(t, q.AttachReplica(a))
+	var received atomic.Uint64 // the last seq the fake follower was sent
+	go func() {
+		for m := range f.frames {
+			received.Store(max(received.Load(), m.LastSeq))
+		}
+	}()
+	c, err := q.Consumer("g", nil)
+	require.NoError(t, err)
+	for i := range 400 {
+		_, err := q.Send(context.Background(), &Message{Body: bytes.Repeat([]byte{byte(i)}, 1000)})
+		require.NoError(t, err)
+	}
+	for range 400 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		d, err := c.Receive(ctx)
+		cancel()
+		require.NoError(t, err)
+		require.NoError(t, d.Ack())
+	}
+	segs := q.log.Stats().Segments
+	require.Greater(t, segs, 4)
+	require.NoError(t, q.retain())
+	assert.Equal(t, segs, q.log.Stats().Segments, "nothing the follower lacks is deleted")
+
+	last := q.Stats().LastSeq
+	require.Eventually(t, func() bool { return received.Load() >= last }, 5*time.Second, time.Millisecond)
+	require.NoError(t, f.ack(received.Load()))
+	waitAcked(t, q, last)
+	require.NoError(t, q.retain())
+	assert.Less(t, q.log.Stats().Segments, 3, "deleted once the follower has them")
 }

@@ -3,6 +3,7 @@ package zeroloss
 import (
 	"context"
 	"fmt"
+	"math"
 
 	"github.com/zerolossmq/zeroloss/internal/record"
 )
@@ -30,12 +31,12 @@ func (q *Queue) retain() error {
 	if !ok {
 		return nil
 	}
-	if floor, ok := q.ledger.minFloor(); ok && floor > last {
+	if floor, ok := q.ledger.minFloor(); ok && min(floor, q.replicaFloor()) > last {
 		floor, seq, err := q.checkpoint(context.Background())
 		if err != nil {
 			return err
 		}
-		if err := q.remove(floor, seq); err != nil {
+		if err := q.remove(min(floor, q.replicaFloor()), seq); err != nil {
 			return err
 		}
 	}
@@ -48,6 +49,20 @@ func (q *Queue) retain() error {
 			return err
 		}
 	}
+}
+
+// replicaFloor bounds retention by the attached follower: segments it has
+// not acknowledged are kept for it (ReplicateAsync lets groups ack past
+// it), so it never has to jump over deleted ones. With no follower attached
+// retention does not wait: a follower gone for good must not fill the disk.
+func (q *Queue) replicaFloor() uint64 {
+	if q.opts.Replication == ReplicateNone {
+		return math.MaxUint64
+	}
+	if _, attached := q.repl.watch(); !attached {
+		return math.MaxUint64
+	}
+	return q.repl.acked.Load() + 1
 }
 
 // remove deletes the segments wholly below seq.
