@@ -100,7 +100,7 @@ func TestCancelledSendIsWithdrawnFromItsBatch(t *testing.T) {
 	opts := &Options{FlushTimeout: time.Hour, SegmentSize: 64 << 10, MaxMessageSize: 1024, fs: fs}
 	q, err := Open("/q", opts)
 	require.NoError(t, err)
-	_, err = q.Send(context.Background(), &Message{ID: "warm", Body: []byte("w")})
+	warm, err := q.Send(context.Background(), &Message{ID: "warm", Body: []byte("w")})
 	require.NoError(t, err)
 
 	close(fs.armed)
@@ -112,7 +112,8 @@ func TestCancelledSendIsWithdrawnFromItsBatch(t *testing.T) {
 	require.Eventually(t, func() bool {
 		q.mu.Lock()
 		defer q.mu.Unlock()
-		return q.committing
+		// Written and committing: "warm"'s commit may still be finishing.
+		return q.committing && q.log.LastSeq() > warm.Seq
 	}, 5*time.Second, time.Millisecond, "the first batch is being committed")
 
 	go func() { // joins the next batch, then stays
