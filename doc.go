@@ -54,6 +54,20 @@
 // logged) after TxCheckMax unknown answers; check counts survive restarts.
 // Without a TxChecker pending halves wait and are reported, never dropped.
 //
+// # Replication and failover
+//
+// With Options.Replication set, a leader queue mirrors its log to one
+// follower over any io.ReadWriteCloser (Queue.AttachReplica, or
+// Queue.ReplicateTo for a Unix socket or TCP with TLS, re-dialing as
+// needed); the follower is Follow or ServeFollower (or the zeroloss follow
+// command) keeping a copy in its own directory. Under ReplicateSync, SendOK
+// also means the follower fdatasynced the message, and consumers see only
+// what the follower holds. A stopped follower's directory opens as a
+// normal Queue: the promotion begins a new epoch, and the old leader, run
+// with Follow against it, cuts what it never replicated and catches up.
+// ARCHITECTURE.md has what SendOK means for every flush and replication
+// mode.
+//
 // # The durability call of each system
 //
 //	Linux    fdatasync(2): the data and the size; the kernel flushes the
