@@ -10,7 +10,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -479,49 +478,17 @@ func queueSend(ctx context.Context, dir string, flush zeroloss.FlushMode, produc
 		return nil, 0, 0, stats, err
 	}
 	body := benchBody(benchMessageSize)
-	hists := make([]*hist.Histogram, producers)
-	errs := make([]error, producers)
-	var (
-		reserved, sent atomic.Int64
-		wg             sync.WaitGroup
-	)
-	start := time.Now()
-	deadline := start.Add(d)
-	for p := range producers {
-		hists[p] = hist.New()
-		wg.Go(func() {
-			m := &zeroloss.Message{Body: body}
-			for now := time.Now(); now.Before(deadline) && ctx.Err() == nil; {
-				if reserved.Add(1) > benchMaxMessages {
-					return
-				}
-				m.ID = "" // a fresh ID per Send
-				res, err := q.Send(ctx, m)
-				end := time.Now()
-				if err == nil && res.Status != zeroloss.SendOK {
-					err = fmt.Errorf("status %v, want SendOK", res.Status)
-				}
-				if err != nil {
-					if ctx.Err() == nil {
-						errs[p] = fmt.Errorf("producer %d: send: %w", p, err)
-					}
-					return
-				}
-				hists[p].Record(end.Sub(now))
-				sent.Add(1)
-				now = end
-			}
-		})
+	var reserved atomic.Int64
+	send := func(ctx context.Context) error {
+		if reserved.Add(1) > benchMaxMessages {
+			return errEnough
+		}
+		return sendOK(q.Send(ctx, &zeroloss.Message{Body: body}))
 	}
-	wg.Wait()
-	elapsed = time.Since(start)
-	stats = q.Stats()
-	err = errors.Join(errors.Join(errs...), q.Close())
 	h = hist.New()
-	for _, ph := range hists {
-		h.Merge(ph)
-	}
-	return h, sent.Load(), elapsed, stats, err
+	messages, elapsed, err = sendFor(ctx, send, producers, d, h)
+	stats = q.Stats()
+	return h, messages, elapsed, stats, errors.Join(err, q.Close())
 }
 
 // verifyMessages reopens the closed queue's log in dir and checks that it

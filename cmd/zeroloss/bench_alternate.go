@@ -112,6 +112,10 @@ func runAlternating(ctx context.Context, c benchCase, dir string, d time.Duratio
 	return a, nil
 }
 
+// errEnough, returned by a send function, stops its producer quietly: the
+// case has sent as many messages as it may.
+var errEnough = errors.New("enough messages sent")
+
 // sendFor calls send from producers goroutines, each one call at a time,
 // until d has passed, and returns how many returned nil and how long it
 // took until the last returned. Each call's latency goes to h unless h is
@@ -131,6 +135,9 @@ func sendFor(ctx context.Context, send func(context.Context) error, producers in
 			for now := time.Now(); now.Before(deadline) && ctx.Err() == nil; {
 				err := send(ctx)
 				end := time.Now()
+				if errors.Is(err, errEnough) {
+					return
+				}
 				if err != nil {
 					if ctx.Err() == nil {
 						errs[p] = fmt.Errorf("producer %d: %w", p, err)
