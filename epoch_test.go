@@ -55,6 +55,19 @@ func checkEpochStamps(t *testing.T, q *Queue) {
 	}
 }
 
+// leaderWithFollower opens a leader with opts in a new directory and attaches
+// a follower (Follow) keeping its copy in another.
+func leaderWithFollower(t *testing.T, opts Options) (dirL, dirF string, l *Queue, f *testFollower) {
+	t.Helper()
+	dirL, dirF = t.TempDir(), t.TempDir()
+	l, err := Open(dirL, &opts)
+	require.NoError(t, err)
+	a, b := net.Pipe()
+	f = startFollower(t, dirF, b, nil)
+	require.NoError(t, l.AttachReplica(a))
+	return dirL, dirF, l, f
+}
+
 func sendIDs(t *testing.T, q *Queue, prefix string, n int, want SendStatus) []string {
 	t.Helper()
 	var ids []string
@@ -74,12 +87,7 @@ func sendIDs(t *testing.T, q *Queue, prefix string, n int, want SendStatus) []st
 // copies the new term, and no seq names two messages.
 func TestOldLeaderRejoinsAsFollowerOfThePromotedOne(t *testing.T) {
 	opts := Options{Replication: ReplicateSync, SegmentSize: 256 << 10, MaxMessageSize: 64 << 10}
-	dirL, dirF := t.TempDir(), t.TempDir()
-	l, err := Open(dirL, &opts)
-	require.NoError(t, err)
-	a, b := net.Pipe()
-	f := startFollower(t, dirF, b, nil)
-	require.NoError(t, l.AttachReplica(a))
+	dirL, dirF, l, f := leaderWithFollower(t, opts)
 	acked := sendIDs(t, l, "acked", 50, SendOK)
 	require.ErrorIs(t, f.stop(), context.Canceled)
 	require.Eventually(t, func() bool { return !l.Stats().ReplicaAttached }, 5*time.Second, time.Millisecond)
@@ -106,7 +114,7 @@ func TestOldLeaderRejoinsAsFollowerOfThePromotedOne(t *testing.T) {
 
 	// The old leader rejoins as a follower.
 	var logs bytes.Buffer
-	a, b = net.Pipe()
+	a, b := net.Pipe()
 	rejoin := startFollower(t, dirL, b, &FollowOptions{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	require.NoError(t, p.AttachReplica(a))
 	waitAcked(t, p, p.Stats().LastSeq)
@@ -138,12 +146,7 @@ func TestOldLeaderRejoinsAsFollowerOfThePromotedOne(t *testing.T) {
 // the follower's log is left alone.
 func TestStaleLeaderRefusesAFollowerFromALaterEpoch(t *testing.T) {
 	opts := Options{Replication: ReplicateSync}
-	dirL, dirF := t.TempDir(), t.TempDir()
-	l, err := Open(dirL, &opts)
-	require.NoError(t, err)
-	a, b := net.Pipe()
-	f := startFollower(t, dirF, b, nil)
-	require.NoError(t, l.AttachReplica(a))
+	dirL, dirF, l, f := leaderWithFollower(t, opts)
 	sendIDs(t, l, "m", 5, SendOK)
 	require.ErrorIs(t, f.stop(), context.Canceled)
 	require.NoError(t, l.Close())
@@ -157,10 +160,10 @@ func TestStaleLeaderRefusesAFollowerFromALaterEpoch(t *testing.T) {
 	}
 	// The old leader reopens by mistake (epoch 2, its own) and the promoted
 	// one is pointed at it as a follower.
-	l, err = Open(dirL, &opts)
+	l, err := Open(dirL, &opts)
 	require.NoError(t, err)
 	defer l.Close()
-	a, b = net.Pipe()
+	a, b := net.Pipe()
 	f = startFollower(t, dirF, b, nil)
 	err = l.AttachReplica(a)
 	require.ErrorIs(t, err, ErrReplication)
@@ -273,12 +276,7 @@ func TestLeaderPowerLossFlushAsyncReplicateSync(t *testing.T) {
 // it had acked on the old leader.
 func TestFailoverKeepsConsumerGroupState(t *testing.T) {
 	opts := Options{Replication: ReplicateSync}
-	dirL, dirF := t.TempDir(), t.TempDir()
-	l, err := Open(dirL, &opts)
-	require.NoError(t, err)
-	a, b := net.Pipe()
-	f := startFollower(t, dirF, b, nil)
-	require.NoError(t, l.AttachReplica(a))
+	dirL, dirF, l, f := leaderWithFollower(t, opts)
 	c, err := l.Consumer("g", &ConsumerOptions{AckTimeout: time.Hour})
 	require.NoError(t, err)
 	ids := sendIDs(t, l, "m", 20, SendOK)

@@ -665,6 +665,23 @@ func TestReplicateSyncRestartCommitsOnlyWhatAFollowerHolds(t *testing.T) {
 	assert.ElementsMatch(t, append(held, alone...), got)
 }
 
+// sendAndAckAll sends n messages of 1000 bytes and has c receive and ack
+// every one: the group is then done with all of them.
+func sendAndAckAll(t *testing.T, q *Queue, c *Consumer, n int) {
+	t.Helper()
+	for i := range n {
+		_, err := q.Send(context.Background(), &Message{Body: bytes.Repeat([]byte{byte(i)}, 1000)})
+		require.NoError(t, err)
+	}
+	for range n {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		d, err := c.Receive(ctx)
+		cancel()
+		require.NoError(t, err)
+		require.NoError(t, d.Ack())
+	}
+}
+
 // Retention on the leader reaches the follower: it deletes the same
 // segments (never the one with its latest checkpoint), and its directory
 // still opens as a queue with the group's state.
@@ -682,17 +699,7 @@ func TestFollowerDeletesWhatTheLeaderDeleted(t *testing.T) {
 		require.NoError(t, err)
 		return len(m)
 	}
-	for i := range 400 {
-		_, err := q.Send(context.Background(), &Message{Body: bytes.Repeat([]byte{byte(i)}, 1000)})
-		require.NoError(t, err)
-	}
-	for range 400 {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		d, err := c.Receive(ctx)
-		cancel()
-		require.NoError(t, err)
-		require.NoError(t, d.Ack())
-	}
+	sendAndAckAll(t, q, c, 400)
 	waitAcked(t, q, q.Stats().LastSeq)
 	before := segments(fdir) // the marker goroutine may have run retention already
 	require.NoError(t, q.retain())
@@ -732,17 +739,7 @@ func TestRetentionWaitsForTheAttachedFollower(t *testing.T) {
 	}()
 	c, err := q.Consumer("g", nil)
 	require.NoError(t, err)
-	for i := range 400 {
-		_, err := q.Send(context.Background(), &Message{Body: bytes.Repeat([]byte{byte(i)}, 1000)})
-		require.NoError(t, err)
-	}
-	for range 400 {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		d, err := c.Receive(ctx)
-		cancel()
-		require.NoError(t, err)
-		require.NoError(t, d.Ack())
-	}
+	sendAndAckAll(t, q, c, 400)
 	segs := q.log.Stats().Segments
 	require.Greater(t, segs, 4)
 	require.NoError(t, q.retain())
