@@ -72,19 +72,7 @@ func BenchmarkInterleaved(b *testing.B) {
 // interleave runs raw and queue rounds of round messages in turn until each
 // has done b.N, and reports the queue's rate over raw's.
 func interleave(b *testing.B, round int, raw, queue func(n int) error) {
-	var rawTime, queueTime time.Duration
-	b.ResetTimer()
-	for done := 0; done < b.N; {
-		n := min(round, b.N-done)
-		start := time.Now()
-		require.NoError(b, raw(n))
-		rawTime += time.Since(start)
-		start = time.Now()
-		require.NoError(b, queue(n))
-		queueTime += time.Since(start)
-		done += n
-	}
-	b.StopTimer()
+	rawTime, queueTime := alternate(b, round, raw, queue)
 	b.ReportMetric(rawTime.Seconds()/queueTime.Seconds(), "ratio")
 	b.ReportMetric(float64(b.N)/queueTime.Seconds(), "queue-msgs/s")
 	b.ReportMetric(float64(b.N)/rawTime.Seconds(), "raw-msgs/s")
