@@ -121,23 +121,9 @@ func (s *goqiteStore) Fill(ctx context.Context, body []byte, n int) error {
 	return tx.Commit()
 }
 
+// Consume is ConsumeConcurrently with one consumer.
 func (s *goqiteStore) Consume(ctx context.Context, n, size int) error {
-	for i := range n {
-		m, err := s.q.Receive(ctx)
-		if err != nil {
-			return fmt.Errorf("receive %d of %d: %w", i+1, n, err)
-		}
-		if m == nil {
-			return fmt.Errorf("receive %d of %d: the queue is empty", i+1, n)
-		}
-		if err := checkBody(i, m.Body, size); err != nil {
-			return err
-		}
-		if err := s.q.Delete(ctx, m.ID); err != nil {
-			return fmt.Errorf("delete %d of %d: %w", i+1, n, err)
-		}
-	}
-	return nil
+	return s.ConsumeConcurrently(ctx, n, size, 1)
 }
 
 // Held counts the queue's rows, received or not.

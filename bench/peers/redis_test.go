@@ -37,11 +37,10 @@ func BenchmarkRedisStreams(b *testing.B) {
 }
 
 const (
-	redisMissing  = "redis-server not installed: apt-get install redis-server"
-	redisStream   = "bench"
-	redisGroup    = "bench"
-	redisConsumer = "c1"
-	redisField    = "b"
+	redisMissing = "redis-server not installed: apt-get install redis-server"
+	redisStream  = "bench"
+	redisGroup   = "bench"
+	redisField   = "b"
 )
 
 func redisConfigs() []config {
@@ -170,32 +169,9 @@ func (s *redisStore) Fill(ctx context.Context, body []byte, n int) error {
 	return nil
 }
 
+// Consume is ConsumeConcurrently with one consumer.
 func (s *redisStore) Consume(ctx context.Context, n, size int) error {
-	args := &redis.XReadGroupArgs{
-		Group:    redisGroup,
-		Consumer: redisConsumer,
-		Streams:  []string{redisStream, ">"},
-		Count:    1,
-		Block:    5 * time.Second,
-	}
-	for i := range n {
-		streams, err := s.rdb.XReadGroup(ctx, args).Result()
-		if err != nil {
-			return fmt.Errorf("xreadgroup %d of %d: %w", i+1, n, err)
-		}
-		if len(streams) != 1 || len(streams[0].Messages) != 1 {
-			return fmt.Errorf("xreadgroup %d of %d: got %v", i+1, n, streams)
-		}
-		m := streams[0].Messages[0]
-		body, _ := m.Values[redisField].(string)
-		if err := checkBody(i, []byte(body), size); err != nil {
-			return err
-		}
-		if err := s.rdb.XAck(ctx, redisStream, redisGroup, m.ID).Err(); err != nil {
-			return fmt.Errorf("xack %d of %d: %w", i+1, n, err)
-		}
-	}
-	return nil
+	return s.ConsumeConcurrently(ctx, n, size, 1)
 }
 
 // Held is what the group has not acknowledged: pending (delivered, not
