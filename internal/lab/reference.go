@@ -103,6 +103,21 @@ func (rb ReadBack) Count(acked map[string]uint64) Counts { return rb.counts(acke
 // runs its own rows.
 func (rep *Report) AddRow(row Row) { rep.addRow(row) }
 
+// WriteTableAndJSON writes rep's table to w and, if jsonFile is not empty,
+// its JSON to that file: what a program outside this package that runs rows
+// (a reference log, another backend) prints for zeroloss lab to read.
+func (rep *Report) WriteTableAndJSON(w io.Writer, jsonFile string) error {
+	err := rep.WriteTable(w)
+	if jsonFile != "" {
+		f, ferr := os.Create(jsonFile)
+		if ferr == nil {
+			ferr = errors.Join(rep.WriteJSON(f), f.Close())
+		}
+		err = errors.Join(err, ferr)
+	}
+	return err
+}
+
 // MessageID names entry i of a reference child's run (producer 0).
 func MessageID(run, i int) string { return messageID(run, 0, i) }
 

@@ -107,17 +107,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	opts := lab.Options{Runs: *runs, Seed: *seed, Dir: *dir, MinAcks: *minAcks, MaxAcks: *maxAcks}
 	rep, err := lab.RunReferences(ctx, opts, references())
 	if rep != nil && len(rep.Rows) > 0 {
-		if werr := rep.WriteTable(stdout); werr != nil && err == nil {
+		if werr := rep.WriteTableAndJSON(stdout, *jsonFile); werr != nil && err == nil {
 			err = werr
-		}
-		if *jsonFile != "" {
-			f, ferr := os.Create(*jsonFile)
-			if ferr == nil {
-				ferr = errors.Join(rep.WriteJSON(f), f.Close())
-			}
-			if ferr != nil && err == nil {
-				err = ferr
-			}
 		}
 	}
 	if err != nil {
