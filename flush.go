@@ -103,12 +103,18 @@ func (q *Queue) commitLoop() {
 // once every Send in flight has joined it, or the queue is closing. (The
 // committer also writes it at its deadline; see commitDelay.)
 func (q *Queue) batchReady(b *batch) bool {
+	return q.closing || q.readyCount(int64(b.live), q.inFlight.Load())
+}
+
+// readyCount says whether a batch of live Sends is ready with inFlight
+// Sends in flight.
+func (q *Queue) readyCount(live, inFlight int64) bool {
 	if q.opts.Flush == FlushAsync {
 		// A write costs about what gathering a batch does: let half the
 		// producers write while the other half gather.
-		return q.closing || 2*int64(b.live) >= q.inFlight.Load()
+		return live > 0 && 2*live >= inFlight
 	}
-	return q.closing || int64(b.live) >= q.inFlight.Load()
+	return live > 0 && live >= inFlight
 }
 
 // lead is called by a Send that just joined b, holding q.mu. If no commit is
@@ -116,18 +122,49 @@ func (q *Queue) batchReady(b *batch) bool {
 // the scheduler runs on this Send's processor as soon as the Send waits: far
 // cheaper than waking the parked committer, and the Send stays free to give
 // up on FlushTimeout or its context while the fdatasync runs. Otherwise it
-// nudges the committer. It releases q.mu in every case.
+// wakes the committer only if b has no deadline yet. It releases q.mu in
+// every case.
 func (q *Queue) lead(b *batch) {
-	if q.committing || !q.batchReady(b) {
+	if q.committing {
+		// Whoever commits looks at the pending batch when done.
 		q.mu.Unlock()
-		q.nudge()
 		return
 	}
+	if !q.batchReady(b) {
+		// The committer arms the batch's deadline once; later Sends
+		// joining it need not wake it again.
+		armed := !b.deadline.IsZero()
+		q.mu.Unlock()
+		if !armed {
+			q.nudge()
+		}
+		return
+	}
+	q.startLead(b)
+}
+
+// startLead swaps b, the pending batch, for an empty one and commits it on a
+// new goroutine. The caller holds q.mu; startLead releases it.
+func (q *Queue) startLead(b *batch) {
 	q.committing = true
 	q.pending = q.newBatch()
+	q.pendingLive.Store(0)
 	q.mu.Unlock()
 	q.leaders.Add(1)
 	go q.leadCommit(b)
+}
+
+// leave is called by a Send that is done, after it left inFlight: the
+// pending batch may now hold every Send still in flight. It wakes the
+// committer rather than committing: a producer that sends again is back
+// before the committer runs, and its Send then completes the group.
+// (Sequential consistency of the two atomics: either this load sees a
+// Send that joined meanwhile, or that Send's readiness check sees this
+// departure.)
+func (q *Queue) leave() {
+	if q.readyCount(q.pendingLive.Load(), q.inFlight.Load()) {
+		q.nudge()
+	}
 }
 
 // leadCommit commits b for a leading Send, then hands what is pending to the
@@ -176,6 +213,7 @@ func (q *Queue) nextBatch(timer *time.Timer) *batch {
 				q.committerWaiting.Store(false)
 				q.committing = true
 				q.pending = q.newBatch()
+				q.pendingLive.Store(0)
 				q.mu.Unlock()
 				return b
 			}

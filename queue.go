@@ -96,6 +96,7 @@ type Queue struct {
 
 	slots            chan struct{} // MaxPending Sends at a time
 	inFlight         atomic.Int64  // Sends between joining and returning
+	pendingLive      atomic.Int64  // pending.live, for leave to look at without q.mu
 	committerWaiting atomic.Bool
 	wake             chan struct{} // nudges the waiting committer
 	committerDone    chan struct{}
@@ -407,7 +408,7 @@ func (q *Queue) submit(ctx context.Context, size int64, count int, limited bool,
 	defer func() {
 		<-q.slots
 		q.inFlight.Add(-1)
-		q.nudge()
+		q.leave()
 	}()
 
 	q.mu.Lock()
@@ -434,16 +435,26 @@ func (q *Queue) submit(ctx context.Context, size int64, count int, limited bool,
 	replica := e.end-e.start >= record.HeaderSize && binary.LittleEndian.Uint16(b.buf[e.start+10:]) == 0
 	b.entries = append(b.entries, e)
 	b.live++
+	q.pendingLive.Store(int64(b.live))
 	q.lead(b) // releases q.mu
 
+	// Under FlushSync a Send wakes once, at the fdatasync (or when it
+	// outlasts FlushTimeout); the write is done by then. Waking every Send
+	// at the write as well would delay the fdatasync by the wake-ups.
+	wait := b.written
+	if b.synced != nil {
+		wait = b.synced
+	}
 	select {
-	case <-b.written:
+	case <-wait:
+	case <-b.timedOut:
 	case <-ctx.Done():
 		q.mu.Lock()
 		if q.pending == b { // not taken for writing yet: withdraw it
 			b.entries[index].cancelled = true
 			b.cancelled = true
 			b.live--
+			q.pendingLive.Store(int64(b.live))
 			q.mu.Unlock()
 			return 0, 0, 0, ctx.Err()
 		}
