@@ -109,11 +109,12 @@ func (q *Queue) batchReady(b *batch) bool {
 // readyCount says whether a batch of live Sends is ready with inFlight
 // Sends in flight.
 func (q *Queue) readyCount(live, inFlight int64) bool {
-	if q.opts.Flush == FlushAsync {
-		// A write costs about what gathering a batch does: let half the
-		// producers write while the other half gather.
-		return live > 0 && 2*live >= inFlight
-	}
+	// FlushAsync too: writing when half the producers had joined, so that
+	// one half gathers while the other writes, measured 0.73x the raw
+	// write(2) loop with 16 producers against 0.93x for whole groups. On
+	// this 2-core VM the second processor rarely wakes in time to take part
+	// in such short cycles, so gathering and writing run one after the other
+	// anyway, and bigger writes cost fewer syscalls per message.
 	return live > 0 && live >= inFlight
 }
 
@@ -167,18 +168,30 @@ func (q *Queue) leave() {
 	}
 }
 
-// leadCommit commits b for a leading Send, then hands what is pending to the
-// committer goroutine.
+// leadCommit commits b for a leading Send, then goes on with the pending
+// batch while one is ready when a commit ends (Sends that joined during the
+// write or the fdatasync), so that a steady stream needs no hand-off between
+// goroutines; what is left is handed to the committer goroutine.
 func (q *Queue) leadCommit(b *batch) {
 	defer q.leaders.Done()
-	q.commit(b)
-	q.mu.Lock()
-	q.committing = false
-	more := q.pending.live > 0 || q.closing
-	q.mu.Unlock()
-	if more {
-		q.committerWaiting.Store(true)
-		q.nudge()
+	for {
+		q.commit(b)
+		q.mu.Lock()
+		if next := q.pending; next.live > 0 && q.batchReady(next) {
+			q.pending = q.newBatch()
+			q.pendingLive.Store(0)
+			q.mu.Unlock()
+			b = next
+			continue
+		}
+		q.committing = false
+		more := q.pending.live > 0 || q.closing
+		q.mu.Unlock()
+		if more {
+			q.committerWaiting.Store(true)
+			q.nudge()
+		}
+		return
 	}
 }
 
