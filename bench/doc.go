@@ -118,11 +118,28 @@
 //	    cycle: BenchmarkSend reports 410 µs per fsync at 59 msgs/fsync and
 //	    88k msgs/s). SegmentWarmup does this zero-fill in the background for
 //	    every segment but the first, at the price of writing each twice.
+//	  - What g is made of, from a runtime trace of 64 producers
+//	    (go test -trace, read with golang.org/x/exp/trace): closing the
+//	    batch's channel readies the 64 waiting Sends onto the processor
+//	    that ran the fdatasync (25-35 µs), and they then run there one
+//	    after the other, 1-2 µs each; the second processor is woken for the
+//	    work but rarely in time to steal much. Waking an idle processor also
+//	    costs the goroutine that wakes it about 15 µs on this VM (the
+//	    inter-processor interrupt), which is most of what a lone producer
+//	    pays over the raw loop: about 18 µs of a 234 µs cycle. Until
+//	    session 4 the committer goroutine was also woken by every Send
+//	    (about 27 times per group); it is now woken only to arm a batch's
+//	    deadline.
 //
 // FlushAsync. A Send waits for its batch's write(2) only: the cost is CPU
 // (encoding, the CRC, one pwrite per batch, waking the producers), bounded
 // by the page cache's bandwidth, and a power loss takes up to FlushInterval
-// of acknowledged messages.
+// of acknowledged messages. On this machine the cycles are too short for
+// the second processor to take part (the trace shows gathering, writing
+// and waking on one processor), so the fewer writes per message the
+// better: batches wait for every Send in flight, as under FlushSync
+// (13.6 messages per write with 16 producers; writing at half the
+// producers gave 7.3 and 0.73x instead of 0.93x the raw write(2) loop).
 //
 // Consume+ack. An Ack is a small record that shares fdatasyncs with the other
 // acks and sends (FlushSync), so acks behave as the Send model with s of a
