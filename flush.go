@@ -85,10 +85,8 @@ func (q *Queue) nudge() {
 
 func (q *Queue) commitLoop() {
 	defer close(q.committerDone)
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
 	for {
-		b := q.nextBatch(timer)
+		b := q.nextBatch()
 		if b == nil {
 			return
 		}
@@ -132,16 +130,25 @@ func (q *Queue) lead(b *batch) {
 		return
 	}
 	if !q.batchReady(b) {
-		// The committer arms the batch's deadline once; later Sends
-		// joining it need not wake it again.
-		armed := !b.deadline.IsZero()
+		// The first Send of a batch arms its deadline on the committer's
+		// timer: cheaper than waking the committer to do it.
+		q.armDeadline(b, time.Now())
 		q.mu.Unlock()
-		if !armed {
-			q.nudge()
-		}
 		return
 	}
 	q.startLead(b)
+}
+
+// armDeadline gives b, the pending batch, its deadline unless it has one,
+// and sets the committer's timer to it. The caller holds q.mu. The timer
+// always holds the pending batch's deadline, or is stopped: only the
+// pending batch is armed, and swapping it out stops the timer.
+func (q *Queue) armDeadline(b *batch, now time.Time) {
+	if b.deadline.IsZero() {
+		d := q.commitDelay()
+		b.deadline = now.Add(d)
+		q.commitTimer.Reset(d)
+	}
 }
 
 // startLead swaps b, the pending batch, for an empty one and commits it on a
@@ -150,6 +157,7 @@ func (q *Queue) startLead(b *batch) {
 	q.committing = true
 	q.pending = q.newBatch()
 	q.pendingLive.Store(0)
+	q.commitTimer.Stop()
 	q.mu.Unlock()
 	q.leaders.Add(1)
 	go q.leadCommit(b)
@@ -180,6 +188,7 @@ func (q *Queue) leadCommit(b *batch) {
 		if next := q.pending; next.live > 0 && q.batchReady(next) {
 			q.pending = q.newBatch()
 			q.pendingLive.Store(0)
+			q.commitTimer.Stop()
 			q.mu.Unlock()
 			b = next
 			continue
@@ -197,11 +206,9 @@ func (q *Queue) leadCommit(b *batch) {
 
 // nextBatch waits until the pending batch should be written, swaps it for an
 // empty one and returns it; nil once the queue is closing and nothing is left.
-func (q *Queue) nextBatch(timer *time.Timer) *batch {
-	var deadline time.Time
+func (q *Queue) nextBatch() *batch {
 	q.mu.Lock()
 	for {
-		deadline = time.Time{}
 		// Set before looking, so a Send that changes what we look at after
 		// we looked is sure to wake us.
 		q.committerWaiting.Store(true)
@@ -209,6 +216,7 @@ func (q *Queue) nextBatch(timer *time.Timer) *batch {
 		if b.live == 0 && len(b.entries) > 0 {
 			// Every Send in it gave up: nobody waits on it.
 			b.buf, b.entries, b.cancelled, b.deadline = b.buf[:0], b.entries[:0], false, time.Time{}
+			q.commitTimer.Stop()
 		}
 		if q.committing {
 			// A Send is committing a batch itself; it nudges us when done.
@@ -216,17 +224,15 @@ func (q *Queue) nextBatch(timer *time.Timer) *batch {
 			ready := q.batchReady(b)
 			if !ready {
 				now := time.Now()
-				if b.deadline.IsZero() {
-					b.deadline = now.Add(q.commitDelay())
-				}
-				deadline = b.deadline
-				ready = !now.Before(deadline)
+				q.armDeadline(b, now)
+				ready = !now.Before(b.deadline)
 			}
 			if ready {
 				q.committerWaiting.Store(false)
 				q.committing = true
 				q.pending = q.newBatch()
 				q.pendingLive.Store(0)
+				q.commitTimer.Stop()
 				q.mu.Unlock()
 				return b
 			}
@@ -235,15 +241,9 @@ func (q *Queue) nextBatch(timer *time.Timer) *batch {
 			return nil
 		}
 		q.mu.Unlock()
-		if deadline.IsZero() {
-			<-q.wake
-		} else {
-			timer.Reset(time.Until(deadline))
-			select {
-			case <-q.wake:
-			case <-timer.C:
-			}
-			timer.Stop()
+		select {
+		case <-q.wake:
+		case <-q.commitTimer.C:
 		}
 		q.mu.Lock()
 	}

@@ -99,6 +99,7 @@ type Queue struct {
 	pendingLive      atomic.Int64  // pending.live, for leave to look at without q.mu
 	committerWaiting atomic.Bool
 	wake             chan struct{} // nudges the waiting committer
+	commitTimer      *time.Timer   // the pending batch's deadline (armDeadline), or stopped
 	committerDone    chan struct{}
 	leaders          sync.WaitGroup // commits started by leading Sends
 	stopSyncer       chan struct{}
@@ -153,6 +154,7 @@ func Open(dir string, opts *Options) (*Queue, error) {
 		logger:        o.Logger,
 		slots:         make(chan struct{}, o.MaxPending),
 		wake:          make(chan struct{}, 1),
+		commitTimer:   time.NewTimer(time.Hour),
 		committerDone: make(chan struct{}),
 		stopSyncer:    make(chan struct{}),
 		syncerDone:    make(chan struct{}),
@@ -192,6 +194,7 @@ func Open(dir string, opts *Options) (*Queue, error) {
 	q.usedBytes.Store(log.DataBytes())
 	q.logger.Info("zeroloss: opened", "dir", dir, "segments", rec.Segments, "first_seq", rec.FirstSeq,
 		"last_seq", rec.LastSeq, "next_seq", rec.NextSeq, "unclean", rec.Unclean, "flush", o.Flush)
+	q.commitTimer.Stop() // armed per batch (armDeadline)
 	go q.commitLoop()
 	go q.markLoop()
 	go q.txLoop()
