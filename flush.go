@@ -34,7 +34,10 @@ import (
 // starts the commit itself on a fresh goroutine (q.committing marks a commit
 // in progress, by a leader or by the committer), so a lone producer does not
 // wait for the parked committer to be woken; when the commit is done it
-// nudges the committer if other Sends are pending.
+// goes on with the pending batch if that is ready, and otherwise nudges the
+// committer if Sends are pending. The committer sleeps on q.wake and on
+// q.commitTimer, which the first Send of each batch sets to the batch's
+// deadline.
 
 // batch gathers the Sends that arrive between two writes.
 type batch struct {
@@ -121,8 +124,7 @@ func (q *Queue) readyCount(live, inFlight int64) bool {
 // the scheduler runs on this Send's processor as soon as the Send waits: far
 // cheaper than waking the parked committer, and the Send stays free to give
 // up on FlushTimeout or its context while the fdatasync runs. Otherwise it
-// wakes the committer only if b has no deadline yet. It releases q.mu in
-// every case.
+// arms b's deadline if b has none yet. It releases q.mu in every case.
 func (q *Queue) lead(b *batch) {
 	if q.committing {
 		// Whoever commits looks at the pending batch when done.
