@@ -59,7 +59,10 @@ func benchmarkConsume(b *testing.B, flush zeroloss.FlushMode, consumers int, bat
 		go func() {
 			defer wg.Done()
 			for acked.Load() < int64(b.N) {
-				var ds []*zeroloss.Delivery
+				var (
+					ds  []*zeroloss.Delivery
+					err error
+				)
 				if batch {
 					ds, err = c.ReceiveBatch(ctx, 64)
 				} else {
