@@ -127,6 +127,7 @@ func (d *Delivery) Extend(by time.Duration) error {
 		return fmt.Errorf("zeroloss: extend of seq %d: %w", d.Seq, ErrDeliveryExpired)
 	}
 	u.deadline, u.timeout = d.c.q.opts.now().Add(by), by
+	g.expect(u.deadline)
 	return nil
 }
 

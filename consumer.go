@@ -190,6 +190,11 @@ func (c *Consumer) Receive(ctx context.Context) (*Delivery, error) {
 // look again (zero: when something changes).
 func (c *Consumer) next(now time.Time) (d *Delivery, moves []move, wake time.Time, err error) {
 	g := c.g
+	if g.quiet && !now.Before(g.scanned) && (g.quietUntil.IsZero() || now.Before(g.quietUntil)) {
+		// Nothing in pending needs a look yet: straight to the main
+		// stream, without going through every message in flight.
+		return c.nextNew(now, g.quietUntil)
+	}
 	var best *unacked
 	earliest := func(t time.Time) {
 		if wake.IsZero() || t.Before(wake) {
@@ -235,8 +240,17 @@ func (c *Consumer) next(now time.Time) (d *Delivery, moves []move, wake time.Tim
 		return nil, moves, wake, nil
 	}
 	if best != nil {
+		// Others may be due now too: look again next time.
 		return c.deliver(best, now), nil, wake, nil
 	}
+	g.quiet, g.quietUntil, g.scanned = true, wake, now
+	return c.nextNew(now, wake)
+}
+
+// nextNew is next once nothing in pending is due: the next message of the
+// main stream, if one is durable (the caller holds g.mu).
+func (c *Consumer) nextNew(now, wake time.Time) (d *Delivery, moves []move, _ time.Time, err error) {
+	g := c.g
 	u, err := g.readNext(now)
 	if err != nil || u == nil {
 		return nil, nil, wake, err
@@ -311,6 +325,7 @@ func (c *Consumer) deliver(u *unacked, now time.Time) *Delivery {
 	u.out = true
 	u.deadline = now.Add(c.opts.AckTimeout)
 	u.timeout = c.opts.AckTimeout
+	c.g.expect(u.deadline)
 	u.token++
 	if u.attempt > 1 || u.pos != u.seq {
 		// Counted lazily in the next ack record (a delivery from the

@@ -461,6 +461,55 @@ func TestClockJumpsLoseNothing(t *testing.T) {
 	nothing(t, c)
 }
 
+// Receive skips looking through the messages in flight while none can be
+// due (group.quiet); a clock that jumps back while it skips must still not
+// stretch an ack deadline.
+func TestClockJumpBackWhileNothingIsDue(t *testing.T) {
+	clock := newFakeClock()
+	q := consumerQueue(t, vfs.NewMem(), clock)
+	defer q.Close()
+	sendN(t, q, "m", 3)
+	c, err := q.Consumer("g", &ConsumerOptions{AckTimeout: 10 * time.Second, Backoff: []time.Duration{time.Second}})
+	require.NoError(t, err)
+	d1 := receive(t, c)
+	d2 := receive(t, c) // nothing in flight was due: no look through it
+	clock.Advance(-24 * time.Hour)
+	d3 := receive(t, c) // the first Receive after the jump
+	require.Equal(t, "m-002", d3.Message.ID)
+	require.NoError(t, d3.Ack())
+	clock.Advance(10 * time.Second) // the clamped deadlines of d1 and d2 pass
+	nothing(t, c)
+	clock.Advance(time.Second) // and their backoff
+	got := map[string]int{}
+	for range 2 {
+		d := receive(t, c)
+		got[d.Message.ID] = d.Attempt
+		require.NoError(t, d.Ack())
+	}
+	assert.Equal(t, map[string]int{d1.Message.ID: 2, d2.Message.ID: 2}, got)
+	nothing(t, c)
+}
+
+// Extend sets the deadline from now, so it can also bring it closer; the
+// group must then look at the delivery by the new deadline.
+func TestExtendCanShortenTheDeadline(t *testing.T) {
+	clock := newFakeClock()
+	q := consumerQueue(t, vfs.NewMem(), clock)
+	defer q.Close()
+	sendN(t, q, "m", 1)
+	c, err := q.Consumer("g", &ConsumerOptions{AckTimeout: time.Hour, Backoff: []time.Duration{time.Second}})
+	require.NoError(t, err)
+	d := receive(t, c)
+	require.NoError(t, d.Extend(5*time.Second))
+	clock.Advance(5 * time.Second)
+	nothing(t, c) // the deadline passed: its backoff starts
+	clock.Advance(time.Second)
+	again := receive(t, c)
+	require.Equal(t, d.Message.ID, again.Message.ID)
+	assert.Equal(t, 2, again.Attempt)
+	require.NoError(t, again.Ack())
+}
+
 func TestGroupStats(t *testing.T) {
 	clock := newFakeClock()
 	q := consumerQueue(t, vfs.NewMem(), clock)

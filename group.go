@@ -34,6 +34,23 @@ type group struct {
 	floored  uint64              // the floor last written in an ack record
 	skip     map[uint64]bool     // main-stream seqs at or above cursor already done (acked or moved before a restart)
 	changed  chan struct{}       // closed and replaced when pending changes
+
+	// What the last look through pending found (Consumer.next): while
+	// quiet, nothing in pending is to be delivered or has an expired ack
+	// deadline before quietUntil (zero: no time set), so Receive need not
+	// look through every message in flight again. notify ends it; a
+	// delivery or Extend pulls quietUntil in (expect).
+	quiet      bool
+	quietUntil time.Time
+	scanned    time.Time // when it looked: a clock that went back makes it look again
+}
+
+// expect notes that something in pending needs a look at t (the caller holds
+// g.mu).
+func (g *group) expect(t time.Time) {
+	if g.quiet && (g.quietUntil.IsZero() || t.Before(g.quietUntil)) {
+		g.quietUntil = t
+	}
 }
 
 // unacked is a message the group owes: delivered and not acked yet, waiting
@@ -60,6 +77,7 @@ func newGroup(q *Queue, id uint16, name string, cursor uint64) *group {
 
 // notify wakes the Receives waiting on g (the caller holds g.mu).
 func (g *group) notify() {
+	g.quiet = false
 	close(g.changed)
 	g.changed = make(chan struct{})
 }
