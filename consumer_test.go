@@ -46,6 +46,19 @@ func consumerQueue(t *testing.T, fs vfs.FS, clock *fakeClock) *Queue {
 	return q
 }
 
+// clockedConsumer opens a queue on a fake clock, sends n messages (m-000...)
+// and returns a consumer of group "g" with opts; the queue closes with t.
+func clockedConsumer(t *testing.T, n int, opts *ConsumerOptions) (*fakeClock, *Queue, *Consumer) {
+	t.Helper()
+	clock := newFakeClock()
+	q := consumerQueue(t, vfs.NewMem(), clock)
+	t.Cleanup(func() { q.Close() })
+	sendN(t, q, "m", n)
+	c, err := q.Consumer("g", opts)
+	require.NoError(t, err)
+	return clock, q, c
+}
+
 func sendN(t *testing.T, q *Queue, prefix string, n int) []string {
 	t.Helper()
 	var ids []string
@@ -155,13 +168,8 @@ func TestCompetingConsumersShareWithoutOverlap(t *testing.T) {
 }
 
 func TestAckTimeoutBackoffAndDeadLetterWithFakeClock(t *testing.T) {
-	clock := newFakeClock()
-	q := consumerQueue(t, vfs.NewMem(), clock)
-	defer q.Close()
-	sendN(t, q, "m", 1)
 	backoff := []time.Duration{time.Second, 5 * time.Second, time.Minute}
-	c, err := q.Consumer("g", &ConsumerOptions{AckTimeout: 10 * time.Second, MaxDeliveries: 3, Backoff: backoff})
-	require.NoError(t, err)
+	clock, q, c := clockedConsumer(t, 1, &ConsumerOptions{AckTimeout: 10 * time.Second, MaxDeliveries: 3, Backoff: backoff})
 
 	d := receive(t, c)
 	require.Equal(t, 1, d.Attempt)
@@ -200,12 +208,7 @@ func TestAckTimeoutBackoffAndDeadLetterWithFakeClock(t *testing.T) {
 }
 
 func TestNackDelayAndExtend(t *testing.T) {
-	clock := newFakeClock()
-	q := consumerQueue(t, vfs.NewMem(), clock)
-	defer q.Close()
-	sendN(t, q, "m", 2)
-	c, err := q.Consumer("g", &ConsumerOptions{AckTimeout: 10 * time.Second})
-	require.NoError(t, err)
+	clock, _, c := clockedConsumer(t, 2, &ConsumerOptions{AckTimeout: 10 * time.Second})
 	d := receive(t, c)
 	require.Equal(t, "m-000", d.Message.ID)
 	require.NoError(t, d.Nack(30*time.Second))
@@ -429,12 +432,7 @@ func TestDelayedDeliverySurvivesRestart(t *testing.T) {
 }
 
 func TestClockJumpsLoseNothing(t *testing.T) {
-	clock := newFakeClock()
-	q := consumerQueue(t, vfs.NewMem(), clock)
-	defer q.Close()
-	sendN(t, q, "m", 2)
-	c, err := q.Consumer("g", &ConsumerOptions{AckTimeout: 10 * time.Second, Backoff: []time.Duration{time.Second}})
-	require.NoError(t, err)
+	clock, _, c := clockedConsumer(t, 2, &ConsumerOptions{AckTimeout: 10 * time.Second, Backoff: []time.Duration{time.Second}})
 	d1 := receive(t, c)
 	d2 := receive(t, c)
 	require.NoError(t, d2.Nack(5*time.Second))
@@ -465,12 +463,7 @@ func TestClockJumpsLoseNothing(t *testing.T) {
 // due (group.quiet); a clock that jumps back while it skips must still not
 // stretch an ack deadline.
 func TestClockJumpBackWhileNothingIsDue(t *testing.T) {
-	clock := newFakeClock()
-	q := consumerQueue(t, vfs.NewMem(), clock)
-	defer q.Close()
-	sendN(t, q, "m", 3)
-	c, err := q.Consumer("g", &ConsumerOptions{AckTimeout: 10 * time.Second, Backoff: []time.Duration{time.Second}})
-	require.NoError(t, err)
+	clock, _, c := clockedConsumer(t, 3, &ConsumerOptions{AckTimeout: 10 * time.Second, Backoff: []time.Duration{time.Second}})
 	d1 := receive(t, c)
 	d2 := receive(t, c) // nothing in flight was due: no look through it
 	clock.Advance(-24 * time.Hour)
@@ -493,12 +486,7 @@ func TestClockJumpBackWhileNothingIsDue(t *testing.T) {
 // Extend sets the deadline from now, so it can also bring it closer; the
 // group must then look at the delivery by the new deadline.
 func TestExtendCanShortenTheDeadline(t *testing.T) {
-	clock := newFakeClock()
-	q := consumerQueue(t, vfs.NewMem(), clock)
-	defer q.Close()
-	sendN(t, q, "m", 1)
-	c, err := q.Consumer("g", &ConsumerOptions{AckTimeout: time.Hour, Backoff: []time.Duration{time.Second}})
-	require.NoError(t, err)
+	clock, _, c := clockedConsumer(t, 1, &ConsumerOptions{AckTimeout: time.Hour, Backoff: []time.Duration{time.Second}})
 	d := receive(t, c)
 	require.NoError(t, d.Extend(5*time.Second))
 	clock.Advance(5 * time.Second)
@@ -511,12 +499,7 @@ func TestExtendCanShortenTheDeadline(t *testing.T) {
 }
 
 func TestGroupStats(t *testing.T) {
-	clock := newFakeClock()
-	q := consumerQueue(t, vfs.NewMem(), clock)
-	defer q.Close()
-	sendN(t, q, "m", 5)
-	c, err := q.Consumer("g", &ConsumerOptions{MaxDeliveries: 1})
-	require.NoError(t, err)
+	_, q, c := clockedConsumer(t, 5, &ConsumerOptions{MaxDeliveries: 1})
 	st := q.GroupStats()
 	require.Len(t, st, 1)
 	assert.Equal(t, "g", st[0].Group)
