@@ -83,7 +83,11 @@ func (c *Consumer) AckBatch(ds ...*Delivery) error {
 			delete(g.pending, u.pos)
 		}
 	}
-	g.notify()
+	if err == nil {
+		g.wakeReceivers() // acked messages leave pending: nothing new is due
+	} else {
+		g.notify()
+	}
 	g.mu.Unlock()
 	if err != nil {
 		return err

@@ -314,7 +314,7 @@ func (g *group) readNext(now time.Time) (*unacked, error) {
 		}
 		g.cursor = rec.Seq + 1
 		u := &unacked{pos: rec.Seq, seq: rec.Seq, msg: fromRecord(m), first: now}
-		g.pending[rec.Seq] = u
+		g.owe(u)
 		return u, nil
 	}
 }

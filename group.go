@@ -33,6 +33,7 @@ type group struct {
 	marked   uint64              // the cursor last written in an ack record
 	floored  uint64              // the floor last written in an ack record
 	skip     map[uint64]bool     // main-stream seqs at or above cursor already done (acked or moved before a restart)
+	order    []uint64            // main-stream positions as they entered pending, ascending; some may have left it since (floor's index)
 	changed  chan struct{}       // closed and replaced when pending changes
 
 	// What the last look through pending found (Consumer.next): while
@@ -75,9 +76,16 @@ func newGroup(q *Queue, id uint16, name string, cursor uint64) *group {
 		attempts: map[uint64]uint64{}, changed: make(chan struct{})}
 }
 
-// notify wakes the Receives waiting on g (the caller holds g.mu).
+// notify wakes the Receives waiting on g, and makes the next one look
+// through pending again (the caller holds g.mu).
 func (g *group) notify() {
 	g.quiet = false
+	g.wakeReceivers()
+}
+
+// wakeReceivers is notify for a change that cannot make anything in pending
+// due sooner (messages leaving it): a group that had nothing due stays so.
+func (g *group) wakeReceivers() {
 	close(g.changed)
 	g.changed = make(chan struct{})
 }
@@ -89,13 +97,37 @@ func (g *group) notify() {
 // carry them past the deletion of the segment their record is in, so a
 // message retried for hours does not hold back retention.
 func (g *group) floor(acking []uint64) uint64 {
-	f := g.cursor
-	for pos, u := range g.pending {
-		if pos < f && pos == u.seq && !slices.Contains(acking, pos) {
-			f = pos
+	owed := func(pos uint64) bool {
+		u, ok := g.pending[pos]
+		return ok && u.seq == pos
+	}
+	for len(g.order) > 0 && !owed(g.order[0]) {
+		g.order = g.order[1:]
+	}
+	if len(g.order) > 2*len(g.pending)+64 {
+		// Mostly positions acked out of order: rebuild the index.
+		order := g.order[:0:0]
+		for pos, u := range g.pending {
+			if pos == u.seq {
+				order = append(order, pos)
+			}
+		}
+		slices.Sort(order)
+		g.order = order
+	}
+	for _, pos := range g.order {
+		if owed(pos) && !slices.Contains(acking, pos) {
+			return min(pos, g.cursor)
 		}
 	}
-	return f
+	return g.cursor
+}
+
+// owe puts the main-stream message u in pending (the caller holds g.mu and
+// adds messages in seq order).
+func (g *group) owe(u *unacked) {
+	g.pending[u.seq] = u
+	g.order = append(g.order, u.seq)
 }
 
 // ackPayload encodes an ack record for positions (the caller holds g.mu) and
@@ -388,7 +420,7 @@ func (g *group) recoverPending(lg *ledgerGroup, now time.Time) error {
 			// A delayed message read but not yet moved to the retry stream.
 			u.attempt, u.due, u.wait = 0, m.DeliverAt, m.DeliverAt.Sub(now)
 		}
-		g.pending[rec.Seq] = u
+		g.owe(u)
 	}
 }
 

@@ -3,6 +3,8 @@ package zeroloss
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -436,4 +438,57 @@ func receiveAfterSend(t *testing.T, q *Queue, c *Consumer, id string) *Delivery 
 	d := receive(t, c)
 	require.Equal(t, id, d.Message.ID)
 	return d
+}
+
+// TestFloorIndexMatchesTheLowestOwedPosition checks group.floor, which keeps
+// an index of main-stream positions instead of walking pending, against the
+// walk: random deliveries in seq order, acks in any order, retries (whose
+// positions are not main-stream ones) and acks in flight, enough of them
+// out of order for the index to be rebuilt many times.
+func TestFloorIndexMatchesTheLowestOwedPosition(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	g := newGroup(nil, 1, "g", 1)
+	walk := func(acking []uint64) uint64 {
+		f := g.cursor
+		for pos, u := range g.pending {
+			if pos < f && pos == u.seq && !slices.Contains(acking, pos) {
+				f = pos
+			}
+		}
+		return f
+	}
+	next := uint64(1_000_000) // retry record positions, above every message seq
+	checks := 0
+	for range 20000 {
+		switch r := rng.IntN(10); {
+		case r < 4: // a first delivery
+			g.owe(&unacked{pos: g.cursor, seq: g.cursor})
+			g.cursor++
+		case r < 7 && len(g.pending) > 0: // an ack, usually not of the oldest
+			for pos := range g.pending {
+				delete(g.pending, pos)
+				break
+			}
+		case r < 8 && len(g.pending) > 0: // a message moves to the retry stream
+			for pos, u := range g.pending {
+				if pos == u.seq {
+					delete(g.pending, pos)
+					u.pos, next = next, next+1
+					g.pending[u.pos] = u
+				}
+				break
+			}
+		default: // an ack record: its floor, with some positions being acked
+			var acking []uint64
+			for pos := range g.pending {
+				if rng.IntN(3) == 0 {
+					acking = append(acking, pos)
+				}
+			}
+			require.Equal(t, walk(acking), g.floor(acking))
+			require.LessOrEqual(t, len(g.order), 2*len(g.pending)+64, "the index stays bounded")
+			checks++
+		}
+	}
+	require.Greater(t, checks, 1000)
 }

@@ -103,3 +103,49 @@ func benchmarkConsume(b *testing.B, flush zeroloss.FlushMode, consumers int, bat
 	_, err = c.Receive(ctx2)
 	require.ErrorIs(b, err, context.DeadlineExceeded, "a message is left after every one was acked")
 }
+
+// BenchmarkConsumeInFlight measures one Receive and one Ack with a steady
+// number of deliveries held (FlushAsync, one goroutine): it keeps inflight
+// deliveries and acks the oldest for each new one it receives. Their cost
+// should not grow with what is in flight.
+//
+//	BenchmarkConsumeInFlight/inflight=16|1000|10000
+func BenchmarkConsumeInFlight(b *testing.B) {
+	for _, inflight := range []int{16, 1000, 10000} {
+		b.Run(fmt.Sprintf("inflight=%d", inflight), func(b *testing.B) {
+			q, err := zeroloss.Open(b.TempDir(), &zeroloss.Options{Flush: zeroloss.FlushAsync})
+			require.NoError(b, err)
+			b.Cleanup(func() { q.Close() })
+			require.NoError(b, sendAll(b.Context(), q, b.N+inflight, 64, filledBody(1<<10)))
+			c, err := q.Consumer("bench", &zeroloss.ConsumerOptions{AckTimeout: time.Hour})
+			require.NoError(b, err)
+			held := make([]*zeroloss.Delivery, 0, inflight)
+			for range inflight {
+				d, err := c.Receive(b.Context())
+				require.NoError(b, err)
+				held = append(held, d)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				d, err := c.Receive(b.Context())
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := held[i%inflight].Ack(); err != nil {
+					b.Fatal(err)
+				}
+				held[i%inflight] = d
+			}
+			b.StopTimer()
+			reportRate(b)
+			for _, d := range held {
+				require.NoError(b, d.Ack())
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+			defer cancel()
+			_, err = c.Receive(ctx)
+			require.ErrorIs(b, err, context.DeadlineExceeded, "a message is left after every one was acked")
+		})
+	}
+}
