@@ -141,25 +141,9 @@ func (s *jetstreamStore) Fill(ctx context.Context, body []byte, n int) error {
 	return nil
 }
 
+// Consume is ConsumeConcurrently with one consumer.
 func (s *jetstreamStore) Consume(ctx context.Context, n, size int) error {
-	it, err := s.cons.Messages()
-	if err != nil {
-		return err
-	}
-	defer it.Stop()
-	for i := range n {
-		m, err := it.Next(jetstream.NextContext(ctx))
-		if err != nil {
-			return fmt.Errorf("next %d of %d: %w", i+1, n, err)
-		}
-		if err := checkBody(i, m.Data(), size); err != nil {
-			return err
-		}
-		if err := m.DoubleAck(ctx); err != nil {
-			return fmt.Errorf("ack %d of %d: %w", i+1, n, err)
-		}
-	}
-	return nil
+	return s.ConsumeConcurrently(ctx, n, size, 1)
 }
 
 // Held is the stream's last sequence less the durable consumer's ack floor

@@ -107,24 +107,9 @@ func (s *zerolossStore) consumer() (*zeroloss.Consumer, error) {
 	return s.c, nil
 }
 
+// Consume is ConsumeConcurrently with one consumer.
 func (s *zerolossStore) Consume(ctx context.Context, n, size int) error {
-	c, err := s.consumer()
-	if err != nil {
-		return err
-	}
-	for i := range n {
-		d, err := c.Receive(ctx)
-		if err != nil {
-			return fmt.Errorf("receive %d of %d: %w", i+1, n, err)
-		}
-		if err := checkBody(i, d.Message.Body, size); err != nil {
-			return err
-		}
-		if err := d.Ack(); err != nil {
-			return fmt.Errorf("ack %d of %d: %w", i+1, n, err)
-		}
-	}
-	return nil
+	return s.ConsumeConcurrently(ctx, n, size, 1)
 }
 
 // Held: before any Consume, the queue is closed, the message records of its
