@@ -27,19 +27,20 @@ import (
 //	pair=sync-p64      flush=sync, 64 producers     / raw 64 x 1 KiB + one fdatasync, written blocks
 //	pair=async-p16     flush=async, 16 producers    / raw write(2) of 1 KiB, one goroutine
 //	pair=consume-c16   FlushSync consume+ack, 16 consumers acking one at a time
-//	                   / raw 16 x 1 KiB + one fdatasync, written blocks
+//	                   / raw 16 x 48 bytes (an ack record's size) + one
+//	                   fdatasync, written blocks
 //
 // b.N is the number of messages of each side.
 func BenchmarkInterleaved(b *testing.B) {
 	b.Run("pair=sync-p1", func(b *testing.B) {
 		f, fd := writtenFile(b)
 		q := openBench(b, zeroloss.FlushSync)
-		interleave(b, 50, rawSyncRound(f, fd, 1), sendRound(q, 1))
+		interleave(b, 50, rawSyncRound(f, fd, 1, rawSize), sendRound(q, 1))
 	})
 	b.Run("pair=sync-p64", func(b *testing.B) {
 		f, fd := writtenFile(b)
 		q := openBench(b, zeroloss.FlushSync)
-		interleave(b, 64*20, rawSyncRound(f, fd, 64), sendRound(q, 64))
+		interleave(b, 64*20, rawSyncRound(f, fd, 64, rawSize), sendRound(q, 64))
 	})
 	b.Run("pair=async-p16", func(b *testing.B) {
 		w, err := os.OpenFile(filepath.Join(b.TempDir(), "raw"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
@@ -65,7 +66,7 @@ func BenchmarkInterleaved(b *testing.B) {
 		c, err := q.Consumer("bench", &zeroloss.ConsumerOptions{AckTimeout: time.Hour})
 		require.NoError(b, err)
 		b.StartTimer()
-		interleave(b, 16*20, rawSyncRound(f, fd, 16), consumeRound(c, 16))
+		interleave(b, 16*20, rawSyncRound(f, fd, 16, ackSize), consumeRound(c, 16))
 	})
 }
 
@@ -91,24 +92,29 @@ func writtenFile(b *testing.B) (*os.File, int) {
 	return f, fd
 }
 
-// rawSyncRound writes n messages of 1 KiB in batches of batch, one pwrite and
-// one fdatasync per batch, wrapping at the end of the file.
-func rawSyncRound(f *os.File, fd, batch int) func(n int) error {
-	buf := filledBody(batch * rawSize)
+// ackSize is about the size of an ack record acking one message (a 32-byte
+// frame header, the group's floor and mark, one position): the "small
+// records" of the consume+ack baseline.
+const ackSize = 48
+
+// rawSyncRound writes n records of size bytes in batches of batch, one pwrite
+// and one fdatasync per batch, wrapping at the end of the file.
+func rawSyncRound(f *os.File, fd, batch, size int) func(n int) error {
+	buf := filledBody(batch * size)
 	var offset int64
 	return func(n int) error {
 		for n > 0 {
 			k := min(batch, n)
-			if offset+int64(k*rawSize) > rawFileSize {
+			if offset+int64(k*size) > rawFileSize {
 				offset = 0
 			}
-			if _, err := f.WriteAt(buf[:k*rawSize], offset); err != nil {
+			if _, err := f.WriteAt(buf[:k*size], offset); err != nil {
 				return err
 			}
 			if err := fdatasync(fd); err != nil {
 				return err
 			}
-			offset += int64(k * rawSize)
+			offset += int64(k * size)
 			n -= k
 		}
 		return nil
