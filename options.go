@@ -122,8 +122,10 @@ type Options struct {
 	// written and an fdatasync flushes data only; on fresh preallocated
 	// extents (ext4, XFS) an fdatasync must also commit their conversion to
 	// written extents in the journal. It writes every segment twice, and the
-	// zero-fill competes with the log's own fdatasyncs for the disk: measured
-	// here with 64 producers it gained about 10% (see bench/). Off by default.
+	// zero-fill competes with the log's own fdatasyncs for the disk: on the
+	// development machine BenchmarkWarmup measured +2% to +18% with 1 to 64
+	// producers and -20% to +4% with 256, where the log needs the disk's
+	// bandwidth (see bench/). Off by default.
 	SegmentWarmup bool
 	// RetentionBytes and RetentionAge bound the log for consumer groups that
 	// fall behind: while the log holds more bytes, or its oldest segment

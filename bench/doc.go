@@ -18,6 +18,7 @@
 //	BenchmarkRaw/op=batch+fdatasync/size=1KiB/batch=16|64/blocks=written|fresh (Linux only)
 //	BenchmarkInterleaved/pair=sync-p1|sync-p64|async-p16|consume-c16        (Linux only)
 //	BenchmarkHandoff/pair=bare-vs-raw|queue-vs-bare/blocks=written|fresh/producers=1|16|64 (Linux only)
+//	BenchmarkWarmup/producers=1|16|64|256                                   (Linux only)
 //	BenchmarkInterleavedReplicate/pair=sync-p64|async-p64/follower=tmpfs|disk (Linux only)
 //	BenchmarkReplicate/repl=none/follower=none/producers=1|64
 //	BenchmarkReplicate/repl=async|sync/follower=tmpfs|disk/producers=1|64
@@ -121,6 +122,11 @@
 //	    cycle: BenchmarkSend reports 410 µs per fsync at 59 msgs/fsync and
 //	    88k msgs/s). SegmentWarmup does this zero-fill in the background for
 //	    every segment but the first, at the price of writing each twice.
+//	    BenchmarkWarmup (8 MiB segments, 20000 messages: the first of three
+//	    segments is cold on both sides) measured warm over cold 1.02-1.05
+//	    with 1 producer, 1.06-1.18 with 16, 1.02-1.09 with 64 and 0.80-1.04
+//	    with 256, where the log's own writes need the disk's bandwidth
+//	    (three runs, session 5).
 //	  - What g is made of, from a runtime trace of 64 producers
 //	    (go test -trace, read with golang.org/x/exp/trace): closing the
 //	    batch's channel readies the 64 waiting Sends onto the processor
@@ -136,15 +142,16 @@
 //	  - How much of the gap any design could close: BenchmarkHandoff runs a
 //	    bare group commit (a mutex, a buffer, one committer goroutine and a
 //	    channel per batch; nothing else) against the raw loop and against
-//	    the queue. Three runs here (session 5, 20000x), as ratios:
+//	    the queue. Six runs here (two batches of -count 3 at 20000x, as
+//	    ratios):
 //
 //	      producers                         1          16          64
-//	      bare / raw, written blocks        0.82-0.92  0.83-0.95   0.93-1.08
-//	      bare on fresh extents / raw       0.81-0.83  0.49-0.55   0.67-0.75
-//	      queue / bare, both fresh          0.94-0.96  0.92-1.09   0.72-0.82
+//	      bare / raw, written blocks        0.82-0.92  0.82-1.01   0.82-1.08
+//	      bare on fresh extents / raw       0.74-0.83  0.49-0.55   0.62-0.75
+//	      queue / bare, both fresh          0.93-0.96  0.92-1.09   0.72-0.82
 //
 //	    The hand-off to a committer goroutine costs a lone producer about
-//	    10%. Fresh extents cost another 5-10% at one producer and 25-45% at
+//	    10%. Fresh extents cost another 5-15% at one producer and 25-45% at
 //	    16 and 64 when the rounds alternate with another file's, as here
 //	    and in BenchmarkInterleaved (run alone, op=batch+fdatasync
 //	    blocks=fresh and blocks=written came out equal in the same
