@@ -151,28 +151,15 @@ func (h *handoffLog) round(producers int) func(n int) error {
 	body := filledBody(rawSize)
 	return func(n int) error {
 		h.mu.Lock()
-		h.active = producers
+		h.active = min(producers, n) // the others have no share
 		h.mu.Unlock()
-		errs := make([]error, producers)
-		var wg sync.WaitGroup
-		for p := range producers {
-			wg.Go(func() {
-				defer h.leave()
-				for range share(n, producers, p) {
-					if err := h.append(body); err != nil {
-						errs[p] = err
-						return
-					}
-				}
-			})
-		}
-		wg.Wait()
-		for _, err := range errs {
-			if err != nil {
-				return err
+		return runProducers(producers, n, func(p, i int) error {
+			err := h.append(body)
+			if err != nil || i == share(n, producers, p)-1 {
+				h.leave()
 			}
-		}
-		return nil
+			return err
+		})
 	}
 }
 
@@ -188,7 +175,8 @@ func TestHandoffLogWritesEveryMessage(t *testing.T) {
 	require.NoError(t, h.round(16)(1000))
 	require.NoError(t, h.round(7)(100))
 	require.NoError(t, h.round(1)(3))
+	require.NoError(t, h.round(8)(5)) // three producers without a share
 	st, err := f.Stat()
 	require.NoError(t, err)
-	require.Equal(t, int64(1103*rawSize), st.Size())
+	require.Equal(t, int64(1108*rawSize), st.Size())
 }
