@@ -17,14 +17,14 @@ import (
 // fdatasync runs on a goroutine other than the Sends' own, as it must for a
 // Send to give up on FlushTimeout or its context while the disk hangs. The
 // bare committer (handoffLog) has no encoding, no checksums, no deadline
-// and no timer: producers copy 1 KiB into a shared buffer under a mutex and
-// wait on the batch's channel; once every producer has joined, one
-// committer goroutine writes the batch with one pwrite, fdatasyncs and
+// and no timer: producers copy their record into a shared buffer under a
+// mutex and wait on the batch's channel; once every producer has joined,
+// one committer goroutine writes the batch with one pwrite, fdatasyncs and
 // closes the channel. Three ratios, each from rounds that take turns on the
 // disk (see BenchmarkInterleaved):
 //
 //	pair=bare-vs-raw/blocks=written    the bare committer over the raw loop of
-//	                                   as many messages per fdatasync, both on
+//	                                   as many records per fdatasync, both on
 //	                                   written blocks: the goroutine hand-offs
 //	pair=bare-vs-raw/blocks=fresh      the same, the bare committer appending
 //	                                   into fresh preallocated extents as a
@@ -35,23 +35,31 @@ import (
 //	                                   committer, both on fresh extents: what
 //	                                   the queue costs beyond the hand-offs
 //
-// The product of the last two is about BenchmarkInterleaved's sync-pN.
+// Records are 1 KiB messages, and for 16 producers also 48-byte records,
+// the size of an ack (the ceiling of BenchmarkInterleaved's consume-c16).
+// The product of the last two ratios is about BenchmarkInterleaved's sync-pN.
 func BenchmarkHandoff(b *testing.B) {
-	for _, p := range []int{1, 16, 64} {
-		b.Run(fmt.Sprintf("pair=bare-vs-raw/blocks=written/producers=%d", p), func(b *testing.B) {
+	type load struct{ producers, size int }
+	for _, l := range []load{{1, rawSize}, {16, rawSize}, {64, rawSize}, {16, ackSize}} {
+		p, size := l.producers, l.size
+		suffix := fmt.Sprintf("size=%s/producers=%d", sizeName(size), p)
+		b.Run("pair=bare-vs-raw/blocks=written/"+suffix, func(b *testing.B) {
 			f, fd := writtenFile(b)
 			h := newHandoffLog(b, writtenFile)
-			interleave(b, p*50, rawSyncRound(f, fd, p, rawSize), h.round(p))
+			interleave(b, p*50, rawSyncRound(f, fd, p, size), h.round(p, size))
 		})
-		b.Run(fmt.Sprintf("pair=bare-vs-raw/blocks=fresh/producers=%d", p), func(b *testing.B) {
+		b.Run("pair=bare-vs-raw/blocks=fresh/"+suffix, func(b *testing.B) {
 			f, fd := writtenFile(b)
 			h := newHandoffLog(b, preallocatedFile)
-			interleave(b, p*50, rawSyncRound(f, fd, p, rawSize), h.round(p))
+			interleave(b, p*50, rawSyncRound(f, fd, p, size), h.round(p, size))
 		})
-		b.Run(fmt.Sprintf("pair=queue-vs-bare/blocks=fresh/producers=%d", p), func(b *testing.B) {
+		if size != rawSize {
+			continue // the queue's records are messages
+		}
+		b.Run("pair=queue-vs-bare/blocks=fresh/"+suffix, func(b *testing.B) {
 			h := newHandoffLog(b, preallocatedFile)
 			q := openBench(b, zeroloss.FlushSync)
-			interleave(b, p*50, h.round(p), sendRound(q, p))
+			interleave(b, p*50, h.round(p, size), sendRound(q, p))
 		})
 	}
 }
@@ -146,9 +154,9 @@ func (h *handoffLog) leave() {
 	h.mu.Unlock()
 }
 
-// round sends n messages of 1 KiB from producers goroutines.
-func (h *handoffLog) round(producers int) func(n int) error {
-	body := filledBody(rawSize)
+// round sends n records of size bytes from producers goroutines.
+func (h *handoffLog) round(producers, size int) func(n int) error {
+	body := filledBody(size)
 	return func(n int) error {
 		h.mu.Lock()
 		h.active = min(producers, n) // the others have no share
@@ -172,10 +180,10 @@ func TestHandoffLogWritesEveryMessage(t *testing.T) {
 	t.Cleanup(func() { f.Close() })
 	h := startHandoffLog(f, int(f.Fd()))
 	defer h.stop()
-	require.NoError(t, h.round(16)(1000))
-	require.NoError(t, h.round(7)(100))
-	require.NoError(t, h.round(1)(3))
-	require.NoError(t, h.round(8)(5)) // three producers without a share
+	require.NoError(t, h.round(16, rawSize)(1000))
+	require.NoError(t, h.round(7, rawSize)(100))
+	require.NoError(t, h.round(1, rawSize)(3))
+	require.NoError(t, h.round(8, rawSize)(5)) // three producers without a share
 	st, err := f.Stat()
 	require.NoError(t, err)
 	require.Equal(t, int64(1108*rawSize), st.Size())
