@@ -158,7 +158,7 @@
 //	    blocks=fresh and blocks=written came out equal in the same
 //	    session). So with fresh segments no design whose fdatasync runs
 //	    off the caller's goroutine reached 0.9 of the raw loop at one
-//	    producer or 0.8 at 64. The queue itself costs 4-6% over the bare
+//	    producer or 0.8 at 64. The queue itself costs 4-7% over the bare
 //	    committer at one producer and 18-28% at 64, where the turnaround
 //	    of 64 Sends (select, bookkeeping, allocation) is serial.
 //
