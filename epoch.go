@@ -108,32 +108,7 @@ func writeEpochs(fsys vfs.FS, dir string, h []repl.Epoch) error {
 		b = repl.AppendEpoch(b, e)
 	}
 	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, epochCRC))
-	path := filepath.Join(dir, epochsFile)
-	tmp := path + ".new"
-	if err := fsys.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	f, err := fsys.Create(tmp)
-	if err != nil {
-		return err
-	}
-	_, err = f.WriteAt(b, 0)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = fsys.Rename(tmp, path)
-	}
-	if err == nil {
-		err = fsys.SyncDir(dir)
-	}
-	if err != nil {
-		return fmt.Errorf("zeroloss: writing %s: %w", path, err)
-	}
-	return nil
+	return replaceFile(fsys, dir, epochsFile, b)
 }
 
 // beginEpoch starts the queue's leadership term on Open: the history file
