@@ -26,10 +26,11 @@ type dedupTable struct {
 	window time.Duration
 	max    int
 
-	mu    sync.Mutex
-	byID  map[string]*dedupEntry
-	order []*dedupEntry // by claim time, oldest first, from head
-	head  int
+	mu      sync.Mutex
+	byID    map[string]*dedupEntry
+	order   []*dedupEntry // by claim time, oldest first, from head
+	head    int
+	pending int // entries of byID whose Send is not decided yet
 
 	evictions  uint64 // entries dropped for DedupEntries before their window ended
 	duplicates uint64 // Sends answered as duplicates
@@ -63,22 +64,37 @@ func (t *dedupTable) claim(id string, now time.Time) (e *dedupEntry, new bool) {
 	return e, true
 }
 
-// add appends e (the caller holds mu), evicting the oldest entry if full.
+// add appends e (the caller holds mu). It evicts nothing: a claim that is
+// not appended must not make the table forget an ID the log still holds (a
+// restart would remember it), so the table evicts when an entry is settled
+// (evict).
 func (t *dedupTable) add(e *dedupEntry) {
-	for len(t.byID) >= t.max && t.head < len(t.order) {
-		old := t.order[t.head]
-		t.order[t.head] = nil
-		t.head++
-		if t.byID[old.id] == old {
-			delete(t.byID, old.id)
-			t.evictions++
-		}
-	}
 	t.byID[e.id] = e
 	t.order = append(t.order, e)
+	if e.pending {
+		t.pending++
+	}
 	if t.head > len(t.order)/2 && t.head > 1024 {
 		t.order = append(t.order[:0], t.order[t.head:]...)
 		t.head = 0
+	}
+}
+
+// evict drops the oldest entries while the table holds more than max
+// appended ones (the caller holds mu). It stops at an entry still being
+// sent: the table may then hold a few more until that Send is decided.
+func (t *dedupTable) evict() {
+	for len(t.byID)-t.pending > t.max && t.head < len(t.order) {
+		old := t.order[t.head]
+		if t.byID[old.id] == old {
+			if old.pending {
+				return
+			}
+			delete(t.byID, old.id)
+			t.evictions++
+		}
+		t.order[t.head] = nil
+		t.head++
 	}
 }
 
@@ -104,12 +120,14 @@ func (t *dedupTable) settle(e *dedupEntry, seq uint64, at time.Time) {
 	t.mu.Lock()
 	e.seq, e.at = seq, at
 	t.decided(e)
+	t.evict()
 	t.mu.Unlock()
 }
 
 // decided marks e decided and wakes its waiters (the caller holds mu).
 func (t *dedupTable) decided(e *dedupEntry) {
 	e.pending = false
+	t.pending--
 	if e.wait != nil {
 		close(e.wait)
 	}
@@ -139,33 +157,40 @@ func (t *dedupTable) waitFor(e *dedupEntry) <-chan struct{} {
 	return e.wait
 }
 
-// recovered adds an entry read back on Open.
+// recovered adds an entry read back on Open: a message record of the log or
+// an entry of a checkpoint, in the order recovery meets them (a checkpoint's
+// entries are older than the messages after it, and may be older than the
+// messages before it). Of two entries for one ID the later seq is kept, as
+// the running table held it. finishRecovery then puts them in order.
 func (t *dedupTable) recovered(id string, seq uint64, at time.Time, now time.Time) {
 	if at.Before(now.Add(-t.window)) {
 		return
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if old := t.byID[id]; old != nil && old.seq <= seq {
+	if old := t.byID[id]; old != nil && old.seq >= seq {
 		return
 	}
-	t.add(&dedupEntry{id: id, seq: seq, at: at})
+	t.byID[id] = &dedupEntry{id: id, seq: seq, at: at}
 }
 
-// sortRecovered orders the entries read back by seq, oldest first, so that
-// expiry and eviction see them in order (a checkpoint's entries come after
-// the log's older messages in a scan).
-func (t *dedupTable) sortRecovered() {
+// finishRecovery orders the entries read back by seq, oldest first, and
+// keeps the newest DedupEntries of them: what the running table held, since
+// it evicted the oldest first too.
+func (t *dedupTable) finishRecovery() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	live := t.order[:0]
-	for _, e := range t.order[t.head:] {
-		if t.byID[e.id] == e {
-			live = append(live, e)
-		}
+	live := make([]*dedupEntry, 0, len(t.byID))
+	for _, e := range t.byID {
+		live = append(live, e)
 	}
 	slices.SortFunc(live, func(a, b *dedupEntry) int { return compareSeq(a.seq, b.seq) })
-	clear(t.order[len(live):])
+	if over := len(live) - t.max; over > 0 {
+		for _, e := range live[:over] {
+			delete(t.byID, e.id)
+		}
+		live = live[over:]
+	}
 	t.order, t.head = live, 0
 }
 

@@ -221,3 +221,106 @@ func TestDedupSurvivesRetention(t *testing.T) {
 	assert.True(t, again.Duplicate)
 	assert.Equal(t, first.Seq, again.Seq)
 }
+
+// dedupContents lists the dedup table as "id@seq", oldest (next evicted)
+// first.
+func dedupContents(q *Queue) []string {
+	t := q.dedup
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []string
+	for _, e := range t.order[t.head:] {
+		if t.byID[e.id] == e {
+			out = append(out, fmt.Sprintf("%s@%d", e.id, e.seq))
+		}
+	}
+	return out
+}
+
+// After a restart the dedup table holds exactly what the running queue held,
+// in the same order, whether or not it was full (DedupEntries) and whether
+// the IDs come from the log or from a checkpoint whose segments retention
+// deleted.
+func TestDedupAfterRestartHoldsWhatTheRunningQueueHeld(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		entries       int
+		before, after int  // IDs sent before the checkpoint and after it
+		resend        bool // resend the first ID after it was evicted
+	}{
+		{name: "below DedupEntries", entries: 20, before: 12, after: 3},
+		{name: "at DedupEntries", entries: 15, before: 12, after: 3},
+		{name: "one above", entries: 14, before: 12, after: 3},
+		{name: "above, all in the log after the checkpoint", entries: 4, before: 12, after: 4},
+		{name: "above, some from the checkpoint", entries: 4, before: 12, after: 2},
+		{name: "above, none after the checkpoint", entries: 4, before: 12, after: 0},
+		{name: "far above", entries: 4, before: 20, after: 9},
+		{name: "an evicted ID sent again", entries: 4, before: 12, after: 2, resend: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := vfs.NewMem()
+			clock := newFakeClock()
+			o := Options{SegmentSize: 16 << 10, MaxMessageSize: 4 << 10, DedupEntries: tc.entries}
+			q := dedupQueue(t, fs, clock, o)
+			c, err := q.Consumer("g", nil)
+			require.NoError(t, err)
+			ctx := context.Background()
+			send := func(id string) {
+				t.Helper()
+				clock.Advance(time.Millisecond)
+				r, err := q.Send(ctx, &Message{ID: id, Body: make([]byte, 2000)})
+				require.NoError(t, err)
+				require.False(t, r.Duplicate, id)
+			}
+			for i := range tc.before {
+				send(fmt.Sprintf("b%d", i))
+			}
+			require.Len(t, drain(t, c), tc.before)
+			require.NoError(t, q.flushMarks(ctx))
+			require.NoError(t, q.retain())
+			require.NotZero(t, q.Stats().SegmentsDeleted, "the checkpoint carries IDs the log no longer has")
+			for i := range tc.after {
+				send(fmt.Sprintf("a%d", i))
+			}
+			if tc.resend {
+				send("b0")
+			}
+			running := dedupContents(q)
+			require.Len(t, running, min(tc.entries, tc.before+tc.after+btoi(tc.resend)))
+			require.NoError(t, q.Close())
+
+			q = dedupQueue(t, fs, clock, o)
+			defer q.Close()
+			assert.Equal(t, running, dedupContents(q))
+		})
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// A Send that claims an ID and is then not appended (its ctx ended first)
+// evicts nothing: the table keeps what a restart would rebuild.
+func TestDedupClaimNotAppendedEvictsNothing(t *testing.T) {
+	table := newDedupTable(time.Minute, 2)
+	now := time.Unix(1_700_000_000, 0)
+	for i, id := range []string{"a", "b"} {
+		e, isNew := table.claim(id, now)
+		require.True(t, isNew)
+		table.settle(e, uint64(i+1), now)
+	}
+	e, isNew := table.claim("c", now)
+	require.True(t, isNew)
+	table.drop(e)
+	entries, evictions, _ := table.counts()
+	assert.Equal(t, 2, entries)
+	assert.Zero(t, evictions)
+	for _, id := range []string{"a", "b"} {
+		_, isNew := table.claim(id, now)
+		assert.False(t, isNew, "%s is still remembered", id)
+	}
+}

@@ -258,7 +258,7 @@ func (q *Queue) recoverGroups() error {
 	}
 	now := rs.now
 	if q.dedup != nil {
-		q.dedup.sortRecovered()
+		q.dedup.finishRecovery()
 	}
 	q.tx.recovered(now, q.opts.TxTimeout, q.opts.TxCheckInterval/txChecksPerRound)
 	if n, _, _, _, _ := q.tx.counts(); n > 0 {
