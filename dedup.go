@@ -20,7 +20,8 @@ import (
 // resend after a power loss is appended again, not dropped.
 //
 // Two Sends of one ID at once: the first claims the ID and the second waits
-// for its outcome; if the first was not appended, the second sends.
+// for its outcome before it claims anything; if the first was not appended,
+// the second sends (a SendBatch its whole batch, in order).
 
 type dedupTable struct {
 	window time.Duration
@@ -50,7 +51,8 @@ func newDedupTable(window time.Duration, max int) *dedupTable {
 }
 
 // claim returns the entry for id if the window still holds it, or claims id
-// for the caller (new = true), who must settle or drop the entry.
+// for the caller (new = true), who must settle or drop the entry. The entry
+// returned may be pending: see claimAll.
 func (t *dedupTable) claim(id string, now time.Time) (e *dedupEntry, new bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -62,6 +64,42 @@ func (t *dedupTable) claim(id string, now time.Time) (e *dedupEntry, new bool) {
 	e = &dedupEntry{id: id, at: now, pending: true}
 	t.add(e)
 	return e, true
+}
+
+// claimAll claims the IDs of one Send or SendBatch under one hold of the
+// lock. ids[i] == "" stands for a message that is not deduplicated here.
+// entries[i] receives a new claim (fresh[i] set), which the caller must
+// settle or drop, or the entry of an ID appended before (a duplicate).
+//
+// If one of the IDs is held by a Send not decided yet, claimAll claims
+// nothing and returns that entry: the caller waits until it is decided
+// (waitFor) and tries again. Otherwise a batch would have to append that
+// message on its own, after the rest, if the other Send was withdrawn;
+// and since a caller waits holding no claim, two batches cannot wait for
+// each other.
+func (t *dedupTable) claimAll(ids []string, now time.Time, entries []*dedupEntry, fresh []bool) (wait *dedupEntry) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.expire(now)
+	for _, id := range ids {
+		if e := t.byID[id]; id != "" && e != nil && e.pending {
+			return e
+		}
+	}
+	for i, id := range ids {
+		entries[i], fresh[i] = nil, false
+		if id == "" {
+			continue
+		}
+		if e := t.byID[id]; e != nil {
+			t.duplicates++
+			entries[i] = e
+			continue
+		}
+		entries[i], fresh[i] = &dedupEntry{id: id, at: now, pending: true}, true
+		t.add(entries[i])
+	}
+	return nil
 }
 
 // add appends e (the caller holds mu). It evicts nothing: a claim that is
@@ -224,24 +262,10 @@ func (t *dedupTable) counts() (entries int, evictions, duplicates uint64) {
 	return len(t.byID), t.evictions, t.duplicates
 }
 
-// duplicate answers a Send of a message whose ID e holds: the original seq
-// and its durability now, waiting for it like a Send would. ok is false if
-// the original was not appended after all (the caller sends it).
-func (q *Queue) duplicate(ctx context.Context, e *dedupEntry) (res SendResult, ok bool, err error) {
-	if wait := q.dedup.waitFor(e); wait != nil {
-		select {
-		case <-wait:
-		case <-ctx.Done():
-			return SendResult{}, false, ctx.Err()
-		}
-	}
-	q.dedup.mu.Lock()
-	gone := e.gone
-	q.dedup.mu.Unlock()
-	if gone {
-		return SendResult{}, false, nil
-	}
-	return SendResult{Seq: e.seq, ID: e.id, Status: q.durableStatus(ctx, e.seq), Duplicate: true}, true, nil
+// duplicate answers a Send of a message whose ID e holds (appended before):
+// the original seq and its durability now, waiting for it like a Send would.
+func (q *Queue) duplicate(ctx context.Context, e *dedupEntry) SendResult {
+	return SendResult{Seq: e.seq, ID: e.id, Status: q.durableStatus(ctx, e.seq), Duplicate: true}
 }
 
 // durableStatus is the status a Send of seq would report now: SendOK once it

@@ -324,3 +324,73 @@ func TestDedupClaimNotAppendedEvictsNothing(t *testing.T) {
 		assert.False(t, isNew, "%s is still remembered", id)
 	}
 }
+
+// A SendBatch one of whose IDs a concurrent Send has claimed, and which that
+// Send then withdraws (its ctx ends before its batch is written), still
+// appends the whole batch in order with consecutive seqs.
+func TestSendBatchKeepsItsOrderWhenAClaimingSendIsWithdrawn(t *testing.T) {
+	fs := &slowSyncFS{FS: vfs.NewMem(), armed: make(chan struct{}), release: make(chan struct{})}
+	q := dedupQueue(t, fs, nil, Options{FlushTimeout: time.Hour})
+	defer q.Close()
+	warm, err := q.Send(context.Background(), &Message{ID: "warm", Body: []byte("w")})
+	require.NoError(t, err)
+
+	close(fs.armed)
+	go func() { // its batch's commit hangs in fdatasync; later batches wait
+		_, _ = q.Send(context.Background(), &Message{ID: "first", Body: []byte("1")})
+	}()
+	require.Eventually(t, func() bool {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		return q.committing && q.log.LastSeq() > warm.Seq
+	}, 5*time.Second, time.Millisecond, "the first batch is being committed")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	withdrawn := make(chan error, 1)
+	go func() { // claims "x", joins the pending batch, then gives up
+		_, err := q.Send(ctx, &Message{ID: "x", Body: []byte("alone")})
+		withdrawn <- err
+	}()
+	require.Eventually(t, func() bool {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		return q.pending.live == 1
+	}, 5*time.Second, time.Millisecond, "the Send of x joined the pending batch")
+
+	type batchResult struct {
+		rs  []SendResult
+		err error
+	}
+	batch := make(chan batchResult, 1)
+	go func() {
+		rs, err := q.SendBatch(context.Background(), []*Message{
+			{ID: "b1", Body: []byte("1")}, {ID: "x", Body: []byte("batch")}, {ID: "b2", Body: []byte("2")},
+		})
+		batch <- batchResult{rs, err}
+	}()
+	require.Eventually(t, func() bool {
+		q.mu.Lock()
+		joined := q.pending.live == 2
+		q.mu.Unlock()
+		q.dedup.mu.Lock()
+		defer q.dedup.mu.Unlock()
+		e := q.dedup.byID["x"]
+		return joined || (e != nil && e.wait != nil)
+	}, 5*time.Second, time.Millisecond, "the SendBatch is waiting")
+	cancel()
+	require.ErrorIs(t, <-withdrawn, context.Canceled)
+	close(fs.release)
+
+	got := <-batch
+	require.NoError(t, got.err)
+	require.Len(t, got.rs, 3)
+	for i, r := range got.rs {
+		assert.False(t, r.Duplicate, "message %d: the Send of x was withdrawn", i)
+		assert.Equal(t, got.rs[0].Seq+uint64(i), r.Seq, "message %d: consecutive seqs", i)
+	}
+	var ids []string
+	for _, s := range readBack(t, q) {
+		ids = append(ids, s.Msg.ID)
+	}
+	assert.Equal(t, []string{"warm", "first", "b1", "x", "b2"}, ids)
+}
