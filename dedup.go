@@ -38,12 +38,13 @@ type dedupTable struct {
 }
 
 type dedupEntry struct {
-	id      string
-	seq     uint64        // set once appended
-	at      time.Time     // when appended (or claimed, until then)
-	pending bool          // the claiming Send does not know yet whether it appended
-	wait    chan struct{} // made by the first Send waiting on a pending entry; closed when it is decided
-	gone    bool          // not appended: the entry was dropped
+	id       string
+	seq      uint64        // set once appended
+	at       time.Time     // when appended (or claimed, until then)
+	pending  bool          // the claiming Send does not know yet whether it appended
+	wait     chan struct{} // made by the first Send waiting on a pending entry; closed when it is decided
+	replaced *dedupEntry   // a commit's claim: the entry it hides, restored if it is dropped
+	popped   bool          // out of order (expired, evicted or hidden when its turn came)
 }
 
 func newDedupTable(window time.Duration, max int) *dedupTable {
@@ -102,6 +103,25 @@ func (t *dedupTable) claimAll(ids []string, now time.Time, entries []*dedupEntry
 	return nil
 }
 
+// claimCommit claims id for the commit of a transactional half, which is
+// appended whatever the table holds (the commit record resolves the half):
+// from its commit on, a committed half answers the Sends of its ID, as it
+// does after a restart. An entry appended before is hidden by the claim and
+// restored if the commit is not appended. If a Send not decided yet holds
+// id, claimCommit claims nothing and returns that entry to wait for.
+func (t *dedupTable) claimCommit(id string, now time.Time) (e, wait *dedupEntry) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.expire(now)
+	old := t.byID[id]
+	if old != nil && old.pending {
+		return nil, old
+	}
+	e = &dedupEntry{id: id, at: now, pending: true, replaced: old}
+	t.add(e)
+	return e, nil
+}
+
 // add appends e (the caller holds mu). It evicts nothing: a claim that is
 // not appended must not make the table forget an ID the log still holds (a
 // restart would remember it), so the table evicts when an entry is settled
@@ -131,6 +151,7 @@ func (t *dedupTable) evict() {
 			delete(t.byID, old.id)
 			t.evictions++
 		}
+		old.popped = true
 		t.order[t.head] = nil
 		t.head++
 	}
@@ -145,6 +166,7 @@ func (t *dedupTable) expire(now time.Time) {
 		if !e.at.Before(limit) || e.pending {
 			return
 		}
+		e.popped = true
 		t.order[t.head] = nil
 		t.head++
 		if t.byID[e.id] == e {
@@ -174,9 +196,12 @@ func (t *dedupTable) decided(e *dedupEntry) {
 // drop records that e's message was not appended.
 func (t *dedupTable) drop(e *dedupEntry) {
 	t.mu.Lock()
-	e.gone = true
 	if t.byID[e.id] == e {
-		delete(t.byID, e.id)
+		if r := e.replaced; r != nil && !r.popped {
+			t.byID[e.id] = r
+		} else {
+			delete(t.byID, e.id)
+		}
 	}
 	t.decided(e)
 	t.mu.Unlock()

@@ -394,3 +394,28 @@ func TestSendBatchKeepsItsOrderWhenAClaimingSendIsWithdrawn(t *testing.T) {
 	}
 	assert.Equal(t, []string{"warm", "first", "b1", "x", "b2"}, ids)
 }
+
+// A commit's claim hides the entry of an earlier Send of its ID; if the
+// commit is not appended the entry comes back, else the commit replaces it.
+func TestDedupCommitClaimReplacesOrRestores(t *testing.T) {
+	table := newDedupTable(time.Minute, 10)
+	now := time.Unix(1_700_000_000, 0)
+	e, _ := table.claim("x", now)
+	table.settle(e, 5, now)
+
+	c, wait := table.claimCommit("x", now)
+	require.Nil(t, wait)
+	got, isNew := table.claim("x", now)
+	require.False(t, isNew)
+	assert.Same(t, c, got, "Sends of x wait for the commit")
+	table.drop(c)
+	got, _ = table.claim("x", now)
+	assert.Equal(t, uint64(5), got.seq, "not appended: the earlier entry is back")
+
+	c, _ = table.claimCommit("x", now)
+	table.settle(c, 9, now)
+	got, _ = table.claim("x", now)
+	assert.Equal(t, uint64(9), got.seq)
+	entries, _, _ := table.counts()
+	assert.Equal(t, 1, entries)
+}

@@ -136,6 +136,13 @@ func (q *Queue) SendHalf(ctx context.Context, m *Message) (*Half, SendResult, er
 // Commit publishes the half message: it is appended to the main stream with
 // a new seq and delivered to every group. Committing again returns the same
 // result; committing a rolled-back half returns ErrTxRolledBack.
+//
+// A half whose ID the caller set takes part in dedup from its commit: a
+// later Send of that ID within DedupWindow is answered as a duplicate of the
+// commit, before and after a restart alike. SendHalf itself does not
+// consult the dedup table, and the commit is appended even if a message with
+// its ID was sent before (it must resolve the half); it then stands for that
+// ID.
 func (h *Half) Commit(ctx context.Context) (SendResult, error) {
 	return h.q.resolveHalf(ctx, h.Seq, TxCommit)
 }
@@ -211,12 +218,25 @@ func (q *Queue) resolveHalf(ctx context.Context, seq uint64, decision TxState) (
 	if decision == TxCommit {
 		m := st.msg
 		m.HalfSeq = seq
+		claim, cerr := q.claimCommit(ctx, &m)
+		if cerr != nil {
+			t.mu.Lock()
+			close(st.busy)
+			st.busy = nil
+			t.mu.Unlock()
+			return SendResult{}, cerr
+		}
 		var first uint64
 		var status SendStatus
 		first, n, status, err = q.submit(context.WithoutCancel(ctx), int64(frameSize(&m)), 1, false, func(buf []byte) []byte {
 			return record.AppendMessageFrame(buf, 0, 0, now, &m)
 		})
 		res = SendResult{Seq: first, ID: m.ID, Status: status}
+		if claim != nil && n == 1 {
+			q.dedup.settle(claim, first, unixTime(now))
+		} else if claim != nil {
+			q.dedup.drop(claim)
+		}
 	} else {
 		payload := record.AppendTxOp(nil, &record.TxOp{Half: seq, Op: record.TxRollback})
 		var status SendStatus
@@ -235,6 +255,28 @@ func (q *Queue) resolveHalf(ctx context.Context, seq uint64, decision TxState) (
 	}
 	t.mu.Unlock()
 	return res, err
+}
+
+// claimCommit claims the caller-set ID of m, a half about to be committed,
+// in the dedup table (dedupTable.claimCommit), waiting for a Send of the
+// same ID in flight. It returns nil if m is not deduplicated.
+func (q *Queue) claimCommit(ctx context.Context, m *record.Message) (*dedupEntry, error) {
+	if q.dedup == nil || m.GeneratedID || m.ID == "" {
+		return nil, nil
+	}
+	for {
+		claim, wait := q.dedup.claimCommit(m.ID, q.opts.now())
+		if wait == nil {
+			return claim, nil
+		}
+		if ch := q.dedup.waitFor(wait); ch != nil {
+			select {
+			case <-ch:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+	}
 }
 
 // answer is what a Commit or Rollback of an already resolved half gets.

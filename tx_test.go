@@ -397,3 +397,42 @@ func TestResendAfterRollbackIsANewMessage(t *testing.T) {
 	require.Len(t, got, 1)
 	assert.Equal(t, []byte("second try"), got[0].Message.Body)
 }
+
+// A committed half takes part in dedup from its commit: a Send of its ID is
+// answered as a duplicate of the commit, the same before and after a restart.
+func TestCommittedHalfIsDeduplicatedBeforeAndAfterRestart(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		sentFirst bool // a plain Send of the ID before the half
+	}{
+		{name: "commit"},
+		{name: "a plain send, then the commit of a half with its ID", sentFirst: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := vfs.NewMem()
+			q := txQueue(t, fs, Options{})
+			ctx := context.Background()
+			if tc.sentFirst {
+				_, err := q.Send(ctx, &Message{ID: "order-9", Body: []byte("plain")})
+				require.NoError(t, err)
+			}
+			h, _, err := q.SendHalf(ctx, &Message{ID: "order-9", Body: []byte("tx")})
+			require.NoError(t, err)
+			committed, err := h.Commit(ctx)
+			require.NoError(t, err)
+
+			probe := func(when string) {
+				t.Helper()
+				r, err := q.Send(ctx, &Message{ID: "order-9", Body: []byte("resend")})
+				require.NoError(t, err)
+				assert.True(t, r.Duplicate, when)
+				assert.Equal(t, committed.Seq, r.Seq, when)
+			}
+			probe("while the queue runs")
+			require.NoError(t, q.Close())
+			q = txQueue(t, fs, Options{})
+			defer q.Close()
+			probe("after a restart")
+		})
+	}
+}
