@@ -222,8 +222,8 @@ func TestDedupSurvivesRetention(t *testing.T) {
 	assert.Equal(t, first.Seq, again.Seq)
 }
 
-// dedupContents lists the dedup table as "id@seq", oldest (next evicted)
-// first.
+// dedupContents lists the dedup table as "id@seq/time", oldest (next
+// evicted) first.
 func dedupContents(q *Queue) []string {
 	t := q.dedup
 	t.mu.Lock()
@@ -231,14 +231,15 @@ func dedupContents(q *Queue) []string {
 	var out []string
 	for _, e := range t.order[t.head:] {
 		if t.byID[e.id] == e {
-			out = append(out, fmt.Sprintf("%s@%d", e.id, e.seq))
+			out = append(out, fmt.Sprintf("%s@%d/%d", e.id, e.seq, e.at.UnixNano()))
 		}
 	}
 	return out
 }
 
 // After a restart the dedup table holds exactly what the running queue held,
-// in the same order, whether or not it was full (DedupEntries) and whether
+// in the same order and with the same times (so the same IDs expire when),
+// whether or not it was full (DedupEntries) and whether
 // the IDs come from the log or from a checkpoint whose segments retention
 // deleted.
 func TestDedupAfterRestartHoldsWhatTheRunningQueueHeld(t *testing.T) {
@@ -262,6 +263,10 @@ func TestDedupAfterRestartHoldsWhatTheRunningQueueHeld(t *testing.T) {
 			clock := newFakeClock()
 			o := Options{SegmentSize: 16 << 10, MaxMessageSize: 4 << 10, DedupEntries: tc.entries}
 			q := dedupQueue(t, fs, clock, o)
+			q.opts.now = func() time.Time { // time passes during a Send too
+				clock.Advance(time.Microsecond)
+				return clock.Now()
+			}
 			c, err := q.Consumer("g", nil)
 			require.NoError(t, err)
 			ctx := context.Background()
