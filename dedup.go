@@ -51,22 +51,6 @@ func newDedupTable(window time.Duration, max int) *dedupTable {
 	return &dedupTable{window: window, max: max, byID: map[string]*dedupEntry{}}
 }
 
-// claim returns the entry for id if the window still holds it, or claims id
-// for the caller (new = true), who must settle or drop the entry. The entry
-// returned may be pending: see claimAll.
-func (t *dedupTable) claim(id string, now time.Time) (e *dedupEntry, new bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.expire(now)
-	if e := t.byID[id]; e != nil {
-		t.duplicates++
-		return e, false
-	}
-	e = &dedupEntry{id: id, at: now, pending: true}
-	t.add(e)
-	return e, true
-}
-
 // claimAll claims the IDs of one Send or SendBatch under one hold of the
 // lock. ids[i] == "" stands for a message that is not deduplicated here.
 // entries[i] receives a new claim (fresh[i] set), which the caller must

@@ -314,18 +314,18 @@ func TestDedupClaimNotAppendedEvictsNothing(t *testing.T) {
 	table := newDedupTable(time.Minute, 2)
 	now := time.Unix(1_700_000_000, 0)
 	for i, id := range []string{"a", "b"} {
-		e, isNew := table.claim(id, now)
+		e, isNew := claimOne(table, id, now)
 		require.True(t, isNew)
 		table.settle(e, uint64(i+1), now)
 	}
-	e, isNew := table.claim("c", now)
+	e, isNew := claimOne(table, "c", now)
 	require.True(t, isNew)
 	table.drop(e)
 	entries, evictions, _ := table.counts()
 	assert.Equal(t, 2, entries)
 	assert.Zero(t, evictions)
 	for _, id := range []string{"a", "b"} {
-		_, isNew := table.claim(id, now)
+		_, isNew := claimOne(table, id, now)
 		assert.False(t, isNew, "%s is still remembered", id)
 	}
 }
@@ -405,22 +405,33 @@ func TestSendBatchKeepsItsOrderWhenAClaimingSendIsWithdrawn(t *testing.T) {
 func TestDedupCommitClaimReplacesOrRestores(t *testing.T) {
 	table := newDedupTable(time.Minute, 10)
 	now := time.Unix(1_700_000_000, 0)
-	e, _ := table.claim("x", now)
+	e, _ := claimOne(table, "x", now)
 	table.settle(e, 5, now)
 
 	c, wait := table.claimCommit("x", now)
 	require.Nil(t, wait)
-	got, isNew := table.claim("x", now)
+	got, isNew := claimOne(table, "x", now)
 	require.False(t, isNew)
 	assert.Same(t, c, got, "Sends of x wait for the commit")
 	table.drop(c)
-	got, _ = table.claim("x", now)
+	got, _ = claimOne(table, "x", now)
 	assert.Equal(t, uint64(5), got.seq, "not appended: the earlier entry is back")
 
 	c, _ = table.claimCommit("x", now)
 	table.settle(c, 9, now)
-	got, _ = table.claim("x", now)
+	got, _ = claimOne(table, "x", now)
 	assert.Equal(t, uint64(9), got.seq)
 	entries, _, _ := table.counts()
 	assert.Equal(t, 1, entries)
+}
+
+// claimOne claims id alone, as a Send does: the entry of its original if it
+// has one (new false; pending if that Send is not decided yet), or its claim.
+func claimOne(t *dedupTable, id string, now time.Time) (e *dedupEntry, new bool) {
+	var entries [1]*dedupEntry
+	var fresh [1]bool
+	if wait := t.claimAll([]string{id}, now, entries[:], fresh[:]); wait != nil {
+		return wait, false
+	}
+	return entries[0], fresh[0]
 }
