@@ -223,7 +223,10 @@ func (t *dedupTable) recovered(id string, seq uint64, at time.Time, now time.Tim
 
 // finishRecovery orders the entries read back by seq, oldest first, and
 // keeps the newest DedupEntries of them: what the running table held, since
-// it evicted the oldest first too.
+// it evicted the oldest first too. (The running table's order is that of
+// the claims: of Sends claiming at the same moment, the one appended first
+// may be the one claimed second, so at the eviction boundary the two can
+// differ by such a pair.)
 func (t *dedupTable) finishRecovery() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
