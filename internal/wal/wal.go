@@ -245,6 +245,14 @@ func (l *Log) recover() (*Recovery, error) {
 		return rec, nil
 	}
 	last := segs[len(segs)-1]
+	// What was just read may be in the page cache only: a process crash
+	// keeps what it wrote without syncing (frames, a slot, a seal, a
+	// tightened lease). Sync it before writing anything that builds on it:
+	// the seal below claims those frames, and its slot goes over the other
+	// slot, which must be durable for a torn slot write to be harmless.
+	if err := l.timedSync(last.file); err != nil {
+		return nil, fmt.Errorf("wal: sync %s: %w", last.path, err)
+	}
 	if last.sealed {
 		last.file.Close()
 		last.file = nil
@@ -264,11 +272,7 @@ func (l *Log) recover() (*Recovery, error) {
 		}
 		return rec, nil
 	}
-	// Clean end: continue appending here. What was read may not have been
-	// synced (a crash can leave written pages on disk by luck), so sync now.
-	if err := last.file.Sync(); err != nil {
-		return nil, err
-	}
+	// Clean end: continue appending here (synced above).
 	l.active = last
 	l.written, l.syncedOffset = last.end, last.end
 	l.slotWritten = time.Now()
