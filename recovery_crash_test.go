@@ -1,11 +1,14 @@
 package zeroloss
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"net"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -167,4 +170,97 @@ func TestCrashDuringRecovery(t *testing.T) {
 			t.Logf("%d crash points of %d operations, %d crashes during Open", points, total, repairs)
 		})
 	}
+}
+
+// TestCrashDuringPromotion builds a follower's directory on the crashable file
+// system under ReplicateSync, with a group that acked some messages, kills the
+// follower's process, then opens the directory as a queue (a promotion: new
+// segment 2^32 seqs up, epoch record, marker removed) and crashes that Open
+// at every operation in every mode: the next Open must succeed. A follower
+// run with FlushSync synced every SendOK message and ack, so they must all be
+// there; one run with FlushAsync only wrote them, so its page cache held them
+// when its process died, and the promotion must not claim them durable before
+// they are (what is left is a prefix of what was sent).
+func TestCrashDuringPromotion(t *testing.T) {
+	for _, flush := range []FlushMode{FlushSync, FlushAsync} {
+		t.Run(fmt.Sprint(flush), func(t *testing.T) { crashDuringPromotion(t, flush) })
+	}
+}
+
+func crashDuringPromotion(t *testing.T, followerFlush FlushMode) {
+	const segment = 16 << 10
+	ffs := vfs.NewMem()
+	l, err := Open(t.TempDir(), &Options{Replication: ReplicateSync, SegmentSize: segment, MaxMessageSize: 4 << 10})
+	require.NoError(t, err)
+	a, b := net.Pipe()
+	f := startFollower(t, "/f", b, &FollowOptions{fs: ffs, SegmentSize: segment, Flush: followerFlush})
+	require.NoError(t, l.AttachReplica(a))
+	c, err := l.Consumer("g", nil)
+	require.NoError(t, err)
+	sent := sendIDs(t, l, "m", 30, SendOK)
+	acked := map[string]bool{}
+	for range 10 {
+		d := receive(t, c)
+		require.NoError(t, d.Ack())
+		acked[d.Message.ID] = true
+	}
+	sendIDs(t, l, "n", 1, SendOK) // the acks reach the follower before it
+	waitFollowerAcked(t, l, l.Stats().LastSeq, f)
+	ffs.SetOpLimit(ffs.OpCount()) // the follower's process dies
+	_ = f.stop()
+	require.NoError(t, l.Close())
+	base := ffs.Clone()
+	base.ProcessCrash()
+
+	promote := func(fs *vfs.MemFS) (*Queue, error) {
+		return Open("/f", &Options{fs: fs, Replication: ReplicateAsync, SegmentSize: segment, MaxMessageSize: 4 << 10})
+	}
+	rng := rand.New(rand.NewPCG(29, 31))
+	crashes := 0
+	for k := 0; ; k++ {
+		for _, mode := range vfs.CrashModes {
+			fs := base.Clone()
+			fs.SetOpLimit(fs.OpCount() + k)
+			if q, err := promote(fs); err == nil {
+				fs.SetOpLimit(fs.OpCount())
+				_ = q.Close()
+			}
+			fs.Crash(mode, rng)
+			label := fmt.Sprintf("promotion crashed after op %d, %v", k, mode)
+			q, err := promote(fs)
+			require.NoError(t, err, label)
+			have := messagesByID(t, q)
+			for i, id := range sent {
+				if followerFlush == FlushSync {
+					require.Contains(t, have, id, "%s: SendOK message %s", label, id)
+				} else if _, ok := have[id]; !ok {
+					for _, later := range sent[i:] {
+						require.NotContains(t, have, later, "%s: %s is there but %s is not", label, later, id)
+					}
+					break
+				}
+			}
+			if followerFlush == FlushSync {
+				pc, err := q.Consumer("g", nil)
+				require.NoError(t, err, label)
+				for range len(sent) - len(acked) {
+					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					d, err := pc.Receive(ctx)
+					cancel()
+					require.NoError(t, err, label)
+					require.False(t, acked[d.Message.ID], "%s: %s was acked", label, d.Message.ID)
+				}
+			}
+			require.NoError(t, q.Close(), label)
+			crashes++
+		}
+		fs := base.Clone()
+		fs.SetOpLimit(fs.OpCount() + k)
+		if q, err := promote(fs); err == nil {
+			fs.SetOpLimit(fs.OpCount())
+			_ = q.Close()
+			break
+		}
+	}
+	t.Logf("%d crashes during the promotion", crashes)
 }
