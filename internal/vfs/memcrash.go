@@ -94,6 +94,7 @@ func (n *memNode) crash(mode CrashMode, rng *rand.Rand) {
 	n.data = content
 	n.durable = bytes.Clone(content)
 	n.pending = nil
+	n.lost = nil // the page cache is gone
 }
 
 // crashContent returns what survives on the disk of a file whose last synced
@@ -165,7 +166,8 @@ func (m *MemFS) Clone() *MemFS {
 			return copied
 		}
 		// Operations are never changed once recorded: sharing them is safe.
-		copied := &memNode{durable: bytes.Clone(n.durable), data: bytes.Clone(n.data), pending: slices.Clone(n.pending)}
+		copied := &memNode{durable: bytes.Clone(n.durable), data: bytes.Clone(n.data), pending: slices.Clone(n.pending),
+			lost: slices.Clone(n.lost)}
 		nodes[n] = copied
 		return copied
 	}
