@@ -81,5 +81,8 @@
 // After a failed write or sync the log is poisoned: it never retries the sync
 // (the kernel may have dropped the dirty pages and cleared the error), every
 // later Append and Sync returns the first error, and readers see only what was
-// synced before it.
+// synced before it. The process remembers the offset each failed file was
+// durable up to; the next recovery of that file in the same process writes
+// what lies above it again before syncing (writeback.go), since the page cache
+// may show bytes the disk never got.
 package wal

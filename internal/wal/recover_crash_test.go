@@ -1,6 +1,7 @@
 package wal
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -113,4 +114,62 @@ func TestRecoveryCrashAtEveryOp(t *testing.T) {
 		}
 	}
 	t.Logf("%d crash points of %d, %d crashes during Open", points, total, repairs)
+}
+
+// TestReopenAfterLostWriteback fails an fdatasync as Linux fails a writeback
+// (the page cache keeps the bytes, clean, and a later fdatasync does not
+// write them), then opens the log again: the new Open reads those bytes and
+// must not claim them durable unless it made them so. After a power loss the
+// log must open with every frame a successful Sync returned.
+func TestReopenAfterLostWriteback(t *testing.T) {
+	errEIO := errors.New("injected EIO")
+	for _, tc := range []struct {
+		name string
+		// fail leaves the log in fs closed after a lost writeback, and
+		// returns the last seq a Sync returned.
+		fail func(t *testing.T, fault *vfs.FaultFS) uint64
+	}{
+		{"sync fails while running", func(t *testing.T, fault *vfs.FaultFS) uint64 {
+			l, _, err := Open("/q", recoverCrashOptions(fault))
+			require.NoError(t, err)
+			appendN(t, l, 0, 3)
+			synced, err := l.Sync()
+			require.NoError(t, err)
+			appendN(t, l, 3, 2)
+			fault.FailSyncLosingWrites(1, errEIO)
+			_, err = l.Sync()
+			require.ErrorIs(t, err, errEIO)
+			require.ErrorIs(t, l.Close(), ErrPoisoned)
+			return synced
+		}},
+		{"sync fails during recovery", func(t *testing.T, fault *vfs.FaultFS) uint64 {
+			l, _, err := Open("/q", recoverCrashOptions(fault))
+			require.NoError(t, err)
+			appendN(t, l, 0, 3)
+			synced, err := l.Sync()
+			require.NoError(t, err)
+			appendN(t, l, 3, 2)
+			l.abandon() // a process crash: the two frames are in the page cache only
+			fault.FailSyncLosingWrites(1, errEIO)
+			_, _, err = Open("/q", recoverCrashOptions(fault))
+			require.ErrorIs(t, err, errEIO, "recovery's fdatasync fails")
+			return synced
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mem := vfs.NewMem()
+			fault := vfs.NewFault(mem)
+			synced := tc.fail(t, fault)
+			require.NoError(t, openAndAppend(fault), "the second Open")
+			mem.Crash(vfs.DropUnsynced, nil)
+			l, _, err := Open("/q", recoverCrashOptions(mem))
+			require.NoError(t, err, "open after the power loss")
+			defer l.abandon()
+			seqs, _ := readAll(t, l)
+			require.GreaterOrEqual(t, uint64(len(seqs)), synced)
+			for i, s := range seqs[:synced] {
+				require.Equal(t, uint64(i+1), s)
+			}
+		})
+	}
 }

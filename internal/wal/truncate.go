@@ -49,6 +49,7 @@ func (l *Log) TruncateAfter(seq uint64) (cut int, err error) {
 		if err := l.fs.Remove(s.path); err != nil {
 			return cut, l.poison(fmt.Errorf("wal: truncate: remove %s: %w", s.path, err))
 		}
+		forgetFailedSync(l.fs, s.path)
 		cut += n
 	}
 	if keep < len(segs) {
@@ -77,8 +78,13 @@ func (l *Log) TruncateAfter(seq uint64) (cut int, err error) {
 		// first, so that the slot never reaches the disk before them. The
 		// sealed slot must then be durable before the file shrinks below the
 		// synced offset the old slot records.
+		durable := s.slot.syncedOffset // of the old slot
+		if s == l.active {
+			durable = l.syncedOffset
+		}
 		err = l.timedSync(s.file)
 		if err == nil {
+			durable = off
 			err = s.writeSlot(slot{syncedOffset: off, syncedSeq: seq, lease: l.lease.Load(), sealed: true})
 		}
 		if err == nil {
@@ -91,6 +97,7 @@ func (l *Log) TruncateAfter(seq uint64) (cut int, err error) {
 			err = l.timedSync(s.file)
 		}
 		if err != nil {
+			rememberFailedSync(l.fs, s.path, min(durable, off))
 			return cut, l.poison(fmt.Errorf("wal: truncate: seal %s at offset %d: %w", s.path, off, err))
 		}
 		l.mu.Lock()
