@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -263,4 +264,47 @@ func crashDuringPromotion(t *testing.T, followerFlush FlushMode) {
 		}
 	}
 	t.Logf("%d crashes during the promotion", crashes)
+}
+
+// A follower run with FlushAsync acknowledges after write(2). Its deletion of
+// the segments the leader deleted (Trim) must wait until the checkpoint that
+// replaces them is durable: a power loss after the deletion must leave a
+// directory that opens.
+func TestFollowerTrimWaitsForADurableCheckpoint(t *testing.T) {
+	const segment = 16 << 10
+	ffs := vfs.NewMem()
+	l, err := Open(t.TempDir(), &Options{Replication: ReplicateAsync, SegmentSize: segment, MaxMessageSize: 4 << 10})
+	require.NoError(t, err)
+	defer l.Close()
+	a, b := net.Pipe()
+	f := startFollower(t, "/f", b, &FollowOptions{fs: ffs, SegmentSize: segment, Flush: FlushAsync})
+	require.NoError(t, l.AttachReplica(a))
+	c, err := l.Consumer("g", nil)
+	require.NoError(t, err)
+	segments := func() int {
+		names, err := ffs.List("/f")
+		require.NoError(t, err)
+		n := 0
+		for _, name := range names {
+			if filepath.Ext(name) == ".wal" {
+				n++
+			}
+		}
+		return n
+	}
+	sendAndAckAll(t, l, c, 100)
+	waitAcked(t, l, l.Stats().LastSeq)
+	before := segments()
+	require.NoError(t, l.retain())
+	_, err = l.Send(context.Background(), &Message{Body: []byte("after")}) // the follower deletes on its next ack
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return segments() < before }, 5*time.Second, time.Millisecond,
+		"the follower deleted segments (%d before)", before)
+	ffs.SetOpLimit(ffs.OpCount()) // the power goes out
+	_ = f.stop()
+	ffs.Crash(vfs.DropUnsynced, nil)
+
+	p, err := Open("/f", &Options{fs: ffs, Replication: ReplicateAsync, SegmentSize: segment, MaxMessageSize: 4 << 10})
+	require.NoError(t, err, "the follower's directory opens after the power loss")
+	require.NoError(t, p.Close())
 }
