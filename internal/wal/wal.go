@@ -245,24 +245,25 @@ func (l *Log) recover() (*Recovery, error) {
 		return rec, nil
 	}
 	last := segs[len(segs)-1]
-	// What was just read may be in the page cache only: a process crash
-	// keeps what it wrote without syncing (frames, a slot, a seal, a
-	// tightened lease). Sync it before writing anything that builds on it:
-	// the seal below claims those frames, and its slot goes over the other
-	// slot, which must be durable for a torn slot write to be harmless.
-	// An fdatasync of this file failed earlier in this process (at run time
-	// or in an earlier recovery): what it should have written may be clean
-	// in the page cache and not on the disk. Write it again first.
+	// If an fdatasync of this file failed earlier in this process (at run
+	// time or in an earlier recovery), what it should have written may be
+	// clean in the page cache and not on the disk: write it again first
+	// (writeback.go).
 	durable, failed := failedSync(l.fs, last.path)
 	if failed {
 		if err := l.redirty(last, durable); err != nil {
 			return nil, err
 		}
 	}
+	// What was just read may be in the page cache only: a process crash
+	// keeps what it wrote without syncing (frames, a slot, a seal, a
+	// tightened lease). Sync it before writing anything that builds on it:
+	// the seal below claims those frames, and its slot goes over the other
+	// slot, which must be durable for a torn slot write to be harmless.
 	if err := l.timedSync(last.file); err != nil {
-		if failed {
-			durable = min(durable, last.slot.syncedOffset)
-		} else {
+		if !failed {
+			// Only what the slot records is known to be on the disk; the
+			// next recovery in this process writes the rest again.
 			durable = last.slot.syncedOffset
 		}
 		rememberFailedSync(l.fs, last.path, durable)

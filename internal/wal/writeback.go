@@ -21,7 +21,10 @@ import (
 // to which an earlier fdatasync did succeed when a later one failed. The next
 // recovery of that file writes the bytes above it again (they were never
 // durable, so writing them over risks nothing that was) and its slot in
-// place, so that its own fdatasync really writes them. Across processes
+// place, so that its own fdatasync really writes them. When the failed
+// fdatasync was a recovery's own, only the offset its slot records is known
+// durable; the bytes above it may have been made durable by the crashed
+// process, and are written over with the same bytes. Across processes
 // nothing is remembered: ARCHITECTURE.md says what that leaves.
 
 type writebackKey struct {
