@@ -108,15 +108,15 @@ func TestCrashDuringRecovery(t *testing.T) {
 			// A spread of crash points, never the same distance apart, so
 			// that they fall at every kind of operation.
 			step := max(total/w.points, 1)
-			if full {
-				step = 1
+			next := func(limit, points int) int {
+				if full {
+					return limit + 1
+				}
+				return limit + step + points%3
 			}
 			rng := rand.New(rand.NewPCG(19, 23))
 			points, repairs := 0, 0
-			for limit := 1; limit <= total; limit += step + points%3 {
-				if full {
-					limit = points + 1
-				}
+			for limit := 1; limit <= total; limit = next(limit, points) {
 				fs := vfs.NewMem()
 				fs.SetOpLimit(limit)
 				opts := w.opts
