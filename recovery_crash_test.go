@@ -308,3 +308,54 @@ func TestFollowerTrimWaitsForADurableCheckpoint(t *testing.T) {
 	require.NoError(t, err, "the follower's directory opens after the power loss")
 	require.NoError(t, p.Close())
 }
+
+// An fdatasync fails as Linux fails a writeback: the bytes stay readable in
+// the page cache and never reach the disk. The queue reopened in the same
+// process must not build on them as if durable: after its Close and a power
+// loss it opens again, with every SendOK message and everything the reopened
+// queue read, in both flush modes.
+func TestReopenAfterFailedFsyncThenPowerLoss(t *testing.T) {
+	for _, flush := range []FlushMode{FlushSync, FlushAsync} {
+		t.Run(fmt.Sprint(flush), func(t *testing.T) {
+			mem := vfs.NewMem()
+			fault := vfs.NewFault(mem)
+			opts := Options{Flush: flush, SegmentSize: 4096 + 4096, MaxMessageSize: 1024, fs: fault}
+			q, err := Open("/q", &opts)
+			require.NoError(t, err)
+			acked, err := sendAll(q, "before", 5)
+			require.NoError(t, err)
+			if flush == FlushAsync {
+				_, err = q.log.Sync() // what the background fdatasync does
+				require.NoError(t, err)
+			}
+			fault.FailSyncLosingWrites(1, errInjected)
+			_, _ = q.Send(context.Background(), &Message{ID: "victim", Body: bodyFor("victim")})
+			if flush == FlushAsync {
+				_, err = q.log.Sync()
+				require.ErrorIs(t, err, errInjected)
+			}
+			require.ErrorIs(t, q.Err(), ErrPoisoned)
+			_ = q.Close()
+
+			q, err = Open("/q", &opts) // same process: it knows of the failure
+			require.NoError(t, err)
+			more, err := sendAll(q, "after", 3)
+			require.NoError(t, err)
+			acked = append(acked, more...)
+			var recovered []string // what the reopened queue read, the victim included
+			for _, s := range readBack(t, q) {
+				recovered = append(recovered, s.Msg.ID)
+			}
+			require.Contains(t, recovered, "victim", "the page cache still shows it")
+			require.NoError(t, q.Close())
+
+			mem.Crash(vfs.DropUnsynced, nil)
+			opts.fs = mem
+			q, err = Open("/q", &opts)
+			require.NoError(t, err, "open after the power loss")
+			defer q.Close()
+			requireAllPresent(t, q, acked)
+			requireAllPresent(t, q, recovered) // its Close made them durable
+		})
+	}
+}
