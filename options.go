@@ -131,7 +131,9 @@ type Options struct {
 	// fall behind: while the log holds more bytes, or its oldest segment
 	// older messages, the oldest segment is deleted even if a group has not
 	// acked its messages. Each such message is logged and counted
-	// (Stats.RetentionSkipped); the group moves past it. 0 means no limit:
+	// (Stats.RetentionSkipped); the group moves past it. With no group at
+	// all they bound the log too; dedup IDs and pending halves outlive the
+	// segments deleted (a checkpoint carries them). 0 means no limit:
 	// segments go only once every group acked them (and, with no group,
 	// never). RetentionBytes, if set, is at least 2 × SegmentSize.
 	RetentionBytes int64

@@ -744,10 +744,16 @@ func (f *follower) ack() error {
 
 // retain deletes the segments the leader deleted (Trim), but never the one
 // holding the latest durable checkpoint record: a trimmed log's recovery
-// starts at its first checkpoint.
+// starts at its first checkpoint. Under FlushAsync acked is only written:
+// the checkpoint is synced before anything is deleted.
 func (f *follower) retain() error {
 	if f.trim == 0 || f.ckpt == 0 || f.ckpt > f.acked {
 		return nil
+	}
+	if f.log.SyncedSeq() < f.ckpt {
+		if _, err := f.log.Sync(); err != nil {
+			return fmt.Errorf("zeroloss: follow: syncing checkpoint %d before deleting segments: %w", f.ckpt, err)
+		}
 	}
 	n, err := f.log.RemoveBefore(min(f.trim, f.ckpt))
 	if err != nil {

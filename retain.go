@@ -15,7 +15,9 @@ import (
 // whole consumer state (the ledger) and syncs it, because the deleted
 // segments also hold consumer records (group declarations, dead letters)
 // that recovery would otherwise miss; recovery starts from the first
-// checkpoint of a trimmed log. With no consumer group, nothing is deleted.
+// checkpoint of a trimmed log. With no consumer group, nothing is deleted
+// unless RetentionBytes or RetentionAge force it, and then a checkpoint
+// (holding no group) is written first all the same.
 //
 // markLoop calls retain every second.
 
@@ -180,20 +182,21 @@ func (g *group) countMessages(from, to uint64) int {
 }
 
 // checkpoint appends a checkpoint of the ledger and waits until it is
-// durable. It returns the lowest group floor it holds and its seq.
+// durable. It returns the lowest group floor it holds (MaxUint64 with no
+// group) and its seq. It writes one with no group too: recovery of a
+// trimmed log needs a checkpoint, and the dedup IDs and pending halves of
+// the segments about to go live on in it.
 func (q *Queue) checkpoint(ctx context.Context) (floor, seq uint64, err error) {
 	q.recMu.Lock() // no other consumer record in flight: the ledger is the log's
 	defer q.recMu.Unlock()
 	cp := q.ledger.checkpoint()
-	if len(cp.Groups) == 0 {
-		return 0, 0, nil
-	}
 	if q.dedup != nil {
 		// Messages in the segments about to go keep their dedup entries.
 		cp.Dedup = q.dedup.snapshot(q.opts.now())
 	}
 	cp.Halves = q.tx.snapshot() // pending halves must outlive their segments
-	floor = cp.Groups[0].Floor
+	// With no group, nothing holds retention back.
+	floor = math.MaxUint64
 	for _, g := range cp.Groups {
 		floor = min(floor, g.Floor)
 	}

@@ -79,6 +79,7 @@ type faultRule struct {
 	at         int
 	from       bool
 	shortWrite bool
+	lose       bool // a failed Sync loses the file's unsynced writes (FailSyncLosingWrites)
 	err        error
 }
 
@@ -94,6 +95,19 @@ func (f *FaultFS) FailNth(op Op, n int, err error) { f.addRule(op, n, false, fal
 // FailFrom makes the n-th call of op from now on and every later one fail with
 // err, returned as given, and without effect. It panics if n < 1.
 func (f *FaultFS) FailFrom(op Op, n int, err error) { f.addRule(op, n, true, false, err) }
+
+// FailSyncLosingWrites makes the n-th File.Sync from now on fail once with
+// err as Linux fails an fsync whose writeback failed: when the inner file is
+// a MemFS file, its unsynced writes stay readable (the page cache keeps them,
+// clean) but never reach the disk, not even through a later Sync that
+// succeeds; only writing those bytes again does. Over other file systems it
+// is FailNth(OpSync, n, err). It panics if n < 1.
+func (f *FaultFS) FailSyncLosingWrites(n int, err error) {
+	f.addRule(OpSync, n, false, false, err)
+	f.mu.Lock()
+	f.rules[len(f.rules)-1].lose = true
+	f.mu.Unlock()
+}
 
 // ShortWriteNth makes the n-th WriteAt from now on write only the first half of
 // its bytes (rounded down) to the inner file and return that count with
@@ -268,11 +282,18 @@ func (f *faultFile) WriteAt(p []byte, off int64) (int, error) {
 
 // Sync syncs the inner file, unless a rule fails it.
 func (f *faultFile) Sync() error {
-	if err := f.fs.check(OpSync); err != nil {
-		return err
+	if rule, _ := f.fs.before(OpSync); rule != nil {
+		if l, ok := f.inner.(writebackLoser); ok && rule.lose {
+			l.loseUnsynced()
+		}
+		return rule.err
 	}
 	return f.inner.Sync()
 }
+
+// writebackLoser is a file that can lose its unsynced writes as a failed
+// writeback does (MemFS files).
+type writebackLoser interface{ loseUnsynced() }
 
 // Truncate truncates the inner file, unless a rule fails it.
 func (f *faultFile) Truncate(size int64) error {

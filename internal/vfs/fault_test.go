@@ -294,3 +294,40 @@ func TestFaultConcurrent(t *testing.T) {
 	assert.Equal(t, int32(1), failures.Load())
 	assert.Equal(t, goroutines*perGoroutine, x.fs.Count(OpSync))
 }
+
+// A sync that fails as a failed writeback does keeps the unsynced bytes
+// readable but off the disk: a later Sync does not write them, a crash loses
+// them, and only writing them again makes them durable.
+func TestFaultFailSyncLosingWrites(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		after func(t *testing.T, f File)
+		want  string // after a later Sync and a crash
+	}{
+		{"synced again", func(t *testing.T, f File) {}, "AAAAAAAA"},
+		{"written again in part", func(t *testing.T, f File) { write(t, f, 3, "B") }, "AAABAAAA"},
+		{"written again whole", func(t *testing.T, f File) { write(t, f, 2, "BBBB") }, "AABBBBAA"},
+		{"cut below", func(t *testing.T, f File) { require.NoError(t, f.Truncate(3)) }, "AAA"},
+		{"appended after", func(t *testing.T, f File) { write(t, f, 8, "CC") }, "AAAAAAAACC"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mem := NewMem()
+			durableFile(t, mem, "/db/f", "AAAAAAAA")
+			fault := NewFault(mem)
+			f, err := fault.OpenRW("/db/f")
+			require.NoError(t, err)
+			write(t, f, 2, "BBBB")
+			fault.FailSyncLosingWrites(1, errInjected)
+			require.ErrorIs(t, f.Sync(), errInjected)
+			assert.Equal(t, "AABBBBAA", memRead(t, mem, "/db/f"), "the page cache still shows the write")
+			clone := mem.Clone()
+			clone.Crash(DropUnsynced, nil)
+			assert.Equal(t, "AAAAAAAA", memRead(t, clone, "/db/f"), "the disk does not have it")
+
+			tc.after(t, f)
+			require.NoError(t, f.Sync())
+			mem.Crash(DropUnsynced, nil)
+			assert.Equal(t, tc.want, memRead(t, mem, "/db/f"))
+		})
+	}
+}

@@ -59,6 +59,17 @@ type memNode struct {
 	durable []byte
 	data    []byte
 	pending []memOp
+	// lost are ranges whose writeback failed (FaultFS.FailSyncLosingWrites):
+	// data holds the written bytes, the disk the old ones, which a Sync
+	// keeps until the range is written again.
+	lost []memLost
+}
+
+// memLost is a range of a file whose new bytes never reach the disk: old is
+// what the disk holds there.
+type memLost struct {
+	offset int64
+	old    []byte
 }
 
 // memOp is one unsynced change to a file: a write of data at offset, or, when

@@ -94,6 +94,7 @@ func (n *memNode) crash(mode CrashMode, rng *rand.Rand) {
 	n.data = content
 	n.durable = bytes.Clone(content)
 	n.pending = nil
+	n.lost = nil // the page cache is gone
 }
 
 // crashContent returns what survives on the disk of a file whose last synced
@@ -134,4 +135,52 @@ func crashContent(durable []byte, ops []memOp, mode CrashMode, rng *rand.Rand) [
 		panic(fmt.Sprintf("vfs: unknown %v", mode))
 	}
 	return content
+}
+
+// ProcessCrash simulates the death of the process that uses the file system,
+// not of the machine: every file handle and lock obtained before it becomes
+// dead, as after Crash, and the op limit is removed, but every file keeps its
+// content, synced or not, as the page cache would. A later Crash can still
+// lose what was not synced: a program that reopens the files after a process
+// crash must sync what it builds on before it claims it durable.
+func (m *MemFS) ProcessCrash() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.epoch++
+	m.locks = make(map[string]*memLock)
+	m.opLimit = -1
+}
+
+// Clone returns an independent copy of the file system: every file's durable
+// content, current content and unsynced operations, every directory's durable
+// and current entries, and the op count. It has no open handles, no locks and
+// no op limit. Crash tests use it to crash the same state many ways.
+func (m *MemFS) Clone() *MemFS {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c := NewMem()
+	c.opCount = m.opCount
+	nodes := make(map[*memNode]*memNode)
+	clone := func(n *memNode) *memNode {
+		if copied, ok := nodes[n]; ok {
+			return copied
+		}
+		// Operations are never changed once recorded: sharing them is safe.
+		copied := &memNode{durable: bytes.Clone(n.durable), data: bytes.Clone(n.data), pending: slices.Clone(n.pending),
+			lost: slices.Clone(n.lost)}
+		nodes[n] = copied
+		return copied
+	}
+	for path, dir := range m.dirs {
+		d := newMemDir()
+		for name, n := range dir.durable {
+			d.durable[name] = clone(n)
+		}
+		for name, n := range dir.current {
+			d.current[name] = clone(n)
+		}
+		d.subdirs = maps.Clone(dir.subdirs)
+		c.dirs[path] = d
+	}
+	return c
 }

@@ -331,6 +331,57 @@ func TestCrashKillsHandlesAndLocks(t *testing.T) {
 	assert.Equal(t, "DAta", memRead(t, m, "/db/f"))
 }
 
+// TestProcessCrashKeepsThePageCache checks that a process crash kills handles
+// and locks but keeps unsynced content and entries, which a later Crash can
+// still lose.
+func TestProcessCrashKeepsThePageCache(t *testing.T) {
+	m := NewMem()
+	f := durableFile(t, m, "/db/f", "AAAA")
+	write(t, f, 4, "BB")
+	require.NoError(t, m.Rename("/db/f", "/db/g"))
+	require.NoError(t, m.MkdirAll("/lock", 0o755))
+	lock, err := m.Lock("/lock/LOCK")
+	require.NoError(t, err)
+	m.SetOpLimit(m.OpCount())
+
+	m.ProcessCrash()
+
+	_, err = f.WriteAt([]byte("x"), 0)
+	assert.ErrorIs(t, err, ErrCrashed, "handles die")
+	relocked, err := m.Lock("/lock/LOCK")
+	require.NoError(t, err, "locks are released")
+	require.NoError(t, lock.Close())
+	require.NoError(t, relocked.Close())
+	assert.Equal(t, map[string]string{"g": "AAAABB"}, memTree(t, m, "/db"), "unsynced data and entries are kept")
+	g, err := m.OpenRW("/db/g")
+	require.NoError(t, err)
+	write(t, g, 0, "C") // the op limit is gone
+	m.Crash(DropUnsynced, nil)
+	assert.Equal(t, map[string]string{"f": "AAAA"}, memTree(t, m, "/db"), "a later power loss still loses them")
+}
+
+// TestCloneIsIndependent checks that a clone has the same durable and current
+// state and that crashing or writing one does not change the other.
+func TestCloneIsIndependent(t *testing.T) {
+	m := NewMem()
+	f := durableFile(t, m, "/db/f", "AAAA")
+	write(t, f, 0, "BB")
+	mustCreate(t, m, "/db/new", "N")
+	c := m.Clone()
+	assert.Equal(t, m.OpCount(), c.OpCount())
+
+	c.Crash(DropUnsynced, nil)
+	assert.Equal(t, map[string]string{"f": "AAAA"}, memTree(t, c, "/db"))
+	assert.Equal(t, map[string]string{"f": "BBAA", "new": "N"}, memTree(t, m, "/db"), "the original keeps its page cache")
+
+	c = m.Clone()
+	write(t, f, 0, "DD")
+	require.NoError(t, f.Sync())
+	assert.Equal(t, "BBAA", memRead(t, c, "/db/f"), "a write to the original does not reach the clone")
+	c.Crash(DropUnsynced, nil)
+	assert.Equal(t, "AAAA", memRead(t, c, "/db/f"), "nor does its sync")
+}
+
 // TestCrashAtEveryOperation is the intended use of MemFS: run a workload
 // frozen after k operations, for every k, crash it in every mode, and check
 // that every record whose Sync returned survived.

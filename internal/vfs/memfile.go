@@ -101,6 +101,7 @@ func (f *memFile) WriteAt(p []byte, off int64) (int, error) {
 		return 0, nil
 	}
 	f.node.apply(memOp{offset: off, data: bytes.Clone(p)})
+	f.node.unlose(off, off+int64(len(p)))
 	return len(p), nil
 }
 
@@ -121,6 +122,7 @@ func (f *memFile) Truncate(size int64) error {
 		return pathError("truncate", f.name, syscall.EFBIG)
 	}
 	f.node.apply(memOp{resize: true, size: size})
+	f.node.unlose(size, maxMemFileSize)
 	return nil
 }
 
@@ -157,7 +159,54 @@ func (f *memFile) Sync() error {
 	}
 	f.node.durable = bytes.Clone(f.node.data)
 	f.node.pending = nil
+	for _, l := range f.node.lost { // clean pages: not written again
+		copy(f.node.durable[min(l.offset, int64(len(f.node.durable))):], l.old)
+	}
 	return nil
+}
+
+// loseUnsynced makes the file's unsynced writes lost as a failed writeback
+// loses them: reads still see them, the disk keeps its old bytes there (its
+// size changes are kept), and only writing them again makes them durable.
+func (f *memFile) loseUnsynced() {
+	f.fs.mu.Lock()
+	defer f.fs.mu.Unlock()
+	if f.check("sync", false) != nil {
+		return
+	}
+	n := f.node
+	disk := resize(bytes.Clone(n.durable), len(n.data))
+	for _, op := range n.pending {
+		end := min(op.offset+int64(len(op.data)), int64(len(disk)))
+		if op.resize || op.offset >= end {
+			continue
+		}
+		n.lost = append(n.lost, memLost{offset: op.offset, old: bytes.Clone(disk[op.offset:end])})
+	}
+	n.durable = disk
+	n.pending = nil
+}
+
+// unlose drops [from, to) from the lost ranges: it was written again or cut.
+func (n *memNode) unlose(from, to int64) {
+	if len(n.lost) == 0 {
+		return
+	}
+	var kept []memLost
+	for _, l := range n.lost {
+		end := l.offset + int64(len(l.old))
+		if end <= from || l.offset >= to {
+			kept = append(kept, l)
+			continue
+		}
+		if l.offset < from {
+			kept = append(kept, memLost{offset: l.offset, old: l.old[:from-l.offset]})
+		}
+		if end > to {
+			kept = append(kept, memLost{offset: to, old: l.old[to-l.offset:]})
+		}
+	}
+	n.lost = kept
 }
 
 // Size returns the current size.

@@ -72,9 +72,17 @@
 //     segment are consecutive from its base.
 //   - After an unclean stop the next seq continues above the lease, in a new
 //     segment.
+//   - Before writing anything, recovery syncs the last segment: after a
+//     process crash what it read (frames, a slot, a seal) may be in the page
+//     cache only, and the seal's slot must never reach the disk before the
+//     frames it claims, nor go over the other slot while that one is not
+//     durable. Sealing then costs two fdatasyncs: the data, then the slot.
 //
 // After a failed write or sync the log is poisoned: it never retries the sync
 // (the kernel may have dropped the dirty pages and cleared the error), every
 // later Append and Sync returns the first error, and readers see only what was
-// synced before it.
+// synced before it. The process remembers the offset each failed file was
+// durable up to; the next recovery of that file in the same process writes
+// what lies above it again before syncing (writeback.go), since the page cache
+// may show bytes the disk never got.
 package wal

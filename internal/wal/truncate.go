@@ -13,10 +13,11 @@ import (
 // how many frames it cut. A follower uses it to drop a tail that its new
 // leader does not have. Whole segments above seq are removed newest first and
 // the directory is synced; the segment holding seq is sealed right after it
-// (a sealed slot, synced, then the file is cut to that size and synced), so a
-// crash at any point leaves a log that opens at a prefix of the old one, at
-// or above seq. The next append starts a new segment. It must not run
-// concurrently with appends or readers.
+// (its frames synced, a sealed slot, synced, then the file cut to that size
+// and synced: frames appended and not synced are never claimed before they
+// are durable), so a crash at any point leaves a log that opens at a prefix
+// of the old one, at or above seq. The next append starts a new segment. It
+// must not run concurrently with appends or readers.
 func (l *Log) TruncateAfter(seq uint64) (cut int, err error) {
 	if err := l.usable(); err != nil {
 		return 0, err
@@ -48,6 +49,7 @@ func (l *Log) TruncateAfter(seq uint64) (cut int, err error) {
 		if err := l.fs.Remove(s.path); err != nil {
 			return cut, l.poison(fmt.Errorf("wal: truncate: remove %s: %w", s.path, err))
 		}
+		forgetFailedSync(l.fs, s.path)
 		cut += n
 	}
 	if keep < len(segs) {
@@ -71,9 +73,20 @@ func (l *Log) TruncateAfter(seq uint64) (cut int, err error) {
 		l.mu.Lock()
 		s.end, s.lastSeq = off, seq
 		l.mu.Unlock()
-		// The sealed slot must be durable before the file shrinks below the
+		// The frames the sealed slot claims may have been appended and not
+		// synced yet (a follower's link broke between the two): sync them
+		// first, so that the slot never reaches the disk before them. The
+		// sealed slot must then be durable before the file shrinks below the
 		// synced offset the old slot records.
-		err = s.writeSlot(slot{syncedOffset: off, syncedSeq: seq, lease: l.lease.Load(), sealed: true})
+		durable := s.slot.syncedOffset // of the old slot
+		if s == l.active {
+			durable = l.syncedOffset
+		}
+		err = l.timedSync(s.file)
+		if err == nil {
+			durable = off
+			err = s.writeSlot(slot{syncedOffset: off, syncedSeq: seq, lease: l.lease.Load(), sealed: true})
+		}
 		if err == nil {
 			err = l.timedSync(s.file)
 		}
@@ -84,6 +97,7 @@ func (l *Log) TruncateAfter(seq uint64) (cut int, err error) {
 			err = l.timedSync(s.file)
 		}
 		if err != nil {
+			rememberFailedSync(l.fs, s.path, min(durable, off))
 			return cut, l.poison(fmt.Errorf("wal: truncate: seal %s at offset %d: %w", s.path, off, err))
 		}
 		l.mu.Lock()

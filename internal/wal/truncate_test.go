@@ -107,6 +107,49 @@ func TestTruncateAfterCrashAtEveryOp(t *testing.T) {
 	}
 }
 
+// TestTruncateAfterUnsyncedFramesCrashAtEveryOp truncates a log whose active
+// segment holds frames that were appended but not synced (a follower whose
+// link broke between its append and its fdatasync), at a seq among them, and
+// crashes at every operation in every mode: the seal must not claim those
+// frames before they are durable, so the log always reopens, with every
+// frame synced before the truncation, and a finished truncation keeps every
+// frame up to the cut point.
+func TestTruncateAfterUnsyncedFramesCrashAtEveryOp(t *testing.T) {
+	const seq = 1070
+	for _, mode := range vfs.CrashModes {
+		// Several seeds per crash point: RandomPages keeps the slot's page
+		// and loses the frames' pages in only some draws.
+		for point := 0; ; point++ {
+			limit := point / 8
+			fs := vfs.NewMem()
+			l := truncateLog(t, fs, "/q")
+			synced, _ := readAll(t, l)
+			var tail []uint64
+			for s := uint64(1050); s < 1080; s++ {
+				tail = append(tail, s)
+			}
+			_, err := l.AppendFrames(framesAt(tail...))
+			require.NoError(t, err)
+			fs.SetOpLimit(fs.OpCount() + limit)
+			_, err = l.TruncateAfter(seq)
+			finished := err == nil
+			fs.Crash(mode, rand.New(rand.NewPCG(uint64(point), 11)))
+			l2, _, err := Open("/q", Options{FS: fs, SegmentSize: testSegment, LeaseChunk: 100})
+			require.NoError(t, err, "mode %v, crash after %d ops", mode, limit)
+			got, _ := readAll(t, l2)
+			require.GreaterOrEqual(t, len(got), len(synced), "mode %v, crash after %d ops: synced frames survive", mode, limit)
+			assert.Equal(t, synced, got[:len(synced)], "mode %v, crash after %d ops", mode, limit)
+			if finished {
+				assert.Equal(t, uint64(seq), got[len(got)-1], "mode %v: a finished truncation keeps every frame up to the cut", mode)
+			}
+			l2.Close()
+			if finished && point%8 == 7 {
+				break
+			}
+		}
+	}
+}
+
 func TestSkipToLeavesADurableGap(t *testing.T) {
 	dir := t.TempDir()
 	l, _ := openTest(t, dir)

@@ -245,6 +245,31 @@ func (l *Log) recover() (*Recovery, error) {
 		return rec, nil
 	}
 	last := segs[len(segs)-1]
+	// If an fdatasync of this file failed earlier in this process (at run
+	// time or in an earlier recovery), what it should have written may be
+	// clean in the page cache and not on the disk: write it again first
+	// (writeback.go).
+	durable, failed := failedSync(l.fs, last.path)
+	if failed {
+		if err := l.redirty(last, durable); err != nil {
+			return nil, err
+		}
+	}
+	// What was just read may be in the page cache only: a process crash
+	// keeps what it wrote without syncing (frames, a slot, a seal, a
+	// tightened lease). Sync it before writing anything that builds on it:
+	// the seal below claims those frames, and its slot goes over the other
+	// slot, which must be durable for a torn slot write to be harmless.
+	if err := l.timedSync(last.file); err != nil {
+		if !failed {
+			// Only what the slot records is known to be on the disk; the
+			// next recovery in this process writes the rest again.
+			durable = last.slot.syncedOffset
+		}
+		rememberFailedSync(l.fs, last.path, durable)
+		return nil, fmt.Errorf("wal: sync %s: %w", last.path, err)
+	}
+	forgetFailedSync(l.fs, last.path)
 	if last.sealed {
 		last.file.Close()
 		last.file = nil
@@ -254,6 +279,7 @@ func (l *Log) recover() (*Recovery, error) {
 		// Seal at the last good frame: cut whatever follows, and start the
 		// next seq above the lease in a new segment.
 		if err := l.seal(last); err != nil {
+			rememberFailedSync(l.fs, last.path, last.end) // the frames were synced above
 			return nil, err
 		}
 		last.file.Close()
@@ -264,11 +290,7 @@ func (l *Log) recover() (*Recovery, error) {
 		}
 		return rec, nil
 	}
-	// Clean end: continue appending here. What was read may not have been
-	// synced (a crash can leave written pages on disk by luck), so sync now.
-	if err := last.file.Sync(); err != nil {
-		return nil, err
-	}
+	// Clean end: continue appending here (synced above).
 	l.active = last
 	l.written, l.syncedOffset = last.end, last.end
 	l.slotWritten = time.Now()
@@ -461,6 +483,7 @@ func (l *Log) syncLocked(lease uint64) error {
 		}
 	}
 	if err := l.timedSync(seg.file); err != nil {
+		rememberFailedSync(l.fs, seg.path, synced)
 		return l.poison(fmt.Errorf("wal: sync %s: %w", seg.path, err))
 	}
 	if newLease > l.lease.Load() {
@@ -522,6 +545,7 @@ func (l *Log) roll() error {
 		}
 		if err := l.seal(old); err != nil {
 			f.Close()
+			rememberFailedSync(l.fs, old.path, old.end) // the frames were synced above
 			return l.poison(fmt.Errorf("wal: seal %s: %w", old.path, err))
 		}
 		old.file.Close()
@@ -697,7 +721,9 @@ func (l *Log) Close() error {
 		if err = l.syncLocked(0); err == nil {
 			err = seg.writeSlot(slot{syncedOffset: l.syncedOffset, syncedSeq: l.syncedSeq, lease: l.nextSeq - 1})
 			if err == nil {
-				err = l.timedSync(seg.file)
+				if err = l.timedSync(seg.file); err != nil {
+					rememberFailedSync(l.fs, seg.path, l.syncedOffset)
+				}
 			}
 		}
 	}
@@ -806,6 +832,7 @@ func (l *Log) RemoveBefore(seq uint64) (int, error) {
 		if err := l.fs.Remove(s.path); err != nil {
 			return 0, err
 		}
+		forgetFailedSync(l.fs, s.path)
 	}
 	if len(doomed) > 0 {
 		if err := l.fs.SyncDir(l.dir); err != nil {
