@@ -250,14 +250,18 @@ func (q *Queue) groupByName(name string) (*group, error) {
 // each is appended to the group's retry stream, due at once, with its attempt
 // count reset, and leaves the dead letters. With no positions it re-drives
 // all of them; otherwise those at the given DeadLetter.Pos. It returns how
-// many it re-drove.
+// many it re-drove. A dead letter is re-driven at most once: concurrent
+// calls (or a concurrent PurgeDeadLetters) naming the same one skip it while
+// another call writes its record, and find it gone afterwards.
 func (q *Queue) RedriveDeadLetters(ctx context.Context, name string, positions ...uint64) (int, error) {
 	g, err := q.groupByName(name)
 	if err != nil {
 		return 0, err
 	}
+	dead := g.claimDead(positions)
+	defer g.unclaimDead(dead)
 	n := 0
-	for _, dl := range q.selectDead(g, positions) {
+	for _, dl := range dead {
 		now := q.opts.now()
 		payload := record.AppendRetry(nil, &record.Retry{Seq: dl.Seq, Source: dl.Pos, Due: now.UnixNano(), Message: toRecord(&dl.Message)})
 		pos, err := g.writeRecord(ctx, record.TypeRetry, payload)
@@ -277,13 +281,15 @@ func (q *Queue) RedriveDeadLetters(ctx context.Context, name string, positions .
 
 // PurgeDeadLetters deletes dead letters of the group called name: all of
 // them with no positions, otherwise those at the given DeadLetter.Pos. It
-// returns how many it deleted.
+// returns how many it deleted. Like RedriveDeadLetters, it skips dead
+// letters another call is re-driving or purging.
 func (q *Queue) PurgeDeadLetters(ctx context.Context, name string, positions ...uint64) (int, error) {
 	g, err := q.groupByName(name)
 	if err != nil {
 		return 0, err
 	}
-	dead := q.selectDead(g, positions)
+	dead := g.claimDead(positions)
+	defer g.unclaimDead(dead)
 	if len(dead) == 0 {
 		return 0, nil
 	}
@@ -300,6 +306,36 @@ func (q *Queue) PurgeDeadLetters(ctx context.Context, name string, positions ...
 		return len(dead), err
 	}
 	return len(dead), nil
+}
+
+// claimDead returns g's dead letters at positions (all with none) that no
+// other redrive or purge is writing a record about, and claims them until
+// unclaimDead. A record written for a claimed dead letter takes it out of
+// the ledger before the claim ends, so each is re-driven or purged once.
+func (g *group) claimDead(positions []uint64) []DeadLetter {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var out []DeadLetter
+	for _, dl := range g.q.selectDead(g, positions) {
+		if g.claimed[dl.Pos] {
+			continue
+		}
+		if g.claimed == nil {
+			g.claimed = map[uint64]bool{}
+		}
+		g.claimed[dl.Pos] = true
+		out = append(out, dl)
+	}
+	return out
+}
+
+// unclaimDead ends the claims of claimDead.
+func (g *group) unclaimDead(dead []DeadLetter) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, dl := range dead {
+		delete(g.claimed, dl.Pos)
+	}
 }
 
 // selectDead returns g's dead letters at positions, or all with none.

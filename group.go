@@ -35,6 +35,7 @@ type group struct {
 	skip     map[uint64]bool     // main-stream seqs at or above cursor already done (acked or moved before a restart)
 	order    []uint64            // main-stream positions as they entered pending, ascending; some may have left it since (floor's index)
 	changed  chan struct{}       // closed and replaced when pending changes
+	claimed  map[uint64]bool     // dead-letter positions a redrive or purge is writing a record about (claimDead)
 
 	// What the last look through pending found (Consumer.next): while
 	// quiet, nothing in pending is to be delivered or has an expired ack
