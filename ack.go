@@ -11,9 +11,12 @@ import (
 
 // Consumer errors.
 var (
-	// ErrDeliveryExpired: Nack or Extend on a delivery whose ack deadline
-	// passed (the message may already be with another consumer) or that was
-	// acked.
+	// ErrDeliveryExpired: Ack, Nack or Extend through a delivery that is no
+	// longer its message's current one: the message was delivered again
+	// since, moved to the retry stream or the dead letters, or skipped by
+	// forced retention; or Nack or Extend after the ack deadline passed or
+	// after an Ack. Nothing was changed. (A second Ack of the current
+	// delivery is not an error: Ack is idempotent and returns nil.)
 	ErrDeliveryExpired = errors.New("delivery expired")
 	// ErrNotDurable: an ack or another consumer record was written but not
 	// confirmed durable in time (the fdatasync timed out or failed). The
@@ -30,20 +33,47 @@ type Delivery struct {
 
 	c     *Consumer
 	u     *unacked
-	token uint64
+	token uint64 // u.token when delivered: a later delivery changes it
+	pos   uint64 // u.pos when delivered: a move to the retry stream changes it
+}
+
+// stale returns why d is no longer its message's current delivery (the
+// caller holds the group's lock), or nil. acked says d's message was acked
+// through d.
+func (d *Delivery) stale(op string) (acked bool, err error) {
+	u := d.u
+	var why string
+	switch {
+	case u.token != d.token:
+		why = fmt.Sprintf("it was delivered again since (attempt %d)", u.attempt)
+	case u.pos != d.pos:
+		why = "it moved to the retry stream"
+	case d.c.g.pending[u.pos] != u:
+		if u.acked {
+			return true, nil
+		}
+		why = "it was dead-lettered or skipped by retention"
+	case u.busy:
+		why = "a record about it (an ack, or a move to the retry stream or the dead letters) is being written"
+	default:
+		return false, nil
+	}
+	return false, fmt.Errorf("zeroloss: %s of seq %d (attempt %d): %s: %w", op, d.Seq, d.Attempt, why, ErrDeliveryExpired)
 }
 
 // Ack acknowledges the message: it will not be delivered to the group again.
 // It returns after the ack is durable as the queue's flush mode promises
 // (under FlushSync after an fdatasync shared with other acks and sends). An
 // ack after the ack deadline still counts unless the message has meanwhile
-// moved to the retry stream or the dead letters (ErrDeliveryExpired). Safe
-// for concurrent use.
+// been delivered again, or moved to the retry stream or the dead letters:
+// then it is ErrDeliveryExpired and acks nothing. Acking the same delivery
+// again returns nil (Ack is idempotent). Safe for concurrent use.
 func (d *Delivery) Ack() error { return d.c.AckBatch(d) }
 
 // AckBatch acknowledges several deliveries of this consumer's group with one
-// record. Deliveries already acked are skipped; if some have moved on
-// (ErrDeliveryExpired), the others are still acked.
+// record. Deliveries already acked are skipped; if some are no longer their
+// message's current delivery (ErrDeliveryExpired, as for Ack), the others
+// are still acked.
 func (c *Consumer) AckBatch(ds ...*Delivery) error {
 	g := c.g
 	g.mu.Lock()
@@ -55,11 +85,11 @@ func (c *Consumer) AckBatch(ds ...*Delivery) error {
 			return fmt.Errorf("zeroloss: ack of a delivery from group %q on group %q: %w", d.c.g.name, g.name, ErrInvalidOptions)
 		}
 		u := d.u
+		acked, err := d.stale("ack")
 		switch {
-		case g.pending[u.pos] != u:
-			// Acked already (or dead-lettered).
-		case u.busy:
-			expired = fmt.Errorf("zeroloss: ack of seq %d: it is moving to the retry stream or the dead letters: %w", d.Seq, ErrDeliveryExpired)
+		case acked: // acked already, through this delivery
+		case err != nil:
+			expired = err
 		default:
 			u.busy = true
 			us = append(us, u)
@@ -81,6 +111,7 @@ func (c *Consumer) AckBatch(ds ...*Delivery) error {
 		u.busy = false
 		if err == nil {
 			delete(g.pending, u.pos)
+			u.acked = true
 		}
 	}
 	if err == nil {
@@ -106,9 +137,9 @@ func (d *Delivery) Nack(delay time.Duration) error {
 	g := c.g
 	g.mu.Lock()
 	u := d.u
-	if g.pending[u.pos] != u || u.token != d.token || !u.out || u.busy {
+	if err := d.held("nack"); err != nil {
 		g.mu.Unlock()
-		return fmt.Errorf("zeroloss: nack of seq %d: %w", d.Seq, ErrDeliveryExpired)
+		return err
 	}
 	u.out = false
 	m, ok := c.failed(u, delay, c.q.opts.now(), "nacked on the last allowed delivery")
@@ -127,11 +158,27 @@ func (d *Delivery) Extend(by time.Duration) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	u := d.u
-	if g.pending[u.pos] != u || u.token != d.token || !u.out || u.busy {
-		return fmt.Errorf("zeroloss: extend of seq %d: %w", d.Seq, ErrDeliveryExpired)
+	if err := d.held("extend"); err != nil {
+		return err
 	}
 	u.deadline, u.timeout = d.c.q.opts.now().Add(by), by
 	g.expect(u.deadline)
+	return nil
+}
+
+// held returns nil if d is its message's current delivery and its ack
+// deadline has not passed (the caller holds the group's lock), else
+// ErrDeliveryExpired saying why.
+func (d *Delivery) held(op string) error {
+	acked, err := d.stale(op)
+	switch {
+	case err != nil:
+		return err
+	case acked:
+		return fmt.Errorf("zeroloss: %s of seq %d: it was acked: %w", op, d.Seq, ErrDeliveryExpired)
+	case !d.u.out:
+		return fmt.Errorf("zeroloss: %s of seq %d: its ack deadline passed, or it was nacked: %w", op, d.Seq, ErrDeliveryExpired)
+	}
 	return nil
 }
 

@@ -332,7 +332,7 @@ func (c *Consumer) deliver(u *unacked, now time.Time) *Delivery {
 		// retry stream always, so that recovery knows it was delivered).
 		c.g.attempts[u.pos] = uint64(u.attempt)
 	}
-	return &Delivery{Message: u.msg, Seq: u.seq, Attempt: u.attempt, FirstDelivered: u.first, c: c, u: u, token: u.token}
+	return &Delivery{Message: u.msg, Seq: u.seq, Attempt: u.attempt, FirstDelivered: u.first, c: c, u: u, token: u.token, pos: u.pos}
 }
 
 func (c *Consumer) backoff(attempt int) time.Duration {
