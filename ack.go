@@ -131,8 +131,12 @@ func (c *Consumer) AckBatch(ds ...*Delivery) error {
 // on its last allowed delivery it goes to the dead letters instead. A
 // message that fails more than once moves to the group's retry stream, so it
 // does not hold back retention. It returns ErrDeliveryExpired if the
-// delivery is no longer held.
+// delivery is no longer held, and an error matching ErrInvalidOptions for a
+// negative delay.
 func (d *Delivery) Nack(delay time.Duration) error {
+	if delay < 0 {
+		return invalid("Nack delay", "is negative (%v)", delay)
+	}
 	c := d.c
 	g := c.g
 	g.mu.Lock()
@@ -151,9 +155,13 @@ func (d *Delivery) Nack(delay time.Duration) error {
 	return c.moveAll(context.Background(), []move{m})
 }
 
-// Extend moves the ack deadline to d from now, for long work. It returns
-// ErrDeliveryExpired if the delivery is no longer held.
+// Extend moves the ack deadline to by from now, for long work. It returns
+// ErrDeliveryExpired if the delivery is no longer held, and an error
+// matching ErrInvalidOptions if by is below MinAckTimeout.
 func (d *Delivery) Extend(by time.Duration) error {
+	if by < MinAckTimeout {
+		return invalid("Extend", "by %v is below MinAckTimeout %v", by, MinAckTimeout)
+	}
 	g := d.c.g
 	g.mu.Lock()
 	defer g.mu.Unlock()

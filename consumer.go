@@ -32,11 +32,19 @@ var DefaultBackoff = []time.Duration{
 	9 * time.Minute, 10 * time.Minute, 20 * time.Minute, 30 * time.Minute, time.Hour, 2 * time.Hour,
 }
 
+// MinAckTimeout is the shortest AckTimeout, and the shortest Extend,
+// accepted. An Ack waits for an fdatasync (milliseconds, tens of them on a
+// loaded disk); an ack deadline shorter than a few of those delivers messages
+// again while their handlers still run and ack, so one message runs in many
+// handlers at once. A shorter value is almost always a unit mistake.
+const MinAckTimeout = 100 * time.Millisecond
+
 // ConsumerOptions configure a Consumer. The zero value, like nil, means every
 // default.
 type ConsumerOptions struct {
 	// AckTimeout is how long a delivery may stay unacknowledged before it is
-	// delivered again (after its backoff). Default 30s.
+	// delivered again (after its backoff). Default 30s; at least
+	// MinAckTimeout.
 	AckTimeout time.Duration
 	// MaxDeliveries is how many times a message is delivered before it goes
 	// to the group's dead letters. Default 16.
@@ -63,6 +71,8 @@ func (o *ConsumerOptions) WithDefaults() (ConsumerOptions, error) {
 	switch {
 	case out.AckTimeout < 0:
 		return out, invalid("AckTimeout", "is negative (%v)", out.AckTimeout)
+	case out.AckTimeout > 0 && out.AckTimeout < MinAckTimeout:
+		return out, invalid("AckTimeout", "is %v, below MinAckTimeout %v", out.AckTimeout, MinAckTimeout)
 	case out.MaxDeliveries < 0:
 		return out, invalid("MaxDeliveries", "is negative (%d)", out.MaxDeliveries)
 	case out.Concurrency < 0:

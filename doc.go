@@ -8,9 +8,11 @@
 //
 //	Flush       SendOK returned after   survives kill -9   survives power loss
 //	FlushSync   fdatasync (durable)     yes                yes
-//	FlushAsync  write(2) (page cache)   yes                no: SendOKs since the last
-//	                                                       background flush (at most
-//	                                                       FlushInterval) can be lost
+//	FlushAsync  write(2) (page cache)   yes                no: SendOKs not yet covered
+//	                                                       by a completed background
+//	                                                       fdatasync can be lost: up to
+//	                                                       FlushInterval plus one
+//	                                                       fdatasync
 //
 // Any other status means the message was appended but a guarantee was not
 // confirmed: FlushDiskTimeout says the fdatasync did not finish within

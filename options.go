@@ -23,7 +23,10 @@ const (
 	// FlushAsync: Send returns SendOK after write(2): the message is in the
 	// operating system's page cache and survives a crash of the process, but
 	// not a power loss or kernel crash before the next background flush
-	// (every FlushInterval, and on Close).
+	// (every FlushInterval, and on Close) has completed: a power loss can
+	// take the SendOKs of up to FlushInterval plus the duration of one
+	// background fdatasync (an independent run measured 569ms with the
+	// 500ms default).
 	FlushAsync
 )
 
@@ -82,6 +85,13 @@ const (
 	DefaultTxCheckMax      = 15
 	// MinMessageSizeLimit is the smallest MaxMessageSize accepted.
 	MinMessageSizeLimit = 64
+	// MaxIDLength bounds a message ID, in bytes. The dedup table keeps up
+	// to DedupEntries IDs in memory and in every retention checkpoint: at
+	// 256 bytes the default 100,000 entries take at most 26 MiB, well
+	// within one frame of the default 64 MiB segment.
+	MaxIDLength = 256
+	// MaxKeyLength bounds a message key, in bytes.
+	MaxKeyLength = 1024
 	// segmentOverhead is the segment header block ahead of the first frame.
 	segmentOverhead = 4096
 	// The sync slot, which records how far the active segment was synced, is
@@ -98,7 +108,8 @@ type Options struct {
 	// Flush is FlushSync (default) or FlushAsync.
 	Flush FlushMode
 	// FlushInterval is how often FlushAsync syncs in the background.
-	// Default 500ms.
+	// Default 500ms. The loss window of a power loss is FlushInterval plus
+	// one background fdatasync.
 	FlushInterval time.Duration
 	// FlushTimeout is how long a FlushSync Send waits for its fdatasync
 	// before returning FlushDiskTimeout. Default 5s.

@@ -20,8 +20,10 @@ import (
 // Message is what producers send and consumers receive.
 type Message struct {
 	// ID identifies the message. Send fills an empty ID with a unique one.
+	// At most MaxIDLength bytes.
 	ID string
-	// Key is an application key (for ordering or routing); optional.
+	// Key is an application key (for ordering or routing); optional. At
+	// most MaxKeyLength bytes.
 	Key string
 	// Headers are application metadata; optional.
 	Headers map[string]string
@@ -243,8 +245,8 @@ func (q *Queue) SendBatch(ctx context.Context, msgs []*Message) ([]SendResult, e
 // in order.
 func (q *Queue) sendMessages(ctx context.Context, msgs []*Message) ([]SendResult, error) {
 	for i, m := range msgs {
-		if m == nil {
-			return nil, fmt.Errorf("zeroloss: message %d is nil: %w", i, ErrInvalidMessage)
+		if err := checkMessage(i, m); err != nil {
+			return nil, err
 		}
 	}
 	var (
@@ -303,6 +305,7 @@ func (q *Queue) sendMessages(ctx context.Context, msgs []*Message) ([]SendResult
 	}
 	ids := make([]string, len(fresh))
 	first, n, status, err := q.send(ctx, fresh, ids)
+	q.stats.messages.Add(uint64(n))
 	var at time.Time
 	for k, e := range claimed {
 		if e == nil {
@@ -352,6 +355,23 @@ func (q *Queue) sendMessages(ctx context.Context, msgs []*Message) ([]SendResult
 		results = append(results, r)
 	}
 	return results, err
+}
+
+// checkMessage refuses message i of a Send (nil, or an ID or key above
+// MaxIDLength or MaxKeyLength) with an error matching ErrInvalidMessage that
+// names the field.
+func checkMessage(i int, m *Message) error {
+	switch {
+	case m == nil:
+		return fmt.Errorf("zeroloss: message %d is nil: %w", i, ErrInvalidMessage)
+	case len(m.ID) > MaxIDLength:
+		return fmt.Errorf("zeroloss: message %d: ID of %d bytes (%.32q...), above MaxIDLength %d: %w",
+			i, len(m.ID), m.ID, MaxIDLength, ErrInvalidMessage)
+	case len(m.Key) > MaxKeyLength:
+		return fmt.Errorf("zeroloss: message %d (ID %q): Key of %d bytes, above MaxKeyLength %d: %w",
+			i, m.ID, len(m.Key), MaxKeyLength, ErrInvalidMessage)
+	}
+	return nil
 }
 
 func hasKey(m map[int]int, k int) bool {

@@ -7,7 +7,7 @@ import (
 
 // Stats are counters a user would graph. Counts are since Open.
 type Stats struct {
-	Messages      uint64        // messages appended by Send and SendBatch
+	Messages      uint64        // messages appended by Send and SendBatch (not duplicates, transactional halves, consumer or internal records)
 	Bytes         uint64        // bytes appended to the log (all records)
 	Fsyncs        uint64        // data syncs of segment files
 	FsyncTime     time.Duration // total time spent in them
