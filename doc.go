@@ -16,8 +16,10 @@
 //
 // Any other status means the message was appended but a guarantee was not
 // confirmed: FlushDiskTimeout says the fdatasync did not finish within
-// FlushTimeout (or failed, which poisons the queue). A non-nil error means the
-// message was not appended. Seqs are strictly increasing and never reused, even
+// FlushTimeout (or failed, which poisons the queue); WaitCanceled says the
+// Send's ctx ended while it waited for the confirmation (the caller gave up,
+// which says nothing about the disk). A non-nil error means the message was
+// not appended. Seqs are strictly increasing and never reused, even
 // for messages lost to a power loss under FlushAsync.
 //
 // Under FlushSync, concurrent Sends share one fdatasync (group commit): Sends

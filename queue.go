@@ -56,16 +56,25 @@ const (
 	// ReplicaNotAvailable: appended and durable locally, but no follower was
 	// attached to confirm it (replication).
 	ReplicaNotAvailable
+	// WaitCanceled: appended (written to the operating system), but the
+	// Send's ctx ended while it waited for the confirmation (the fdatasync,
+	// or under ReplicateSync the follower's ack), so it was not awaited: the
+	// message may or may not survive a power loss, or reach the follower.
+	// The caller gave up; it says nothing about the disk or the follower
+	// (Stats counts it as WaitsCanceled, apart from FlushTimeouts and
+	// ReplicaTimeouts).
+	WaitCanceled
 )
 
 var statusNames = [...]string{
 	SendOK: "SendOK", FlushDiskTimeout: "FlushDiskTimeout",
 	FlushReplicaTimeout: "FlushReplicaTimeout", ReplicaNotAvailable: "ReplicaNotAvailable",
+	WaitCanceled: "WaitCanceled",
 }
 
 // String returns the status's Go name, e.g. "SendOK".
 func (s SendStatus) String() string {
-	if s >= SendOK && s <= ReplicaNotAvailable {
+	if s >= SendOK && s <= WaitCanceled {
 		return statusNames[s]
 	}
 	return "SendStatus(" + strconv.Itoa(int(s)) + ")"
@@ -219,7 +228,9 @@ func Open(dir string, opts *Options) (*Queue, error) {
 // not appended may still be found after a restart, if the failed write partly
 // reached the disk.) Once the message is taken for writing, Send no longer
 // gives up on ctx before the write completes; if ctx ends while it waits for
-// the fdatasync, it returns the result with FlushDiskTimeout.
+// the fdatasync (or, under ReplicateSync, the follower's ack), it returns the
+// result with WaitCanceled and a nil error: appended, durability not
+// awaited.
 //
 // Send does not modify m; an empty ID is filled in the returned result only.
 func (q *Queue) Send(ctx context.Context, m *Message) (SendResult, error) {
@@ -514,18 +525,26 @@ func (q *Queue) newID() string {
 }
 
 // awaitSync waits for b's fdatasync, at most FlushTimeout (b's watchdog) or
-// until ctx ends.
+// until ctx ends (WaitCanceled). A sync already done wins over ctx.
 func (q *Queue) awaitSync(ctx context.Context, b *batch) SendStatus {
 	select {
 	case <-b.synced:
-		if b.syncErr == nil {
-			return SendOK
+	default:
+		select {
+		case <-b.synced:
+		case <-b.timedOut:
+			q.stats.flushTimeouts.Add(1)
+			return FlushDiskTimeout
+		case <-ctx.Done():
+			q.stats.waitsCanceled.Add(1)
+			return WaitCanceled
 		}
-	case <-b.timedOut:
-	case <-ctx.Done():
 	}
-	q.stats.flushTimeouts.Add(1)
-	return FlushDiskTimeout
+	if b.syncErr != nil {
+		q.stats.flushTimeouts.Add(1)
+		return FlushDiskTimeout
+	}
+	return SendOK
 }
 
 // Err returns the error that poisoned the queue (matching ErrPoisoned), or nil.

@@ -17,6 +17,7 @@ type Stats struct {
 	GroupAvg      float64       // Sends answered per group commit, on average
 	GroupMax      uint64        // the largest group
 	FlushTimeouts uint64        // Sends answered with FlushDiskTimeout
+	WaitsCanceled uint64        // Sends answered with WaitCanceled: their ctx ended before the confirmation
 	Segments      int           // segment files
 	SegmentRolls  uint64        // new segments started
 	WarmRolls     uint64        // of which used a segment zero-filled ahead (SegmentWarmup)
@@ -61,6 +62,7 @@ type queueStats struct {
 	groupedSends  atomic.Uint64
 	groupMax      atomic.Uint64
 	flushTimeouts atomic.Uint64
+	waitsCanceled atomic.Uint64
 
 	segmentsDeleted  atomic.Uint64
 	retentionSkipped atomic.Uint64
@@ -90,6 +92,7 @@ func (q *Queue) Stats() Stats {
 		GroupCommits:  q.stats.groups.Load(),
 		GroupMax:      q.stats.groupMax.Load(),
 		FlushTimeouts: q.stats.flushTimeouts.Load(),
+		WaitsCanceled: q.stats.waitsCanceled.Load(),
 		Segments:      ls.Segments,
 		SegmentRolls:  ls.SegmentsRolls,
 		WarmRolls:     ls.WarmRolls,
