@@ -388,15 +388,37 @@ func (c *Consumer) ReceiveBatch(ctx context.Context, max int) ([]*Delivery, erro
 // is acked only after its handler returns nil; an error or a panic (recovered
 // and logged) means a failed delivery, redelivered after its backoff. When ctx
 // ends, Consume stops taking messages, waits for the running handlers (their
-// context is not cancelled with it) and returns ctx's error.
+// context is not cancelled with it) and returns ctx's error. Close stops it
+// the same way, waiting for the running handlers up to the queue's
+// ShutdownTimeout; Consume then returns an error matching ErrClosed.
+//
+// If acking (or nacking) a handled message failed, for instance because the
+// queue closed before a slow handler returned, the message will be delivered
+// again; each failure is logged, and Consume's error then also says how many
+// there were and wraps the first (errors.Is finds it).
 func (c *Consumer) Consume(ctx context.Context, handler func(context.Context, *Delivery) error) error {
+	if !c.q.startHandlers(c.opts.Concurrency) {
+		return fmt.Errorf("zeroloss: consume: %w", ErrClosed)
+	}
 	hctx := context.WithoutCancel(ctx)
 	var wg sync.WaitGroup
 	failed := make(chan error, 1)
+	var ackMu sync.Mutex
+	var ackFailures int
+	var firstAckFailure error
+	ackFailed := func(err error) {
+		ackMu.Lock()
+		defer ackMu.Unlock()
+		if ackFailures == 0 {
+			firstAckFailure = err
+		}
+		ackFailures++
+	}
 	for i := 0; i < c.opts.Concurrency; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer c.q.handlers.Done()
 			for {
 				d, err := c.Receive(ctx)
 				if err != nil {
@@ -413,20 +435,65 @@ func (c *Consumer) Consume(ctx context.Context, handler func(context.Context, *D
 						"group", c.g.name, "seq", d.Seq, "attempt", d.Attempt, "error", err)
 					if err := d.Nack(0); err != nil && !errors.Is(err, ErrDeliveryExpired) {
 						c.q.logger.Error("zeroloss: nack failed", "group", c.g.name, "seq", d.Seq, "error", err)
+						ackFailed(err)
 					}
 				} else if err := d.Ack(); err != nil {
 					c.q.logger.Error("zeroloss: ack failed; the message will be delivered again",
 						"group", c.g.name, "seq", d.Seq, "error", err)
+					ackFailed(err)
 				}
 			}
 		}()
 	}
 	wg.Wait()
+	var stop error
 	select {
-	case err := <-failed:
-		return err
+	case stop = <-failed:
 	default:
-		return ctx.Err()
+		stop = ctx.Err()
+	}
+	if ackFailures > 0 {
+		noun := "message"
+		if ackFailures > 1 {
+			noun = "messages"
+		}
+		return errors.Join(fmt.Errorf("zeroloss: consume: %d handled %s could not be acked and will be delivered again; the first: %w",
+			ackFailures, noun, firstAckFailure), stop)
+	}
+	return stop
+}
+
+// startHandlers counts n Consume workers in, or returns false once Close
+// has begun.
+func (q *Queue) startHandlers(n int) bool {
+	q.handlersMu.Lock()
+	defer q.handlersMu.Unlock()
+	if q.handlersClosed {
+		return false
+	}
+	q.handlers.Add(n)
+	return true
+}
+
+// waitHandlers is Close's wait for the Consume workers (their Receives
+// return once q.done is closed; running handlers finish and ack), at most
+// ShutdownTimeout.
+func (q *Queue) waitHandlers() {
+	q.handlersMu.Lock()
+	q.handlersClosed = true
+	q.handlersMu.Unlock()
+	stopped := make(chan struct{})
+	go func() {
+		q.handlers.Wait()
+		close(stopped)
+	}()
+	timer := time.NewTimer(q.opts.ShutdownTimeout)
+	defer timer.Stop()
+	select {
+	case <-stopped:
+	case <-timer.C:
+		q.logger.Warn("zeroloss: closing with Consume handlers still running after ShutdownTimeout; "+
+			"their acks will fail and their messages be delivered again", "shutdown_timeout", q.opts.ShutdownTimeout)
 	}
 }
 

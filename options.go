@@ -72,7 +72,10 @@ func (m ReplicationMode) String() string {
 
 // Defaults for Options fields left zero.
 const (
-	DefaultReplicaTimeout  = 5 * time.Second
+	DefaultReplicaTimeout = 5 * time.Second
+	// DefaultShutdownTimeout leaves a process stopped with a 30s grace
+	// period (Kubernetes' default) time to close after its handlers.
+	DefaultShutdownTimeout = 10 * time.Second
 	DefaultFlushInterval   = 500 * time.Millisecond
 	DefaultFlushTimeout    = 5 * time.Second
 	DefaultSegmentSize     = wal.DefaultSegmentSize
@@ -178,6 +181,10 @@ type Options struct {
 	// returning FlushReplicaTimeout; also the time a follower has for the
 	// handshake. Default 5s.
 	ReplicaTimeout time.Duration
+	// ShutdownTimeout bounds how long Close waits for the handlers that
+	// Consume is running to return (and ack or nack). Default 10s
+	// (DefaultShutdownTimeout).
+	ShutdownTimeout time.Duration
 	// Logger receives recovery reports, poisoning and flush timeouts.
 	// Default: discard.
 	Logger *slog.Logger
@@ -210,6 +217,9 @@ func (o *Options) withDefaults() (Options, error) {
 		return out, invalid("Replication", "is %d, want ReplicateNone, ReplicateAsync or ReplicateSync", int(out.Replication))
 	}
 	if err := defaulted("ReplicaTimeout", &out.ReplicaTimeout, DefaultReplicaTimeout); err != nil {
+		return out, err
+	}
+	if err := defaulted("ShutdownTimeout", &out.ShutdownTimeout, DefaultShutdownTimeout); err != nil {
 		return out, err
 	}
 	if err := defaulted("MaxMessageSize", &out.MaxMessageSize, DefaultMaxMessageSize); err != nil {

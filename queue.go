@@ -118,6 +118,10 @@ type Queue struct {
 	closeOnce        sync.Once
 	closeErr         error
 
+	handlersMu     sync.Mutex     // guards handlersClosed and Adds to handlers
+	handlersClosed bool           // Close began: Consume starts no more workers
+	handlers       sync.WaitGroup // Consume workers running (consumer.go)
+
 	groupsMu    sync.Mutex
 	groups      map[string]*group
 	ledger      *ledger     // consumer state as the log holds it (ledger.go)
@@ -550,13 +554,17 @@ func (q *Queue) awaitSync(ctx context.Context, b *batch) SendStatus {
 // Err returns the error that poisoned the queue (matching ErrPoisoned), or nil.
 func (q *Queue) Err() error { return q.log.Err() }
 
-// Close stops accepting Sends, gives every pending Send a definite result,
-// flushes what was written, records a clean end and releases the directory.
-// It is idempotent and returns the same error each time (the poison error if
-// the queue was poisoned).
+// Close stops Receives and the Consume loops, waits for the handlers Consume
+// is running to return and ack (at most ShutdownTimeout; the Ack of a handler
+// that returns later fails, and its Consume returns an error saying so),
+// stops accepting Sends, gives every pending Send a definite result, flushes
+// what was written, records a clean end and releases the directory. It is
+// idempotent and returns the same error each time (the poison error if the
+// queue was poisoned). Close called from a handler waits out ShutdownTimeout.
 func (q *Queue) Close() error {
 	q.closeOnce.Do(func() {
-		close(q.done)
+		close(q.done) // Receives return: Consume loops stop taking messages
+		q.waitHandlers()
 		<-q.markerDone
 		<-q.txDone
 		if err := q.flushMarks(context.Background()); err != nil {
