@@ -150,6 +150,9 @@ func (c *Consumer) Receive(ctx context.Context) (*Delivery, error) {
 		// Take the channel before looking at the log, so a commit that lands
 		// after the look wakes us.
 		committed := c.q.committedChanged()
+		if c.q.opts.beforeGroupLock != nil {
+			c.q.opts.beforeGroupLock()
+		}
 		g.mu.Lock()
 		now := c.q.opts.now()
 		d, moves, wake, err := c.next(now)
@@ -200,6 +203,11 @@ func (c *Consumer) Receive(ctx context.Context) (*Delivery, error) {
 // look again (zero: when something changes).
 func (c *Consumer) next(now time.Time) (d *Delivery, moves []move, wake time.Time, err error) {
 	g := c.g
+	if g.closed {
+		// Close has closed the group's reader; a Receive that passed its
+		// own closed check before Close began must not open another.
+		return nil, nil, wake, fmt.Errorf("zeroloss: receive: %w", ErrClosed)
+	}
 	if g.quiet && !now.Before(g.scanned) && (g.quietUntil.IsZero() || now.Before(g.quietUntil)) {
 		// Nothing in pending needs a look yet: straight to the main
 		// stream, without going through every message in flight.

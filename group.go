@@ -28,6 +28,7 @@ type group struct {
 	mu       sync.Mutex
 	cursor   uint64              // next main-stream seq to consider for a first delivery
 	reader   *wal.Reader         // positioned at cursor; nil until needed
+	closed   bool                // Close closed reader: none may be opened again
 	pending  map[uint64]*unacked // by position: delivered (or due again), not acked
 	attempts map[uint64]uint64   // by position: attempt counts not yet written in an ack record
 	marked   uint64              // the cursor last written in an ack record

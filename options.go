@@ -189,9 +189,12 @@ type Options struct {
 	// Default: discard.
 	Logger *slog.Logger
 
-	fs         vfs.FS           // tests: crashable or faulty file systems
-	now        func() time.Time // tests: fake clock
-	leaseChunk uint64           // tests: seqs per durable lease extension
+	fs  vfs.FS           // tests: crashable or faulty file systems
+	now func() time.Time // tests: fake clock
+	// beforeGroupLock (tests) is called by Receive after its closed check,
+	// before it takes the group's lock: a seam for a race with Close.
+	beforeGroupLock func()
+	leaseChunk      uint64 // tests: seqs per durable lease extension
 	// slotInterval and slotBytes throttle the wal's sync slot (see
 	// wal.Options); tests set slotEverySync to record every sync.
 	slotInterval  time.Duration

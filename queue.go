@@ -587,6 +587,7 @@ func (q *Queue) Close() error {
 				g.reader.Close()
 				g.reader = nil
 			}
+			g.closed = true
 			g.mu.Unlock()
 		}
 		q.groupsMu.Unlock()
