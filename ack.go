@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/zerolossmq/zeroloss/internal/record"
@@ -88,6 +89,7 @@ func (c *Consumer) AckBatch(ds ...*Delivery) error {
 		acked, err := d.stale("ack")
 		switch {
 		case acked: // acked already, through this delivery
+		case u.busy && slices.Contains(us, u): // named twice in this call
 		case err != nil:
 			expired = err
 		default:
