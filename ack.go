@@ -14,10 +14,11 @@ import (
 var (
 	// ErrDeliveryExpired: Ack, Nack or Extend through a delivery that is no
 	// longer its message's current one: the message was delivered again
-	// since, moved to the retry stream or the dead letters, or skipped by
-	// forced retention; or Nack or Extend after the ack deadline passed or
-	// after an Ack. Nothing was changed. (A second Ack of the current
-	// delivery is not an error: Ack is idempotent and returns nil.)
+	// since, or moved to the retry stream or the dead letters; or Nack or
+	// Extend after the ack deadline passed, or after an Ack. Nothing was
+	// changed. (A second Ack of the current delivery is not an error: Ack is
+	// idempotent and returns nil; so is an Ack of a message that forced
+	// retention skipped, which the group will not deliver again either.)
 	ErrDeliveryExpired = errors.New("delivery expired")
 	// ErrNotDurable: an ack or another consumer record was written but not
 	// confirmed durable in time (the fdatasync timed out or failed). The
@@ -39,8 +40,9 @@ type Delivery struct {
 }
 
 // stale returns why d is no longer its message's current delivery (the
-// caller holds the group's lock), or nil. acked says d's message was acked
-// through d.
+// caller holds the group's lock), or nil. acked says d's message left the
+// group with nothing more to ack: acked through d, or skipped by forced
+// retention.
 func (d *Delivery) stale(op string) (acked bool, err error) {
 	u := d.u
 	var why string
@@ -50,10 +52,12 @@ func (d *Delivery) stale(op string) (acked bool, err error) {
 	case u.pos != d.pos:
 		why = "it moved to the retry stream"
 	case d.c.g.pending[u.pos] != u:
-		if u.acked {
+		if !u.dead {
+			// Acked, or skipped by forced retention: either way the group
+			// will not deliver it again, which is all an Ack promises.
 			return true, nil
 		}
-		why = "it was dead-lettered or skipped by retention"
+		why = "it was dead-lettered"
 	case u.busy:
 		why = "a record about it (an ack, or a move to the retry stream or the dead letters) is being written"
 	default:
@@ -113,7 +117,6 @@ func (c *Consumer) AckBatch(ds ...*Delivery) error {
 		u.busy = false
 		if err == nil {
 			delete(g.pending, u.pos)
-			u.acked = true
 		}
 	}
 	if err == nil {
@@ -185,7 +188,7 @@ func (d *Delivery) held(op string) error {
 	case err != nil:
 		return err
 	case acked:
-		return fmt.Errorf("zeroloss: %s of seq %d: it was acked: %w", op, d.Seq, ErrDeliveryExpired)
+		return fmt.Errorf("zeroloss: %s of seq %d: it was acked (or skipped by retention): %w", op, d.Seq, ErrDeliveryExpired)
 	case !d.u.out:
 		return fmt.Errorf("zeroloss: %s of seq %d: its ack deadline passed, or it was nacked: %w", op, d.Seq, ErrDeliveryExpired)
 	}
@@ -260,6 +263,7 @@ func (g *group) moveOne(ctx context.Context, m move) error {
 	delete(g.pending, u.pos)
 	delete(g.attempts, u.pos)
 	if m.dead {
+		u.dead = true
 		g.q.logger.Warn("zeroloss: message dead-lettered", "group", g.name, "seq", u.seq, "attempts", u.attempt, "reason", m.reason)
 	} else {
 		u.pos, u.due, u.wait = pos, m.due, m.wait

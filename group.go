@@ -71,7 +71,7 @@ type unacked struct {
 	timeout  time.Duration // the ack timeout that set deadline, likewise
 	token    uint64        // changes on every delivery: stale Delivery handles
 	busy     bool          // a record about it (ack, retry, dead letter) is being written
-	acked    bool          // acked (and out of pending): a second Ack of its delivery is a no-op
+	dead     bool          // dead-lettered (and out of pending): an Ack of its delivery is expired
 }
 
 func newGroup(q *Queue, id uint16, name string, cursor uint64) *group {
