@@ -72,10 +72,7 @@ func (m ReplicationMode) String() string {
 
 // Defaults for Options fields left zero.
 const (
-	DefaultReplicaTimeout = 5 * time.Second
-	// DefaultShutdownTimeout leaves a process stopped with a 30s grace
-	// period (Kubernetes' default) time to close after its handlers.
-	DefaultShutdownTimeout = 10 * time.Second
+	DefaultReplicaTimeout  = 5 * time.Second
 	DefaultFlushInterval   = 500 * time.Millisecond
 	DefaultFlushTimeout    = 5 * time.Second
 	DefaultSegmentSize     = wal.DefaultSegmentSize
@@ -88,6 +85,9 @@ const (
 	DefaultTxCheckMax      = 15
 	// MinMessageSizeLimit is the smallest MaxMessageSize accepted.
 	MinMessageSizeLimit = 64
+	// DefaultShutdownTimeout leaves a process stopped with a 30s grace
+	// period (Kubernetes' default) time to close after its handlers.
+	DefaultShutdownTimeout = 10 * time.Second
 	// MaxIDLength bounds a message ID, in bytes. The dedup table keeps up
 	// to DedupEntries IDs in memory and in every retention checkpoint: at
 	// 256 bytes the default 100,000 entries take at most 26 MiB, well
@@ -189,17 +189,17 @@ type Options struct {
 	// Default: discard.
 	Logger *slog.Logger
 
-	fs  vfs.FS           // tests: crashable or faulty file systems
-	now func() time.Time // tests: fake clock
-	// beforeGroupLock (tests) is called by Receive after its closed check,
-	// before it takes the group's lock: a seam for a race with Close.
-	beforeGroupLock func()
-	leaseChunk      uint64 // tests: seqs per durable lease extension
+	fs         vfs.FS           // tests: crashable or faulty file systems
+	now        func() time.Time // tests: fake clock
+	leaseChunk uint64           // tests: seqs per durable lease extension
 	// slotInterval and slotBytes throttle the wal's sync slot (see
 	// wal.Options); tests set slotEverySync to record every sync.
 	slotInterval  time.Duration
 	slotBytes     int64
 	slotEverySync bool
+	// beforeGroupLock (tests) is called by Receive after its closed check,
+	// before it takes the group's lock: a seam for a race with Close.
+	beforeGroupLock func()
 }
 
 func (o *Options) withDefaults() (Options, error) {
