@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/zerolossmq/zeroloss/internal/record"
@@ -11,9 +12,13 @@ import (
 
 // Consumer errors.
 var (
-	// ErrDeliveryExpired: Nack or Extend on a delivery whose ack deadline
-	// passed (the message may already be with another consumer) or that was
-	// acked.
+	// ErrDeliveryExpired: Ack, Nack or Extend through a delivery that is no
+	// longer its message's current one: the message was delivered again
+	// since, or moved to the retry stream or the dead letters; or Nack or
+	// Extend after the ack deadline passed, or after an Ack. Nothing was
+	// changed. (A second Ack of the current delivery is not an error: Ack is
+	// idempotent and returns nil; so is an Ack of a message that forced
+	// retention skipped, which the group will not deliver again either.)
 	ErrDeliveryExpired = errors.New("delivery expired")
 	// ErrNotDurable: an ack or another consumer record was written but not
 	// confirmed durable in time (the fdatasync timed out or failed). The
@@ -30,20 +35,50 @@ type Delivery struct {
 
 	c     *Consumer
 	u     *unacked
-	token uint64
+	token uint64 // u.token when delivered: a later delivery changes it
+	pos   uint64 // u.pos when delivered: a move to the retry stream changes it
+}
+
+// stale returns why d is no longer its message's current delivery (the
+// caller holds the group's lock), or nil. acked says d's message left the
+// group with nothing more to ack: acked through d, or skipped by forced
+// retention.
+func (d *Delivery) stale(op string) (acked bool, err error) {
+	u := d.u
+	var why string
+	switch {
+	case u.token != d.token:
+		why = fmt.Sprintf("it was delivered again since (attempt %d)", u.attempt)
+	case u.pos != d.pos:
+		why = "it moved to the retry stream"
+	case d.c.g.pending[u.pos] != u:
+		if !u.dead {
+			// Acked, or skipped by forced retention: either way the group
+			// will not deliver it again, which is all an Ack promises.
+			return true, nil
+		}
+		why = "it was dead-lettered"
+	case u.busy:
+		why = "a record about it (an ack, or a move to the retry stream or the dead letters) is being written"
+	default:
+		return false, nil
+	}
+	return false, fmt.Errorf("zeroloss: %s of seq %d (attempt %d): %s: %w", op, d.Seq, d.Attempt, why, ErrDeliveryExpired)
 }
 
 // Ack acknowledges the message: it will not be delivered to the group again.
 // It returns after the ack is durable as the queue's flush mode promises
 // (under FlushSync after an fdatasync shared with other acks and sends). An
 // ack after the ack deadline still counts unless the message has meanwhile
-// moved to the retry stream or the dead letters (ErrDeliveryExpired). Safe
-// for concurrent use.
+// been delivered again, or moved to the retry stream or the dead letters:
+// then it is ErrDeliveryExpired and acks nothing. Acking the same delivery
+// again returns nil (Ack is idempotent). Safe for concurrent use.
 func (d *Delivery) Ack() error { return d.c.AckBatch(d) }
 
 // AckBatch acknowledges several deliveries of this consumer's group with one
-// record. Deliveries already acked are skipped; if some have moved on
-// (ErrDeliveryExpired), the others are still acked.
+// record. Deliveries already acked are skipped; if some are no longer their
+// message's current delivery (ErrDeliveryExpired, as for Ack), the others
+// are still acked.
 func (c *Consumer) AckBatch(ds ...*Delivery) error {
 	g := c.g
 	g.mu.Lock()
@@ -55,11 +90,12 @@ func (c *Consumer) AckBatch(ds ...*Delivery) error {
 			return fmt.Errorf("zeroloss: ack of a delivery from group %q on group %q: %w", d.c.g.name, g.name, ErrInvalidOptions)
 		}
 		u := d.u
+		acked, err := d.stale("ack")
 		switch {
-		case g.pending[u.pos] != u:
-			// Acked already (or dead-lettered).
-		case u.busy:
-			expired = fmt.Errorf("zeroloss: ack of seq %d: it is moving to the retry stream or the dead letters: %w", d.Seq, ErrDeliveryExpired)
+		case acked: // acked already, through this delivery
+		case u.busy && slices.Contains(us, u): // named twice in this call
+		case err != nil:
+			expired = err
 		default:
 			u.busy = true
 			us = append(us, u)
@@ -100,15 +136,19 @@ func (c *Consumer) AckBatch(ds ...*Delivery) error {
 // on its last allowed delivery it goes to the dead letters instead. A
 // message that fails more than once moves to the group's retry stream, so it
 // does not hold back retention. It returns ErrDeliveryExpired if the
-// delivery is no longer held.
+// delivery is no longer held, and an error matching ErrInvalidOptions for a
+// negative delay.
 func (d *Delivery) Nack(delay time.Duration) error {
+	if delay < 0 {
+		return invalid("Nack delay", "is negative (%v)", delay)
+	}
 	c := d.c
 	g := c.g
 	g.mu.Lock()
 	u := d.u
-	if g.pending[u.pos] != u || u.token != d.token || !u.out || u.busy {
+	if err := d.held("nack"); err != nil {
 		g.mu.Unlock()
-		return fmt.Errorf("zeroloss: nack of seq %d: %w", d.Seq, ErrDeliveryExpired)
+		return err
 	}
 	u.out = false
 	m, ok := c.failed(u, delay, c.q.opts.now(), "nacked on the last allowed delivery")
@@ -120,18 +160,38 @@ func (d *Delivery) Nack(delay time.Duration) error {
 	return c.moveAll(context.Background(), []move{m})
 }
 
-// Extend moves the ack deadline to d from now, for long work. It returns
-// ErrDeliveryExpired if the delivery is no longer held.
+// Extend moves the ack deadline to by from now, for long work. It returns
+// ErrDeliveryExpired if the delivery is no longer held, and an error
+// matching ErrInvalidOptions if by is below MinAckTimeout.
 func (d *Delivery) Extend(by time.Duration) error {
+	if by < MinAckTimeout {
+		return invalid("Extend", "by %v is below MinAckTimeout %v", by, MinAckTimeout)
+	}
 	g := d.c.g
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	u := d.u
-	if g.pending[u.pos] != u || u.token != d.token || !u.out || u.busy {
-		return fmt.Errorf("zeroloss: extend of seq %d: %w", d.Seq, ErrDeliveryExpired)
+	if err := d.held("extend"); err != nil {
+		return err
 	}
 	u.deadline, u.timeout = d.c.q.opts.now().Add(by), by
 	g.expect(u.deadline)
+	return nil
+}
+
+// held returns nil if d is its message's current delivery and its ack
+// deadline has not passed (the caller holds the group's lock), else
+// ErrDeliveryExpired saying why.
+func (d *Delivery) held(op string) error {
+	acked, err := d.stale(op)
+	switch {
+	case err != nil:
+		return err
+	case acked:
+		return fmt.Errorf("zeroloss: %s of seq %d: it was acked (or skipped by retention): %w", op, d.Seq, ErrDeliveryExpired)
+	case !d.u.out:
+		return fmt.Errorf("zeroloss: %s of seq %d: its ack deadline passed, or it was nacked: %w", op, d.Seq, ErrDeliveryExpired)
+	}
 	return nil
 }
 
@@ -203,6 +263,7 @@ func (g *group) moveOne(ctx context.Context, m move) error {
 	delete(g.pending, u.pos)
 	delete(g.attempts, u.pos)
 	if m.dead {
+		u.dead = true
 		g.q.logger.Warn("zeroloss: message dead-lettered", "group", g.name, "seq", u.seq, "attempts", u.attempt, "reason", m.reason)
 	} else {
 		u.pos, u.due, u.wait = pos, m.due, m.wait
@@ -250,14 +311,18 @@ func (q *Queue) groupByName(name string) (*group, error) {
 // each is appended to the group's retry stream, due at once, with its attempt
 // count reset, and leaves the dead letters. With no positions it re-drives
 // all of them; otherwise those at the given DeadLetter.Pos. It returns how
-// many it re-drove.
+// many it re-drove. A dead letter is re-driven at most once: concurrent
+// calls (or a concurrent PurgeDeadLetters) naming the same one skip it while
+// another call writes its record, and find it gone afterwards.
 func (q *Queue) RedriveDeadLetters(ctx context.Context, name string, positions ...uint64) (int, error) {
 	g, err := q.groupByName(name)
 	if err != nil {
 		return 0, err
 	}
+	dead := g.claimDead(positions)
+	defer g.unclaimDead(dead)
 	n := 0
-	for _, dl := range q.selectDead(g, positions) {
+	for _, dl := range dead {
 		now := q.opts.now()
 		payload := record.AppendRetry(nil, &record.Retry{Seq: dl.Seq, Source: dl.Pos, Due: now.UnixNano(), Message: toRecord(&dl.Message)})
 		pos, err := g.writeRecord(ctx, record.TypeRetry, payload)
@@ -277,13 +342,15 @@ func (q *Queue) RedriveDeadLetters(ctx context.Context, name string, positions .
 
 // PurgeDeadLetters deletes dead letters of the group called name: all of
 // them with no positions, otherwise those at the given DeadLetter.Pos. It
-// returns how many it deleted.
+// returns how many it deleted. Like RedriveDeadLetters, it skips dead
+// letters another call is re-driving or purging.
 func (q *Queue) PurgeDeadLetters(ctx context.Context, name string, positions ...uint64) (int, error) {
 	g, err := q.groupByName(name)
 	if err != nil {
 		return 0, err
 	}
-	dead := q.selectDead(g, positions)
+	dead := g.claimDead(positions)
+	defer g.unclaimDead(dead)
 	if len(dead) == 0 {
 		return 0, nil
 	}
@@ -300,6 +367,36 @@ func (q *Queue) PurgeDeadLetters(ctx context.Context, name string, positions ...
 		return len(dead), err
 	}
 	return len(dead), nil
+}
+
+// claimDead returns g's dead letters at positions (all with none) that no
+// other redrive or purge is writing a record about, and claims them until
+// unclaimDead. A record written for a claimed dead letter takes it out of
+// the ledger before the claim ends, so each is re-driven or purged once.
+func (g *group) claimDead(positions []uint64) []DeadLetter {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var out []DeadLetter
+	for _, dl := range g.q.selectDead(g, positions) {
+		if g.claimed[dl.Pos] {
+			continue
+		}
+		if g.claimed == nil {
+			g.claimed = map[uint64]bool{}
+		}
+		g.claimed[dl.Pos] = true
+		out = append(out, dl)
+	}
+	return out
+}
+
+// unclaimDead ends the claims of claimDead.
+func (g *group) unclaimDead(dead []DeadLetter) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, dl := range dead {
+		delete(g.claimed, dl.Pos)
+	}
 }
 
 // selectDead returns g's dead letters at positions, or all with none.

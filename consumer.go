@@ -32,11 +32,19 @@ var DefaultBackoff = []time.Duration{
 	9 * time.Minute, 10 * time.Minute, 20 * time.Minute, 30 * time.Minute, time.Hour, 2 * time.Hour,
 }
 
+// MinAckTimeout is the shortest AckTimeout, and the shortest Extend,
+// accepted. An Ack waits for an fdatasync (milliseconds, tens of them on a
+// loaded disk); an ack deadline shorter than a few of those delivers messages
+// again while their handlers still run and ack, so one message runs in many
+// handlers at once. A shorter value is almost always a unit mistake.
+const MinAckTimeout = 100 * time.Millisecond
+
 // ConsumerOptions configure a Consumer. The zero value, like nil, means every
 // default.
 type ConsumerOptions struct {
 	// AckTimeout is how long a delivery may stay unacknowledged before it is
-	// delivered again (after its backoff). Default 30s.
+	// delivered again (after its backoff). Default 30s; at least
+	// MinAckTimeout.
 	AckTimeout time.Duration
 	// MaxDeliveries is how many times a message is delivered before it goes
 	// to the group's dead letters. Default 16.
@@ -63,6 +71,8 @@ func (o *ConsumerOptions) WithDefaults() (ConsumerOptions, error) {
 	switch {
 	case out.AckTimeout < 0:
 		return out, invalid("AckTimeout", "is negative (%v)", out.AckTimeout)
+	case out.AckTimeout > 0 && out.AckTimeout < MinAckTimeout:
+		return out, invalid("AckTimeout", "is %v, below MinAckTimeout %v", out.AckTimeout, MinAckTimeout)
 	case out.MaxDeliveries < 0:
 		return out, invalid("MaxDeliveries", "is negative (%d)", out.MaxDeliveries)
 	case out.Concurrency < 0:
@@ -140,6 +150,9 @@ func (c *Consumer) Receive(ctx context.Context) (*Delivery, error) {
 		// Take the channel before looking at the log, so a commit that lands
 		// after the look wakes us.
 		committed := c.q.committedChanged()
+		if c.q.opts.beforeGroupLock != nil {
+			c.q.opts.beforeGroupLock()
+		}
 		g.mu.Lock()
 		now := c.q.opts.now()
 		d, moves, wake, err := c.next(now)
@@ -190,6 +203,11 @@ func (c *Consumer) Receive(ctx context.Context) (*Delivery, error) {
 // look again (zero: when something changes).
 func (c *Consumer) next(now time.Time) (d *Delivery, moves []move, wake time.Time, err error) {
 	g := c.g
+	if g.closed {
+		// Close has closed the group's reader; a Receive that passed its
+		// own closed check before Close began must not open another.
+		return nil, nil, wake, fmt.Errorf("zeroloss: receive: %w", ErrClosed)
+	}
 	if g.quiet && !now.Before(g.scanned) && (g.quietUntil.IsZero() || now.Before(g.quietUntil)) {
 		// Nothing in pending needs a look yet: straight to the main
 		// stream, without going through every message in flight.
@@ -337,7 +355,7 @@ func (c *Consumer) deliver(u *unacked, now time.Time) *Delivery {
 		// a delayed message never moved too, over its count of 0).
 		c.g.attempts[u.pos] = uint64(u.attempt)
 	}
-	return &Delivery{Message: u.msg, Seq: u.seq, Attempt: u.attempt, FirstDelivered: u.first, c: c, u: u, token: u.token}
+	return &Delivery{Message: u.msg, Seq: u.seq, Attempt: u.attempt, FirstDelivered: u.first, c: c, u: u, token: u.token, pos: u.pos}
 }
 
 func (c *Consumer) backoff(attempt int) time.Duration {
@@ -383,15 +401,37 @@ func (c *Consumer) ReceiveBatch(ctx context.Context, max int) ([]*Delivery, erro
 // is acked only after its handler returns nil; an error or a panic (recovered
 // and logged) means a failed delivery, redelivered after its backoff. When ctx
 // ends, Consume stops taking messages, waits for the running handlers (their
-// context is not cancelled with it) and returns ctx's error.
+// context is not cancelled with it) and returns ctx's error. Close stops it
+// the same way, waiting for the running handlers up to the queue's
+// ShutdownTimeout; Consume then returns an error matching ErrClosed.
+//
+// If acking (or nacking) a handled message failed, for instance because the
+// queue closed before a slow handler returned, the message will be delivered
+// again; each failure is logged, and Consume's error then also says how many
+// there were and wraps the first (errors.Is finds it).
 func (c *Consumer) Consume(ctx context.Context, handler func(context.Context, *Delivery) error) error {
+	if !c.q.startHandlers(c.opts.Concurrency) {
+		return fmt.Errorf("zeroloss: consume: %w", ErrClosed)
+	}
 	hctx := context.WithoutCancel(ctx)
 	var wg sync.WaitGroup
 	failed := make(chan error, 1)
+	var ackMu sync.Mutex
+	var ackFailures int
+	var firstAckFailure error
+	ackFailed := func(err error) {
+		ackMu.Lock()
+		defer ackMu.Unlock()
+		if ackFailures == 0 {
+			firstAckFailure = err
+		}
+		ackFailures++
+	}
 	for i := 0; i < c.opts.Concurrency; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer c.q.handlers.Done()
 			for {
 				d, err := c.Receive(ctx)
 				if err != nil {
@@ -408,20 +448,65 @@ func (c *Consumer) Consume(ctx context.Context, handler func(context.Context, *D
 						"group", c.g.name, "seq", d.Seq, "attempt", d.Attempt, "error", err)
 					if err := d.Nack(0); err != nil && !errors.Is(err, ErrDeliveryExpired) {
 						c.q.logger.Error("zeroloss: nack failed", "group", c.g.name, "seq", d.Seq, "error", err)
+						ackFailed(err)
 					}
 				} else if err := d.Ack(); err != nil {
 					c.q.logger.Error("zeroloss: ack failed; the message will be delivered again",
 						"group", c.g.name, "seq", d.Seq, "error", err)
+					ackFailed(err)
 				}
 			}
 		}()
 	}
 	wg.Wait()
+	var stop error
 	select {
-	case err := <-failed:
-		return err
+	case stop = <-failed:
 	default:
-		return ctx.Err()
+		stop = ctx.Err()
+	}
+	if ackFailures > 0 {
+		noun := "message"
+		if ackFailures > 1 {
+			noun = "messages"
+		}
+		return errors.Join(fmt.Errorf("zeroloss: consume: %d handled %s could not be acked and will be delivered again; the first: %w",
+			ackFailures, noun, firstAckFailure), stop)
+	}
+	return stop
+}
+
+// startHandlers counts n Consume workers in, or returns false once Close
+// has begun.
+func (q *Queue) startHandlers(n int) bool {
+	q.handlersMu.Lock()
+	defer q.handlersMu.Unlock()
+	if q.handlersClosed {
+		return false
+	}
+	q.handlers.Add(n)
+	return true
+}
+
+// waitHandlers is Close's wait for the Consume workers (their Receives
+// return once q.done is closed; running handlers finish and ack), at most
+// ShutdownTimeout.
+func (q *Queue) waitHandlers() {
+	q.handlersMu.Lock()
+	q.handlersClosed = true
+	q.handlersMu.Unlock()
+	stopped := make(chan struct{})
+	go func() {
+		q.handlers.Wait()
+		close(stopped)
+	}()
+	timer := time.NewTimer(q.opts.ShutdownTimeout)
+	defer timer.Stop()
+	select {
+	case <-stopped:
+	case <-timer.C:
+		q.logger.Warn("zeroloss: closing with Consume handlers still running after ShutdownTimeout; "+
+			"their acks will fail and their messages be delivered again", "shutdown_timeout", q.opts.ShutdownTimeout)
 	}
 }
 

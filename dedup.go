@@ -286,7 +286,7 @@ func (q *Queue) duplicate(ctx context.Context, e *dedupEntry) SendResult {
 // (plus ReplicaTimeout under ReplicateSync), then reports FlushDiskTimeout,
 // or FlushReplicaTimeout if the leader has it and the follower does not;
 // ReplicaNotAvailable at once if no follower is attached; FlushDiskTimeout at
-// once if the queue is poisoned.
+// once if the queue is poisoned; WaitCanceled if ctx ends first.
 func (q *Queue) durableStatus(ctx context.Context, seq uint64) SendStatus {
 	replicated := q.opts.Replication == ReplicateSync
 	if q.opts.Flush == FlushAsync && !replicated {
@@ -329,6 +329,8 @@ func (q *Queue) durableStatus(ctx context.Context, seq uint64) SendStatus {
 			continue
 		case <-timer.C:
 		case <-ctx.Done():
+			q.stats.waitsCanceled.Add(1)
+			return WaitCanceled
 		case <-q.done:
 		}
 		if replPhase {

@@ -8,14 +8,18 @@
 //
 //	Flush       SendOK returned after   survives kill -9   survives power loss
 //	FlushSync   fdatasync (durable)     yes                yes
-//	FlushAsync  write(2) (page cache)   yes                no: SendOKs since the last
-//	                                                       background flush (at most
-//	                                                       FlushInterval) can be lost
+//	FlushAsync  write(2) (page cache)   yes                no: SendOKs not yet covered
+//	                                                       by a completed background
+//	                                                       fdatasync can be lost: up to
+//	                                                       FlushInterval plus one
+//	                                                       fdatasync
 //
 // Any other status means the message was appended but a guarantee was not
 // confirmed: FlushDiskTimeout says the fdatasync did not finish within
-// FlushTimeout (or failed, which poisons the queue). A non-nil error means the
-// message was not appended. Seqs are strictly increasing and never reused, even
+// FlushTimeout (or failed, which poisons the queue); WaitCanceled says the
+// Send's ctx ended while it waited for the confirmation (the caller gave up,
+// which says nothing about the disk). A non-nil error means the message was
+// not appended. Seqs are strictly increasing and never reused, even
 // for messages lost to a power loss under FlushAsync.
 //
 // Under FlushSync, concurrent Sends share one fdatasync (group commit): Sends

@@ -24,7 +24,9 @@ var (
 	ErrMessageTooLarge = errors.New("message too large")
 	// ErrInvalidOptions: an option is out of range; the error names the field.
 	ErrInvalidOptions = errors.New("invalid options")
-	// ErrInvalidMessage: Send was given a nil message.
+	// ErrInvalidMessage: Send was given a nil message, or one whose ID is
+	// longer than MaxIDLength or whose key is longer than MaxKeyLength (the
+	// error names the field). Nothing was appended.
 	ErrInvalidMessage = errors.New("invalid message")
 	// ErrDiskFull: a new segment could not be created or preallocated for
 	// lack of space. Nothing was appended and the queue is not poisoned:

@@ -287,7 +287,6 @@ func (q *Queue) commit(b *batch) {
 	if q.opts.MaxBytes > 0 {
 		q.usedBytes.Store(q.log.DataBytes())
 	}
-	q.stats.messages.Add(uint64(n))
 	q.stats.batches.Add(1)
 	// The buffer is free once written; keep it for the next batch.
 	q.mu.Lock()

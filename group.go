@@ -28,6 +28,7 @@ type group struct {
 	mu       sync.Mutex
 	cursor   uint64              // next main-stream seq to consider for a first delivery
 	reader   *wal.Reader         // positioned at cursor; nil until needed
+	closed   bool                // Close closed reader: none may be opened again
 	pending  map[uint64]*unacked // by position: delivered (or due again), not acked
 	attempts map[uint64]uint64   // by position: attempt counts not yet written in an ack record
 	marked   uint64              // the cursor last written in an ack record
@@ -35,6 +36,7 @@ type group struct {
 	skip     map[uint64]bool     // main-stream seqs at or above cursor already done (acked or moved before a restart)
 	order    []uint64            // main-stream positions as they entered pending, ascending; some may have left it since (floor's index)
 	changed  chan struct{}       // closed and replaced when pending changes
+	claimed  map[uint64]bool     // dead-letter positions a redrive or purge is writing a record about (claimDead)
 
 	// What the last look through pending found (Consumer.next): while
 	// quiet, nothing in pending is to be delivered or has an expired ack
@@ -69,6 +71,7 @@ type unacked struct {
 	timeout  time.Duration // the ack timeout that set deadline, likewise
 	token    uint64        // changes on every delivery: stale Delivery handles
 	busy     bool          // a record about it (ack, retry, dead letter) is being written
+	dead     bool          // dead-lettered (and out of pending): an Ack of its delivery is expired
 	// delayed: read with a future DeliverAt and not delivered then; the
 	// group's ack records say so (an attempt count of 0) until it moves
 	delayed bool

@@ -518,8 +518,12 @@ func (p *Producer) queue() *Queue {
 }
 
 // checkSize refuses a message above the producer's or the attached queue's
-// MaxMessageSize.
+// MaxMessageSize, or one the queue would refuse (checkMessage): it is never
+// spooled.
 func (p *Producer) checkSize(m *Message) error {
+	if err := checkMessage(0, m); err != nil {
+		return fmt.Errorf("zeroloss: producer: %w", err)
+	}
 	rm := record.Message{ID: m.ID, Key: m.Key, Headers: m.Headers, Body: m.Body, DeliverAt: m.DeliverAt}
 	n := frameSize(&rm)
 	limit, whose := p.opts.MaxMessageSize, "ProducerOptions.MaxMessageSize"

@@ -874,7 +874,7 @@ func TestStrictProducerContextEnds(t *testing.T) {
 		res, err := p.Send(ctx, &Message{ID: "appended", Body: bodyFor("appended")[:64]})
 		require.NoError(t, err)
 		require.Equal(t, Spooled, res.Outcome, "appended without confirmation: spooled although ctx ended")
-		require.ErrorContains(t, res.Cause, "FlushDiskTimeout")
+		require.ErrorContains(t, res.Cause, "WaitCanceled", "the caller gave up: not a disk timeout")
 		require.Equal(t, 1, p.Spooled())
 		close(fs.release)
 		flush(t, p)

@@ -20,8 +20,10 @@ import (
 // Message is what producers send and consumers receive.
 type Message struct {
 	// ID identifies the message. Send fills an empty ID with a unique one.
+	// At most MaxIDLength bytes.
 	ID string
-	// Key is an application key (for ordering or routing); optional.
+	// Key is an application key (for ordering or routing); optional. At
+	// most MaxKeyLength bytes.
 	Key string
 	// Headers are application metadata; optional.
 	Headers map[string]string
@@ -54,16 +56,25 @@ const (
 	// ReplicaNotAvailable: appended and durable locally, but no follower was
 	// attached to confirm it (replication).
 	ReplicaNotAvailable
+	// WaitCanceled: appended (written to the operating system), but the
+	// Send's ctx ended while it waited for the confirmation (the fdatasync,
+	// or under ReplicateSync the follower's ack), so it was not awaited: the
+	// message may or may not survive a power loss, or reach the follower.
+	// The caller gave up; it says nothing about the disk or the follower
+	// (Stats counts it as WaitsCanceled, apart from FlushTimeouts and
+	// ReplicaTimeouts).
+	WaitCanceled
 )
 
 var statusNames = [...]string{
 	SendOK: "SendOK", FlushDiskTimeout: "FlushDiskTimeout",
 	FlushReplicaTimeout: "FlushReplicaTimeout", ReplicaNotAvailable: "ReplicaNotAvailable",
+	WaitCanceled: "WaitCanceled",
 }
 
 // String returns the status's Go name, e.g. "SendOK".
 func (s SendStatus) String() string {
-	if s >= SendOK && s <= ReplicaNotAvailable {
+	if s >= SendOK && s <= WaitCanceled {
 		return statusNames[s]
 	}
 	return "SendStatus(" + strconv.Itoa(int(s)) + ")"
@@ -106,6 +117,10 @@ type Queue struct {
 	syncerDone       chan struct{}
 	closeOnce        sync.Once
 	closeErr         error
+
+	handlersMu     sync.Mutex     // guards handlersClosed and Adds to handlers
+	handlersClosed bool           // Close began: Consume starts no more workers
+	handlers       sync.WaitGroup // Consume workers running (consumer.go)
 
 	groupsMu    sync.Mutex
 	groups      map[string]*group
@@ -217,7 +232,9 @@ func Open(dir string, opts *Options) (*Queue, error) {
 // not appended may still be found after a restart, if the failed write partly
 // reached the disk.) Once the message is taken for writing, Send no longer
 // gives up on ctx before the write completes; if ctx ends while it waits for
-// the fdatasync, it returns the result with FlushDiskTimeout.
+// the fdatasync (or, under ReplicateSync, the follower's ack), it returns the
+// result with WaitCanceled and a nil error: appended, durability not
+// awaited.
 //
 // Send does not modify m; an empty ID is filled in the returned result only.
 func (q *Queue) Send(ctx context.Context, m *Message) (SendResult, error) {
@@ -245,8 +262,8 @@ func (q *Queue) SendBatch(ctx context.Context, msgs []*Message) ([]SendResult, e
 // in order.
 func (q *Queue) sendMessages(ctx context.Context, msgs []*Message) ([]SendResult, error) {
 	for i, m := range msgs {
-		if m == nil {
-			return nil, fmt.Errorf("zeroloss: message %d is nil: %w", i, ErrInvalidMessage)
+		if err := checkMessage(i, m); err != nil {
+			return nil, err
 		}
 	}
 	var (
@@ -331,6 +348,7 @@ func (q *Queue) sendMessages(ctx context.Context, msgs []*Message) ([]SendResult
 	}
 	sent := make([]string, len(send))
 	first, n, status, err := q.send(ctx, send, sent, now)
+	q.stats.messages.Add(uint64(n))
 	for k, e := range claimed {
 		if e == nil {
 			continue
@@ -366,6 +384,23 @@ func (q *Queue) sendMessages(ctx context.Context, msgs []*Message) ([]SendResult
 		results = append(results, r)
 	}
 	return results, err
+}
+
+// checkMessage refuses message i of a Send (nil, or an ID or key above
+// MaxIDLength or MaxKeyLength) with an error matching ErrInvalidMessage that
+// names the field.
+func checkMessage(i int, m *Message) error {
+	switch {
+	case m == nil:
+		return fmt.Errorf("zeroloss: message %d is nil: %w", i, ErrInvalidMessage)
+	case len(m.ID) > MaxIDLength:
+		return fmt.Errorf("zeroloss: message %d: ID of %d bytes (%.32q...), above MaxIDLength %d: %w",
+			i, len(m.ID), m.ID, MaxIDLength, ErrInvalidMessage)
+	case len(m.Key) > MaxKeyLength:
+		return fmt.Errorf("zeroloss: message %d (ID %q): Key of %d bytes, above MaxKeyLength %d: %w",
+			i, m.ID, len(m.Key), MaxKeyLength, ErrInvalidMessage)
+	}
+	return nil
 }
 
 func hasKey(m map[int]int, k int) bool {
@@ -512,30 +547,42 @@ func (q *Queue) newID() string {
 }
 
 // awaitSync waits for b's fdatasync, at most FlushTimeout (b's watchdog) or
-// until ctx ends.
+// until ctx ends (WaitCanceled). A sync already done wins over ctx.
 func (q *Queue) awaitSync(ctx context.Context, b *batch) SendStatus {
 	select {
 	case <-b.synced:
-		if b.syncErr == nil {
-			return SendOK
+	default:
+		select {
+		case <-b.synced:
+		case <-b.timedOut:
+			q.stats.flushTimeouts.Add(1)
+			return FlushDiskTimeout
+		case <-ctx.Done():
+			q.stats.waitsCanceled.Add(1)
+			return WaitCanceled
 		}
-	case <-b.timedOut:
-	case <-ctx.Done():
 	}
-	q.stats.flushTimeouts.Add(1)
-	return FlushDiskTimeout
+	if b.syncErr != nil {
+		q.stats.flushTimeouts.Add(1)
+		return FlushDiskTimeout
+	}
+	return SendOK
 }
 
 // Err returns the error that poisoned the queue (matching ErrPoisoned), or nil.
 func (q *Queue) Err() error { return q.log.Err() }
 
-// Close stops accepting Sends, gives every pending Send a definite result,
-// flushes what was written, records a clean end and releases the directory.
-// It is idempotent and returns the same error each time (the poison error if
-// the queue was poisoned).
+// Close stops Receives and the Consume loops, waits for the handlers Consume
+// is running to return and ack (at most ShutdownTimeout; the Ack of a handler
+// that returns later fails, and its Consume returns an error saying so),
+// stops accepting Sends, gives every pending Send a definite result, flushes
+// what was written, records a clean end and releases the directory. It is
+// idempotent and returns the same error each time (the poison error if the
+// queue was poisoned). Close called from a handler waits out ShutdownTimeout.
 func (q *Queue) Close() error {
 	q.closeOnce.Do(func() {
-		close(q.done)
+		close(q.done) // Receives return: Consume loops stop taking messages
+		q.waitHandlers()
 		<-q.markerDone
 		<-q.txDone
 		if err := q.flushMarks(context.Background()); err != nil {
@@ -558,6 +605,7 @@ func (q *Queue) Close() error {
 				g.reader.Close()
 				g.reader = nil
 			}
+			g.closed = true
 			g.mu.Unlock()
 		}
 		q.groupsMu.Unlock()

@@ -287,6 +287,7 @@ func TestStatusString(t *testing.T) {
 	assert.Equal(t, "FlushDiskTimeout", FlushDiskTimeout.String())
 	assert.Equal(t, "FlushReplicaTimeout", FlushReplicaTimeout.String())
 	assert.Equal(t, "ReplicaNotAvailable", ReplicaNotAvailable.String())
+	assert.Equal(t, "WaitCanceled", WaitCanceled.String())
 	assert.Equal(t, "SendStatus(0)", SendStatus(0).String())
 	assert.Equal(t, "sync", FlushSync.String())
 	assert.Equal(t, "async", FlushAsync.String())

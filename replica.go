@@ -115,8 +115,8 @@ func (q *Queue) setAcked(seq uint64) {
 }
 
 // awaitReplica waits, under ReplicateSync, until the follower acknowledged
-// seq, the batch's ReplicaTimeout passed, ctx ended, or no follower is
-// attached.
+// seq, the batch's ReplicaTimeout passed, ctx ended (WaitCanceled), or no
+// follower is attached.
 func (q *Queue) awaitReplica(ctx context.Context, b *batch, seq uint64) SendStatus {
 	s := &q.repl
 	for {
@@ -134,8 +134,8 @@ func (q *Queue) awaitReplica(ctx context.Context, b *batch, seq uint64) SendStat
 			s.timeouts.Add(1)
 			return FlushReplicaTimeout
 		case <-ctx.Done():
-			s.timeouts.Add(1)
-			return FlushReplicaTimeout
+			q.stats.waitsCanceled.Add(1)
+			return WaitCanceled
 		}
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -491,4 +493,64 @@ func TestFloorIndexMatchesTheLowestOwedPosition(t *testing.T) {
 		}
 	}
 	require.Greater(t, checks, 1000)
+}
+
+// TestConcurrentRedriveOfOneDeadLetterRedrivesItOnce: many goroutines
+// redrive (or purge) the same dead letter at once; it must come back at most
+// once, or the message would be held by two consumers at a time.
+func TestConcurrentRedriveOfOneDeadLetterRedrivesItOnce(t *testing.T) {
+	for _, purgers := range []int{0, 4} {
+		t.Run(fmt.Sprintf("purgers=%d", purgers), func(t *testing.T) {
+			clock, q, c := clockedConsumer(t, 1, &ConsumerOptions{MaxDeliveries: 1, AckTimeout: time.Minute})
+			require.NoError(t, receive(t, c).Nack(0)) // MaxDeliveries 1: dead letter
+			dead, err := q.DeadLetters("g")
+			require.NoError(t, err)
+			require.Len(t, dead, 1)
+
+			const redrivers = 16
+			start := make(chan struct{})
+			var redriven, purged atomic.Int64
+			var wg sync.WaitGroup
+			for i := 0; i < redrivers+purgers; i++ {
+				wg.Add(1)
+				go func(purge bool) {
+					defer wg.Done()
+					<-start
+					var n int
+					var err error
+					if purge {
+						n, err = q.PurgeDeadLetters(context.Background(), "g", dead[0].Pos)
+						purged.Add(int64(n))
+					} else {
+						n, err = q.RedriveDeadLetters(context.Background(), "g", dead[0].Pos)
+						redriven.Add(int64(n))
+					}
+					assert.NoError(t, err)
+				}(i >= redrivers)
+			}
+			close(start)
+			wg.Wait()
+			require.Equal(t, int64(1), redriven.Load()+purged.Load(), "the dead letter left the dead letters once")
+			left, err := q.DeadLetters("g")
+			require.NoError(t, err)
+			assert.Empty(t, left)
+
+			// Count deliveries: one if it was redriven, none if purged.
+			clock.Advance(time.Second)
+			deliveries := 0
+			for {
+				ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+				d, err := c.Receive(ctx)
+				cancel()
+				if err != nil {
+					require.ErrorIs(t, err, context.DeadlineExceeded)
+					break
+				}
+				require.Equal(t, dead[0].Message.ID, d.Message.ID)
+				deliveries++
+			}
+			assert.Equal(t, int(redriven.Load()), deliveries, "the message is held by one consumer at a time")
+			assert.Equal(t, int(redriven.Load()), q.GroupStats()[0].Retrying)
+		})
+	}
 }

@@ -7,7 +7,7 @@ import (
 
 // Stats are counters a user would graph. Counts are since Open.
 type Stats struct {
-	Messages      uint64        // messages appended by Send and SendBatch
+	Messages      uint64        // messages appended by Send and SendBatch (not duplicates, transactional halves, consumer or internal records)
 	Bytes         uint64        // bytes appended to the log (all records)
 	Fsyncs        uint64        // data syncs of segment files
 	FsyncTime     time.Duration // total time spent in them
@@ -17,6 +17,7 @@ type Stats struct {
 	GroupAvg      float64       // Sends answered per group commit, on average
 	GroupMax      uint64        // the largest group
 	FlushTimeouts uint64        // Sends answered with FlushDiskTimeout
+	WaitsCanceled uint64        // Sends answered with WaitCanceled: their ctx ended before the confirmation
 	Segments      int           // segment files
 	SegmentRolls  uint64        // new segments started
 	WarmRolls     uint64        // of which used a segment zero-filled ahead (SegmentWarmup)
@@ -61,6 +62,7 @@ type queueStats struct {
 	groupedSends  atomic.Uint64
 	groupMax      atomic.Uint64
 	flushTimeouts atomic.Uint64
+	waitsCanceled atomic.Uint64
 
 	segmentsDeleted  atomic.Uint64
 	retentionSkipped atomic.Uint64
@@ -90,6 +92,7 @@ func (q *Queue) Stats() Stats {
 		GroupCommits:  q.stats.groups.Load(),
 		GroupMax:      q.stats.groupMax.Load(),
 		FlushTimeouts: q.stats.flushTimeouts.Load(),
+		WaitsCanceled: q.stats.waitsCanceled.Load(),
 		Segments:      ls.Segments,
 		SegmentRolls:  ls.SegmentsRolls,
 		WarmRolls:     ls.WarmRolls,

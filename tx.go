@@ -113,6 +113,9 @@ func (q *Queue) SendHalf(ctx context.Context, m *Message) (*Half, SendResult, er
 	if m == nil {
 		return nil, SendResult{}, fmt.Errorf("zeroloss: half message is nil: %w", ErrInvalidMessage)
 	}
+	if err := checkMessage(0, m); err != nil {
+		return nil, SendResult{}, fmt.Errorf("zeroloss: half message: %w", err)
+	}
 	rm := toRecord(m)
 	if rm.ID == "" {
 		rm.ID, rm.GeneratedID = q.newID(), true

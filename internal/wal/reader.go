@@ -133,6 +133,15 @@ func (r *Reader) openSegment() (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	// Close may have run while the file was being opened (l.mu is not held
+	// across the open): a reader of a closed log must hold no file.
+	l.mu.Lock()
+	closed = l.closed
+	l.mu.Unlock()
+	if closed {
+		f.Close()
+		return false, ErrClosed
+	}
 	limit, _, _ := l.segmentLimit(seg)
 	r.seg, r.file = seg, f
 	r.rd = record.NewReader(f, dataStart, limit, 0)

@@ -1,0 +1,98 @@
+package wal
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/zerolossmq/zeroloss/internal/vfs"
+)
+
+// openGateFS wraps an FS: while armed, a read-only Open says so on entered
+// and waits for release before it opens. It counts the read-only handles
+// still open.
+type openGateFS struct {
+	vfs.FS
+	armed   chan struct{}
+	entered chan struct{}
+	release chan struct{}
+
+	mu   sync.Mutex
+	open int
+}
+
+type countedFile struct {
+	vfs.File
+	fs   *openGateFS
+	once sync.Once
+}
+
+func (c *countedFile) Close() error {
+	c.once.Do(func() {
+		c.fs.mu.Lock()
+		c.fs.open--
+		c.fs.mu.Unlock()
+	})
+	return c.File.Close()
+}
+
+func (g *openGateFS) Open(name string) (vfs.File, error) {
+	select {
+	case <-g.armed:
+		g.entered <- struct{}{}
+		<-g.release
+	default:
+	}
+	f, err := g.FS.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	g.mu.Lock()
+	g.open++
+	g.mu.Unlock()
+	return &countedFile{File: f, fs: g}, nil
+}
+
+func (g *openGateFS) handles() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.open
+}
+
+// TestReaderOpeningAcrossCloseHoldsNoFile: a Reader that opens its segment
+// while the Log closes (it looked before Close, opened after) returns
+// ErrClosed and holds no file, rather than reading a closed log with a
+// handle nobody will close.
+func TestReaderOpeningAcrossCloseHoldsNoFile(t *testing.T) {
+	fs := &openGateFS{FS: vfs.NewMem(), armed: make(chan struct{}), entered: make(chan struct{}, 1), release: make(chan struct{})}
+	l, _, err := Open("/w", Options{FS: fs, SegmentSize: testSegment, LeaseChunk: 100})
+	require.NoError(t, err)
+	appendN(t, l, 0, 3)
+	_, err = l.Sync()
+	require.NoError(t, err)
+
+	close(fs.armed)
+	r := l.NewReader(0)
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.Next()
+		done <- err
+	}()
+	select {
+	case <-fs.entered: // it found the log open and is opening the segment
+	case <-time.After(5 * time.Second):
+		t.Fatal("the reader did not open its segment")
+	}
+	require.NoError(t, l.Close())
+	close(fs.release)
+	select {
+	case err = <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the reader did not return")
+	}
+	require.ErrorIs(t, err, ErrClosed)
+	require.NoError(t, r.Close())
+	require.Zero(t, fs.handles(), "no file handle left open")
+}
