@@ -44,6 +44,14 @@ var (
 	// refused by the leader. The link is closed; a follower writes nothing
 	// of the message it rejected. The error says what was wrong.
 	ErrReplication = errors.New("replication protocol error")
+	// ErrWrongDirectory: Open, NewProducer (SpoolDir), Follow or
+	// ServeFollower was given a directory of another kind (its IDENTITY
+	// file says a producer spool where a queue was expected, or a queue
+	// where a spool was), or one holding a file zeroloss did not create, or
+	// a spool holding messages for another queue. Nothing in the directory
+	// was changed. The error names the directory, what it is, and the first
+	// foreign file.
+	ErrWrongDirectory = errors.New("wrong directory")
 )
 
 // CorruptError is the error Open returns for damaged durable data: the file

@@ -163,3 +163,115 @@ func replaceFile(fsys vfs.FS, dir, name string, b []byte) error {
 	}
 	return nil
 }
+
+// ownedFile says whether name is a file the library creates in a directory
+// it owns: the log's (LOCK, segments, their temporary files) and the queue's
+// (IDENTITY, EPOCHS, FOLLOWER, and the .new files replaceFile writes).
+func ownedFile(name string) bool {
+	switch name {
+	case identityFile, identityFile + ".new", epochsFile, epochsFile + ".new", followerFile:
+		return true
+	}
+	return wal.OwnsFile(name)
+}
+
+// foreignFiles returns the names in dir that the library did not create,
+// sorted. A directory that does not exist has none.
+func foreignFiles(fsys vfs.FS, dir string) ([]string, error) {
+	names, err := fsys.List(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var foreign []string
+	for _, name := range names {
+		if !ownedFile(name) {
+			foreign = append(foreign, name)
+		}
+	}
+	return foreign, nil
+}
+
+func exists(fsys vfs.FS, path string) (bool, error) {
+	f, err := fsys.Open(path)
+	if err == nil {
+		return true, f.Close()
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	return false, err
+}
+
+// claimDir checks that dir, locked by the caller, can be opened as want (a
+// queue by Open, a follower's copy by Follow, a spool by NewProducer) and
+// returns its identity, writing one first if dir has none. It runs before
+// the log's recovery changes anything (wal.Options.Claim).
+//
+// Refused, with ErrWrongDirectory and nothing changed: a directory holding a
+// file the library did not create (the first one is named), a spool given
+// to Open or Follow, a queue or follower copy given to NewProducer. Open
+// takes a follower copy (promotion, epoch.go); Follow takes a queue (an old
+// leader rejoining); the replication handshake checks the queue ID.
+//
+// A directory without IDENTITY is new, or was written before directory
+// identity existed: it gets one, naming a new queue ID for a queue (a
+// follower copy if the FOLLOWER marker is there), and no queue ID yet for a
+// follower copy (its first handshake gives it its leader's) or a spool (the
+// producer records its queue's). A spool is refused a directory holding
+// EPOCHS or FOLLOWER: a queue's directory from before identity.
+func claimDir(fsys vfs.FS, dir string, want dirKind) (identity, error) {
+	foreign, err := foreignFiles(fsys, dir)
+	if err != nil {
+		return identity{}, err
+	}
+	if len(foreign) > 0 {
+		return identity{}, fmt.Errorf("%s holds %q, a file zeroloss did not create: not opened as a %s, nothing changed: %w",
+			dir, foreign[0], want, ErrWrongDirectory)
+	}
+	id, ok, err := readIdentity(fsys, dir)
+	if err != nil {
+		return identity{}, err
+	}
+	if ok {
+		if id.Kind == want || (want == kindQueue && id.Kind == kindFollower) || (want == kindFollower && id.Kind == kindQueue) {
+			return id, nil
+		}
+		return identity{}, fmt.Errorf("%s is a %s (queue %s), not a %s: %w", dir, id.Kind, id.describeQueue(), want, ErrWrongDirectory)
+	}
+	marked, err := exists(fsys, filepath.Join(dir, followerFile))
+	if err != nil {
+		return identity{}, err
+	}
+	id.Kind = want
+	switch want {
+	case kindQueue:
+		if marked {
+			id.Kind = kindFollower
+		}
+		if id.Queue, err = newQueueID(); err != nil {
+			return identity{}, err
+		}
+	case kindSpool:
+		epochs, err := exists(fsys, filepath.Join(dir, epochsFile))
+		if err != nil {
+			return identity{}, err
+		}
+		if epochs || marked {
+			return identity{}, fmt.Errorf("%s holds a queue (its EPOCHS or FOLLOWER file), not a %s: %w", dir, want, ErrWrongDirectory)
+		}
+	}
+	if err := writeIdentity(fsys, dir, id); err != nil {
+		return identity{}, err
+	}
+	return id, nil
+}
+
+func (i identity) describeQueue() string {
+	if i.Queue.isZero() {
+		return "not known yet"
+	}
+	return i.Queue.String()
+}

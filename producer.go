@@ -294,8 +294,12 @@ type Producer struct {
 // producer then spools everything until Attach; a non-strict one fails its
 // Sends. In strict mode it opens (and recovers) the spool in SpoolDir and
 // starts the resender, which resends at once what an earlier producer left
-// there. It fails with ErrInvalidOptions naming the field, and with
-// ErrLocked if the spool is open in another producer.
+// there. It fails with ErrInvalidOptions naming the field, with
+// ErrLocked if the spool is open in another producer, and with
+// ErrWrongDirectory if SpoolDir is a queue's directory or a follower's
+// copy, holds files zeroloss did not create, or holds messages spooled for
+// another queue than q (SpoolDir records the ID of the queue it spools
+// for; a promoted follower keeps its leader's).
 func NewProducer(q *Queue, opts *ProducerOptions) (*Producer, error) {
 	o, err := opts.withDefaults()
 	if err != nil {
@@ -315,8 +319,13 @@ func NewProducer(q *Queue, opts *ProducerOptions) (*Producer, error) {
 	if !o.Strict {
 		return p, nil
 	}
+	var id identity
+	claim := func() (err error) {
+		id, err = claimDir(o.fs, o.SpoolDir, kindSpool)
+		return err
+	}
 	log, rec, err := wal.Open(o.SpoolDir, wal.Options{FS: o.fs, SegmentSize: o.spoolSegmentSize, Logger: o.Logger,
-		SlotInterval: defaultSlotInterval, SlotBytes: defaultSlotBytes})
+		SlotInterval: defaultSlotInterval, SlotBytes: defaultSlotBytes, Claim: claim})
 	if err != nil {
 		return nil, fmt.Errorf("zeroloss: producer: open spool %s: %w", o.SpoolDir, err)
 	}
@@ -324,6 +333,10 @@ func NewProducer(q *Queue, opts *ProducerOptions) (*Producer, error) {
 	if err := p.recoverSpool(); err != nil {
 		log.Close()
 		return nil, fmt.Errorf("zeroloss: producer: recover spool %s: %w", o.SpoolDir, err)
+	}
+	if err := p.bindSpool(id); err != nil {
+		log.Close()
+		return nil, fmt.Errorf("zeroloss: producer: spool %s: %w", o.SpoolDir, err)
 	}
 	p.changed = make(chan struct{})
 	p.data = make(chan struct{}, 1)
@@ -334,6 +347,23 @@ func NewProducer(q *Queue, opts *ProducerOptions) (*Producer, error) {
 		"bytes", p.spoolBytes, "unclean", rec.Unclean)
 	go p.resendLoop()
 	return p, nil
+}
+
+// bindSpool checks that the spool (identity id) belongs to the queue the
+// producer sends to, and records that queue's ID in it: a spool holding
+// messages spooled for another queue is refused, so that they are not resent
+// to the wrong one (a promoted follower keeps its queue's ID, so a failover
+// does not count as another queue). An empty spool, or one whose queue is
+// not known yet (NewProducer with a nil queue), is bound to q.
+func (p *Producer) bindSpool(id identity) error {
+	if p.q == nil || id.Queue == p.q.identity.Queue {
+		return nil
+	}
+	if !id.Queue.isZero() && p.spoolCount > 0 {
+		return fmt.Errorf("it holds %d messages spooled for queue %s, and the producer sends to queue %s: %w",
+			p.spoolCount, id.Queue, p.q.identity.Queue, ErrWrongDirectory)
+	}
+	return writeIdentity(p.opts.fs, p.opts.SpoolDir, identity{Kind: kindSpool, Queue: p.q.identity.Queue})
 }
 
 // recoverSpool reads the spool: the highest progress floor, and the messages

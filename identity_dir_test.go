@@ -1,0 +1,236 @@
+package zeroloss
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/zerolossmq/zeroloss/internal/vfs"
+)
+
+// dirIdentity reads dir's IDENTITY file, which must be there.
+func dirIdentity(t *testing.T, dir string) identity {
+	t.Helper()
+	id, ok, err := readIdentity(vfs.OS, dir)
+	require.NoError(t, err)
+	require.True(t, ok, "%s has an IDENTITY file", dir)
+	return id
+}
+
+// copyDir copies the regular files of src into a new temporary directory.
+func copyDir(t *testing.T, src string) string {
+	t.Helper()
+	dst := t.TempDir()
+	entries, err := os.ReadDir(src)
+	require.NoError(t, err)
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(src, e.Name()))
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(dst, e.Name()), b, 0o600))
+	}
+	return dst
+}
+
+func TestOpenGivesANewDirectoryAQueueIdentity(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "q")
+	q := openQueue(t, dir, nil)
+	id := dirIdentity(t, dir)
+	assert.Equal(t, kindQueue, id.Kind)
+	assert.False(t, id.Queue.isZero())
+	assert.Equal(t, id, q.identity)
+	require.NoError(t, q.Close())
+
+	q = openQueue(t, dir, nil)
+	defer q.Close()
+	assert.Equal(t, id, q.identity, "a reopened queue keeps its queue ID")
+}
+
+// A directory holding a file zeroloss did not create is refused, whatever
+// the file's name, and the file is left alone: Open used to delete every
+// *.tmp (issue 15: report.tmp was lost).
+func TestOpenRefusesAndKeepsFilesItDidNotCreate(t *testing.T) {
+	for _, name := range []string{"report.tmp", "notes.txt", "spare-x.tmp"} {
+		t.Run(name, func(t *testing.T) {
+			for _, existing := range []bool{false, true} {
+				dir := t.TempDir()
+				if existing {
+					q := openQueue(t, dir, nil)
+					sendIDs(t, q, "m", 3, SendOK)
+					require.NoError(t, q.Close())
+				}
+				path := filepath.Join(dir, name)
+				require.NoError(t, os.WriteFile(path, []byte("keep me"), 0o600))
+				q, err := Open(dir, nil)
+				if err == nil {
+					q.Close()
+				}
+				require.ErrorIs(t, err, ErrWrongDirectory, "existing queue: %v", existing)
+				assert.Contains(t, err.Error(), name, "the error names the foreign file")
+				b, rerr := os.ReadFile(path)
+				require.NoError(t, rerr, "%s survives Open", name)
+				assert.Equal(t, "keep me", string(b))
+				if !existing {
+					_, ok, _ := readIdentity(vfs.OS, dir)
+					assert.False(t, ok, "a refused directory gets no identity")
+				}
+			}
+		})
+	}
+}
+
+// A directory written before directory identity (testdata/v1-queue, by the
+// code of 2d779e4) opens as before and gets an identity.
+func TestOpenDirectoryWrittenBeforeIdentity(t *testing.T) {
+	dir := copyDir(t, filepath.Join("testdata", "v1-queue"))
+	_, ok, err := readIdentity(vfs.OS, dir)
+	require.NoError(t, err)
+	require.False(t, ok, "the test data predates IDENTITY")
+
+	q := openQueue(t, dir, &Options{SegmentSize: 64 << 10, MaxMessageSize: 1 << 10})
+	id := dirIdentity(t, dir)
+	assert.Equal(t, identity{Kind: kindQueue, Queue: q.identity.Queue}, id)
+	assert.False(t, id.Queue.isZero())
+
+	dead, err := q.DeadLetters("workers")
+	require.NoError(t, err)
+	require.Len(t, dead, 1)
+	assert.Equal(t, "m3", dead[0].Message.ID)
+	c, err := q.Consumer("workers", nil)
+	require.NoError(t, err)
+	var got []string
+	for range 2 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		d, err := c.Receive(ctx)
+		cancel()
+		require.NoError(t, err)
+		got = append(got, d.Message.ID+"="+string(d.Message.Body))
+		require.NoError(t, d.Ack())
+	}
+	assert.Equal(t, []string{"m4=four", "m5=five"}, got, "the group resumes where it stood")
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_, err = c.Receive(ctx)
+	require.ErrorIs(t, err, context.DeadlineExceeded, "nothing else is due")
+	require.NoError(t, q.Close())
+
+	q = openQueue(t, dir, &Options{SegmentSize: 64 << 10, MaxMessageSize: 1 << 10})
+	defer q.Close()
+	assert.Equal(t, id, q.identity, "the identity it got is kept")
+}
+
+// A strict producer's spool is not a queue, and a queue's directory is not a
+// spool (issue 15: a SpoolDir pointed at a queue's directory wrote records
+// into it, and the queue no longer opened).
+func TestQueueAndSpoolRefuseEachOther(t *testing.T) {
+	qdir, spool := t.TempDir(), t.TempDir()
+	q := openQueue(t, qdir, nil)
+	sendIDs(t, q, "m", 3, SendOK)
+	p, err := NewProducer(q, &ProducerOptions{Strict: true, SpoolDir: spool})
+	require.NoError(t, err)
+	require.NoError(t, p.Close())
+	require.NoError(t, q.Close())
+	assert.Equal(t, identity{Kind: kindSpool, Queue: q.identity.Queue}, dirIdentity(t, spool),
+		"the spool records the queue it spools for")
+
+	_, err = Open(spool, nil)
+	require.ErrorIs(t, err, ErrWrongDirectory)
+	assert.Contains(t, err.Error(), "producer spool")
+
+	old := copyDir(t, filepath.Join("testdata", "v1-queue"))
+	for name, dir := range map[string]string{"queue": qdir, "queue written before identity": old} {
+		t.Run(name, func(t *testing.T) {
+			before, err := os.ReadDir(dir)
+			require.NoError(t, err)
+			_, err = NewProducer(nil, &ProducerOptions{Strict: true, SpoolDir: dir})
+			require.ErrorIs(t, err, ErrWrongDirectory)
+			assert.Contains(t, err.Error(), "queue")
+			after, err := os.ReadDir(dir)
+			require.NoError(t, err)
+			assert.Equal(t, len(before), len(after), "nothing written")
+			q := openQueue(t, dir, &Options{SegmentSize: 64 << 10, MaxMessageSize: 1 << 10})
+			require.NoError(t, q.Close())
+		})
+	}
+}
+
+// A spool holding messages for queue A is not resent to queue B; an empty
+// one moves to B.
+func TestSpoolOfAnotherQueueIsRefused(t *testing.T) {
+	a := openQueue(t, t.TempDir(), nil)
+	defer a.Close()
+	b := openQueue(t, t.TempDir(), nil)
+	defer b.Close()
+	spool := t.TempDir()
+	opts := &ProducerOptions{Strict: true, SpoolDir: spool}
+	p := newProducer(t, a, opts)
+	p.Attach(nil)
+	produce(t, p, "spooled")
+	require.NoError(t, p.Close())
+
+	_, err := NewProducer(b, opts)
+	require.ErrorIs(t, err, ErrWrongDirectory)
+	assert.Contains(t, err.Error(), a.identity.Queue.String())
+	assert.Contains(t, err.Error(), b.identity.Queue.String())
+
+	p = newProducer(t, a, opts)
+	flush(t, p)
+	require.NoError(t, p.Close())
+	p = newProducer(t, b, opts)
+	require.NoError(t, p.Close())
+	assert.Equal(t, identity{Kind: kindSpool, Queue: b.identity.Queue}, dirIdentity(t, spool))
+}
+
+func TestFollowRefusesSpoolsAndForeignFiles(t *testing.T) {
+	spool := t.TempDir()
+	p := newProducer(t, nil, &ProducerOptions{Strict: true, SpoolDir: spool})
+	require.NoError(t, p.Close())
+	_, err := openFollower(spool, nil)
+	require.ErrorIs(t, err, ErrWrongDirectory)
+	assert.Contains(t, err.Error(), "producer spool")
+
+	foreign := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(foreign, "report.tmp"), nil, 0o600))
+	_, err = openFollower(foreign, nil)
+	require.ErrorIs(t, err, ErrWrongDirectory)
+	assert.FileExists(t, filepath.Join(foreign, "report.tmp"))
+
+	// A queue's directory is taken: an old leader rejoining as a follower.
+	qdir := t.TempDir()
+	q := openQueue(t, qdir, nil)
+	require.NoError(t, q.Close())
+	fl, err := openFollower(qdir, nil)
+	require.NoError(t, err)
+	assert.Equal(t, q.identity, fl.identity)
+	require.NoError(t, fl.close())
+}
+
+// A follower's copy opens as a queue (promotion) and keeps its queue ID; its
+// identity says queue only once the promotion's seq gap is durable, so an
+// IDENTITY saying follower promotes even when the FOLLOWER marker is gone.
+func TestPromotionKeepsTheQueueID(t *testing.T) {
+	qid, err := newQueueID()
+	require.NoError(t, err)
+	for _, marker := range []bool{true, false} {
+		dir := t.TempDir()
+		fl, err := openFollower(dir, nil)
+		require.NoError(t, err)
+		assert.Equal(t, identity{Kind: kindFollower}, fl.identity, "a new follower knows no queue yet")
+		require.NoError(t, fl.close())
+		// As the replication handshake would: the leader's queue ID.
+		require.NoError(t, writeIdentity(vfs.OS, dir, identity{Kind: kindFollower, Queue: qid}))
+		if !marker {
+			require.NoError(t, os.Remove(filepath.Join(dir, followerFile)))
+		}
+		q := openQueue(t, dir, nil)
+		assert.GreaterOrEqual(t, q.epochs[len(q.epochs)-1].Start, uint64(promotionSeqGap), "promoted (marker %v)", marker)
+		assert.Equal(t, identity{Kind: kindQueue, Queue: qid}, q.identity)
+		assert.Equal(t, q.identity, dirIdentity(t, dir))
+		assert.NoFileExists(t, filepath.Join(dir, followerFile))
+		require.NoError(t, q.Close())
+	}
+}
