@@ -5,6 +5,7 @@ import (
 	"maps"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/zerolossmq/zeroloss/internal/record"
@@ -30,6 +31,49 @@ type DirState struct {
 	// promotes it starts the next epoch 2^32 seqs up.
 	Epoch, EpochStart uint64
 	Follower          bool
+	// Kind and QueueID are what the directory's IDENTITY file says (see
+	// DirIdentity); both "" if it has none.
+	Kind, QueueID string
+}
+
+// DirIdentity says what a directory is, as its IDENTITY file says.
+type DirIdentity struct {
+	// Kind is "queue", "follower copy" or "producer spool"; "" when the
+	// directory has no IDENTITY file (written before directory identity,
+	// or not zeroloss's).
+	Kind string
+	// QueueID names the queue (32 hex digits); "" when none is known (no
+	// IDENTITY, or a follower that has not met its leader yet).
+	QueueID string
+	// Foreign lists the files in the directory that zeroloss did not
+	// create, sorted: Open, NewProducer and Follow refuse such a directory.
+	Foreign []string
+	// Segments says whether the directory holds segment files.
+	Segments bool
+}
+
+// ReadDirIdentity reads what dir says it is, without locking or changing
+// anything. A damaged IDENTITY file is ErrCorrupt.
+func ReadDirIdentity(dir string) (DirIdentity, error) {
+	return readDirIdentity(vfs.OS, dir)
+}
+
+func readDirIdentity(fsys vfs.FS, dir string) (DirIdentity, error) {
+	var out DirIdentity
+	names, err := fsys.List(dir)
+	if err != nil {
+		return out, err
+	}
+	for _, name := range names {
+		if !ownedFile(name) {
+			out.Foreign = append(out.Foreign, name)
+		} else if strings.HasSuffix(name, ".wal") {
+			out.Segments = true
+		}
+	}
+	id, ok, err := readIdentity(fsys, dir)
+	out.Kind, out.QueueID = identityStrings(id, ok)
+	return out, err
 }
 
 // DirGroup is one consumer group's durable state.
@@ -61,9 +105,17 @@ func readDirState(fsys vfs.FS, dir string) (DirState, error) {
 	if err != nil {
 		return out, err
 	}
-	if res.Frames[record.TypeGroup] == 0 && res.Frames[record.TypeCheckpoint] == 0 && res.Frames[record.TypeAck] > 0 {
-		return readSpoolState(fsys, dir, res)
+	id, hasID, err := readIdentity(fsys, dir)
+	if err != nil {
+		return out, err
 	}
+	if hasID && id.Kind == kindSpool ||
+		!hasID && res.Frames[record.TypeGroup] == 0 && res.Frames[record.TypeCheckpoint] == 0 && res.Frames[record.TypeAck] > 0 {
+		out, err := readSpoolState(fsys, dir, res)
+		out.Kind, out.QueueID = identityStrings(id, hasID)
+		return out, err
+	}
+	out.Kind, out.QueueID = identityStrings(id, hasID)
 	q := &Queue{opts: Options{now: time.Now, TxTimeout: DefaultTxTimeout, TxCheckInterval: DefaultTxCheckInterval},
 		ledger: newLedger(), tx: newTxTable(), dedup: newDedupTable(DefaultDedupWindow, 1<<62)}
 	trimmed := len(res.Segments) > 0 && res.Segments[0].PrevLastSeq > 0
@@ -111,6 +163,16 @@ func readDirState(fsys vfs.FS, dir string) (DirState, error) {
 		out.Groups = append(out.Groups, dg)
 	}
 	return out, nil
+}
+
+func identityStrings(id identity, ok bool) (kind, queue string) {
+	if !ok {
+		return "", ""
+	}
+	if !id.Queue.isZero() {
+		queue = id.Queue.String()
+	}
+	return id.Kind.String(), queue
 }
 
 // readSpoolState reads a producer's spool (producer.go): messages, and
