@@ -90,6 +90,11 @@ type DirGroup struct {
 	Unacked     int
 	Retrying    int // messages in the group's retry stream
 	DeadLetters int
+	// HoldsOldest, PinnedSegments and PinnedBytes say how far the group
+	// holds retention back, as in GroupStats.
+	HoldsOldest    bool
+	PinnedSegments int
+	PinnedBytes    int64
 }
 
 // ReadDirState reads the log in dir, without locking or changing anything,
@@ -149,9 +154,17 @@ func readDirState(fsys vfs.FS, dir string) (DirState, error) {
 	}
 	out.PendingTx, _, _, _, _ = q.tx.counts()
 	out.DedupIDs, _, _ = q.dedup.counts()
+	var removable []wal.SegmentSpan // every segment but the last, as retention sees them
+	for i, seg := range res.Segments {
+		if i < len(res.Segments)-1 {
+			removable = append(removable, wal.SegmentSpan{LastSeq: seg.LastSeq, Bytes: seg.DataBytes})
+		}
+	}
+	floors := q.ledger.floors()
 	for _, id := range slices.Sorted(maps.Keys(q.ledger.groups)) {
 		g := q.ledger.groups[id]
 		dg := DirGroup{Name: g.name, Floor: g.floor, Mark: g.mark, Retrying: len(g.retries), DeadLetters: len(g.dead)}
+		_, dg.HoldsOldest, dg.PinnedSegments, dg.PinnedBytes = pinnedBy(g.name, floors, removable)
 		if res.LastSeq >= g.mark {
 			dg.Behind = res.LastSeq - g.mark + 1
 		}

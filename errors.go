@@ -52,6 +52,15 @@ var (
 	// was changed. The error names the directory, what it is, and the first
 	// foreign file.
 	ErrWrongDirectory = errors.New("wrong directory")
+	// ErrNoSuchGroup: no consumer group has that name (DeleteGroup,
+	// DeadLetters, RedriveDeadLetters, PurgeDeadLetters). Such errors also
+	// match ErrInvalidOptions, as they did before ErrNoSuchGroup existed.
+	ErrNoSuchGroup = errors.New("no such consumer group")
+	// ErrGroupDeleted: the consumer's group was deleted (Queue.DeleteGroup).
+	// Receive, Consume, Ack, Nack and Extend of its consumers return it;
+	// nothing more is written for the group. Queue.Consumer with the same
+	// name declares a new group, which starts as ConsumerOptions.Start says.
+	ErrGroupDeleted = errors.New("consumer group deleted")
 )
 
 // CorruptError is the error Open returns for damaged durable data: the file

@@ -25,7 +25,9 @@ the torn tail that the next open would cut, if there is one. Then the state a
 restart would rebuild: transactional half messages pending a decision, IDs in
 the dedup window, and per consumer group its floor, delivered mark, messages
 not yet delivered (BEHIND, an upper bound), delivered and unacked, in the
-retry stream, and dead letters.
+retry stream, dead letters, and how far it holds retention back: the
+segments (and their bytes) kept for it alone, and whether it holds the
+oldest segment.
 
 It checks every frame's checksum on the way, as verify does, and decodes the
 records the state is built from (consumer records, transaction records and
@@ -262,12 +264,18 @@ func (r *inspectReport) print(w io.Writer) {
 		line("dedup ids", "%d within the default window", st.DedupIDs)
 		if len(st.Groups) > 0 {
 			fmt.Fprintln(w)
-			rows := [][]string{{"GROUP", "FLOOR", "MARK", "BEHIND", "UNACKED", "RETRYING", "DEAD LETTERS"}}
+			rows := [][]string{{"GROUP", "FLOOR", "MARK", "BEHIND", "UNACKED", "RETRYING", "DEAD LETTERS", "PINNED", "PINNED BYTES", "OLDEST"}}
 			for _, g := range st.Groups {
+				oldest := "-"
+				if g.HoldsOldest {
+					oldest = "holds it"
+				}
 				rows = append(rows, []string{g.Name, fmt.Sprint(g.Floor), fmt.Sprint(g.Mark), fmt.Sprint(g.Behind),
-					fmt.Sprint(g.Unacked), fmt.Sprint(g.Retrying), fmt.Sprint(g.DeadLetters)})
+					fmt.Sprint(g.Unacked), fmt.Sprint(g.Retrying), fmt.Sprint(g.DeadLetters),
+					plural(int64(g.PinnedSegments), "segment"), formatBytes(g.PinnedBytes), oldest})
 			}
-			printTable(w, rows, map[int]bool{0: true})
+			printTable(w, rows, map[int]bool{0: true, 9: true})
+			fmt.Fprintln(w, "PINNED: segments retention keeps for that group alone; OLDEST: the group retention waits for (DeleteGroup releases a group never read)")
 		}
 	}
 }
