@@ -2,6 +2,8 @@ package zeroloss
 
 import (
 	"context"
+	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
@@ -232,5 +234,55 @@ func TestPromotionKeepsTheQueueID(t *testing.T) {
 		assert.Equal(t, q.identity, dirIdentity(t, dir))
 		assert.NoFileExists(t, filepath.Join(dir, followerFile))
 		require.NoError(t, q.Close())
+	}
+}
+
+// A crash at any operation of the Open that promotes a follower's copy, in
+// every crash mode, leaves a directory that opens promoted: with the queue ID
+// it had, and a term starting above the seq gap. The identity never says
+// queue before the gap is durable.
+func TestPromotionCrashAtEveryOperation(t *testing.T) {
+	qid, err := newQueueID()
+	require.NoError(t, err)
+	opts := func(fs vfs.FS) *Options {
+		return &Options{SegmentSize: 64 << 10, MaxMessageSize: 1 << 10, fs: fs}
+	}
+	setup := func() *vfs.MemFS {
+		fs := vfs.NewMem()
+		fl, err := openFollower("/f", &FollowOptions{SegmentSize: 64 << 10, fs: fs})
+		require.NoError(t, err)
+		require.NoError(t, fl.close())
+		// As the replication handshake would: the leader's queue ID.
+		require.NoError(t, writeIdentity(fs, "/f", identity{Kind: kindFollower, Queue: qid}))
+		return fs
+	}
+	fs := setup()
+	base := fs.OpCount()
+	q, err := Open("/f", opts(fs))
+	require.NoError(t, err)
+	require.NoError(t, q.Close())
+	total := fs.OpCount() - base
+	require.Greater(t, total, 10)
+
+	rng := rand.New(rand.NewPCG(5, 9))
+	for limit := 0; limit <= total; limit++ {
+		for _, mode := range vfs.CrashModes {
+			label := fmt.Sprintf("crash after op %d/%d, %v", limit, total, mode)
+			fs := setup()
+			fs.SetOpLimit(fs.OpCount() + limit)
+			if q, err := Open("/f", opts(fs)); err == nil {
+				_ = q.Close()
+			}
+			fs.Crash(mode, rng)
+			q, err := Open("/f", opts(fs))
+			require.NoError(t, err, label)
+			assert.Equal(t, identity{Kind: kindQueue, Queue: qid}, q.identity, label)
+			promoted := false
+			for _, e := range q.epochs {
+				promoted = promoted || e.Start > promotionSeqGap
+			}
+			assert.True(t, promoted, "%s: a term starts above the gap (epochs %+v)", label, q.epochs)
+			require.NoError(t, q.Close())
+		}
 	}
 }
