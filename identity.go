@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"path/filepath"
 
+	"github.com/zerolossmq/zeroloss/internal/record"
 	"github.com/zerolossmq/zeroloss/internal/vfs"
 	"github.com/zerolossmq/zeroloss/internal/wal"
 )
@@ -220,8 +221,9 @@ func exists(fsys vfs.FS, path string) (bool, error) {
 // identity existed: it gets one, naming a new queue ID for a queue (a
 // follower copy if the FOLLOWER marker is there), and no queue ID yet for a
 // follower copy (its first handshake gives it its leader's) or a spool (the
-// producer records its queue's). A spool is refused a directory holding
-// EPOCHS or FOLLOWER: a queue's directory from before identity.
+// producer records its queue's). What such a directory held is guessed
+// (legacyKind): a spool is refused a queue's directory, Open and Follow a
+// spool's.
 func claimDir(fsys vfs.FS, dir string, want dirKind) (identity, error) {
 	foreign, err := foreignFiles(fsys, dir)
 	if err != nil {
@@ -241,32 +243,56 @@ func claimDir(fsys vfs.FS, dir string, want dirKind) (identity, error) {
 		}
 		return identity{}, fmt.Errorf("%s is a %s (queue %s), not a %s: %w", dir, id.Kind, id.describeQueue(), want, ErrWrongDirectory)
 	}
-	marked, err := exists(fsys, filepath.Join(dir, followerFile))
+	was, err := legacyKind(fsys, dir)
 	if err != nil {
 		return identity{}, err
 	}
+	switch {
+	case was == kindSpool && want != kindSpool:
+		return identity{}, fmt.Errorf("%s holds a producer spool written before directory identity (messages and spool progress records, no consumer group), not a %s: %w",
+			dir, want, ErrWrongDirectory)
+	case was != 0 && was != kindSpool && want == kindSpool:
+		return identity{}, fmt.Errorf("%s holds a queue written before directory identity, not a %s: %w", dir, want, ErrWrongDirectory)
+	}
 	id.Kind = want
-	switch want {
-	case kindQueue:
-		if marked {
+	if want == kindQueue {
+		if was == kindFollower {
 			id.Kind = kindFollower
 		}
 		if id.Queue, err = newQueueID(); err != nil {
 			return identity{}, err
-		}
-	case kindSpool:
-		epochs, err := exists(fsys, filepath.Join(dir, epochsFile))
-		if err != nil {
-			return identity{}, err
-		}
-		if epochs || marked {
-			return identity{}, fmt.Errorf("%s holds a queue (its EPOCHS or FOLLOWER file), not a %s: %w", dir, want, ErrWrongDirectory)
 		}
 	}
 	if err := writeIdentity(fsys, dir, id); err != nil {
 		return identity{}, err
 	}
 	return id, nil
+}
+
+// legacyKind guesses what a directory without IDENTITY holds: a follower's
+// copy if FOLLOWER is there, a queue if EPOCHS is (every Open since epochs
+// writes it); otherwise, if it has segments, from its records: consumer
+// group declarations, checkpoints or epoch records say queue, acks without
+// any of them say spool (its progress records). 0: nothing to tell (a new
+// directory, or messages only). Damage is left for recovery to report.
+func legacyKind(fsys vfs.FS, dir string) (dirKind, error) {
+	if marked, err := exists(fsys, filepath.Join(dir, followerFile)); err != nil || marked {
+		return kindFollower, err
+	}
+	if epochs, err := exists(fsys, filepath.Join(dir, epochsFile)); err != nil || epochs {
+		return kindQueue, err
+	}
+	res, err := wal.Scan(fsys, dir)
+	if err != nil || res == nil {
+		return 0, nil
+	}
+	switch f := res.Frames; {
+	case f[record.TypeGroup] > 0 || f[record.TypeCheckpoint] > 0 || f[record.TypeEpoch] > 0:
+		return kindQueue, nil
+	case f[record.TypeAck] > 0:
+		return kindSpool, nil
+	}
+	return 0, nil
 }
 
 func (i identity) describeQueue() string {

@@ -286,3 +286,43 @@ func TestPromotionCrashAtEveryOperation(t *testing.T) {
 		}
 	}
 }
+
+// Directories written before directory identity are told apart by what they
+// hold: a spool (progress records, no group) is not opened as a queue, a
+// queue from before epochs (group records, no EPOCHS) is not a spool, and a
+// refused directory is left as it was.
+func TestDirectoriesWrittenBeforeIdentityKeepTheirKind(t *testing.T) {
+	q := openQueue(t, t.TempDir(), nil)
+	defer q.Close()
+	spool := t.TempDir()
+	p := newProducer(t, q, &ProducerOptions{Strict: true, SpoolDir: spool})
+	produce(t, p, "a")
+	p.Attach(nil)
+	produce(t, p, "b") // spooled
+	p.Attach(q)
+	flush(t, p) // a progress record
+	require.NoError(t, p.Close())
+	require.NoError(t, os.Remove(filepath.Join(spool, identityFile)))
+
+	before, err := os.ReadDir(spool)
+	require.NoError(t, err)
+	_, err = Open(spool, nil)
+	require.ErrorIs(t, err, ErrWrongDirectory)
+	assert.Contains(t, err.Error(), "producer spool written before directory identity")
+	_, err = openFollower(spool, nil)
+	require.ErrorIs(t, err, ErrWrongDirectory)
+	after, err := os.ReadDir(spool)
+	require.NoError(t, err)
+	assert.Equal(t, len(before), len(after), "nothing written")
+	p = newProducer(t, q, &ProducerOptions{Strict: true, SpoolDir: spool})
+	require.NoError(t, p.Close())
+	assert.Equal(t, identity{Kind: kindSpool, Queue: q.identity.Queue}, dirIdentity(t, spool))
+
+	old := copyDir(t, filepath.Join("testdata", "v1-queue"))
+	require.NoError(t, os.Remove(filepath.Join(old, epochsFile))) // as before epochs
+	_, err = NewProducer(nil, &ProducerOptions{Strict: true, SpoolDir: old})
+	require.ErrorIs(t, err, ErrWrongDirectory)
+	assert.Contains(t, err.Error(), "queue written before directory identity")
+	o := openQueue(t, old, &Options{SegmentSize: 64 << 10, MaxMessageSize: 1 << 10})
+	require.NoError(t, o.Close())
+}
