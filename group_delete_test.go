@@ -215,3 +215,76 @@ func TestPinnedByCountsWhatOnlyThatGroupHolds(t *testing.T) {
 	assert.True(t, oldest)
 	assert.Equal(t, 3, n, "a lone group pins every segment whose last seq is at or above its floor")
 }
+
+// DeleteGroup while the group's consumers ack and the marker writes its
+// marks: no record of the group may follow the deletion record, or the
+// next Open would fail on a record of an undeclared group.
+func TestDeleteGroupWhileConsumersAck(t *testing.T) {
+	for round := range 20 {
+		fs := vfs.NewMem()
+		o := Options{SegmentSize: 64 << 10, MaxMessageSize: 2 << 10}
+		q := memQueue(t, fs, o)
+		c, err := q.Consumer("g", &ConsumerOptions{AckTimeout: time.Hour})
+		require.NoError(t, err)
+		done := make(chan error, 3)
+		acked := make(chan struct{}, 1000)
+		for range 3 {
+			go func() {
+				for {
+					d, err := c.Receive(context.Background())
+					if err == nil {
+						err = d.Ack()
+					}
+					if err != nil {
+						done <- err
+						return
+					}
+					acked <- struct{}{}
+				}
+			}()
+		}
+		stop := make(chan struct{})
+		marker := make(chan error, 2)
+		go func() { // the marker
+			for {
+				select {
+				case <-stop:
+					marker <- nil
+					return
+				default:
+				}
+				if err := q.flushMarks(context.Background()); err != nil {
+					marker <- err
+					return
+				}
+			}
+		}()
+		go func() { // a producer, so that acks are under way at the deletion
+			for {
+				select {
+				case <-stop:
+					marker <- nil
+					return
+				default:
+				}
+				if _, err := q.Send(context.Background(), &Message{Body: []byte("x")}); err != nil {
+					marker <- err
+					return
+				}
+			}
+		}()
+		for range 20 + round {
+			<-acked
+		}
+		require.NoError(t, q.DeleteGroup("g"), "round %d", round)
+		for range 3 {
+			require.ErrorIs(t, <-done, ErrGroupDeleted, "round %d", round)
+		}
+		close(stop)
+		require.NoError(t, <-marker, "round %d", round)
+		require.NoError(t, <-marker, "round %d", round)
+		require.NoError(t, q.Close())
+		q = memQueue(t, fs, o)
+		require.NoError(t, q.Close(), "round %d", round)
+	}
+}
