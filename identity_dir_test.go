@@ -179,12 +179,25 @@ func TestSpoolOfAnotherQueueIsRefused(t *testing.T) {
 	assert.Contains(t, err.Error(), a.identity.Queue.String())
 	assert.Contains(t, err.Error(), b.identity.Queue.String())
 
-	p = newProducer(t, a, opts)
+	// Attach refuses B too: the producer stays detached, Flush says why.
+	p = newProducer(t, nil, opts)
+	p.Attach(b)
+	produce(t, p, "spooled-2")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	require.ErrorIs(t, p.Flush(ctx), ErrWrongDirectory)
+	assert.Equal(t, 2, p.Spooled())
+	assert.Empty(t, readBack(t, b), "nothing was resent to queue B")
+
+	p.Attach(a)
 	flush(t, p)
 	require.NoError(t, p.Close())
+	have := messagesByID(t, a)
+	assert.Contains(t, have, "spooled")
+	assert.Contains(t, have, "spooled-2")
 	p = newProducer(t, b, opts)
 	require.NoError(t, p.Close())
-	assert.Equal(t, identity{Kind: kindSpool, Queue: b.identity.Queue}, dirIdentity(t, spool))
+	assert.Equal(t, identity{Kind: kindSpool, Queue: b.identity.Queue}, dirIdentity(t, spool), "an empty spool is rebound")
 }
 
 func TestFollowRefusesSpoolsAndForeignFiles(t *testing.T) {

@@ -266,6 +266,9 @@ type Producer struct {
 	closed bool
 	stuck  error // the resender's last permanent failure, cleared by Attach and progress
 
+	bindMu     sync.Mutex // guards spoolQueue and the spool's IDENTITY (bindSpool)
+	spoolQueue queueID    // the queue the spool's messages are for, as its IDENTITY says
+
 	sends     sync.WaitGroup // Sends in progress
 	stop      chan struct{}  // closed by Close
 	closeOnce sync.Once
@@ -334,7 +337,8 @@ func NewProducer(q *Queue, opts *ProducerOptions) (*Producer, error) {
 		log.Close()
 		return nil, fmt.Errorf("zeroloss: producer: recover spool %s: %w", o.SpoolDir, err)
 	}
-	if err := p.bindSpool(id); err != nil {
+	p.spoolQueue = id.Queue
+	if err := p.bindSpool(q); err != nil {
 		log.Close()
 		return nil, fmt.Errorf("zeroloss: producer: spool %s: %w", o.SpoolDir, err)
 	}
@@ -355,15 +359,24 @@ func NewProducer(q *Queue, opts *ProducerOptions) (*Producer, error) {
 // to the wrong one (a promoted follower keeps its queue's ID, so a failover
 // does not count as another queue). An empty spool, or one whose queue is
 // not known yet (NewProducer with a nil queue), is bound to q.
-func (p *Producer) bindSpool(id identity) error {
-	if p.q == nil || id.Queue == p.q.identity.Queue {
+//
+// To resend a spool's messages to another queue on purpose, remove the
+// spool's IDENTITY file while no producer has it open.
+func (p *Producer) bindSpool(q *Queue) error {
+	p.bindMu.Lock()
+	defer p.bindMu.Unlock()
+	if q == nil || p.spoolQueue == q.identity.Queue {
 		return nil
 	}
-	if !id.Queue.isZero() && p.spoolCount > 0 {
+	if n := p.Spooled(); !p.spoolQueue.isZero() && n > 0 {
 		return fmt.Errorf("it holds %d messages spooled for queue %s, and the producer sends to queue %s: %w",
-			p.spoolCount, id.Queue, p.q.identity.Queue, ErrWrongDirectory)
+			n, p.spoolQueue, q.identity.Queue, ErrWrongDirectory)
 	}
-	return writeIdentity(p.opts.fs, p.opts.SpoolDir, identity{Kind: kindSpool, Queue: p.q.identity.Queue})
+	if err := writeIdentity(p.opts.fs, p.opts.SpoolDir, identity{Kind: kindSpool, Queue: q.identity.Queue}); err != nil {
+		return err
+	}
+	p.spoolQueue = q.identity.Queue
+	return nil
 }
 
 // recoverSpool reads the spool: the highest progress floor, and the messages
@@ -653,8 +666,22 @@ func (p *Producer) Spooled() int {
 // Attach makes the producer send to q from now on (nil detaches it: a strict
 // producer then spools). The resender tries q at once. Sends already talking
 // to the previous queue finish with it. The producer does not close the
-// previous queue.
+// previous queue. A strict producer whose spool holds messages for another
+// queue (its queue ID differs from q's; a promoted follower keeps its
+// leader's) is not attached: it stays detached and Flush returns
+// ErrWrongDirectory. An empty spool is rebound to q.
 func (p *Producer) Attach(q *Queue) {
+	if p.opts.Strict {
+		if err := p.bindSpool(q); err != nil {
+			err = fmt.Errorf("zeroloss: producer: attach: spool %s: %w", p.opts.SpoolDir, err)
+			p.logger.Error("zeroloss: producer: not attached: the spool is another queue's", "error", err)
+			p.mu.Lock()
+			p.q = nil
+			p.mu.Unlock()
+			p.setStuck(err)
+			return
+		}
+	}
 	p.mu.Lock()
 	p.q = q
 	p.mu.Unlock()
