@@ -27,7 +27,8 @@ type DirState struct {
 	SpoolDepth *int
 	// Epoch is the latest leadership term the directory records (epoch.go)
 	// and EpochStart the seq of its epoch record; 0 if none. Follower says
-	// the directory is a follower's copy (Follow marked it): the Open that
+	// the directory is a follower's copy (its FOLLOWER marker or its
+	// IDENTITY says so): the Open that
 	// promotes it starts the next epoch 2^32 seqs up.
 	Epoch, EpochStart uint64
 	Follower          bool
@@ -152,6 +153,9 @@ func readDirState(fsys vfs.FS, dir string) (DirState, error) {
 		f.Close()
 		out.Follower = true
 	}
+	// Follow writes the identity before the marker, and promotion removes
+	// the marker after rewriting it: either says follower.
+	out.Follower = out.Follower || hasID && id.Kind == kindFollower
 	out.PendingTx, _, _, _, _ = q.tx.counts()
 	out.DedupIDs, _, _ = q.dedup.counts()
 	var removable []wal.SegmentSpan // every segment but the last, as retention sees them

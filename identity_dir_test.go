@@ -339,3 +339,28 @@ func TestDirectoriesWrittenBeforeIdentityKeepTheirKind(t *testing.T) {
 	o := openQueue(t, old, &Options{SegmentSize: 64 << 10, MaxMessageSize: 1 << 10})
 	require.NoError(t, o.Close())
 }
+
+func TestReadDirStateSaysWhatTheDirectoryIs(t *testing.T) {
+	dir := t.TempDir()
+	q := openQueue(t, dir, nil)
+	sendIDs(t, q, "m", 2, SendOK)
+	require.NoError(t, q.Close())
+	st, err := ReadDirState(dir)
+	require.NoError(t, err)
+	assert.Equal(t, "queue", st.Kind)
+	assert.Equal(t, q.identity.Queue.String(), st.QueueID)
+	assert.False(t, st.Follower)
+
+	// A follower's copy whose marker is gone but whose identity still says
+	// follower (a crash inside promotion) is one.
+	f := t.TempDir()
+	fl, err := openFollower(f, nil)
+	require.NoError(t, err)
+	require.NoError(t, fl.close())
+	require.NoError(t, os.Remove(filepath.Join(f, followerFile)))
+	st, err = ReadDirState(f)
+	require.NoError(t, err)
+	assert.Equal(t, "follower copy", st.Kind)
+	assert.Empty(t, st.QueueID, "not known before the first handshake")
+	assert.True(t, st.Follower)
+}
