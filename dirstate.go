@@ -28,8 +28,8 @@ type DirState struct {
 	// Epoch is the latest leadership term the directory records (epoch.go)
 	// and EpochStart the seq of its epoch record; 0 if none. Follower says
 	// the directory is a follower's copy (its FOLLOWER marker or its
-	// IDENTITY says so): the Open that
-	// promotes it starts the next epoch 2^32 seqs up.
+	// IDENTITY says so): the Open that promotes it starts the next epoch
+	// 2^32 seqs up.
 	Epoch, EpochStart uint64
 	Follower          bool
 	// Kind and QueueID are what the directory's IDENTITY file says (see
