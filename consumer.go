@@ -263,7 +263,11 @@ func (c *Consumer) nextNew(now, wake time.Time) (d *Delivery, moves []move, _ ti
 	if u.msg.DeliverAt.After(now) {
 		// Delayed delivery: the message moves to the retry stream, due
 		// at DeliverAt, so that it does not hold the group's floor back.
-		u.busy = true
+		// The cursor has passed it: until the move is written, the
+		// group's ack records carry an attempt count of 0 for it, so
+		// that a restart does not count it delivered.
+		u.busy, u.delayed = true, true
+		g.attempts[u.pos] = 0
 		wait := u.msg.DeliverAt.Sub(now)
 		return nil, []move{{u: u, due: u.msg.DeliverAt, wait: wait}}, wake, nil
 	}
@@ -332,9 +336,10 @@ func (c *Consumer) deliver(u *unacked, now time.Time) *Delivery {
 	u.timeout = c.opts.AckTimeout
 	c.g.expect(u.deadline)
 	u.token++
-	if u.attempt > 1 || u.pos != u.seq {
+	if u.attempt > 1 || u.pos != u.seq || u.delayed {
 		// Counted lazily in the next ack record (a delivery from the
-		// retry stream always, so that recovery knows it was delivered).
+		// retry stream always, so that recovery knows it was delivered;
+		// a delayed message never moved too, over its count of 0).
 		c.g.attempts[u.pos] = uint64(u.attempt)
 	}
 	return &Delivery{Message: u.msg, Seq: u.seq, Attempt: u.attempt, FirstDelivered: u.first, c: c, u: u, token: u.token}

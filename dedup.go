@@ -20,65 +20,124 @@ import (
 // resend after a power loss is appended again, not dropped.
 //
 // Two Sends of one ID at once: the first claims the ID and the second waits
-// for its outcome; if the first was not appended, the second sends.
+// for its outcome before it claims anything; if the first was not appended,
+// the second sends (a SendBatch its whole batch, in order).
 
 type dedupTable struct {
 	window time.Duration
 	max    int
 
-	mu    sync.Mutex
-	byID  map[string]*dedupEntry
-	order []*dedupEntry // by claim time, oldest first, from head
-	head  int
+	mu      sync.Mutex
+	byID    map[string]*dedupEntry
+	order   []*dedupEntry // by claim time, oldest first, from head
+	head    int
+	pending int // entries of byID whose Send is not decided yet
 
 	evictions  uint64 // entries dropped for DedupEntries before their window ended
 	duplicates uint64 // Sends answered as duplicates
 }
 
 type dedupEntry struct {
-	id      string
-	seq     uint64        // set once appended
-	at      time.Time     // when appended (or claimed, until then)
-	pending bool          // the claiming Send does not know yet whether it appended
-	wait    chan struct{} // made by the first Send waiting on a pending entry; closed when it is decided
-	gone    bool          // not appended: the entry was dropped
+	id       string
+	seq      uint64        // set once appended
+	at       time.Time     // when appended (or claimed, until then)
+	pending  bool          // the claiming Send does not know yet whether it appended
+	wait     chan struct{} // made by the first Send waiting on a pending entry; closed when it is decided
+	replaced *dedupEntry   // a commit's claim: the entry it hides, restored if it is dropped
+	popped   bool          // out of order (expired, evicted or hidden when its turn came)
 }
 
 func newDedupTable(window time.Duration, max int) *dedupTable {
 	return &dedupTable{window: window, max: max, byID: map[string]*dedupEntry{}}
 }
 
-// claim returns the entry for id if the window still holds it, or claims id
-// for the caller (new = true), who must settle or drop the entry.
-func (t *dedupTable) claim(id string, now time.Time) (e *dedupEntry, new bool) {
+// claimAll claims the IDs of one Send or SendBatch under one hold of the
+// lock. ids[i] == "" stands for a message that is not deduplicated here.
+// entries[i] receives a new claim (fresh[i] set), which the caller must
+// settle or drop, or the entry of an ID appended before (a duplicate).
+//
+// If one of the IDs is held by a Send not decided yet, claimAll claims
+// nothing and returns that entry: the caller waits until it is decided
+// (waitFor) and tries again. Otherwise a batch would have to append that
+// message on its own, after the rest, if the other Send was withdrawn;
+// and since a caller waits holding no claim, two batches cannot wait for
+// each other.
+func (t *dedupTable) claimAll(ids []string, now time.Time, entries []*dedupEntry, fresh []bool) (wait *dedupEntry) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.expire(now)
-	if e := t.byID[id]; e != nil {
-		t.duplicates++
-		return e, false
-	}
-	e = &dedupEntry{id: id, at: now, pending: true}
-	t.add(e)
-	return e, true
-}
-
-// add appends e (the caller holds mu), evicting the oldest entry if full.
-func (t *dedupTable) add(e *dedupEntry) {
-	for len(t.byID) >= t.max && t.head < len(t.order) {
-		old := t.order[t.head]
-		t.order[t.head] = nil
-		t.head++
-		if t.byID[old.id] == old {
-			delete(t.byID, old.id)
-			t.evictions++
+	for _, id := range ids {
+		if e := t.byID[id]; id != "" && e != nil && e.pending {
+			return e
 		}
 	}
+	for i, id := range ids {
+		entries[i], fresh[i] = nil, false
+		if id == "" {
+			continue
+		}
+		if e := t.byID[id]; e != nil {
+			t.duplicates++
+			entries[i] = e
+			continue
+		}
+		entries[i], fresh[i] = &dedupEntry{id: id, at: now, pending: true}, true
+		t.add(entries[i])
+	}
+	return nil
+}
+
+// claimCommit claims id for the commit of a transactional half, which is
+// appended whatever the table holds (the commit record resolves the half):
+// from its commit on, a committed half answers the Sends of its ID, as it
+// does after a restart. An entry appended before is hidden by the claim and
+// restored if the commit is not appended. If a Send not decided yet holds
+// id, claimCommit claims nothing and returns that entry to wait for.
+func (t *dedupTable) claimCommit(id string, now time.Time) (e, wait *dedupEntry) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.expire(now)
+	old := t.byID[id]
+	if old != nil && old.pending {
+		return nil, old
+	}
+	e = &dedupEntry{id: id, at: now, pending: true, replaced: old}
+	t.add(e)
+	return e, nil
+}
+
+// add appends e (the caller holds mu). It evicts nothing: a claim that is
+// not appended must not make the table forget an ID the log still holds (a
+// restart would remember it), so the table evicts when an entry is settled
+// (evict).
+func (t *dedupTable) add(e *dedupEntry) {
 	t.byID[e.id] = e
 	t.order = append(t.order, e)
+	if e.pending {
+		t.pending++
+	}
 	if t.head > len(t.order)/2 && t.head > 1024 {
 		t.order = append(t.order[:0], t.order[t.head:]...)
 		t.head = 0
+	}
+}
+
+// evict drops the oldest entries while the table holds more than max
+// appended ones (the caller holds mu). It stops at an entry still being
+// sent: the table may then hold a few more until that Send is decided.
+func (t *dedupTable) evict() {
+	for len(t.byID)-t.pending > t.max && t.head < len(t.order) {
+		old := t.order[t.head]
+		if t.byID[old.id] == old {
+			if old.pending {
+				return
+			}
+			delete(t.byID, old.id)
+			t.evictions++
+		}
+		old.popped = true
+		t.order[t.head] = nil
+		t.head++
 	}
 }
 
@@ -91,6 +150,7 @@ func (t *dedupTable) expire(now time.Time) {
 		if !e.at.Before(limit) || e.pending {
 			return
 		}
+		e.popped = true
 		t.order[t.head] = nil
 		t.head++
 		if t.byID[e.id] == e {
@@ -104,12 +164,14 @@ func (t *dedupTable) settle(e *dedupEntry, seq uint64, at time.Time) {
 	t.mu.Lock()
 	e.seq, e.at = seq, at
 	t.decided(e)
+	t.evict()
 	t.mu.Unlock()
 }
 
 // decided marks e decided and wakes its waiters (the caller holds mu).
 func (t *dedupTable) decided(e *dedupEntry) {
 	e.pending = false
+	t.pending--
 	if e.wait != nil {
 		close(e.wait)
 	}
@@ -118,9 +180,12 @@ func (t *dedupTable) decided(e *dedupEntry) {
 // drop records that e's message was not appended.
 func (t *dedupTable) drop(e *dedupEntry) {
 	t.mu.Lock()
-	e.gone = true
 	if t.byID[e.id] == e {
-		delete(t.byID, e.id)
+		if r := e.replaced; r != nil && !r.popped {
+			t.byID[e.id] = r
+		} else {
+			delete(t.byID, e.id)
+		}
 	}
 	t.decided(e)
 	t.mu.Unlock()
@@ -139,33 +204,43 @@ func (t *dedupTable) waitFor(e *dedupEntry) <-chan struct{} {
 	return e.wait
 }
 
-// recovered adds an entry read back on Open.
+// recovered adds an entry read back on Open: a message record of the log or
+// an entry of a checkpoint, in the order recovery meets them (a checkpoint's
+// entries are older than the messages after it, and may be older than the
+// messages before it). Of two entries for one ID the later seq is kept, as
+// the running table held it. finishRecovery then puts them in order.
 func (t *dedupTable) recovered(id string, seq uint64, at time.Time, now time.Time) {
 	if at.Before(now.Add(-t.window)) {
 		return
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if old := t.byID[id]; old != nil && old.seq <= seq {
+	if old := t.byID[id]; old != nil && old.seq >= seq {
 		return
 	}
-	t.add(&dedupEntry{id: id, seq: seq, at: at})
+	t.byID[id] = &dedupEntry{id: id, seq: seq, at: at}
 }
 
-// sortRecovered orders the entries read back by seq, oldest first, so that
-// expiry and eviction see them in order (a checkpoint's entries come after
-// the log's older messages in a scan).
-func (t *dedupTable) sortRecovered() {
+// finishRecovery orders the entries read back by seq, oldest first, and
+// keeps the newest DedupEntries of them: what the running table held, since
+// it evicted the oldest first too. (The running table's order is that of
+// the claims: of Sends claiming at the same moment, the one appended first
+// may be the one claimed second, so at the eviction boundary the two can
+// differ by such a pair.)
+func (t *dedupTable) finishRecovery() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	live := t.order[:0]
-	for _, e := range t.order[t.head:] {
-		if t.byID[e.id] == e {
-			live = append(live, e)
-		}
+	live := make([]*dedupEntry, 0, len(t.byID))
+	for _, e := range t.byID {
+		live = append(live, e)
 	}
 	slices.SortFunc(live, func(a, b *dedupEntry) int { return compareSeq(a.seq, b.seq) })
-	clear(t.order[len(live):])
+	if over := len(live) - t.max; over > 0 {
+		for _, e := range live[:over] {
+			delete(t.byID, e.id)
+		}
+		live = live[over:]
+	}
 	t.order, t.head = live, 0
 }
 
@@ -199,24 +274,10 @@ func (t *dedupTable) counts() (entries int, evictions, duplicates uint64) {
 	return len(t.byID), t.evictions, t.duplicates
 }
 
-// duplicate answers a Send of a message whose ID e holds: the original seq
-// and its durability now, waiting for it like a Send would. ok is false if
-// the original was not appended after all (the caller sends it).
-func (q *Queue) duplicate(ctx context.Context, e *dedupEntry) (res SendResult, ok bool, err error) {
-	if wait := q.dedup.waitFor(e); wait != nil {
-		select {
-		case <-wait:
-		case <-ctx.Done():
-			return SendResult{}, false, ctx.Err()
-		}
-	}
-	q.dedup.mu.Lock()
-	gone := e.gone
-	q.dedup.mu.Unlock()
-	if gone {
-		return SendResult{}, false, nil
-	}
-	return SendResult{Seq: e.seq, ID: e.id, Status: q.durableStatus(ctx, e.seq), Duplicate: true}, true, nil
+// duplicate answers a Send of a message whose ID e holds (appended before):
+// the original seq and its durability now, waiting for it like a Send would.
+func (q *Queue) duplicate(ctx context.Context, e *dedupEntry) SendResult {
+	return SendResult{Seq: e.seq, ID: e.id, Status: q.durableStatus(ctx, e.seq), Duplicate: true}
 }
 
 // durableStatus is the status a Send of seq would report now: SendOK once it

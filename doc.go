@@ -31,7 +31,8 @@
 // SendResult.Duplicate set and the original's durability status. Resending
 // after FlushDiskTimeout, an error or a restart is therefore safe. The table
 // is rebuilt from the log on Open, so it never remembers a message the log
-// lost.
+// lost, and holds what the running queue held (the newest DedupEntries IDs).
+// A committed transactional half counts from its commit.
 //
 // # Strict producer
 //

@@ -72,6 +72,9 @@ type unacked struct {
 	timeout  time.Duration // the ack timeout that set deadline, likewise
 	token    uint64        // changes on every delivery: stale Delivery handles
 	busy     bool          // a record about it (ack, retry, dead letter) is being written
+	// delayed: read with a future DeliverAt and not delivered then; the
+	// group's ack records say so (an attempt count of 0) until it moves
+	delayed bool
 }
 
 func newGroup(q *Queue, id uint16, name string, cursor uint64) *group {
@@ -313,7 +316,7 @@ func (q *Queue) recoverGroups() error {
 	}
 	now := rs.now
 	if q.dedup != nil {
-		q.dedup.sortRecovered()
+		q.dedup.finishRecovery()
 	}
 	q.tx.recovered(now, q.opts.TxTimeout, q.opts.TxCheckInterval/txChecksPerRound)
 	if n, _, _, _, _ := q.tx.counts(); n > 0 {
@@ -469,11 +472,16 @@ func (g *group) recoverPending(lg *ledgerGroup, now time.Time) error {
 		if err != nil {
 			return fmt.Errorf("zeroloss: message at seq %d: %w", rec.Seq, err)
 		}
-		n := lg.attempts[rec.Seq]
+		n, counted := lg.attempts[rec.Seq]
 		u := &unacked{pos: rec.Seq, seq: rec.Seq, msg: fromRecord(m), attempt: int(max(n, 1)), first: now, due: now}
-		if m.DeliverAt.After(now) && n == 0 {
-			// A delayed message read but not yet moved to the retry stream.
-			u.attempt, u.due, u.wait = 0, m.DeliverAt, m.DeliverAt.Sub(now)
+		if counted && n == 0 {
+			// A delayed message read but not moved to the retry stream
+			// before the stop, and never delivered: below the mark, but
+			// due at DeliverAt (now if it passed), as if first read now.
+			u.attempt, u.delayed = 0, true
+			if m.DeliverAt.After(now) {
+				u.due, u.wait = m.DeliverAt, m.DeliverAt.Sub(now)
+			}
 		}
 		g.owe(u)
 	}

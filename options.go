@@ -152,6 +152,13 @@ type Options struct {
 	// the half was sent, then every TxCheckInterval, at most TxCheckMax
 	// times, after which the half is rolled back and logged. Nil: pending
 	// halves wait, reported in Stats and the log, and are never rolled back.
+	//
+	// Checks run in goroutines of their own, up to 8 at once, so the
+	// checker must be safe for concurrent use; a slow call holds back no
+	// other half. ctx ends after TxCheckInterval and at Close, which waits
+	// at most TxCloseWait (1s) for calls in progress and then returns
+	// anyway: a call that ignores ctx is abandoned, its answer is not
+	// recorded, and its half is checked again after the next Open.
 	TxChecker func(ctx context.Context, m *Message) TxState
 	// TxTimeout is how long a half waits before its first check. Default 6s.
 	TxTimeout time.Duration
@@ -174,6 +181,10 @@ type Options struct {
 	fs         vfs.FS           // tests: crashable or faulty file systems
 	now        func() time.Time // tests: fake clock
 	leaseChunk uint64           // tests: seqs per durable lease extension
+	// tests: called by a transaction check before it reads the half it
+	// checks (a window for a Commit to race it)
+	beforeCheck func(halfSeq uint64)
+	txCloseWait time.Duration // tests: TxCloseWait
 	// slotInterval and slotBytes throttle the wal's sync slot (see
 	// wal.Options); tests set slotEverySync to record every sync.
 	slotInterval  time.Duration

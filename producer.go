@@ -282,6 +282,9 @@ type Producer struct {
 	spoolMu      sync.Mutex // guards appends to log and the fields below
 	spoolBuf     []byte
 	spoolCount   int           // messages in the spool not yet confirmed by the queue
+	confirmedTo  uint64        // the spool seqs below it are confirmed by the queue
+	recordedTo   uint64        // ...and the ones below it recorded by a durable progress record
+	progressErr  error         // why the last progress record was not written, while recordedTo < confirmedTo
 	spoolBytes   int64         // their frame bytes
 	changed      chan struct{} // closed and replaced when spoolCount falls, stuck changes or the spool fails
 	startFloor   uint64        // spool seq the resender starts at
@@ -692,7 +695,11 @@ func (p *Producer) Attach(q *Queue) {
 }
 
 // Flush waits until the spool is empty, every spooled message confirmed by
-// the queue with SendOK and the progress recorded, or until ctx ends. It
+// the queue with SendOK and the progress recorded durably in the spool, or
+// until ctx ends. If the progress record could not be written (a full disk,
+// a failed fdatasync) it writes it again, or returns the error when the
+// spool cannot: the messages are in the queue, but a producer opened on
+// the spool later would send them again (duplicates by ID). It
 // makes the resender try the queue at once. It returns early with the error
 // when the spool cannot be drained as things are: the spool failed, or the
 // queue refuses a spooled message as invalid (e.g. ErrMessageTooLarge, when
@@ -709,7 +716,7 @@ func (p *Producer) Flush(ctx context.Context) error {
 		n, ch := p.spoolCount, p.changed
 		p.spoolMu.Unlock()
 		if n == 0 {
-			return nil
+			return p.flushProgress()
 		}
 		if err := p.log.Err(); err != nil {
 			return fmt.Errorf("zeroloss: producer: flush: %d messages spooled: %w", n, err)
@@ -730,6 +737,24 @@ func (p *Producer) Flush(ctx context.Context) error {
 		case <-p.stop:
 		}
 	}
+}
+
+// flushProgress makes sure the spool's progress is durable once the spool is
+// empty: a progress record that could not be written is written again, if
+// the spool still can be.
+func (p *Producer) flushProgress() error {
+	floor, cause := p.unrecorded()
+	if floor == 0 {
+		return nil
+	}
+	if p.log.Err() == nil {
+		cause = p.writeProgress(floor)
+		if cause == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("zeroloss: producer: flush: the spool's progress is not recorded; "+
+		"a producer opened on the spool would send the confirmed messages again: %w", cause)
 }
 
 func (p *Producer) setStuck(err error) {
@@ -962,7 +987,8 @@ func (p *Producer) resendBatch(q *Queue, pend []spoolEntry) (int, error) {
 // confirmed records that done, the oldest spooled messages, are in the queue
 // with SendOK: a progress record, synced, then the counts, then the removal
 // of drained segments. If the progress record cannot be written, the
-// messages are still counted as sent (they are in the queue); a producer
+// messages are still counted as sent (they are in the queue), and Flush
+// reports it (writing the record again if the spool still can); a producer
 // opened on the spool later sends them again (duplicates by ID).
 func (p *Producer) confirmed(done []spoolEntry) {
 	floor := done[len(done)-1].seq + 1
@@ -970,17 +996,7 @@ func (p *Producer) confirmed(done []spoolEntry) {
 	for _, e := range done {
 		bytes += int64(e.size)
 	}
-	payload := record.AppendAck(nil, &record.Ack{Floor: floor, Mark: floor})
-	p.spoolMu.Lock()
-	frame := record.AppendFrame(nil, record.TypeAck, spoolProgressStream, time.Now().UnixNano(), payload)
-	seq, _, err := p.log.Append(frame)
-	p.spoolMu.Unlock()
-	if err == nil {
-		var synced uint64
-		if synced, err = p.log.Sync(); err == nil && synced < seq {
-			err = fmt.Errorf("spool synced up to seq %d, below %d", synced, seq)
-		}
-	}
+	err := p.writeProgress(floor)
 	if err != nil {
 		p.logger.Error("zeroloss: producer: could not record resend progress; a later producer will send these again",
 			"through_id", done[len(done)-1].msg.ID, "error", err)
@@ -999,4 +1015,44 @@ func (p *Producer) confirmed(done []spoolEntry) {
 			p.logger.Warn("zeroloss: producer: could not remove drained spool segments", "error", err)
 		}
 	}
+}
+
+// writeProgress appends a progress record saying that the spool seqs below
+// floor are confirmed by the queue, and syncs it. It keeps confirmedTo,
+// recordedTo and progressErr.
+func (p *Producer) writeProgress(floor uint64) error {
+	payload := record.AppendAck(nil, &record.Ack{Floor: floor, Mark: floor})
+	p.spoolMu.Lock()
+	p.confirmedTo = max(p.confirmedTo, floor)
+	frame := record.AppendFrame(nil, record.TypeAck, spoolProgressStream, time.Now().UnixNano(), payload)
+	seq, _, err := p.log.Append(frame)
+	p.spoolMu.Unlock()
+	if err == nil {
+		var synced uint64
+		if synced, err = p.log.Sync(); err == nil && synced < seq {
+			err = fmt.Errorf("spool synced up to seq %d, below %d", synced, seq)
+		}
+	}
+	p.spoolMu.Lock()
+	defer p.spoolMu.Unlock()
+	if err != nil {
+		p.progressErr = err
+		return err
+	}
+	p.recordedTo = max(p.recordedTo, floor)
+	if p.recordedTo >= p.confirmedTo {
+		p.progressErr = nil
+	}
+	return nil
+}
+
+// unrecorded returns the floor of a progress record not written yet (0 if
+// every confirmation is recorded) and why it was not.
+func (p *Producer) unrecorded() (uint64, error) {
+	p.spoolMu.Lock()
+	defer p.spoolMu.Unlock()
+	if p.recordedTo >= p.confirmedTo {
+		return 0, nil
+	}
+	return p.confirmedTo, p.progressErr
 }

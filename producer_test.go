@@ -963,3 +963,71 @@ func TestOutcomeString(t *testing.T) {
 	assert.Equal(t, "Outcome(7)", Outcome(7).String())
 	assert.True(t, errors.Is(errQueueDetached, ErrClosed))
 }
+
+// Flush returns nil only once the spool's progress record is durable: when
+// the record cannot be written (a full disk, a failed fdatasync) Flush says
+// so, and a later Flush writes it if the spool still can. After a nil Flush
+// the progress survives a power loss.
+func TestFlushReturnsOnlyOnceTheProgressIsDurable(t *testing.T) {
+	// Two messages fill the spool's first segment but for less than a
+	// progress record, so that the progress record must start a new segment.
+	progress := record.HeaderSize + len(record.AppendAck(nil, &record.Ack{Floor: 3, Mark: 3}))
+	half := (2048 - progress + 1) / 2
+	message := func(id string, fill bool) *Message {
+		m := &Message{ID: id, Body: []byte("x")}
+		for fill && frameSize(&record.Message{ID: id, Body: m.Body}) < half {
+			m.Body = append(m.Body, 'x')
+		}
+		return m
+	}
+	for _, tc := range []struct {
+		name   string
+		fill   bool // the progress record starts a new segment
+		fail   func(*vfs.FaultFS)
+		want   error
+		heals  func(*vfs.FaultFS)
+		reopen int // messages spooled after the power loss
+	}{
+		{name: "disk full at the progress record's segment", fill: true, fail: func(f *vfs.FaultFS) { f.SetDiskFull(true) },
+			want: ErrDiskFull, heals: func(f *vfs.FaultFS) { f.SetDiskFull(false) }},
+		{name: "failed fdatasync of the progress record", fail: func(f *vfs.FaultFS) { f.FailNth(vfs.OpSync, 1, errInjected) },
+			want: errInjected, reopen: 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mem := vfs.NewMem()
+			fault := vfs.NewFault(mem)
+			q := memQueue(t, vfs.NewMem(), producerQueueOptions)
+			defer q.Close()
+			p := newProducer(t, nil, testStrict(fault))
+			for _, id := range []string{"m0", "m1"} {
+				res, err := p.Send(context.Background(), message(id, tc.fill))
+				require.NoError(t, err)
+				require.Equal(t, Spooled, res.Outcome)
+			}
+			tc.fail(fault)
+			p.Attach(q)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			err := p.Flush(ctx)
+			require.ErrorIs(t, err, tc.want, "the progress record was not written")
+			require.Zero(t, p.Spooled(), "the queue has both messages")
+			if tc.heals != nil {
+				tc.heals(fault)
+				require.NoError(t, p.Flush(ctx), "the progress record is written now")
+			}
+			mem.Crash(vfs.DropUnsynced, nil)
+			_ = p.Close()
+
+			p = newProducer(t, nil, testStrict(mem))
+			defer p.Close()
+			require.Equal(t, tc.reopen, p.Spooled(), "what a nil Flush confirmed is not spooled again")
+			p.Attach(q)
+			flush(t, p)
+			var ids []string
+			for _, s := range readBack(t, q) {
+				ids = append(ids, s.Msg.ID)
+			}
+			require.Equal(t, []string{"m0", "m1"}, ids, "resends are deduplicated")
+		})
+	}
+}

@@ -249,7 +249,9 @@ func (q *Queue) Send(ctx context.Context, m *Message) (SendResult, error) {
 // for every message up to the first that was not appended; if err != nil,
 // the messages after len(results) were not appended. The statuses are those
 // of Send; a message whose ID was sent before within the dedup window gets
-// the original's result with Duplicate set.
+// the original's result with Duplicate set. If a concurrent Send is sending
+// one of the IDs, SendBatch first waits until that Send is decided, so the
+// messages it appends keep their order even if that Send is withdrawn.
 func (q *Queue) SendBatch(ctx context.Context, msgs []*Message) ([]SendResult, error) {
 	return q.sendMessages(ctx, msgs)
 }
@@ -264,93 +266,105 @@ func (q *Queue) sendMessages(ctx context.Context, msgs []*Message) ([]SendResult
 		}
 	}
 	var (
-		fresh   []*Message // to append, once a message is left out; until then all of msgs
-		leftOut bool
-		claimed []*dedupEntry // per fresh message: its claim, or nil
+		ids     []string      // per message: its ID to claim, or ""
+		entries []*dedupEntry // per message: its claim, or the entry of the original
+		fresh   []bool        // per message: entries[i] is its own claim
 		earlier map[int]int   // message index → index of an earlier message with its ID in this call
-		dups    map[int]*dedupEntry
-		byID    map[string]int
-		one     [1]*dedupEntry
+		oneID   [1]string
+		oneE    [1]*dedupEntry
+		oneF    [1]bool
 	)
-	if len(msgs) == 1 {
-		claimed = one[:0]
-	}
-	var now time.Time // read once, when a message needs it: a clock read costs ~0.1µs here
-	for i, m := range msgs {
-		var e *dedupEntry
-		if m.ID != "" && q.dedup != nil {
-			if now.IsZero() {
-				now = q.opts.now()
-			}
-			if j, ok := byID[m.ID]; ok {
-				if earlier == nil {
-					earlier = map[int]int{}
-				}
-				earlier[i] = j
-			} else if claim, isNew := q.dedup.claim(m.ID, now); !isNew {
-				if dups == nil {
-					dups = map[int]*dedupEntry{}
-				}
-				dups[i] = claim
-			} else {
-				e = claim
-				if len(msgs) > 1 {
-					if byID == nil {
-						byID = map[string]int{}
-					}
-					byID[m.ID] = i
-				}
-			}
-			if e == nil { // left out: answered from an earlier send
-				if !leftOut {
-					leftOut = true
-					fresh = append(make([]*Message, 0, len(msgs)), msgs[:i]...)
-				}
+	if q.dedup != nil {
+		byID := map[string]int(nil)
+		for i, m := range msgs {
+			if m.ID == "" {
 				continue
 			}
+			if ids == nil {
+				if len(msgs) == 1 {
+					ids, entries, fresh = oneID[:], oneE[:], oneF[:]
+				} else {
+					ids, entries, fresh = make([]string, len(msgs)), make([]*dedupEntry, len(msgs)), make([]bool, len(msgs))
+				}
+			}
+			if len(msgs) > 1 {
+				if j, ok := byID[m.ID]; ok {
+					if earlier == nil {
+						earlier = map[int]int{}
+					}
+					earlier[i] = j
+					continue
+				}
+				if byID == nil {
+					byID = map[string]int{}
+				}
+				byID[m.ID] = i
+			}
+			ids[i] = m.ID
 		}
-		if leftOut {
-			fresh = append(fresh, m)
+	}
+	var now time.Time // read when a message needs it: a clock read costs ~0.1µs here
+	if ids != nil {
+		for {
+			now = q.opts.now()
+			wait := q.dedup.claimAll(ids, now, entries, fresh)
+			if wait == nil {
+				break
+			}
+			if ch := q.dedup.waitFor(wait); ch != nil {
+				select {
+				case <-ch:
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
+			}
 		}
-		claimed = append(claimed, e)
 	}
-	if !leftOut {
-		fresh = msgs
+	send := msgs
+	var claimed []*dedupEntry // per message of send: its claim, or nil
+	dups := 0
+	for i, e := range entries {
+		if e != nil && !fresh[i] {
+			dups++
+		}
 	}
-	ids := make([]string, len(fresh))
-	first, n, status, err := q.send(ctx, fresh, ids)
-	var at time.Time
+	if ids != nil && dups == 0 && earlier == nil {
+		claimed = entries // every message is sent; entries holds their claims
+	} else if ids != nil {
+		send = make([]*Message, 0, len(msgs))
+		claimed = make([]*dedupEntry, 0, len(msgs))
+		for i, m := range msgs {
+			switch {
+			case fresh[i]:
+				claimed = append(claimed, entries[i])
+			case entries[i] != nil || hasKey(earlier, i):
+				continue // answered from an earlier send
+			default:
+				claimed = append(claimed, nil)
+			}
+			send = append(send, m)
+		}
+	}
+	sent := make([]string, len(send))
+	first, n, status, err := q.send(ctx, send, sent, now)
 	for k, e := range claimed {
 		if e == nil {
 			continue
 		}
-		if at.IsZero() {
-			at = q.opts.now()
-		}
 		if k < n {
-			q.dedup.settle(e, first+uint64(k), at)
+			// At the time its record carries, as a restart reads it back.
+			q.dedup.settle(e, first+uint64(k), now)
 		} else {
 			q.dedup.drop(e)
 		}
 	}
 	results := make([]SendResult, 0, len(msgs))
 	k := 0
-	for i, m := range msgs {
+	for i := range msgs {
 		var r SendResult
 		switch {
-		case dups[i] != nil:
-			dr, ok, derr := q.duplicate(ctx, dups[i])
-			if derr != nil {
-				return results, derr
-			}
-			if !ok { // the original was not appended after all: send it now
-				again, aerr := q.sendMessages(ctx, []*Message{m})
-				if len(again) == 0 {
-					return results, aerr
-				}
-				dr = again[0]
-			}
-			r = dr
+		case entries != nil && entries[i] != nil && !fresh[i]:
+			r = q.duplicate(ctx, entries[i])
 		case hasKey(earlier, i):
 			j := earlier[i]
 			if j >= len(results) {
@@ -362,7 +376,7 @@ func (q *Queue) sendMessages(ctx context.Context, msgs []*Message) ([]SendResult
 			if k >= n {
 				return results, err
 			}
-			r = SendResult{Seq: first + uint64(k), ID: ids[k], Status: status}
+			r = SendResult{Seq: first + uint64(k), ID: sent[k], Status: status}
 			k++
 		}
 		results = append(results, r)
@@ -376,9 +390,10 @@ func hasKey(m map[int]int, k int) bool {
 }
 
 // send appends msgs as one entry of the pending batch and waits for it. ids
-// receives the messages' IDs. It returns the first seq, how many messages were
-// appended and their status.
-func (q *Queue) send(ctx context.Context, msgs []*Message, ids []string) (uint64, int, SendStatus, error) {
+// receives the messages' IDs. Their records carry the time now (zero: the
+// clock's time). It returns the first seq, how many messages were appended
+// and their status.
+func (q *Queue) send(ctx context.Context, msgs []*Message, ids []string, now time.Time) (uint64, int, SendStatus, error) {
 	if len(msgs) == 0 {
 		return 0, 0, 0, nil
 	}
@@ -404,10 +419,13 @@ func (q *Queue) send(ctx context.Context, msgs []*Message, ids []string) (uint64
 		}
 		size += int64(n)
 	}
-	now := q.opts.now().UnixNano()
+	if now.IsZero() {
+		now = q.opts.now()
+	}
+	at := now.UnixNano()
 	return q.submit(ctx, size, len(encoded), true, func(buf []byte) []byte {
 		for i := range encoded {
-			buf = record.AppendMessageFrame(buf, 0, 0, now, &encoded[i])
+			buf = record.AppendMessageFrame(buf, 0, 0, at, &encoded[i])
 		}
 		return buf
 	})

@@ -91,6 +91,8 @@ type halfState struct {
 	checks int
 	next   time.Time     // next check-back
 	busy   chan struct{} // non-nil while a decision is being written; closed when done
+	// checking: a TxChecker call about it is running (txLoop)
+	checking bool
 	// Once resolved:
 	commit SendResult
 	state  TxState
@@ -136,6 +138,13 @@ func (q *Queue) SendHalf(ctx context.Context, m *Message) (*Half, SendResult, er
 // Commit publishes the half message: it is appended to the main stream with
 // a new seq and delivered to every group. Committing again returns the same
 // result; committing a rolled-back half returns ErrTxRolledBack.
+//
+// A half whose ID the caller set takes part in dedup from its commit: a
+// later Send of that ID within DedupWindow is answered as a duplicate of the
+// commit, before and after a restart alike. SendHalf itself does not
+// consult the dedup table, and the commit is appended even if a message with
+// its ID was sent before (it must resolve the half); it then stands for that
+// ID.
 func (h *Half) Commit(ctx context.Context) (SendResult, error) {
 	return h.q.resolveHalf(ctx, h.Seq, TxCommit)
 }
@@ -211,12 +220,25 @@ func (q *Queue) resolveHalf(ctx context.Context, seq uint64, decision TxState) (
 	if decision == TxCommit {
 		m := st.msg
 		m.HalfSeq = seq
+		claim, cerr := q.claimCommit(ctx, &m)
+		if cerr != nil {
+			t.mu.Lock()
+			close(st.busy)
+			st.busy = nil
+			t.mu.Unlock()
+			return SendResult{}, cerr
+		}
 		var first uint64
 		var status SendStatus
 		first, n, status, err = q.submit(context.WithoutCancel(ctx), int64(frameSize(&m)), 1, false, func(buf []byte) []byte {
 			return record.AppendMessageFrame(buf, 0, 0, now, &m)
 		})
 		res = SendResult{Seq: first, ID: m.ID, Status: status}
+		if claim != nil && n == 1 {
+			q.dedup.settle(claim, first, unixTime(now))
+		} else if claim != nil {
+			q.dedup.drop(claim)
+		}
 	} else {
 		payload := record.AppendTxOp(nil, &record.TxOp{Half: seq, Op: record.TxRollback})
 		var status SendStatus
@@ -235,6 +257,28 @@ func (q *Queue) resolveHalf(ctx context.Context, seq uint64, decision TxState) (
 	}
 	t.mu.Unlock()
 	return res, err
+}
+
+// claimCommit claims the caller-set ID of m, a half about to be committed,
+// in the dedup table (dedupTable.claimCommit), waiting for a Send of the
+// same ID in flight. It returns nil if m is not deduplicated.
+func (q *Queue) claimCommit(ctx context.Context, m *record.Message) (*dedupEntry, error) {
+	if q.dedup == nil || m.GeneratedID || m.ID == "" {
+		return nil, nil
+	}
+	for {
+		claim, wait := q.dedup.claimCommit(m.ID, q.opts.now())
+		if wait == nil {
+			return claim, nil
+		}
+		if ch := q.dedup.waitFor(wait); ch != nil {
+			select {
+			case <-ch:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+	}
 }
 
 // answer is what a Commit or Rollback of an already resolved half gets.
@@ -333,22 +377,43 @@ func (t *txTable) snapshot() []record.HalfState {
 	return out
 }
 
-// txChecksPerRound bounds the checker calls of one round of txLoop.
+// txChecksPerRound bounds the checker calls started by one round of txLoop.
 const txChecksPerRound = 64
 
-// txLoop asks the TxChecker about pending halves that are due, until Close.
+// txConcurrentChecks bounds the TxChecker calls running at once: a slow
+// check does not hold back the others, and a checker that never returns
+// stops the checks only once this many of its calls are stuck.
+const txConcurrentChecks = 8
+
+// TxCloseWait is how long Close waits for TxChecker calls in progress after
+// cancelling their context; calls still running then are abandoned (see
+// Options.TxChecker).
+const TxCloseWait = time.Second
+
+// txCheck is a check of one half: the message is copied under the table's
+// lock, since a Commit may resolve the half (and drop its body) meanwhile.
+type txCheck struct {
+	st  *halfState
+	msg Message
+}
+
+// txLoop asks the TxChecker about pending halves that are due, each in a
+// goroutine of its own (at most txConcurrentChecks at once), until Close;
+// then it cancels the checks' context and waits for them at most
+// TxCloseWait.
 func (q *Queue) txLoop() {
 	defer close(q.txDone)
 	tick := min(max(min(q.opts.TxTimeout, q.opts.TxCheckInterval)/4, time.Millisecond), time.Second)
 	ticker := time.NewTicker(tick)
 	defer ticker.Stop()
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		<-q.done
+	var running sync.WaitGroup
+	defer func() {
 		cancel()
+		q.awaitChecks(&running)
 	}()
-	var reported time.Time
+	slots := make(chan struct{}, txConcurrentChecks) // taken by this goroutine only
+	var reported, reportedFull time.Time
 	for {
 		select {
 		case <-ticker.C:
@@ -356,50 +421,105 @@ func (q *Queue) txLoop() {
 			return
 		}
 		now := q.opts.now()
-		due := q.tx.due(now)
-		if len(due) == 0 {
-			continue
-		}
 		if q.opts.TxChecker == nil {
-			if now.Sub(reported) >= q.opts.TxCheckInterval {
+			if seq, ok := q.tx.firstDue(now); ok && now.Sub(reported) >= q.opts.TxCheckInterval {
 				reported = now
 				q.logger.Warn("zeroloss: transactional half messages are waiting for a decision and no TxChecker is set",
-					"pending", q.Stats().TxPending, "oldest_seq", due[0].seq)
+					"pending", q.Stats().TxPending, "oldest_seq", seq)
 			}
 			continue
 		}
-		for _, st := range due {
-			if ctx.Err() != nil {
-				return
+		free := cap(slots) - len(slots)
+		if free == 0 {
+			if _, ok := q.tx.firstDue(now); ok && now.Sub(reportedFull) >= q.opts.TxCheckInterval {
+				reportedFull = now
+				q.logger.Warn("zeroloss: every TxChecker call is still running; due checks wait",
+					"running", txConcurrentChecks)
 			}
-			q.checkHalf(ctx, st, now)
+			continue
+		}
+		for _, c := range q.tx.due(now, min(free, txChecksPerRound)) {
+			slots <- struct{}{}
+			running.Add(1)
+			go func() {
+				defer running.Done()
+				defer func() { <-slots }()
+				q.checkHalf(ctx, c, now)
+			}()
 		}
 	}
 }
 
-// due returns up to txChecksPerRound pending halves whose check is due, and
-// pushes their next check out (so a slow checker is not asked twice).
-func (t *txTable) due(now time.Time) []*halfState {
+// awaitChecks waits for the checks in progress, at most TxCloseWait.
+func (q *Queue) awaitChecks(running *sync.WaitGroup) {
+	done := make(chan struct{})
+	go func() {
+		running.Wait()
+		close(done)
+	}()
+	wait := q.opts.txCloseWait
+	if wait == 0 {
+		wait = TxCloseWait
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case <-done:
+	case <-timer.C:
+		q.logger.Warn("zeroloss: TxChecker calls still running at Close are abandoned; their halves are checked again after the next Open",
+			"waited", wait)
+	}
+}
+
+// due returns up to limit pending halves whose check is due and marks them
+// checking, so that none is asked about twice at once.
+func (t *txTable) due(now time.Time, limit int) []txCheck {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	var out []*halfState
+	var out []txCheck
 	for _, seq := range slices.Sorted(maps.Keys(t.pending)) {
+		if len(out) == limit {
+			break
+		}
 		st := t.pending[seq]
-		if st.busy == nil && !now.Before(st.next) {
-			out = append(out, st)
-			if len(out) == txChecksPerRound {
-				break
-			}
+		if st.busy == nil && !st.checking && !now.Before(st.next) {
+			st.checking = true
+			out = append(out, txCheck{st: st, msg: fromRecord(st.msg)})
 		}
 	}
 	return out
 }
 
-// checkHalf asks the checker about st and acts on the answer.
-func (q *Queue) checkHalf(ctx context.Context, st *halfState, now time.Time) {
-	msg := fromRecord(st.msg)
-	state := q.askChecker(ctx, &msg)
+// firstDue returns the seq of the first pending half whose check is due.
+func (t *txTable) firstDue(now time.Time) (uint64, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	first, ok := uint64(0), false
+	for seq, st := range t.pending {
+		if st.busy == nil && !st.checking && !now.Before(st.next) && (!ok || seq < first) {
+			first, ok = seq, true
+		}
+	}
+	return first, ok
+}
+
+// checkHalf asks the checker about c's half and acts on the answer. The
+// checker's context ends at Close or after TxCheckInterval, when the next
+// check would be due.
+func (q *Queue) checkHalf(ctx context.Context, c txCheck, now time.Time) {
+	st := c.st
+	if q.opts.beforeCheck != nil {
+		q.opts.beforeCheck(st.seq)
+	}
+	checkCtx, cancel := context.WithTimeout(ctx, q.opts.TxCheckInterval)
+	state := q.askChecker(checkCtx, &c.msg)
+	cancel()
 	q.tx.mu.Lock()
+	st.checking = false
+	if q.tx.pending[st.seq] != st {
+		q.tx.mu.Unlock()
+		return // resolved meanwhile (a Commit or Rollback): nothing to record
+	}
 	q.tx.checks++
 	st.checks++
 	checks := st.checks
@@ -411,7 +531,7 @@ func (q *Queue) checkHalf(ctx context.Context, st *halfState, now time.Time) {
 		_, err = q.resolveHalf(ctx, st.seq, state)
 	case checks >= q.opts.TxCheckMax:
 		q.logger.Warn("zeroloss: transactional half message rolled back after its last check",
-			"seq", st.seq, "id", st.msg.ID, "checks", checks)
+			"seq", st.seq, "id", c.msg.ID, "checks", checks)
 		if _, err = q.resolveHalf(ctx, st.seq, TxRollback); err == nil {
 			q.tx.mu.Lock()
 			q.tx.expired++

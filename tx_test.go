@@ -397,3 +397,127 @@ func TestResendAfterRollbackIsANewMessage(t *testing.T) {
 	require.Len(t, got, 1)
 	assert.Equal(t, []byte("second try"), got[0].Message.Body)
 }
+
+// A committed half takes part in dedup from its commit: a Send of its ID is
+// answered as a duplicate of the commit, the same before and after a restart.
+func TestCommittedHalfIsDeduplicatedBeforeAndAfterRestart(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		sentFirst bool // a plain Send of the ID before the half
+	}{
+		{name: "commit"},
+		{name: "a plain send, then the commit of a half with its ID", sentFirst: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := vfs.NewMem()
+			q := txQueue(t, fs, Options{})
+			ctx := context.Background()
+			if tc.sentFirst {
+				_, err := q.Send(ctx, &Message{ID: "order-9", Body: []byte("plain")})
+				require.NoError(t, err)
+			}
+			h, _, err := q.SendHalf(ctx, &Message{ID: "order-9", Body: []byte("tx")})
+			require.NoError(t, err)
+			committed, err := h.Commit(ctx)
+			require.NoError(t, err)
+
+			probe := func(when string) {
+				t.Helper()
+				r, err := q.Send(ctx, &Message{ID: "order-9", Body: []byte("resend")})
+				require.NoError(t, err)
+				assert.True(t, r.Duplicate, when)
+				assert.Equal(t, committed.Seq, r.Seq, when)
+			}
+			probe("while the queue runs")
+			require.NoError(t, q.Close())
+			q = txQueue(t, fs, Options{})
+			defer q.Close()
+			probe("after a restart")
+		})
+	}
+}
+
+// A Commit of a half while the checker loop checks it: the check works on a
+// copy of the half taken under the table's lock (go test -race).
+func TestCommitDuringACheckDoesNotRace(t *testing.T) {
+	checking := make(chan struct{})
+	release := make(chan struct{})
+	returned := make(chan struct{})
+	var once sync.Once
+	var seen atomic.Value
+	q := txQueue(t, vfs.NewMem(), Options{
+		TxTimeout: time.Millisecond,
+		TxChecker: func(_ context.Context, m *Message) TxState {
+			seen.Store(string(m.Body))
+			<-release
+			defer close(returned)
+			return TxRollback
+		},
+		beforeCheck: func(uint64) { once.Do(func() { close(checking) }) },
+	})
+	defer q.Close()
+	h, _, err := q.SendHalf(context.Background(), &Message{ID: "raced", Body: []byte("the body")})
+	require.NoError(t, err)
+	select {
+	case <-checking:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the half was not checked")
+	}
+	// The check has the half and has not read it yet: commit it now. No
+	// synchronization between this goroutine and the check from here on
+	// until release, so the race detector sees any unguarded access.
+	res, err := h.Commit(context.Background())
+	require.NoError(t, err)
+	close(release)
+	assert.Equal(t, SendOK, res.Status)
+	<-returned
+	assert.Equal(t, "the body", seen.Load(), "the checker was asked about the whole message")
+	again, err := h.Commit(context.Background())
+	require.NoError(t, err, "the checker's late answer does not undo the commit")
+	assert.Equal(t, res, again)
+}
+
+// A TxChecker that never returns, even once its ctx ends: Close still
+// returns (after waiting txCloseWait for it), and meanwhile the other halves
+// are checked.
+func TestBlockingCheckerStallsNeitherCloseNorOtherChecks(t *testing.T) {
+	stuck := make(chan struct{})
+	defer close(stuck) // let the abandoned check end with the test
+	called := make(chan struct{})
+	var cancelled atomic.Bool
+	q := txQueue(t, vfs.NewMem(), Options{
+		TxTimeout: time.Millisecond,
+		TxChecker: func(ctx context.Context, m *Message) TxState {
+			if m.ID != "blocks" {
+				return TxCommit
+			}
+			close(called)
+			<-ctx.Done() // Close cancels it...
+			cancelled.Store(true)
+			<-stuck // ...and this checker goes on blocking anyway
+			return TxUnknown
+		},
+		txCloseWait: 50 * time.Millisecond,
+	})
+	ctx := context.Background()
+	_, _, err := q.SendHalf(ctx, &Message{ID: "blocks", Body: []byte("b")})
+	require.NoError(t, err)
+	select {
+	case <-called:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the half was not checked")
+	}
+	_, _, err = q.SendHalf(ctx, &Message{ID: "fine", Body: []byte("f")})
+	require.NoError(t, err)
+	eventually(t, func() bool { return q.Stats().TxCommitted == 1 }, "the second half was checked and committed")
+
+	closed := make(chan error, 1)
+	go func() { closed <- q.Close() }()
+	select {
+	case err := <-closed:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close hangs on a TxChecker that does not return")
+	}
+	eventually(t, cancelled.Load, "Close cancelled the checker's ctx")
+}

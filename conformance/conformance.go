@@ -22,6 +22,8 @@
 //	HandleWaitsOnCancel    ctx's end waits for running handlers, whose ctx stays live
 //	StartLatest            a new group with StartLatest skips earlier messages
 //	Closed                 Send and Next after Close fail with ErrClosed
+//	SendOKKept             CheckSendOK: a message confirmed with SendOK reaches groups created
+//	                       after it, and its resend is a duplicate
 //
 // Timings are short (AckTimeout 400ms, Backoff 100ms) and the subtests run in
 // parallel, each on a backend of its own, so the suite takes seconds.
@@ -87,6 +89,7 @@ func Run(t *testing.T, open Factory) {
 		{"HandleWaitsOnCancel", testHandleWaitsOnCancel},
 		{"StartLatest", testStartLatest},
 		{"Closed", testClosed},
+		{"SendOKKept", func(t *testing.T, b zeroloss.Backend) { CheckSendOK(t, b, 0) }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

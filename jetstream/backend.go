@@ -58,7 +58,9 @@ const (
 	headerReason   = "Zeroloss-Reason"
 )
 
-// Requirement is what SendOK must mean.
+// Requirement is what SendOK must mean. Besides it, SendOK always requires
+// streams that keep what they acknowledge until every group read it (see
+// Guarantee.KeepsMessages); only AcceptEviction relaxes that.
 type Requirement struct {
 	// Replicas is the least number of replicas the streams must have.
 	// Default 1.
@@ -70,6 +72,14 @@ type Requirement struct {
 	// every server holding the streams, checked through
 	// Options.SystemConn.
 	AcceptBackgroundSync bool
+	// AcceptEviction accepts stream limits that delete messages whether or
+	// not every group read them: MaxAge, DiscardOld with MaxMsgs or
+	// MaxBytes, and MaxMsgsPerSubject without DiscardNewPerSubject, as the
+	// embedded queue's RetentionAge and RetentionBytes do. Without it they
+	// fall short of SendOK; DiscardNew limits, which refuse a publish
+	// (ErrNotStored) rather than delete, are always accepted. Retention
+	// other than limits is never accepted.
+	AcceptEviction bool
 }
 
 // Options configure the adapter. The zero value, like nil, means every
@@ -84,13 +94,14 @@ type Options struct {
 	// Existing streams keep theirs; Require.Replicas checks it. Default 1.
 	Replicas int
 	// DedupWindow is the Duplicates window of the streams Open creates:
-	// how long a Message.ID is remembered. Default
+	// how long a Message.ID is remembered. An existing stream with a
+	// shorter window falls short of SendOK. Default
 	// zeroloss.DefaultDedupWindow (2 minutes).
 	DedupWindow time.Duration
 	// Require is what SendOK must mean; see Requirement. A shortfall makes
-	// Send report FlushDiskTimeout (fsync not confirmed) or
-	// ReplicaNotAvailable (too few replicas) instead of SendOK, or, under
-	// Strict, makes Open fail.
+	// Send report FlushDiskTimeout (fsync not confirmed, or a stream may
+	// drop the message) or ReplicaNotAvailable (too few replicas) instead
+	// of SendOK, or, under Strict, makes Open fail.
 	Require Requirement
 	// Strict makes Open fail with ErrGuaranteeNotMet when the
 	// configuration is weaker than Require, instead of reporting it in
@@ -284,9 +295,10 @@ func (b *Backend) closed() bool { return b.closing.Err() != nil }
 //
 // The status is SendOK when the PubAck came (the message is stored by a
 // quorum of the stream's replicas) and the configuration meets
-// Options.Require; otherwise FlushDiskTimeout (stored, fsync before the
-// PubAck not confirmed) or ReplicaNotAvailable (stored on fewer replicas than
-// required). Errors: zeroloss.ErrClosed, zeroloss.ErrInvalidMessage,
+// Options.Require; otherwise FlushDiskTimeout (stored, but fsync before the
+// PubAck not confirmed, or a stream setting may drop it before every group
+// read it: see Guarantee.KeepsMessages) or ReplicaNotAvailable (stored on
+// fewer replicas than required). Errors: zeroloss.ErrClosed, zeroloss.ErrInvalidMessage,
 // ErrUnsupported and ErrNotStored (not stored); ErrUnconfirmed (maybe
 // stored).
 func (b *Backend) Send(ctx context.Context, m *zeroloss.Message) (zeroloss.SendResult, error) {
@@ -399,7 +411,7 @@ func (b *Backend) publishError(err error) error {
 func (b *Backend) status() zeroloss.SendStatus {
 	g := b.guarantee.Load()
 	switch {
-	case g.syncShort:
+	case g.syncShort, g.keepShort:
 		return zeroloss.FlushDiskTimeout
 	case g.replicasShort:
 		return zeroloss.ReplicaNotAvailable

@@ -17,14 +17,22 @@
 // quorum of its R replicas has it. It is durable against a power loss only
 // if every server holding the stream fsyncs before answering
 // (sync_interval: always; the nats-server default fsyncs every 2 minutes),
-// the stream is on file storage and its persist_mode is not async. Open
-// checks all of it, the sync setting by asking each server holding the
-// streams through Options.SystemConn, and compares it with Options.Require:
+// the stream is on file storage and its persist_mode is not async. It is
+// delivered only if the stream keeps what it acknowledges until every group
+// read it: interest or work-queue retention, MaxAge, DiscardOld limits,
+// MaxMsgsPerSubject without DiscardNewPerSubject, a Duplicates window
+// shorter than Options.DedupWindow, a SubjectTransform, Sealed, NoAck and a
+// consumer InactiveThreshold make it mean less (README.md says why each).
+// Open checks all of it, on the messages' and the dead letters' streams, the
+// sync setting by asking each server holding the streams through
+// Options.SystemConn, and compares it with Options.Require:
 //
 //	found                                    without Strict: Send returns   with Strict
 //	all as required                          SendOK                         Open succeeds
 //	fsync before PubAck not verified         FlushDiskTimeout               Open fails
 //	fewer replicas than Require.Replicas     ReplicaNotAvailable            (ErrGuaranteeNotMet)
+//	a stream may not keep what it acked      FlushDiskTimeout
+//	(Guarantee.KeepsMessages false)
 //
 // Errors: ErrNotStored (the server refused it, or no stream leader listened)
 // and the bad-message errors mean nothing was stored; ErrUnconfirmed (no
@@ -35,7 +43,8 @@
 //
 //	zeroloss                        JetStream                                      weaker or different
 //	queue                           stream <Stream> (subject <Stream>.messages),   limits retention: nothing is deleted when
-//	                                file storage, Options.Replicas                 every group acked; set MaxAge/MaxBytes
+//	                                file storage, Options.Replicas                 every group acked; DiscardNew+MaxBytes
+//	                                                                               bounds it (or Require.AcceptEviction)
 //	Message.ID, DedupWindow         Nats-Msg-Id header, stream Duplicates window   -
 //	Message.Key, Headers            headers Zeroloss-Key and the message's own     Nats-* and Zeroloss-* names reserved
 //	Message.DeliverAt               not offered                                    Send returns ErrUnsupported

@@ -225,7 +225,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	opts := benchOptions{dir: *dir, duration: *duration}
-	if isTerminal(stderr) {
+	if report.IsTerminal(stderr) {
 		opts.progress = &progress{w: stderr} // a line rewritten in place: noise in a log file
 	}
 	start := time.Now()

@@ -19,14 +19,20 @@ import (
 	"github.com/zerolossmq/zeroloss/internal/report"
 )
 
-const labUsage = `usage: zeroloss lab [--runs N] [--seed S] [--dir D] [--all] [--reference [--peers-dir DIR]] [--jetstream [--jetstream-dir DIR]] [--json FILE] [--html FILE]
+const labUsage = `usage: zeroloss lab [--runs N] [--seed S] [--dir D] [--all] [--reference [--peers-dir DIR]] [--jetstream [--jetstream-dir DIR]] [--wide] [--json FILE] [--html FILE]
 
 Lab measures what each queue configuration loses when something fails under
 load, by doing it: it starts a child process that sends from 8 goroutines,
 kills it with SIGKILL after a random number of acknowledged messages, recovers
 the queue and reads every message back. It counts the acknowledged messages
 that are lost, duplicated or corrupt, checks the count a second, independent
-way, and prints one row per configuration and failure.
+way, and prints one row per configuration and failure: the acknowledged,
+lost and duplicated messages, the throughput and a verdict, in 100 columns
+for the default set. --wide prints every column (refused, corrupt, phantom,
+unacked, recovered, the cross-check), as --json and --html always do.
+While it runs, it shows on a terminal a line rewritten before each run;
+when standard error is not a terminal (a CI log, a pipe), one line per
+finished row instead.
 
 By default it runs a curated set of rows, one for each row of the guarantee
 table and each new scenario:
@@ -108,6 +114,7 @@ func runLab(args []string, stdout, stderr io.Writer) int {
 	seed := fs.Uint64("seed", 0, "seed of the kill points (0: from the clock; the report prints the seed used)")
 	dir := fs.String("dir", os.TempDir(), "directory for the run directories: put it on the disk to measure")
 	jsonFile := fs.String("json", "", "also write the report, every run included, as JSON to `FILE`")
+	wide := fs.Bool("wide", false, "print every column of the table, not only those that fit in 100 columns (--json and --html have them all)")
 	htmlFile := fs.String("html", "", "also write the report as a self-contained HTML page, with charts, to `FILE`")
 	all := fs.Bool("all", false, "run every configuration under every failure that applies (takes an hour or more)")
 	reference := fs.Bool("reference", false, "also run tidwall/wal through the power-loss harness (needs the bench/peers module and the go command)")
@@ -139,10 +146,8 @@ func runLab(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	opts := lab.Options{Runs: *runs, Seed: *seed, Dir: *dir}
-	if isTerminal(stderr) {
-		opts.Progress = stderr // a line rewritten in place: noise in a log file
-	}
+	// On a terminal, a line rewritten in place; elsewhere, a line per row.
+	opts := lab.Options{Runs: *runs, Seed: *seed, Dir: *dir, Progress: stderr}
 	start := time.Now()
 	scenarios := lab.DefaultScenarios()
 	var skipped []lab.Skipped
@@ -180,7 +185,11 @@ func runLab(args []string, stdout, stderr io.Writer) int {
 		rep.Elapsed = time.Since(start) // the table's time covers the rows run by go run too
 	}
 	if rep != nil && len(rep.Rows) > 0 {
-		if werr := rep.WriteTable(stdout); werr != nil && err == nil {
+		writeTable := rep.WriteTable
+		if *wide {
+			writeTable = rep.WriteWideTable
+		}
+		if werr := writeTable(stdout); werr != nil && err == nil {
 			err = werr
 		}
 		if *jsonFile != "" {
@@ -218,7 +227,7 @@ func runLab(args []string, stdout, stderr io.Writer) int {
 }
 
 // labReport describes the lab's report for the report package: the table
-// WriteTable prints, and charts of lost messages and throughput per
+// WriteWideTable prints, and charts of lost messages and throughput per
 // configuration and failure.
 func labReport(start time.Time, dir string, rep *lab.Report) *report.Report {
 	if abs, err := filepath.Abs(dir); err == nil {
@@ -259,16 +268,6 @@ func labReport(start time.Time, dir string, rep *lab.Report) *report.Report {
 	}
 	out.Charts = []report.BarChart{lost, throughput}
 	return out
-}
-
-// isTerminal reports whether w is a terminal (a character device).
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	info, err := f.Stat()
-	return err == nil && info.Mode()&os.ModeCharDevice != 0
 }
 
 // errNoReference: the reference rows cannot be run here.
@@ -341,7 +340,8 @@ func runJetStream(ctx context.Context, jetStreamDir string, opts lab.Options, pr
 // goRunRows runs "go run ./PROGRAM" in the module directory dir with the
 // lab's runs, directory, seed and kill-point bounds (when set), and a
 // --json file, and returns the rows of the report the program wrote there.
-// what names the program in the progress line.
+// what names the program in the progress: a line rewritten in place on a
+// terminal, else a line before and one per row after.
 func goRunRows(ctx context.Context, goTool, dir, program string, opts lab.Options, progress io.Writer, what string) ([]lab.Row, error) {
 	out, err := os.CreateTemp("", "zeroloss-"+program+"-*.json")
 	if err != nil {
@@ -364,8 +364,15 @@ func goRunRows(ctx context.Context, goTool, dir, program string, opts lab.Option
 	var stdout, stderr strings.Builder
 	cmd.Stdout = &stdout
 	cmd.Stderr = &stderr
+	inPlace := report.IsTerminal(progress)
 	if progress != nil {
-		fmt.Fprintf(progress, "\rrunning %s (go run ./%s in %s)...", what, program, dir)
+		line := fmt.Sprintf("running %s (go run ./%s in %s)...", what, program, dir)
+		if inPlace {
+			fmt.Fprintf(progress, "\r%s", line)
+			defer fmt.Fprintf(progress, "\r%s\r", strings.Repeat(" ", len(line)))
+		} else {
+			fmt.Fprintln(progress, line)
+		}
 	}
 	if err := cmd.Run(); err != nil {
 		return nil, fmt.Errorf("go run ./%s in %s: %v\n%s%s", program, dir, err, lastLines(stdout.String(), 10), stderr.String())
@@ -377,6 +384,11 @@ func goRunRows(ctx context.Context, goTool, dir, program string, opts lab.Option
 	var rep lab.Report
 	if err := json.Unmarshal(data, &rep); err != nil {
 		return nil, fmt.Errorf("reading the report of ./%s: %w", program, err)
+	}
+	if progress != nil && !inPlace {
+		for i := range rep.Rows {
+			fmt.Fprintf(progress, "[%d/%d] %s\n", i+1, len(rep.Rows), rep.Rows[i].Summary())
+		}
 	}
 	return rep.Rows, nil
 }

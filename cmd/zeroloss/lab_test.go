@@ -27,28 +27,35 @@ func TestLab(t *testing.T) {
 	r := runTool("lab", "--runs", "1", "--seed", "3", "--dir", dir, "--json", jsonFile, "--html", htmlFile,
 		"--reference", "--peers-dir", t.TempDir(), "--jetstream", "--jetstream-dir", t.TempDir())
 	require.Equal(t, exitOK, r.code, "stdout: %s\nstderr: %s", r.stdout, r.stderr)
-	assert.Regexp(t, `(?m)^config +failure +runs +acknowledged +refused +lost +duplicates +corrupt`, r.stdout)
-	// runs, acknowledged, refused, lost, duplicates, corrupt, phantom
+	assert.Regexp(t, `(?m)^config +failure +runs +acked +lost +dups +msgs/s +verdict$`, r.stdout)
+	// runs, acked, lost, dups, msgs/s
 	for _, want := range []string{
-		`flush=sync +process-crash +1 +\d+ +0 +0 +0 +0 +0 .* agrees +ok: zero loss, as promised`,
-		`flush=async +process-crash +1 +\d+ +0 +0 +0 +0 +0 .* agrees +ok: zero loss, as promised`,
-		`flush=sync +power-loss +1 +\d+ +0 +0 +0 +0 +0 .* agrees +ok: zero loss, as promised`,
-		`flush=async +power-loss +1 +\d+ +0 +\d+ +0 +0 +0 .* agrees +measured \(no promise\)`,
-		`flush=sync/repl=sync +power-loss +1 +\d+ +0 +0 +0 +0 +0 .* agrees +ok: zero loss, as promised`,
-		`flush=sync/repl=sync +leader-disk-loss +1 +\d+ +0 +0 +0 +0 +0 .* agrees +ok: zero loss, as promised`,
-		`flush=sync/repl=async +leader-disk-loss +1 +\d+ +0 +\d+ +0 +0 +0 .* agrees +measured \(no promise\)`,
-		`flush=sync/ack=after-handling +consumer-crash +1 +\d+ +0 +0 +\d+ +0 +0 .* agrees +ok: zero loss, as promised`,
-		`flush=sync/ack=on-receive +consumer-crash +1 +\d+ +0 +\d+ +0 +0 +0 .* agrees +measured \(no promise\)`,
-		`flush=sync +queue-outage +1 +\d+ +[1-9]\d* +0 +0 +0 +0 .* agrees +ok: zero loss, as promised`,
-		`flush=sync/producer=strict +queue-outage +1 +\d+ +0 +0 +0 +0 +0 .* agrees +ok: zero loss, as promised`,
-		`flush=sync/producer=tx +tx-crash +1 +\d+ +0 +0 +0 +0 +0 .* agrees +ok: zero loss, as promised`,
+		`flush=sync +process-crash +1 +\d+ +0 +0 +\d+ +ok: zero loss`,
+		`flush=async +process-crash +1 +\d+ +0 +0 +\d+ +ok: zero loss`,
+		`flush=sync +power-loss +1 +\d+ +0 +0 +\d+ +ok: zero loss`,
+		`flush=async +power-loss +1 +\d+ +\d+ +0 +\d+ +measured`,
+		`flush=sync/repl=sync +power-loss +1 +\d+ +0 +0 +\d+ +ok: zero loss`,
+		`flush=sync/repl=sync +leader-disk-loss +1 +\d+ +0 +0 +\d+ +ok: zero loss`,
+		`flush=sync/repl=async +leader-disk-loss +1 +\d+ +\d+ +0 +\d+ +measured`,
+		`flush=sync/ack=after-handling +consumer-crash +1 +\d+ +0 +\d+ +\d+ +ok: zero loss`,
+		`flush=sync/ack=on-receive +consumer-crash +1 +\d+ +\d+ +0 +\d+ +measured`,
+		`flush=sync +queue-outage +1 +\d+ +0 +0 +\d+ +ok: zero loss`,
+		`flush=sync/producer=strict +queue-outage +1 +\d+ +0 +0 +\d+ +ok: zero loss`,
+		`flush=sync/producer=tx +tx-crash +1 +\d+ +0 +0 +\d+ +ok: zero loss`,
 	} {
 		assert.Regexp(t, "(?m)^"+want+"$", r.stdout)
 	}
+	for _, line := range strings.Split(r.stdout, "\n") {
+		assert.LessOrEqual(t, len(line), 100, "the default table fits a 100-column terminal: %q", line)
+	}
 	assert.Contains(t, r.stdout, "seed 3, 1 runs per row")
+	// stderr is not a terminal: a line per finished row, none rewritten.
+	assert.NotContains(t, r.stderr, "\r")
 	assert.Regexp(t, `^zeroloss lab: --jetstream: JetStream lab not available: no jetstream module in .*; the JetStream rows are left out\n`+
+		`(\[\d+/12\] flush=\S+ [a-z-]+: 1 runs, \d+ acknowledged, \d+ lost, [^\n]+\n){12}`+
 		`zeroloss lab: --reference: reference not available: no peers module in .*; the reference rows are left out\n$`, r.stderr,
-		"no progress line when stderr is not a terminal; a clear word on the missing reference and JetStream module (the latter before the runs)")
+		"a line per finished row as stderr is not a terminal; a clear word on the missing reference and JetStream module (the latter before the runs)")
+	assert.Contains(t, r.stderr, "[12/12] flush=sync/producer=tx tx-crash: 1 runs, ")
 	assert.NotContains(t, r.stdout, "jetstream/", "no JetStream rows without the module")
 
 	data, err := os.ReadFile(jsonFile)
@@ -61,6 +68,9 @@ func TestLab(t *testing.T) {
 		require.Len(t, row.Results, 1)
 		assert.Positive(t, row.Results[0].Acknowledged, row.Config)
 	}
+	outage := report.Row("flush=sync", "queue-outage")
+	require.NotNil(t, outage)
+	assert.Positive(t, outage.Refused, "plain Send callers saw the outage: the JSON has every column")
 	html, err := os.ReadFile(htmlFile)
 	require.NoError(t, err)
 	assert.Equal(t, 2, strings.Count(string(html), "<svg "), "charts of lost messages and throughput")
@@ -78,10 +88,14 @@ func TestLabReference(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the bench/peers module's labref program")
 	}
+	var progress strings.Builder // not a terminal: a line before, one per row after
 	rows, err := runReference(context.Background(), filepath.Join("..", "..", "bench", "peers"),
-		lab.Options{Runs: 1, Seed: 3, Dir: t.TempDir()}, nil)
+		lab.Options{Runs: 1, Seed: 3, Dir: t.TempDir()}, &progress)
 	require.NoError(t, err)
 	require.Len(t, rows, 2)
+	assert.Regexp(t, `^running the reference \(go run ./labref in .*\)\.\.\.\n`+
+		`\[1/2\] tidwall/wal fsync each power-loss: 1 runs, \d+ acknowledged, \d+ lost, measured \(no promise\)[^\n]*\n`+
+		`\[2/2\] tidwall/wal fsync each, dir entries kept power-loss: 1 runs, [^\n]*\n$`, progress.String())
 	assert.Equal(t, "tidwall/wal fsync each", rows[0].Config)
 	assert.Equal(t, "tidwall/wal fsync each, dir entries kept", rows[1].Config)
 	for _, row := range rows {
@@ -188,10 +202,11 @@ func TestLabUsage(t *testing.T) {
 		stdout string
 		stderr string
 	}{
-		{"help", []string{"help", "lab"}, exitOK, "usage: zeroloss lab [--runs N] [--seed S] [--dir D] [--all] [--reference [--peers-dir DIR]] [--jetstream [--jetstream-dir DIR]] [--json FILE]", ""},
+		{"help", []string{"help", "lab"}, exitOK, "usage: zeroloss lab [--runs N] [--seed S] [--dir D] [--all] [--reference [--peers-dir DIR]] [--jetstream [--jetstream-dir DIR]] [--wide] [--json FILE]", ""},
 		{"-h lists --reference", []string{"lab", "-h"}, exitOK, "", "-reference"},
 		{"-h lists --jetstream", []string{"lab", "-h"}, exitOK, "", "-jetstream-dir"},
 		{"-h lists --all", []string{"lab", "-h"}, exitOK, "", "-all"},
+		{"-h lists --wide", []string{"lab", "-h"}, exitOK, "", "-wide"},
 		{"-h", []string{"lab", "-h"}, exitOK, "", "-runs"},
 		{"zero runs", []string{"lab", "--runs", "0"}, exitUsage, "", "--runs is 0"},
 		{"bad seed", []string{"lab", "--seed", "minus-one"}, exitUsage, "", "invalid value"},

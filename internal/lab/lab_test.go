@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -125,7 +127,12 @@ func TestProcessCrashLosesNothing(t *testing.T) {
 		}
 	}
 	assert.True(t, rep.OK())
-	assert.Contains(t, progress.String(), "[10/10] flush=async process-crash run 5/5...")
+	// A bytes.Buffer is not a terminal: a plain line per finished row.
+	assert.NotContains(t, progress.String(), "\r", "no line rewritten in place outside a terminal")
+	lines := strings.Split(strings.TrimSuffix(progress.String(), "\n"), "\n")
+	require.Len(t, lines, 2, "one line per row: %q", progress.String())
+	assert.Regexp(t, `^\[1/2\] flush=sync process-crash: 5 runs, [1-9]\d* acknowledged, 0 lost, ok: zero loss, as promised \(\d`, lines[0])
+	assert.Regexp(t, `^\[2/2\] flush=async process-crash: 5 runs, [1-9]\d* acknowledged, 0 lost, ok: zero loss, as promised \(\d`, lines[1])
 	entries, err := os.ReadDir(opts.Dir)
 	require.NoError(t, err)
 	assert.Empty(t, entries, "clean runs leave nothing behind")
@@ -326,7 +333,7 @@ func TestReportWriters(t *testing.T) {
 	assert.Nil(t, rep.Row("flush=sync", "power-loss"))
 
 	var table bytes.Buffer
-	require.NoError(t, rep.WriteTable(&table))
+	require.NoError(t, rep.WriteWideTable(&table))
 	lines := strings.Split(table.String(), "\n")
 	require.GreaterOrEqual(t, len(lines), 3, table.String())
 	assert.Regexp(t, `^config +failure +runs +acknowledged +refused +lost +duplicates +corrupt +phantom +unacked +recovered +msgs/s +cross-check +verdict$`, lines[0])
@@ -340,6 +347,16 @@ func TestReportWriters(t *testing.T) {
 		assert.Equal(t, strings.Index(header, "acknowledged")+len("acknowledged"), strings.Index(l, cells[1])+len(cells[1]), l)
 		assert.Equal(t, strings.Index(header, "verdict"), strings.Index(l, cells[2]), l)
 	}
+	assert.Contains(t, table.String(), "seed 7, 2 runs per row")
+
+	table.Reset()
+	require.NoError(t, rep.WriteTable(&table))
+	lines = strings.Split(table.String(), "\n")
+	require.GreaterOrEqual(t, len(lines), 3, table.String())
+	assert.Regexp(t, `^config +failure +runs +acked +lost +dups +msgs/s +verdict$`, lines[0])
+	assert.Regexp(t, `^flush=sync +process-crash +2 +300 +0 +0 +2000 +ok: zero loss$`, lines[1])
+	assert.Regexp(t, `^flush=async +process-crash +2 +100 +1 +0 +6000 +BROKEN, counts differ$`, lines[2])
+	assert.Contains(t, table.String(), "counts differ: see --wide", "the legend explains the verdict")
 	assert.Contains(t, table.String(), "seed 7, 2 runs per row")
 
 	var out bytes.Buffer
@@ -364,4 +381,95 @@ func TestMedian(t *testing.T) {
 	for _, tt := range tests {
 		assert.Equal(t, tt.want, median(tt.in), "%v", tt.in)
 	}
+}
+
+// defaultRows are the default set's rows with the figures of a real run
+// (README.md's), widest values included: what WriteTable must fit in 100
+// columns.
+func defaultRows() *Report {
+	rep := &Report{Seed: 42, RunsPerRow: 10, Elapsed: 61 * time.Second}
+	for _, r := range []struct {
+		config, failure          string
+		promised                 bool
+		acked, refused, lost     int
+		dups, unacked, recovered int
+		throughput               float64
+	}{
+		{"flush=sync", "process-crash", true, 47786, 0, 0, 0, 70, 47856, 11182},
+		{"flush=sync", "power-loss", true, 50900, 0, 0, 0, 23, 50923, 7792},
+		{"flush=async", "process-crash", true, 47754, 0, 0, 0, 53, 47807, 50807},
+		{"flush=async", "power-loss", false, 30284, 0, 22215, 0, 0, 8069, 50450},
+		{"flush=sync/repl=sync", "power-loss", true, 32851, 0, 0, 0, 12, 32863, 3870},
+		{"flush=sync/repl=sync", "leader-disk-loss", true, 50119, 0, 0, 0, 11, 50130, 7371},
+		{"flush=sync/repl=async", "leader-disk-loss", false, 38680, 0, 40, 0, 0, 38640, 11263},
+		{"flush=sync/ack=after-handling", "consumer-crash", true, 1503, 0, 0, 14, 34, 1551, 10040},
+		{"flush=sync/ack=on-receive", "consumer-crash", false, 2036, 0, 774, 0, 18, 1280, 7956},
+		{"flush=sync", "queue-outage", true, 52429, 6381, 0, 0, 68, 52497, 8979},
+		{"flush=sync/producer=strict", "queue-outage", true, 49599, 0, 0, 0, 76, 49675, 5045},
+		{"flush=sync/producer=tx", "tx-crash", true, 1112, 0, 0, 0, 0, 1112, 891},
+	} {
+		rep.Rows = append(rep.Rows, Row{Config: r.config, Failure: r.failure, Promised: r.promised, Runs: 10,
+			Acknowledged: r.acked, Refused: r.refused, Lost: r.lost, Duplicates: r.dups, UnackedPresent: r.unacked,
+			Recovered: r.recovered, MedianThroughput: r.throughput})
+	}
+	return rep
+}
+
+// TestTableFitsIn100Columns: the default table of the default set, a
+// broken row and larger figures included, fits in a 100-column terminal,
+// and the wide table still has every column.
+func TestTableFitsIn100Columns(t *testing.T) {
+	rep := defaultRows()
+	scenarios := DefaultScenarios()
+	require.Len(t, rep.Rows, len(scenarios))
+	for _, s := range scenarios {
+		require.NotNil(t, rep.Row(s.Config.Label(), s.Failure.Name), "defaultRows lacks %s %s", s.Config.Label(), s.Failure.Name)
+	}
+	broken := &rep.Rows[len(rep.Rows)-1]
+	broken.Phantom, broken.Acknowledged, broken.MedianThroughput = 3, 123456, 99999 // BROKEN, six digits
+
+	var table strings.Builder
+	require.NoError(t, rep.WriteTable(&table))
+	t.Logf("\n%s", table.String())
+	for _, line := range strings.Split(table.String(), "\n") {
+		assert.LessOrEqual(t, utf8.RuneCountInString(line), 100, "%q", line)
+	}
+	assert.Contains(t, table.String(), "flush=sync/producer=tx         tx-crash            10  123456      0     0   99999  BROKEN")
+
+	var wide strings.Builder
+	require.NoError(t, rep.WriteWideTable(&wide))
+	header := strings.Fields(strings.SplitN(wide.String(), "\n", 2)[0])
+	assert.Equal(t, TableColumns, header, "the wide table has every column")
+	assert.Contains(t, wide.String(), "not acknowledged, never counted lost", "and the full legend")
+	assert.Regexp(t, `(?m)^flush=sync +queue-outage +10 +52429 +6381 +0 +0 +0 +0 +68 +52497 +8979 +agrees +ok: zero loss, as promised$`, wide.String())
+}
+
+// TestProgressLine: outside a terminal, nothing before each run and one
+// plain line per finished row; on a terminal (a character device), the line
+// is rewritten in place and no row line is written.
+func TestProgressLine(t *testing.T) {
+	row := &defaultRows().Rows[3]
+	row.Elapsed = 1234 * time.Millisecond
+
+	var log bytes.Buffer
+	p := newProgressLine(&log)
+	p.printf("[%d/%d] %s run %d/%d...", 31, 120, "flush=async power-loss", 1, 10)
+	p.rowDone(4, 12, row)
+	p.clear()
+	assert.Equal(t, "[4/12] flush=async power-loss: 10 runs, 30284 acknowledged, 22215 lost, measured (no promise) (1.2s)\n", log.String())
+
+	if runtime.GOOS == "windows" {
+		return
+	}
+	terminal, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0) // a character device, as a terminal is
+	require.NoError(t, err)
+	defer terminal.Close()
+	p = newProgressLine(terminal)
+	assert.True(t, p.inPlace)
+	var screen bytes.Buffer
+	p.w = &screen
+	p.printf("run %d", 1)
+	p.rowDone(4, 12, row)
+	p.clear()
+	assert.Equal(t, "\rrun 1\r     \r", screen.String())
 }

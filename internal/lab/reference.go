@@ -103,11 +103,12 @@ func (rb ReadBack) Count(acked map[string]uint64) Counts { return rb.counts(acke
 // runs its own rows.
 func (rep *Report) AddRow(row Row) { rep.addRow(row) }
 
-// WriteTableAndJSON writes rep's table to w and, if jsonFile is not empty,
-// its JSON to that file: what a program outside this package that runs rows
-// (a reference log, another backend) prints for zeroloss lab to read.
+// WriteTableAndJSON writes rep's wide table (every column) to w and, if
+// jsonFile is not empty, its JSON to that file: what a program outside this
+// package that runs rows (a reference log, another backend) prints for
+// zeroloss lab to read.
 func (rep *Report) WriteTableAndJSON(w io.Writer, jsonFile string) error {
-	err := rep.WriteTable(w)
+	err := rep.WriteWideTable(w)
 	if jsonFile != "" {
 		f, ferr := os.Create(jsonFile)
 		if ferr == nil {

@@ -162,19 +162,46 @@ func (rep *Report) OK() bool {
 	return true
 }
 
-// WriteTable writes the report as a table with aligned columns, one line per
-// row (text to the left, numbers to the right), then a legend and the seed.
+// WriteTable writes the report as the table a newcomer reads: the columns
+// that say what each row lost and whether it kept its promise (config,
+// failure, runs, acked, lost, dups, msgs/s and a short verdict), one line per
+// row, then a short legend and the seed. For the default set of rows every
+// line fits in 100 columns (longer configuration labels, as --all's, widen
+// the config column). WriteWideTable, WriteJSON and the HTML report have
+// every column.
 func (rep *Report) WriteTable(w io.Writer) error {
+	t := table{header: ShortTableColumns}
+	notes := ShortTableNotes
+	for i := range rep.Rows {
+		r := &rep.Rows[i]
+		t.add(r.Config, r.Failure, r.Runs, r.Acknowledged, r.Lost, r.Duplicates, int(math.Round(r.MedianThroughput)), r.ShortVerdict())
+		if (r.RecoveryErrors > 0 || r.CrossCheckMismatches > 0) && len(notes) == len(ShortTableNotes) {
+			notes = append(slices.Clone(notes), shortVerdictNote)
+		}
+	}
+	return rep.writeTable(w, &t, notes)
+}
+
+// WriteWideTable writes the report as a table of every column (as WriteJSON
+// and the HTML report have them), one line per row, then the full legend
+// and the seed.
+func (rep *Report) WriteWideTable(w io.Writer) error {
 	t := table{header: TableColumns}
 	for i := range rep.Rows {
 		r := &rep.Rows[i]
 		t.add(r.Config, r.Failure, r.Runs, r.Acknowledged, r.Refused, r.Lost, r.Duplicates, r.Corrupt, r.Phantom,
 			r.UnackedPresent, r.Recovered, int(math.Round(r.MedianThroughput)), r.CrossCheck(), r.Verdict())
 	}
+	return rep.writeTable(w, &t, TableNotes)
+}
+
+// writeTable writes t, with text to the left and numbers to the right, then
+// notes, the seed and the skipped pairs.
+func (rep *Report) writeTable(w io.Writer, t *table, notes []string) error {
 	var b strings.Builder
 	t.write(&b)
 	b.WriteString("\n")
-	for _, note := range TableNotes {
+	for _, note := range notes {
 		b.WriteString(note + "\n")
 	}
 	fmt.Fprintf(&b, "seed %d, %d runs per row, %s\n", rep.Seed, rep.RunsPerRow, rep.Elapsed.Round(100*time.Millisecond))
@@ -183,8 +210,8 @@ func (rep *Report) WriteTable(w io.Writer) error {
 	return err
 }
 
-// TableColumns are the columns of the report's table, and TableNotes its
-// legend, for WriteTable and the HTML report.
+// TableColumns are the columns of the report's wide table, and TableNotes
+// its legend, for WriteWideTable and the HTML report.
 var (
 	TableColumns = []string{"config", "failure", "runs", "acknowledged", "refused", "lost", "duplicates",
 		"corrupt", "phantom", "unacked", "recovered", "msgs/s", "cross-check", "verdict"}
@@ -196,6 +223,21 @@ var (
 		"cross-check: a second, independent count (raw segment files; consumer-crash: the processed file before the drain plus what the drain received; jetstream rows: every stream sequence read directly, not through a consumer).",
 		"A verdict that ends with \"refused to open: N\" counts N runs whose directory did not open after the failure: all their acknowledged messages count as lost.",
 	}
+)
+
+// ShortTableColumns are the columns of WriteTable, and ShortTableNotes its
+// legend: each note fits in 100 columns.
+var (
+	ShortTableColumns = []string{"config", "failure", "runs", "acked", "lost", "dups", "msgs/s", "verdict"}
+	ShortTableNotes   = []string{
+		"acked: acknowledged (SendOK; strict producer: also spooled; tx-crash: committed locally).",
+		"lost: acked but missing after recovery; dups: read (consumer-crash: handled) more than once.",
+		"msgs/s: median over the runs of acks per second.",
+		"ok: zero loss, as promised; measured: no promise, the loss is measured; BROKEN: promise broken.",
+		"--wide, --json and --html add refused, corrupt, phantom, unacked, recovered and the cross-check.",
+	}
+	// shortVerdictNote is added to ShortTableNotes when a verdict says it.
+	shortVerdictNote = "N unopened: N runs whose directory did not open (all their acks lost); counts differ: see --wide."
 )
 
 // CrossCheck returns "agrees", or "DISAGREES(n)" when the two counts
@@ -221,6 +263,33 @@ func (r *Row) Verdict() string {
 		v += fmt.Sprintf("; refused to open: %d", r.RecoveryErrors)
 	}
 	return v
+}
+
+// ShortVerdict is Verdict in fewer words, for WriteTable: "ok: zero loss",
+// "measured" or "BROKEN", followed by ", N unopened" when N runs found a
+// directory that refused to open, and ", counts differ" when the two counts
+// disagreed in a run.
+func (r *Row) ShortVerdict() string {
+	v := "measured"
+	switch {
+	case r.Broken():
+		v = "BROKEN"
+	case r.Promised:
+		v = "ok: zero loss"
+	}
+	if r.RecoveryErrors > 0 {
+		v += fmt.Sprintf(", %d unopened", r.RecoveryErrors)
+	}
+	if r.CrossCheckMismatches > 0 {
+		v += ", counts differ"
+	}
+	return v
+}
+
+// Summary says in one line what the row measured: its configuration and
+// failure, runs, acknowledged and lost messages, and verdict.
+func (r *Row) Summary() string {
+	return fmt.Sprintf("%s %s: %d runs, %d acknowledged, %d lost, %s", r.Config, r.Failure, r.Runs, r.Acknowledged, r.Lost, r.Verdict())
 }
 
 // writeSkipped writes the skipped pairs grouped by reason: one line per

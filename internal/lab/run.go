@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/zerolossmq/zeroloss"
+	"github.com/zerolossmq/zeroloss/internal/report"
 )
 
 // Options configure Run. The zero value means every default.
@@ -45,8 +46,11 @@ type Options struct {
 	// lost data they were promised to keep, corrupted data, or failed, keep
 	// theirs.
 	KeepDirs bool
-	// Progress, if not nil, receives a progress line, rewritten in place
-	// with a carriage return, before each run.
+	// Progress, if not nil, receives the lab's progress. On a terminal (see
+	// report.IsTerminal), one line rewritten in place with a carriage
+	// return before each run; elsewhere (a log file, a pipe, a buffer), one
+	// plain line per finished row, with its runs, acknowledged and lost
+	// messages and verdict, written as the row finishes.
 	Progress io.Writer
 	// Executable is the program re-executed as the child; it must call
 	// ChildMain when IsChild. Default os.Executable().
@@ -174,7 +178,7 @@ func runRows(ctx context.Context, o Options, prefix string, jobs []rowJob) (*Rep
 	}
 	start := time.Now()
 	report := &Report{Seed: o.Seed, RunsPerRow: o.Runs}
-	progress := &progressLine{w: o.Progress}
+	progress := newProgressLine(o.Progress)
 	defer progress.clear()
 	total, done := len(jobs)*o.Runs, 0
 	var runErr error
@@ -202,6 +206,7 @@ rows:
 		}
 		row.Elapsed = time.Since(rowStart)
 		report.addRow(row)
+		progress.rowDone(len(report.Rows), len(jobs), &report.Rows[len(report.Rows)-1])
 	}
 	report.Elapsed = time.Since(start)
 	if !o.KeepDirs {
@@ -552,20 +557,37 @@ func (b *tailBuffer) String() string {
 	return string(bytes.TrimSpace(b.buf))
 }
 
-// progressLine rewrites one line of w in place.
+// progressLine is the lab's progress on w: on a terminal, one line
+// rewritten in place before each run (printf, clear); elsewhere, one plain
+// line per finished row (rowDone). A nil w receives nothing.
 type progressLine struct {
 	w       io.Writer
+	inPlace bool // w is a terminal
 	lastLen int
 }
 
+func newProgressLine(w io.Writer) *progressLine {
+	return &progressLine{w: w, inPlace: report.IsTerminal(w)}
+}
+
+// printf rewrites the line, on a terminal.
 func (p *progressLine) printf(format string, args ...any) {
-	if p.w == nil {
+	if p.w == nil || !p.inPlace {
 		return
 	}
 	s := fmt.Sprintf(format, args...)
 	pad := max(p.lastLen-len(s), 0)
 	fmt.Fprintf(p.w, "\r%s%s", s, strings.Repeat(" ", pad))
 	p.lastLen = len(s)
+}
+
+// rowDone writes, when w is not a terminal, a line saying what row n of
+// total measured, in one Write so that it reaches a log as the row ends.
+func (p *progressLine) rowDone(n, total int, row *Row) {
+	if p.w == nil || p.inPlace {
+		return
+	}
+	fmt.Fprintf(p.w, "[%d/%d] %s (%s)\n", n, total, row.Summary(), row.Elapsed.Round(100*time.Millisecond))
 }
 
 // clear blanks the line, leaving the cursor at its start.

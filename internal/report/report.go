@@ -65,6 +65,19 @@ type Report struct {
 	Data any `json:"data,omitempty"`
 }
 
+// IsTerminal reports whether w is a terminal: an *os.File on a character
+// device (on Linux, macOS and Windows alike). A pipe, a regular file or any
+// other io.Writer is not: progress rewritten in place with a carriage return
+// would be noise there.
+func IsTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	info, err := f.Stat()
+	return err == nil && info.Mode()&os.ModeCharDevice != 0
+}
+
 // Machine returns header lines describing this run: the date, the machine
 // (GOOS/GOARCH and CPU count) and the Go version. now is the date shown.
 func Machine(now time.Time) []Pair {

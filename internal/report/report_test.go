@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"encoding/xml"
+	"os"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -125,5 +128,24 @@ ratio: queue msgs/s / raw msgs/s & more
 func TestFormatValue(t *testing.T) {
 	for v, want := range map[float64]string{0: "0", 123456.7: "123457", 45.61: "45.6", 0.1234: "0.123", 0.000123: "0.000123", 37: "37", -2: "-2"} {
 		assert.Equal(t, want, formatValue(v), "%v", v)
+	}
+}
+
+func TestIsTerminal(t *testing.T) {
+	file, err := os.Create(filepath.Join(t.TempDir(), "log"))
+	require.NoError(t, err)
+	defer file.Close()
+	reader, writer, err := os.Pipe()
+	require.NoError(t, err)
+	defer reader.Close()
+	defer writer.Close()
+	assert.False(t, IsTerminal(file), "a regular file")
+	assert.False(t, IsTerminal(writer), "a pipe")
+	assert.False(t, IsTerminal(&bytes.Buffer{}), "not an *os.File")
+	if runtime.GOOS != "windows" {
+		null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+		require.NoError(t, err)
+		defer null.Close()
+		assert.True(t, IsTerminal(null), "a character device, as a terminal is")
 	}
 }
