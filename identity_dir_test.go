@@ -364,3 +364,30 @@ func TestReadDirStateSaysWhatTheDirectoryIs(t *testing.T) {
 	assert.Empty(t, st.QueueID, "not known before the first handshake")
 	assert.True(t, st.Follower)
 }
+
+// A spool whose binding to a queue cannot be written (a full disk, here a
+// failed create) still attaches: the binding holds in the process, and is
+// written by the next producer that can.
+func TestSpoolBindingWriteFailureDoesNotStopTheProducer(t *testing.T) {
+	mem := vfs.NewMem()
+	fault := vfs.NewFault(mem)
+	q := memQueue(t, vfs.NewMem(), producerQueueOptions)
+	defer q.Close()
+	p := newProducer(t, nil, testStrict(fault))
+	produce(t, p, "m0")
+	fault.FailNth(vfs.OpCreate, 1, errInjected)
+	p.Attach(q)
+	flush(t, p)
+	require.NoError(t, p.Close())
+	id, ok, err := readIdentity(mem, "/spool")
+	require.NoError(t, err)
+	require.True(t, ok)
+	assert.True(t, id.Queue.isZero(), "the binding was not written")
+	assert.Contains(t, messagesByID(t, q), "m0")
+
+	p = newProducer(t, q, testStrict(mem))
+	require.NoError(t, p.Close())
+	id, _, err = readIdentity(mem, "/spool")
+	require.NoError(t, err)
+	assert.Equal(t, q.identity.Queue, id.Queue)
+}

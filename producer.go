@@ -266,8 +266,9 @@ type Producer struct {
 	closed bool
 	stuck  error // the resender's last permanent failure, cleared by Attach and progress
 
-	bindMu     sync.Mutex // guards spoolQueue and the spool's IDENTITY (bindSpool)
-	spoolQueue queueID    // the queue the spool's messages are for, as its IDENTITY says
+	bindMu     sync.Mutex // guards spoolQueue, spoolFile and the spool's IDENTITY (bindSpool)
+	spoolQueue queueID    // the queue the spool's messages are for
+	spoolFile  queueID    // the queue the spool's IDENTITY names
 
 	sends     sync.WaitGroup // Sends in progress
 	stop      chan struct{}  // closed by Close
@@ -340,7 +341,7 @@ func NewProducer(q *Queue, opts *ProducerOptions) (*Producer, error) {
 		log.Close()
 		return nil, fmt.Errorf("zeroloss: producer: recover spool %s: %w", o.SpoolDir, err)
 	}
-	p.spoolQueue = id.Queue
+	p.spoolQueue, p.spoolFile = id.Queue, id.Queue
 	if err := p.bindSpool(q); err != nil {
 		log.Close()
 		return nil, fmt.Errorf("zeroloss: producer: spool %s: %w", o.SpoolDir, err)
@@ -368,17 +369,27 @@ func NewProducer(q *Queue, opts *ProducerOptions) (*Producer, error) {
 func (p *Producer) bindSpool(q *Queue) error {
 	p.bindMu.Lock()
 	defer p.bindMu.Unlock()
-	if q == nil || p.spoolQueue == q.identity.Queue {
+	if q == nil {
 		return nil
 	}
-	if n := p.Spooled(); !p.spoolQueue.isZero() && n > 0 {
-		return fmt.Errorf("it holds %d messages spooled for queue %s, and the producer sends to queue %s: %w",
-			n, p.spoolQueue, q.identity.Queue, ErrWrongDirectory)
+	if p.spoolQueue != q.identity.Queue {
+		if n := p.Spooled(); !p.spoolQueue.isZero() && n > 0 {
+			return fmt.Errorf("it holds %d messages spooled for queue %s, and the producer sends to queue %s: %w",
+				n, p.spoolQueue, q.identity.Queue, ErrWrongDirectory)
+		}
+		p.spoolQueue = q.identity.Queue
 	}
-	if err := writeIdentity(p.opts.fs, p.opts.SpoolDir, identity{Kind: kindSpool, Queue: q.identity.Queue}); err != nil {
-		return err
+	if p.spoolFile != p.spoolQueue {
+		// The check above holds in this process whatever the file says; a
+		// failure to record the binding (a full disk) does not stop the
+		// producer, and the next bindSpool tries again.
+		if err := writeIdentity(p.opts.fs, p.opts.SpoolDir, identity{Kind: kindSpool, Queue: p.spoolQueue}); err != nil {
+			p.logger.Warn("zeroloss: producer: could not record the spool's queue", "dir", p.opts.SpoolDir,
+				"queue_id", p.spoolQueue, "error", err)
+			return nil
+		}
+		p.spoolFile = p.spoolQueue
 	}
-	p.spoolQueue = q.identity.Queue
 	return nil
 }
 
