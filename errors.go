@@ -49,8 +49,9 @@ var (
 	// file says a producer spool where a queue was expected, or a queue
 	// where a spool was), or one holding a file zeroloss did not create, or
 	// a spool holding messages for another queue. Nothing in the directory
-	// was changed. The error names the directory, what it is, and the first
-	// foreign file.
+	// was changed or removed, except that it may now hold the empty LOCK
+	// file Open locks it with. The error names the directory, what it is,
+	// and the first foreign file.
 	ErrWrongDirectory = errors.New("wrong directory")
 	// ErrNoSuchGroup: no consumer group has that name (DeleteGroup,
 	// DeadLetters, RedriveDeadLetters, PurgeDeadLetters). Such errors also

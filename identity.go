@@ -211,9 +211,11 @@ func exists(fsys vfs.FS, path string) (bool, error) {
 // returns its identity, writing one first if dir has none. It runs before
 // the log's recovery changes anything (wal.Options.Claim).
 //
-// Refused, with ErrWrongDirectory and nothing changed: a directory holding a
-// file the library did not create (the first one is named), a spool given
-// to Open or Follow, a queue or follower copy given to NewProducer. Open
+// Refused, with ErrWrongDirectory and nothing changed but the LOCK file
+// (empty; taken before the check so that it runs under the lock): a
+// directory holding a file the library did not create (the first one is
+// named), a spool given to Open or Follow, a queue or follower copy given
+// to NewProducer. Open
 // takes a follower copy (promotion, epoch.go); Follow takes a queue (an old
 // leader rejoining); the replication handshake checks the queue ID.
 //
@@ -230,7 +232,7 @@ func claimDir(fsys vfs.FS, dir string, want dirKind) (identity, error) {
 		return identity{}, err
 	}
 	if len(foreign) > 0 {
-		return identity{}, fmt.Errorf("%s holds %q, a file zeroloss did not create: not opened as a %s, nothing changed: %w",
+		return identity{}, fmt.Errorf("%s holds %q, a file zeroloss did not create: not opened as a %s: %w",
 			dir, foreign[0], want, ErrWrongDirectory)
 	}
 	id, ok, err := readIdentity(fsys, dir)

@@ -137,9 +137,9 @@ type Queue struct {
 //
 // A directory Open creates gets an IDENTITY file naming it a queue, with a
 // new random queue ID, before anything else is written in it (but the LOCK
-// it holds). Open fails with ErrWrongDirectory, changing nothing, on a
-// directory that is not a queue's (a producer's spool) or that holds a file
-// zeroloss did not create. A follower's copy opens as a queue: that is
+// it holds). Open fails with ErrWrongDirectory, changing nothing (but that
+// LOCK), on a directory that is not a queue's (a producer's spool) or that
+// holds a file zeroloss did not create. A follower's copy opens as a queue: that is
 // promotion, and it keeps its queue ID. A directory written before
 // directory identity gets its IDENTITY file and opens as before.
 func Open(dir string, opts *Options) (*Queue, error) {
