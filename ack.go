@@ -82,6 +82,10 @@ func (d *Delivery) Ack() error { return d.c.AckBatch(d) }
 func (c *Consumer) AckBatch(ds ...*Delivery) error {
 	g := c.g
 	g.mu.Lock()
+	if g.deleted.Load() {
+		g.mu.Unlock()
+		return fmt.Errorf("zeroloss: ack: group %q: %w", g.name, ErrGroupDeleted)
+	}
 	var us []*unacked
 	var expired error
 	for _, d := range ds {
@@ -145,6 +149,10 @@ func (d *Delivery) Nack(delay time.Duration) error {
 	c := d.c
 	g := c.g
 	g.mu.Lock()
+	if g.deleted.Load() {
+		g.mu.Unlock()
+		return fmt.Errorf("zeroloss: nack of seq %d: group %q: %w", d.Seq, g.name, ErrGroupDeleted)
+	}
 	u := d.u
 	if err := d.held("nack"); err != nil {
 		g.mu.Unlock()
@@ -170,6 +178,9 @@ func (d *Delivery) Extend(by time.Duration) error {
 	g := d.c.g
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.deleted.Load() {
+		return fmt.Errorf("zeroloss: extend of seq %d: group %q: %w", d.Seq, g.name, ErrGroupDeleted)
+	}
 	u := d.u
 	if err := d.held("extend"); err != nil {
 		return err
@@ -302,7 +313,7 @@ func (q *Queue) groupByName(name string) (*group, error) {
 	defer q.groupsMu.Unlock()
 	g := q.groups[name]
 	if g == nil {
-		return nil, fmt.Errorf("zeroloss: no consumer group %q: %w", name, ErrInvalidOptions)
+		return nil, fmt.Errorf("zeroloss: no consumer group %q: %w (%w)", name, ErrNoSuchGroup, ErrInvalidOptions)
 	}
 	return g, nil
 }

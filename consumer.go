@@ -138,7 +138,8 @@ func (c *Consumer) Group() string { return c.g.name }
 // available (durable, as the queue's flush mode promises, and due), ctx ends
 // (ctx's error) or the queue is closed (ErrClosed). The caller must Ack the
 // delivery after handling it, or Nack it; otherwise it is delivered again
-// after AckTimeout.
+// after AckTimeout. Once the group is deleted (Queue.DeleteGroup) it returns
+// ErrGroupDeleted.
 func (c *Consumer) Receive(ctx context.Context) (*Delivery, error) {
 	g := c.g
 	for {
@@ -154,6 +155,10 @@ func (c *Consumer) Receive(ctx context.Context) (*Delivery, error) {
 			c.q.opts.beforeGroupLock()
 		}
 		g.mu.Lock()
+		if g.deleted.Load() {
+			g.mu.Unlock()
+			return nil, fmt.Errorf("zeroloss: receive: group %q: %w", g.name, ErrGroupDeleted)
+		}
 		now := c.q.opts.now()
 		d, moves, wake, err := c.next(now)
 		changed := g.changed

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/zerolossmq/zeroloss/internal/record"
@@ -26,10 +27,54 @@ type DirState struct {
 	SpoolDepth *int
 	// Epoch is the latest leadership term the directory records (epoch.go)
 	// and EpochStart the seq of its epoch record; 0 if none. Follower says
-	// the directory is a follower's copy (Follow marked it): the Open that
-	// promotes it starts the next epoch 2^32 seqs up.
+	// the directory is a follower's copy (its FOLLOWER marker or its
+	// IDENTITY says so): the Open that promotes it starts the next epoch
+	// 2^32 seqs up.
 	Epoch, EpochStart uint64
 	Follower          bool
+	// Kind and QueueID are what the directory's IDENTITY file says (see
+	// DirIdentity); both "" if it has none.
+	Kind, QueueID string
+}
+
+// DirIdentity says what a directory is, as its IDENTITY file says.
+type DirIdentity struct {
+	// Kind is "queue", "follower copy" or "producer spool"; "" when the
+	// directory has no IDENTITY file (written before directory identity,
+	// or not zeroloss's).
+	Kind string
+	// QueueID names the queue (32 hex digits); "" when none is known (no
+	// IDENTITY, or a follower that has not met its leader yet).
+	QueueID string
+	// Foreign lists the files in the directory that zeroloss did not
+	// create, sorted: Open, NewProducer and Follow refuse such a directory.
+	Foreign []string
+	// Segments says whether the directory holds segment files.
+	Segments bool
+}
+
+// ReadDirIdentity reads what dir says it is, without locking or changing
+// anything. A damaged IDENTITY file is ErrCorrupt.
+func ReadDirIdentity(dir string) (DirIdentity, error) {
+	return readDirIdentity(vfs.OS, dir)
+}
+
+func readDirIdentity(fsys vfs.FS, dir string) (DirIdentity, error) {
+	var out DirIdentity
+	names, err := fsys.List(dir)
+	if err != nil {
+		return out, err
+	}
+	for _, name := range names {
+		if !ownedFile(name) {
+			out.Foreign = append(out.Foreign, name)
+		} else if strings.HasSuffix(name, ".wal") {
+			out.Segments = true
+		}
+	}
+	id, ok, err := readIdentity(fsys, dir)
+	out.Kind, out.QueueID = identityStrings(id, ok)
+	return out, err
 }
 
 // DirGroup is one consumer group's durable state.
@@ -46,6 +91,11 @@ type DirGroup struct {
 	Unacked     int
 	Retrying    int // messages in the group's retry stream
 	DeadLetters int
+	// HoldsOldest, PinnedSegments and PinnedBytes say how far the group
+	// holds retention back, as in GroupStats.
+	HoldsOldest    bool
+	PinnedSegments int
+	PinnedBytes    int64
 }
 
 // ReadDirState reads the log in dir, without locking or changing anything,
@@ -61,9 +111,17 @@ func readDirState(fsys vfs.FS, dir string) (DirState, error) {
 	if err != nil {
 		return out, err
 	}
-	if res.Frames[record.TypeGroup] == 0 && res.Frames[record.TypeCheckpoint] == 0 && res.Frames[record.TypeAck] > 0 {
-		return readSpoolState(fsys, dir, res)
+	id, hasID, err := readIdentity(fsys, dir)
+	if err != nil {
+		return out, err
 	}
+	if hasID && id.Kind == kindSpool ||
+		!hasID && res.Frames[record.TypeGroup] == 0 && res.Frames[record.TypeCheckpoint] == 0 && res.Frames[record.TypeAck] > 0 {
+		out, err := readSpoolState(fsys, dir, res)
+		out.Kind, out.QueueID = identityStrings(id, hasID)
+		return out, err
+	}
+	out.Kind, out.QueueID = identityStrings(id, hasID)
 	q := &Queue{opts: Options{now: time.Now, TxTimeout: DefaultTxTimeout, TxCheckInterval: DefaultTxCheckInterval},
 		ledger: newLedger(), tx: newTxTable(), dedup: newDedupTable(DefaultDedupWindow, 1<<62)}
 	trimmed := len(res.Segments) > 0 && res.Segments[0].PrevLastSeq > 0
@@ -95,11 +153,22 @@ func readDirState(fsys vfs.FS, dir string) (DirState, error) {
 		f.Close()
 		out.Follower = true
 	}
+	// Follow writes the identity before the marker, and promotion removes
+	// the marker after rewriting it: either says follower.
+	out.Follower = out.Follower || hasID && id.Kind == kindFollower
 	out.PendingTx, _, _, _, _ = q.tx.counts()
 	out.DedupIDs, _, _ = q.dedup.counts()
+	var removable []wal.SegmentSpan // every segment but the last, as retention sees them
+	for i, seg := range res.Segments {
+		if i < len(res.Segments)-1 {
+			removable = append(removable, wal.SegmentSpan{LastSeq: seg.LastSeq, Bytes: seg.DataBytes})
+		}
+	}
+	floors := q.ledger.floors()
 	for _, id := range slices.Sorted(maps.Keys(q.ledger.groups)) {
 		g := q.ledger.groups[id]
 		dg := DirGroup{Name: g.name, Floor: g.floor, Mark: g.mark, Retrying: len(g.retries), DeadLetters: len(g.dead)}
+		_, dg.HoldsOldest, dg.PinnedSegments, dg.PinnedBytes = pinnedBy(g.name, floors, removable)
 		if res.LastSeq >= g.mark {
 			dg.Behind = res.LastSeq - g.mark + 1
 		}
@@ -111,6 +180,16 @@ func readDirState(fsys vfs.FS, dir string) (DirState, error) {
 		out.Groups = append(out.Groups, dg)
 	}
 	return out, nil
+}
+
+func identityStrings(id identity, ok bool) (kind, queue string) {
+	if !ok {
+		return "", ""
+	}
+	if !id.Queue.isZero() {
+		queue = id.Queue.String()
+	}
+	return id.Kind.String(), queue
 }
 
 // readSpoolState reads a producer's spool (producer.go): messages, and

@@ -123,13 +123,13 @@ func (q *Queue) beginEpoch(dir string) error {
 		return fmt.Errorf("zeroloss: open %s: %w", dir, err)
 	}
 	marker := filepath.Join(dir, followerFile)
-	promote := false
-	if f, err := fsys.Open(marker); err == nil {
-		f.Close()
-		promote = true
-	} else if !errors.Is(err, fs.ErrNotExist) {
+	// A follower's copy is promoted whether its marker or its identity says
+	// so: Follow writes the identity first, and promotion rewrites it last.
+	promote, err := exists(fsys, marker)
+	if err != nil {
 		return err
 	}
+	promote = promote || q.identity.Kind == kindFollower
 	var id [8]byte
 	if _, err := rand.Read(id[:]); err != nil {
 		return err
@@ -163,14 +163,28 @@ func (q *Queue) beginEpoch(dir string) error {
 		return fmt.Errorf("zeroloss: open %s: syncing the epoch record: %w", dir, err)
 	}
 	if promote {
-		if err := fsys.Remove(marker); err != nil {
+		// The gap is durable (the epoch record above it is synced): only now
+		// may the identity say queue, keeping the follower's queue ID (a
+		// follower that never met its leader gets a new one). Then the
+		// marker goes; a crash between the two promotes again, harmlessly.
+		id := identity{Kind: kindQueue, Queue: q.identity.Queue}
+		if id.Queue.isZero() {
+			if id.Queue, err = newQueueID(); err != nil {
+				return err
+			}
+		}
+		if err := writeIdentity(fsys, dir, id); err != nil {
+			return err
+		}
+		q.identity = id
+		if err := fsys.Remove(marker); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
 		if err := fsys.SyncDir(dir); err != nil {
 			return err
 		}
 		q.logger.Info("zeroloss: promoted a follower's directory", "dir", dir, "epoch", e.Num,
-			"last_seq", last, "first_seq", e.Start)
+			"last_seq", last, "first_seq", e.Start, "queue_id", q.identity.Queue)
 	}
 	q.epochs = h
 	return nil

@@ -46,6 +46,24 @@ var (
 	// refused by the leader. The link is closed; a follower writes nothing
 	// of the message it rejected. The error says what was wrong.
 	ErrReplication = errors.New("replication protocol error")
+	// ErrWrongDirectory: Open, NewProducer (SpoolDir), Follow or
+	// ServeFollower was given a directory of another kind (its IDENTITY
+	// file says a producer spool where a queue was expected, or a queue
+	// where a spool was), or one holding a file zeroloss did not create, or
+	// a spool holding messages for another queue. Nothing in the directory
+	// was changed or removed, except that it may now hold the empty LOCK
+	// file Open locks it with. The error names the directory, what it is,
+	// and the first foreign file.
+	ErrWrongDirectory = errors.New("wrong directory")
+	// ErrNoSuchGroup: no consumer group has that name (DeleteGroup,
+	// DeadLetters, RedriveDeadLetters, PurgeDeadLetters). Such errors also
+	// match ErrInvalidOptions, as they did before ErrNoSuchGroup existed.
+	ErrNoSuchGroup = errors.New("no such consumer group")
+	// ErrGroupDeleted: the consumer's group was deleted (Queue.DeleteGroup).
+	// Receive, Consume, Ack, Nack and Extend of its consumers return it;
+	// nothing more is written for the group. Queue.Consumer with the same
+	// name declares a new group, which starts as ConsumerOptions.Start says.
+	ErrGroupDeleted = errors.New("consumer group deleted")
 )
 
 // CorruptError is the error Open returns for damaged durable data: the file

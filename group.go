@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/zerolossmq/zeroloss/internal/record"
@@ -21,9 +23,10 @@ import (
 // checkpoints that retention writes), mirrored by the queue's ledger; this
 // run-time state is rebuilt from the ledger on Open (recoverGroups).
 type group struct {
-	q    *Queue
-	id   uint16
-	name string
+	q       *Queue
+	id      uint16
+	name    string
+	deleted atomic.Bool // DeleteGroup: no record is written for it any more
 
 	mu       sync.Mutex
 	cursor   uint64              // next main-stream seq to consider for a first delivery
@@ -162,7 +165,7 @@ func (q *Queue) flushMarks(ctx context.Context) error {
 		}
 		payload := g.ackPayload(nil)
 		g.mu.Unlock()
-		if _, err := g.writeRecord(ctx, record.TypeAck, payload); err != nil {
+		if _, err := g.writeRecord(ctx, record.TypeAck, payload); err != nil && !errors.Is(err, ErrGroupDeleted) {
 			return err
 		}
 	}
@@ -208,7 +211,59 @@ func (q *Queue) markLoop() {
 func (g *group) writeRecord(ctx context.Context, typ record.Type, payload []byte) (uint64, error) {
 	g.q.recMu.RLock()
 	defer g.q.recMu.RUnlock()
+	if g.deleted.Load() { // set under recMu's write lock: nothing may follow the deletion record
+		return 0, fmt.Errorf("zeroloss: %v record for group %q: %w", typ, g.name, ErrGroupDeleted)
+	}
 	return g.q.appendRecord(ctx, typ, g.id, payload)
+}
+
+// DeleteGroup deletes the consumer group called name, durably: a deletion
+// record is appended and made as durable as the flush mode promises, the
+// group's hold on retention goes (its floor no longer counts; its retries and
+// dead letters are dropped), and after a restart the group is gone. Its open
+// Consumers get ErrGroupDeleted from Receive, Consume, Ack, Nack and Extend.
+// Queue.Consumer with the same name declares a new group, starting as
+// ConsumerOptions.Start says. A name that is no group is ErrNoSuchGroup.
+//
+// If the record was appended but not confirmed durable (ErrNotDurable), the
+// group is deleted in this process and the error says so; after a crash it
+// may be back.
+func (q *Queue) DeleteGroup(name string) error {
+	// Lock order as in groupNamed: groupsMu, then recMu.
+	q.groupsMu.Lock()
+	defer q.groupsMu.Unlock()
+	g := q.groups[name]
+	if g == nil {
+		return fmt.Errorf("zeroloss: delete group: no consumer group %q: %w (%w)", name, ErrNoSuchGroup, ErrInvalidOptions)
+	}
+	// recMu exclusively: no record of the group is in flight, and every
+	// later writeRecord sees deleted (the ledger drops the group when the
+	// record lands; a record of it after that would fail recovery).
+	q.recMu.Lock()
+	g.deleted.Store(true)
+	seq, err := q.appendRecord(context.Background(), record.TypeGroupDeleted, g.id, record.AppendGroupDeleted(nil, name))
+	if seq == 0 {
+		g.deleted.Store(false)
+	}
+	q.recMu.Unlock()
+	if seq == 0 {
+		return fmt.Errorf("zeroloss: delete group %q: %w", name, err)
+	}
+	delete(q.groups, name)
+	g.mu.Lock()
+	if g.reader != nil {
+		g.reader.Close()
+		g.reader = nil
+	}
+	clear(g.pending)
+	clear(g.attempts)
+	g.notify() // waiting Receives return ErrGroupDeleted
+	g.mu.Unlock()
+	q.logger.Info("zeroloss: consumer group deleted", "group", name, "seq", seq)
+	if err != nil {
+		return fmt.Errorf("zeroloss: delete group %q: %w", name, err)
+	}
+	return nil
 }
 
 // appendRecord appends one internal record (stream != 0) and applies it to
@@ -493,6 +548,51 @@ type GroupStats struct {
 	Retrying int
 	// DeadLetters counts the group's dead letters.
 	DeadLetters int
+	// Floor is the group's durable floor: every main-stream message below
+	// it is acked or moved. Retention deletes a segment once every group's
+	// floor is above its last seq.
+	Floor uint64
+	// HoldsOldest says the group's floor is the lowest and the oldest
+	// segment is kept for it (it, or a group tied with it, holds
+	// retention back). PinnedSegments and PinnedBytes (frame bytes) are
+	// the segments kept for this group alone: retention would delete them
+	// if it acked up to the next lowest group's floor, or were deleted
+	// (DeleteGroup). A group declared and never read pins every segment.
+	HoldsOldest    bool
+	PinnedSegments int
+	PinnedBytes    int64
+}
+
+// pinned fills the retention fields of st from the floors of every group
+// and the segments retention could delete (oldest first).
+func (st *GroupStats) pinned(floors map[string]uint64, segments []wal.SegmentSpan) {
+	st.Floor, st.HoldsOldest, st.PinnedSegments, st.PinnedBytes = pinnedBy(st.Group, floors, segments)
+}
+
+// pinnedBy says how far group name holds retention back: its floor, whether
+// it holds the oldest segment, and the segments (and their frame bytes) kept
+// for it alone, given every group's floor and the segments retention could
+// delete, oldest first.
+func pinnedBy(name string, floors map[string]uint64, segments []wal.SegmentSpan) (floor uint64, oldest bool, n int, bytes int64) {
+	floor, ok := floors[name]
+	if !ok {
+		return 0, false, 0, 0
+	}
+	lowest, others := floor, uint64(math.MaxUint64)
+	for other, f := range floors {
+		lowest = min(lowest, f)
+		if other != name {
+			others = min(others, f)
+		}
+	}
+	oldest = floor == lowest && len(segments) > 0 && segments[0].LastSeq >= floor
+	for _, s := range segments {
+		if s.LastSeq >= floor && s.LastSeq < others {
+			n++
+			bytes += s.Bytes
+		}
+	}
+	return floor, oldest, n, bytes
 }
 
 // stats reads g's counters.
@@ -526,8 +626,10 @@ func (q *Queue) GroupStats() []GroupStats {
 	q.groupsMu.Unlock()
 	sort.Slice(groups, func(i, j int) bool { return groups[i].name < groups[j].name })
 	out := make([]GroupStats, len(groups))
+	floors, segments := q.ledger.floors(), q.log.Removable()
 	for i, g := range groups {
 		out[i] = g.stats(q.committedSeq())
+		out[i].pinned(floors, segments)
 	}
 	return out
 }

@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"path/filepath"
 
+	"github.com/zerolossmq/zeroloss/internal/record"
 	"github.com/zerolossmq/zeroloss/internal/vfs"
 	"github.com/zerolossmq/zeroloss/internal/wal"
 )
@@ -162,4 +163,143 @@ func replaceFile(fsys vfs.FS, dir, name string, b []byte) error {
 		return fmt.Errorf("zeroloss: writing %s: %w", path, err)
 	}
 	return nil
+}
+
+// ownedFile says whether name is a file the library creates in a directory
+// it owns: the log's (LOCK, segments, their temporary files) and the queue's
+// (IDENTITY, EPOCHS, FOLLOWER, and the .new files replaceFile writes).
+func ownedFile(name string) bool {
+	switch name {
+	case identityFile, identityFile + ".new", epochsFile, epochsFile + ".new", followerFile:
+		return true
+	}
+	return wal.OwnsFile(name)
+}
+
+// foreignFiles returns the names in dir that the library did not create,
+// sorted. A directory that does not exist has none.
+func foreignFiles(fsys vfs.FS, dir string) ([]string, error) {
+	names, err := fsys.List(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var foreign []string
+	for _, name := range names {
+		if !ownedFile(name) {
+			foreign = append(foreign, name)
+		}
+	}
+	return foreign, nil
+}
+
+func exists(fsys vfs.FS, path string) (bool, error) {
+	f, err := fsys.Open(path)
+	if err == nil {
+		return true, f.Close()
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	return false, err
+}
+
+// claimDir checks that dir, locked by the caller, can be opened as want (a
+// queue by Open, a follower's copy by Follow, a spool by NewProducer) and
+// returns its identity, writing one first if dir has none. It runs before
+// the log's recovery changes anything (wal.Options.Claim).
+//
+// Refused, with ErrWrongDirectory and nothing changed but the LOCK file
+// (empty; taken before the check so that it runs under the lock): a
+// directory holding a file the library did not create (the first one is
+// named), a spool given to Open or Follow, a queue or follower copy given
+// to NewProducer. Open
+// takes a follower copy (promotion, epoch.go); Follow takes a queue (an old
+// leader rejoining); the replication handshake checks the queue ID.
+//
+// A directory without IDENTITY is new, or was written before directory
+// identity existed: it gets one, naming a new queue ID for a queue (a
+// follower copy if the FOLLOWER marker is there), and no queue ID yet for a
+// follower copy (its first handshake gives it its leader's) or a spool (the
+// producer records its queue's). What such a directory held is guessed
+// (legacyKind): a spool is refused a queue's directory, Open and Follow a
+// spool's.
+func claimDir(fsys vfs.FS, dir string, want dirKind) (identity, error) {
+	foreign, err := foreignFiles(fsys, dir)
+	if err != nil {
+		return identity{}, err
+	}
+	if len(foreign) > 0 {
+		return identity{}, fmt.Errorf("%s holds %q, a file zeroloss did not create: not opened as a %s: %w",
+			dir, foreign[0], want, ErrWrongDirectory)
+	}
+	id, ok, err := readIdentity(fsys, dir)
+	if err != nil {
+		return identity{}, err
+	}
+	if ok {
+		if id.Kind == want || (want == kindQueue && id.Kind == kindFollower) || (want == kindFollower && id.Kind == kindQueue) {
+			return id, nil
+		}
+		return identity{}, fmt.Errorf("%s is a %s (queue %s), not a %s: %w", dir, id.Kind, id.describeQueue(), want, ErrWrongDirectory)
+	}
+	was, err := legacyKind(fsys, dir)
+	if err != nil {
+		return identity{}, err
+	}
+	switch {
+	case was == kindSpool && want != kindSpool:
+		return identity{}, fmt.Errorf("%s holds a producer spool written before directory identity (messages and spool progress records, no consumer group), not a %s: %w",
+			dir, want, ErrWrongDirectory)
+	case was != 0 && was != kindSpool && want == kindSpool:
+		return identity{}, fmt.Errorf("%s holds a queue written before directory identity, not a %s: %w", dir, want, ErrWrongDirectory)
+	}
+	id.Kind = want
+	if want == kindQueue {
+		if was == kindFollower {
+			id.Kind = kindFollower
+		}
+		if id.Queue, err = newQueueID(); err != nil {
+			return identity{}, err
+		}
+	}
+	if err := writeIdentity(fsys, dir, id); err != nil {
+		return identity{}, err
+	}
+	return id, nil
+}
+
+// legacyKind guesses what a directory without IDENTITY holds: a follower's
+// copy if FOLLOWER is there, a queue if EPOCHS is (every Open since epochs
+// writes it); otherwise, if it has segments, from its records: consumer
+// group declarations, checkpoints or epoch records say queue, acks without
+// any of them say spool (its progress records). 0: nothing to tell (a new
+// directory, or messages only). Damage is left for recovery to report.
+func legacyKind(fsys vfs.FS, dir string) (dirKind, error) {
+	if marked, err := exists(fsys, filepath.Join(dir, followerFile)); err != nil || marked {
+		return kindFollower, err
+	}
+	if epochs, err := exists(fsys, filepath.Join(dir, epochsFile)); err != nil || epochs {
+		return kindQueue, err
+	}
+	res, err := wal.Scan(fsys, dir)
+	if err != nil || res == nil {
+		return 0, nil
+	}
+	switch f := res.Frames; {
+	case f[record.TypeGroup] > 0 || f[record.TypeCheckpoint] > 0 || f[record.TypeEpoch] > 0:
+		return kindQueue, nil
+	case f[record.TypeAck] > 0:
+		return kindSpool, nil
+	}
+	return 0, nil
+}
+
+func (i identity) describeQueue() string {
+	if i.Queue.isZero() {
+		return "not known yet"
+	}
+	return i.Queue.String()
 }

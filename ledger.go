@@ -23,6 +23,10 @@ import (
 // recMu's write lock, so no other consumer record is in flight while it is
 // taken and written (see retain.go).
 //
+// A group deletion record (Queue.DeleteGroup) drops the group: it is written
+// with recMu held exclusively, like a checkpoint, so no record of the group
+// is in flight around it and none follows it.
+//
 // Positions: every message a group still owes is at a log position: its
 // main-stream seq, or the seq of the retry or dead-letter record that holds
 // it. Acks name positions, so one ack record can ack main-stream messages,
@@ -81,6 +85,16 @@ func (l *ledger) apply(rec *record.Record) error {
 		return fmt.Errorf("zeroloss: %v record at seq %d for undeclared group %d: %w", rec.Type, rec.Seq, rec.Stream, ErrCorrupt)
 	}
 	switch rec.Type {
+	case record.TypeGroupDeleted:
+		name, err := record.DecodeGroupDeleted(rec.Payload)
+		if err != nil {
+			return fmt.Errorf("zeroloss: group deletion record at seq %d: %w", rec.Seq, err)
+		}
+		if name != g.name {
+			return fmt.Errorf("zeroloss: group deletion record at seq %d names group %q, but stream %d is group %q: %w",
+				rec.Seq, name, rec.Stream, g.name, ErrCorrupt)
+		}
+		delete(l.groups, rec.Stream)
 	case record.TypeAck:
 		a, err := record.DecodeAck(rec.Payload)
 		if err != nil {
@@ -197,6 +211,17 @@ func (l *ledger) minFloor() (uint64, bool) {
 		}
 	}
 	return floor, ok
+}
+
+// floors returns every group's floor, by name.
+func (l *ledger) floors() map[string]uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make(map[string]uint64, len(l.groups))
+	for _, g := range l.groups {
+		out[g.name] = g.floor
+	}
+	return out
 }
 
 // deadLetters returns the dead letters of group id, by position.

@@ -266,6 +266,10 @@ type Producer struct {
 	closed bool
 	stuck  error // the resender's last permanent failure, cleared by Attach and progress
 
+	bindMu     sync.Mutex // guards spoolQueue, spoolFile and the spool's IDENTITY (bindSpool)
+	spoolQueue queueID    // the queue the spool's messages are for
+	spoolFile  queueID    // the queue the spool's IDENTITY names
+
 	sends     sync.WaitGroup // Sends in progress
 	stop      chan struct{}  // closed by Close
 	closeOnce sync.Once
@@ -297,8 +301,12 @@ type Producer struct {
 // producer then spools everything until Attach; a non-strict one fails its
 // Sends. In strict mode it opens (and recovers) the spool in SpoolDir and
 // starts the resender, which resends at once what an earlier producer left
-// there. It fails with ErrInvalidOptions naming the field, and with
-// ErrLocked if the spool is open in another producer.
+// there. It fails with ErrInvalidOptions naming the field, with
+// ErrLocked if the spool is open in another producer, and with
+// ErrWrongDirectory if SpoolDir is a queue's directory or a follower's
+// copy, holds files zeroloss did not create, or holds messages spooled for
+// another queue than q (SpoolDir records the ID of the queue it spools
+// for; a promoted follower keeps its leader's).
 func NewProducer(q *Queue, opts *ProducerOptions) (*Producer, error) {
 	o, err := opts.withDefaults()
 	if err != nil {
@@ -318,8 +326,13 @@ func NewProducer(q *Queue, opts *ProducerOptions) (*Producer, error) {
 	if !o.Strict {
 		return p, nil
 	}
+	var id identity
+	claim := func() (err error) {
+		id, err = claimDir(o.fs, o.SpoolDir, kindSpool)
+		return err
+	}
 	log, rec, err := wal.Open(o.SpoolDir, wal.Options{FS: o.fs, SegmentSize: o.spoolSegmentSize, Logger: o.Logger,
-		SlotInterval: defaultSlotInterval, SlotBytes: defaultSlotBytes})
+		SlotInterval: defaultSlotInterval, SlotBytes: defaultSlotBytes, Claim: claim})
 	if err != nil {
 		return nil, fmt.Errorf("zeroloss: producer: open spool %s: %w", o.SpoolDir, err)
 	}
@@ -327,6 +340,11 @@ func NewProducer(q *Queue, opts *ProducerOptions) (*Producer, error) {
 	if err := p.recoverSpool(); err != nil {
 		log.Close()
 		return nil, fmt.Errorf("zeroloss: producer: recover spool %s: %w", o.SpoolDir, err)
+	}
+	p.spoolQueue, p.spoolFile = id.Queue, id.Queue
+	if err := p.bindSpool(q); err != nil {
+		log.Close()
+		return nil, fmt.Errorf("zeroloss: producer: spool %s: %w", o.SpoolDir, err)
 	}
 	p.changed = make(chan struct{})
 	p.data = make(chan struct{}, 1)
@@ -337,6 +355,42 @@ func NewProducer(q *Queue, opts *ProducerOptions) (*Producer, error) {
 		"bytes", p.spoolBytes, "unclean", rec.Unclean)
 	go p.resendLoop()
 	return p, nil
+}
+
+// bindSpool checks that the spool (identity id) belongs to the queue the
+// producer sends to, and records that queue's ID in it: a spool holding
+// messages spooled for another queue is refused, so that they are not resent
+// to the wrong one (a promoted follower keeps its queue's ID, so a failover
+// does not count as another queue). An empty spool, or one whose queue is
+// not known yet (NewProducer with a nil queue), is bound to q.
+//
+// To resend a spool's messages to another queue on purpose, remove the
+// spool's IDENTITY file while no producer has it open.
+func (p *Producer) bindSpool(q *Queue) error {
+	p.bindMu.Lock()
+	defer p.bindMu.Unlock()
+	if q == nil {
+		return nil
+	}
+	if p.spoolQueue != q.identity.Queue {
+		if n := p.Spooled(); !p.spoolQueue.isZero() && n > 0 {
+			return fmt.Errorf("it holds %d messages spooled for queue %s, and the producer sends to queue %s: %w",
+				n, p.spoolQueue, q.identity.Queue, ErrWrongDirectory)
+		}
+		p.spoolQueue = q.identity.Queue
+	}
+	if p.spoolFile != p.spoolQueue {
+		// The check above holds in this process whatever the file says; a
+		// failure to record the binding (a full disk) does not stop the
+		// producer, and the next bindSpool tries again.
+		if err := writeIdentity(p.opts.fs, p.opts.SpoolDir, identity{Kind: kindSpool, Queue: p.spoolQueue}); err != nil {
+			p.logger.Warn("zeroloss: producer: could not record the spool's queue", "dir", p.opts.SpoolDir,
+				"queue_id", p.spoolQueue, "error", err)
+			return nil
+		}
+		p.spoolFile = p.spoolQueue
+	}
+	return nil
 }
 
 // recoverSpool reads the spool: the highest progress floor, and the messages
@@ -630,8 +684,22 @@ func (p *Producer) Spooled() int {
 // Attach makes the producer send to q from now on (nil detaches it: a strict
 // producer then spools). The resender tries q at once. Sends already talking
 // to the previous queue finish with it. The producer does not close the
-// previous queue.
+// previous queue. A strict producer whose spool holds messages for another
+// queue (its queue ID differs from q's; a promoted follower keeps its
+// leader's) is not attached: it stays detached and Flush returns
+// ErrWrongDirectory. An empty spool is rebound to q.
 func (p *Producer) Attach(q *Queue) {
+	if p.opts.Strict {
+		if err := p.bindSpool(q); err != nil {
+			err = fmt.Errorf("zeroloss: producer: attach: spool %s: %w", p.opts.SpoolDir, err)
+			p.logger.Error("zeroloss: producer: not attached: the spool is another queue's", "error", err)
+			p.mu.Lock()
+			p.q = nil
+			p.mu.Unlock()
+			p.setStuck(err)
+			return
+		}
+	}
 	p.mu.Lock()
 	p.q = q
 	p.mu.Unlock()

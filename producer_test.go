@@ -999,6 +999,10 @@ func TestFlushReturnsOnlyOnceTheProgressIsDurable(t *testing.T) {
 			q := memQueue(t, vfs.NewMem(), producerQueueOptions)
 			defer q.Close()
 			p := newProducer(t, nil, testStrict(fault))
+			// Bind the spool to q (its IDENTITY names q) before the fault,
+			// so that the Attach below writes nothing but the progress.
+			p.Attach(q)
+			p.Attach(nil)
 			for _, id := range []string{"m0", "m1"} {
 				res, err := p.Send(context.Background(), message(id, tc.fill))
 				require.NoError(t, err)

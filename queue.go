@@ -142,19 +142,34 @@ type Queue struct {
 	stats     queueStats
 	repl      replState    // replication (replica.go)
 	epochs    []repl.Epoch // this directory's leadership terms, the current one last (epoch.go)
+	identity  identity     // what the directory is and its queue ID (identity.go); kindQueue once open
 }
 
 // Open opens the queue in dir, creating it if needed, and recovers it: a torn
 // tail left by a crash is cut and logged; damage to durable data fails with
 // ErrCorrupt. A nil opts means defaults. Open fails with ErrLocked if the
 // directory is open elsewhere, and with ErrInvalidOptions naming the field.
+//
+// A directory Open creates gets an IDENTITY file naming it a queue, with a
+// new random queue ID, before anything else is written in it (but the LOCK
+// it holds). Open fails with ErrWrongDirectory, changing nothing (but that
+// LOCK), on a directory that is not a queue's (a producer's spool) or that
+// holds a file zeroloss did not create. A follower's copy opens as a queue: that is
+// promotion, and it keeps its queue ID. A directory written before
+// directory identity gets its IDENTITY file and opens as before.
 func Open(dir string, opts *Options) (*Queue, error) {
 	o, err := opts.withDefaults()
 	if err != nil {
 		return nil, err
 	}
+	var id identity
+	claim := func() (err error) {
+		id, err = claimDir(o.fs, dir, kindQueue)
+		return err
+	}
 	log, rec, err := wal.Open(dir, wal.Options{FS: o.fs, SegmentSize: o.SegmentSize, Logger: o.Logger, Now: o.now,
-		LeaseChunk: o.leaseChunk, SlotInterval: o.slotInterval, SlotBytes: o.slotBytes, Prepare: o.SegmentWarmup})
+		LeaseChunk: o.leaseChunk, SlotInterval: o.slotInterval, SlotBytes: o.slotBytes, Prepare: o.SegmentWarmup,
+		Claim: claim})
 	if err != nil {
 		return nil, fmt.Errorf("zeroloss: open %s: %w", dir, err)
 	}
@@ -183,6 +198,7 @@ func Open(dir string, opts *Options) (*Queue, error) {
 		commitCh:      make(chan struct{}),
 		done:          make(chan struct{}),
 		markerDone:    make(chan struct{}),
+		identity:      id,
 	}
 	if o.DedupWindow < 0 {
 		q.dedup = nil

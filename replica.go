@@ -478,10 +478,13 @@ type followerLog struct {
 	sync     bool
 	maxFrame int
 	onAck    func(seq uint64)
+	identity identity // the directory's, as openFollower found or made it (identity.go)
 }
 
 // openFollower opens (or creates) the follower's log in dir, reads its epoch
-// history and marks dir as a follower's copy.
+// history and marks dir as a follower's copy. It refuses (ErrWrongDirectory)
+// a producer's spool and a directory holding files zeroloss did not create;
+// a queue's directory is taken (an old leader rejoining as a follower).
 func openFollower(dir string, opts *FollowOptions) (*followerLog, error) {
 	var o FollowOptions
 	if opts != nil {
@@ -502,13 +505,18 @@ func openFollower(dir string, opts *FollowOptions) (*followerLog, error) {
 	if o.fs == nil {
 		o.fs = vfs.OS
 	}
+	var id identity
+	claim := func() (err error) {
+		id, err = claimDir(o.fs, dir, kindFollower)
+		return err
+	}
 	log, _, err := wal.Open(dir, wal.Options{FS: o.fs, SegmentSize: o.SegmentSize, Logger: o.Logger,
-		SlotInterval: defaultSlotInterval, SlotBytes: defaultSlotBytes})
+		SlotInterval: defaultSlotInterval, SlotBytes: defaultSlotBytes, Claim: claim})
 	if err != nil {
 		return nil, fmt.Errorf("zeroloss: follow: open %s: %w", dir, err)
 	}
 	fl := &followerLog{fs: o.fs, dir: dir, logger: o.Logger, log: log, sync: o.Flush == FlushSync,
-		maxFrame: log.MaxFrameSize(), onAck: o.OnAck}
+		maxFrame: log.MaxFrameSize(), onAck: o.OnAck, identity: id}
 	if fl.epochs, err = readEpochs(o.fs, dir, log.LastSeq()); err != nil {
 		log.Close()
 		return nil, fmt.Errorf("zeroloss: follow: %w", err)

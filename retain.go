@@ -2,6 +2,7 @@ package zeroloss
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 
@@ -140,7 +141,9 @@ func (q *Queue) forceRetention(cut uint64) error {
 		if payload == nil {
 			continue
 		}
-		if _, err := g.writeRecord(ctx, record.TypeAck, payload); err != nil {
+		if _, err := g.writeRecord(ctx, record.TypeAck, payload); errors.Is(err, ErrGroupDeleted) {
+			continue
+		} else if err != nil {
 			return err
 		}
 		if skipped > 0 {

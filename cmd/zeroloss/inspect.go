@@ -15,7 +15,9 @@ import (
 
 const inspectUsage = `usage: zeroloss inspect [--json] DIR
 
-Inspect prints a summary of the queue directory DIR: one line per segment
+Inspect prints a summary of the queue directory DIR: what its IDENTITY file
+says it is (queue, follower copy, producer spool) and its queue ID, the files
+in it zeroloss did not create, one line per segment
 file (name, base seq, last seq, frames, data bytes, file bytes, sealed or
 active, the synced offset and seq lease recorded in its slot), then totals:
 segments, first and last seq, frames by record type, messages, disk use, and
@@ -23,7 +25,9 @@ the torn tail that the next open would cut, if there is one. Then the state a
 restart would rebuild: transactional half messages pending a decision, IDs in
 the dedup window, and per consumer group its floor, delivered mark, messages
 not yet delivered (BEHIND, an upper bound), delivered and unacked, in the
-retry stream, and dead letters.
+retry stream, dead letters, and how far it holds retention back: the
+segments (and their bytes) kept for it alone, and whether it holds the
+oldest segment.
 
 It checks every frame's checksum on the way, as verify does, and decodes the
 records the state is built from (consumer records, transaction records and
@@ -44,6 +48,12 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 	}
 	res, scanErr := wal.Scan(vfs.OS, dir)
 	report := newInspectReport(dir, res, scanErr)
+	if id, err := zeroloss.ReadDirIdentity(dir); err == nil {
+		report.Kind, report.QueueID, report.Foreign = id.Kind, id.QueueID, id.Foreign
+	} else if scanErr == nil {
+		scanErr = err
+		report.Error = err.Error()
+	}
 	if scanErr == nil {
 		st, err := zeroloss.ReadDirState(dir)
 		if err != nil {
@@ -73,7 +83,12 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 // inspectReport is what inspect prints; its JSON form is the output of
 // --json.
 type inspectReport struct {
-	Dir      string          `json:"dir"`
+	Dir string `json:"dir"`
+	// Kind and QueueID are what DIR's IDENTITY file says ("" if it has
+	// none); Foreign lists the files in DIR zeroloss did not create.
+	Kind     string          `json:"kind"`
+	QueueID  string          `json:"queue_id"`
+	Foreign  []string        `json:"foreign,omitempty"`
 	Segments []segmentReport `json:"segments"`
 	Totals   totalsReport    `json:"totals"`
 	// TornTail is null when the log ends cleanly.
@@ -186,7 +201,19 @@ func newInspectReport(dir string, res *wal.ScanResult, scanErr error) *inspectRe
 }
 
 func (r *inspectReport) print(w io.Writer) {
-	fmt.Fprintf(w, "log %s\n\n", r.Dir)
+	fmt.Fprintf(w, "log %s\n", r.Dir)
+	switch {
+	case r.Kind == "":
+		fmt.Fprintf(w, "directory: no IDENTITY file (written before directory identity, or not zeroloss's)\n")
+	case r.QueueID == "":
+		fmt.Fprintf(w, "directory: %s, queue not known yet\n", r.Kind)
+	default:
+		fmt.Fprintf(w, "directory: %s, queue %s\n", r.Kind, r.QueueID)
+	}
+	if len(r.Foreign) > 0 {
+		fmt.Fprintf(w, "foreign:   %s (not created by zeroloss: Open refuses this directory)\n", strings.Join(r.Foreign, ", "))
+	}
+	fmt.Fprintln(w)
 	if len(r.Segments) > 0 {
 		rows := [][]string{{"SEGMENT", "BASE SEQ", "LAST SEQ", "FRAMES", "DATA BYTES", "FILE BYTES", "STATE", "SYNCED OFFSET", "LEASE"}}
 		for _, s := range r.Segments {
@@ -237,12 +264,18 @@ func (r *inspectReport) print(w io.Writer) {
 		line("dedup ids", "%d within the default window", st.DedupIDs)
 		if len(st.Groups) > 0 {
 			fmt.Fprintln(w)
-			rows := [][]string{{"GROUP", "FLOOR", "MARK", "BEHIND", "UNACKED", "RETRYING", "DEAD LETTERS"}}
+			rows := [][]string{{"GROUP", "FLOOR", "MARK", "BEHIND", "UNACKED", "RETRYING", "DEAD LETTERS", "PINNED", "PINNED BYTES", "OLDEST"}}
 			for _, g := range st.Groups {
+				oldest := "-"
+				if g.HoldsOldest {
+					oldest = "holds it"
+				}
 				rows = append(rows, []string{g.Name, fmt.Sprint(g.Floor), fmt.Sprint(g.Mark), fmt.Sprint(g.Behind),
-					fmt.Sprint(g.Unacked), fmt.Sprint(g.Retrying), fmt.Sprint(g.DeadLetters)})
+					fmt.Sprint(g.Unacked), fmt.Sprint(g.Retrying), fmt.Sprint(g.DeadLetters),
+					plural(int64(g.PinnedSegments), "segment"), formatBytes(g.PinnedBytes), oldest})
 			}
-			printTable(w, rows, map[int]bool{0: true})
+			printTable(w, rows, map[int]bool{0: true, 9: true})
+			fmt.Fprintln(w, "PINNED: segments retention keeps for that group alone; OLDEST: the group retention waits for (DeleteGroup releases a group never read)")
 		}
 	}
 }

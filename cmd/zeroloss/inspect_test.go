@@ -297,3 +297,28 @@ func TestInspectFollowerCopy(t *testing.T) {
 	assert.True(t, rep.State.Follower)
 	assert.Equal(t, uint64(1), rep.State.Epoch)
 }
+
+func TestInspectShowsWhatTheDirectoryIs(t *testing.T) {
+	dir, _ := newQueue(t, 300)
+	id, err := zeroloss.ReadDirIdentity(dir)
+	require.NoError(t, err)
+	require.Equal(t, "queue", id.Kind)
+	require.Len(t, id.QueueID, 32)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "notes.txt"), nil, 0o600))
+	r := runTool("inspect", dir)
+	require.Equal(t, exitOK, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "directory: queue, queue "+id.QueueID+"\n")
+	assert.Contains(t, r.stdout, "foreign:   notes.txt")
+
+	r = runTool("inspect", "--json", dir)
+	require.Equal(t, exitOK, r.code, r.stderr)
+	var rep inspectReport
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &rep))
+	assert.Equal(t, "queue", rep.Kind)
+	assert.Equal(t, id.QueueID, rep.QueueID)
+	assert.Equal(t, []string{"notes.txt"}, rep.Foreign)
+
+	r = runTool("inspect", filepath.Join("..", "..", "testdata", "v1-queue"))
+	require.Equal(t, exitOK, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "directory: no IDENTITY file")
+}

@@ -6,7 +6,7 @@
 //	zeroloss bench [--duration D] [--dir D] [--json FILE] [--html FILE]
 //	                                Send throughput and latency per flush mode next to raw disk baselines
 //	zeroloss inspect [--json] DIR   summary of segments, seqs, record types, torn tail
-//	zeroloss verify [--strict] DIR  check every checksum and every message's encoding
+//	zeroloss verify [--strict] [--spool] DIR  check every checksum and every message's encoding
 //	zeroloss follow --dir D --listen unix:PATH|tcp:HOST:PORT [--tls-cert F --tls-key F --tls-ca F] [--flush sync|async]
 //	                                run a replication follower until SIGINT or SIGTERM
 //	zeroloss help [COMMAND]         usage

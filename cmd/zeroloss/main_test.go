@@ -83,7 +83,7 @@ func TestUsage(t *testing.T) {
 		{name: "help", args: []string{"help"}, code: exitOK, stdout: []string{"Commands:", "inspect", "verify"}, emptyError: true},
 		{name: "--help", args: []string{"--help"}, code: exitOK, stdout: []string{"Commands:"}, emptyError: true},
 		{name: "help inspect", args: []string{"help", "inspect"}, code: exitOK, stdout: []string{"usage: zeroloss inspect [--json] DIR", "-json"}, emptyError: true},
-		{name: "help verify", args: []string{"help", "verify"}, code: exitOK, stdout: []string{"usage: zeroloss verify [--strict] DIR", "-strict"}, emptyError: true},
+		{name: "help verify", args: []string{"help", "verify"}, code: exitOK, stdout: []string{"usage: zeroloss verify [--strict] [--spool] DIR", "-strict", "-spool"}, emptyError: true},
 		{name: "help unknown", args: []string{"help", "frobnicate"}, code: exitUsage, stderr: []string{"frobnicate", "Commands:"}, emptyOut: true},
 		{name: "unknown command", args: []string{"frobnicate"}, code: exitUsage, stderr: []string{`unknown command "frobnicate"`, "Commands:"}, emptyOut: true},
 		{name: "inspect -h", args: []string{"inspect", "-h"}, code: exitOK, stderr: []string{"usage: zeroloss inspect"}, emptyOut: true},

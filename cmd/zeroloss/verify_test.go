@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"regexp"
 	"testing"
 
@@ -165,15 +166,49 @@ func TestVerifyTornTail(t *testing.T) {
 	assert.Regexp(t, `^ok: \d+ segments, 302 frames, seqs 1\.\.\d+ \(300 messages decoded\)`, r.stdout, "and the reopen's epoch record")
 }
 
-func TestVerifyEmptyAndMissingDirectory(t *testing.T) {
+// verify checks a queue's directory and nothing else: a directory that is
+// not one (empty, missing, foreign files, a spool) exits non-zero saying what
+// it found (issue 15: verify printed ok on a directory that is not a queue).
+func TestVerifyRefusesWhatIsNotAQueue(t *testing.T) {
 	empty := t.TempDir()
-	r := runTool("verify", empty)
-	assert.Equal(t, exitOK, r.code)
-	assert.Equal(t, "ok: 0 segments, 0 frames, no seqs (0 messages decoded)\n", r.stdout)
-	assert.Contains(t, r.stderr, "warning: no segment files in "+empty)
+	queue, _ := newQueue(t, 300)
+	foreign, _ := newQueue(t, 300)
+	require.NoError(t, os.WriteFile(filepath.Join(foreign, "report.tmp"), []byte("x"), 0o600))
+	spool := t.TempDir()
+	p, err := zeroloss.NewProducer(nil, &zeroloss.ProducerOptions{Strict: true, SpoolDir: spool})
+	require.NoError(t, err)
+	require.NoError(t, p.Close())
+	old := filepath.Join("..", "..", "testdata", "v1-queue")
 
-	r = runTool("verify", empty+"/nope")
-	assert.Equal(t, exitFailure, r.code)
-	assert.Empty(t, r.stdout)
-	assert.Contains(t, r.stderr, "nope")
+	for _, c := range []struct {
+		name   string
+		args   []string
+		code   int
+		stderr string
+	}{
+		{"empty", []string{empty}, exitFailure, "is not a queue directory: it has no IDENTITY file and no segment files"},
+		{"missing", []string{empty + "/nope"}, exitFailure, "nope"},
+		{"foreign file", []string{foreign}, exitFailure, `holds "report.tmp", a file zeroloss did not create`},
+		{"spool", []string{spool}, exitFailure, "is a producer spool (queue not known yet), not a queue"},
+		{"queue as a spool", []string{"--spool", queue}, exitFailure, "is a queue (queue "},
+		{"spool with --spool", []string{"--spool", spool}, exitOK, ""},
+		{"queue", []string{queue}, exitOK, ""},
+		{"queue written before identity", []string{old}, exitOK, "has no IDENTITY file: written before directory identity"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := runTool(append([]string{"verify"}, c.args...)...)
+			assert.Equal(t, c.code, r.code, "stderr: %s", r.stderr)
+			if c.code != exitOK {
+				assert.Empty(t, r.stdout, "no ok line")
+			} else {
+				assert.Contains(t, r.stdout, "ok: ")
+			}
+			if c.stderr == "" {
+				assert.Empty(t, r.stderr)
+			} else {
+				assert.Contains(t, r.stderr, c.stderr)
+			}
+		})
+	}
+	assert.FileExists(t, filepath.Join(foreign, "report.tmp"))
 }

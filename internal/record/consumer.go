@@ -10,6 +10,9 @@ import (
 // stream field; their payloads are:
 //
 //	TypeGroup       name (uvarint length + bytes), start seq (uvarint)
+//	TypeGroupDeleted  name (uvarint length + bytes): the group on this stream
+//	                is deleted; records of its stream id after this one belong
+//	                to a group declared anew (a TypeGroup record first)
 //	TypeAck         floor, mark (uvarints), attempt count n, n × (seq, attempts),
 //	                acked count m, m seqs (uvarint deltas, ascending)
 //	TypeDeadLetter  seq, attempts (uvarints), reason (uvarint length + bytes),
@@ -49,6 +52,18 @@ func DecodeGroup(p []byte) (Group, error) {
 	}
 	g.StartSeq = v
 	return g, nil
+}
+
+// AppendGroupDeleted encodes the payload of a TypeGroupDeleted record.
+func AppendGroupDeleted(dst []byte, name string) []byte { return appendString(dst, name) }
+
+// DecodeGroupDeleted decodes a TypeGroupDeleted payload: the group's name.
+func DecodeGroupDeleted(p []byte) (string, error) {
+	name, rest, err := readString(p)
+	if err != nil || len(rest) != 0 {
+		return "", ErrBadConsumerRecord
+	}
+	return name, nil
 }
 
 // Attempts is how many times a message was delivered.

@@ -146,3 +146,16 @@ func TestRetryAndCheckpointRoundTrip(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "c", id)
 }
+
+func TestGroupDeletedPayload(t *testing.T) {
+	p := AppendGroupDeleted(nil, "wokrers")
+	name, err := DecodeGroupDeleted(p)
+	require.NoError(t, err)
+	require.Equal(t, "wokrers", name)
+	for _, bad := range [][]byte{nil, p[:len(p)-1], append(append([]byte(nil), p...), 0)} {
+		_, err := DecodeGroupDeleted(bad)
+		require.ErrorIs(t, err, ErrBadConsumerRecord, "%x", bad)
+	}
+	require.True(t, TypeGroupDeleted.Valid())
+	require.Equal(t, "group-deleted", TypeGroupDeleted.String())
+}

@@ -43,6 +43,13 @@
 //	idLen, keyLen, nHeader, kLen, vLen: unsigned varints (encoding/binary)
 //	body     the rest of the payload
 //
+// Record types are listed in record.go (Type). A type is never renumbered;
+// new ones are added at the end, and a reader refuses a type it does not
+// know (ErrInvalid) rather than skip it. TypeGroupDeleted (12) was added
+// after the first release of frame version 1: an older library refuses a log
+// holding one, so a deleted consumer group cannot come back under it. The
+// consumer record payloads are described in consumer.go.
+//
 // The size limit a queue enforces (MaxMessageSize) counts the whole frame:
 // header, flags, every length prefix, ID, key, headers and body.
 package record

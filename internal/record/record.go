@@ -30,15 +30,20 @@ const (
 	TypeDelivered  Type = 9  // a group's "delivered up to" mark
 	TypeEpoch      Type = 10 // a new leadership epoch began
 	TypeNoop       Type = 11 // carries nothing; used to fill or to test
+	// TypeGroupDeleted: a consumer group was deleted (Queue.DeleteGroup).
+	// Added after version 1's first types: a library that predates it
+	// refuses a log holding one (unknown type) rather than bring the
+	// group back.
+	TypeGroupDeleted Type = 12
 
-	maxType = TypeNoop
+	maxType = TypeGroupDeleted
 )
 
 var typeNames = [...]string{
 	TypeMessage: "message", TypeAck: "ack", TypeRetry: "retry",
 	TypeDeadLetter: "dead-letter", TypeHalf: "half", TypeTxOp: "tx-op",
 	TypeCheckpoint: "checkpoint", TypeGroup: "group", TypeDelivered: "delivered",
-	TypeEpoch: "epoch", TypeNoop: "noop",
+	TypeEpoch: "epoch", TypeNoop: "noop", TypeGroupDeleted: "group-deleted",
 }
 
 // String returns the type's name.

@@ -8,7 +8,11 @@
 //	DIR/LOCK                    flock'ed while a Log is open (ErrLocked otherwise)
 //	DIR/00000000000000000001.wal  segment whose first seq is 1
 //	DIR/00000000000000052133.wal  next segment, first seq 52133
-//	DIR/*.tmp                   a segment being created; removed on open
+//	DIR/NNN….wal.tmp            a segment being created; removed on open
+//	DIR/spare-N.tmp             a zero-filled spare segment (Options.Prepare); removed on open
+//
+// Open removes only these temporary names: any other file (report.tmp) is
+// left alone; OwnsFile tells the log's files from others.
 //
 // # Segment file
 //

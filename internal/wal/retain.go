@@ -29,3 +29,28 @@ func (l *Log) FirstSeq() uint64 {
 	}
 	return l.segments[0].baseSeq
 }
+
+// SegmentSpan is a segment as retention sees it: its last seq and the bytes
+// of its frames.
+type SegmentSpan struct {
+	LastSeq uint64
+	Bytes   int64
+}
+
+// Removable returns the segments RemoveBefore could delete (sealed, not the
+// active one), oldest first.
+func (l *Log) Removable() []SegmentSpan {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []SegmentSpan
+	for _, s := range l.segments {
+		if !s.sealed || s == l.active {
+			break
+		}
+		out = append(out, SegmentSpan{LastSeq: s.lastSeq, Bytes: s.end - dataStart})
+	}
+	if len(out) == len(l.segments) && len(out) > 0 {
+		out = out[:len(out)-1] // the last segment is never deleted (OldestSealed)
+	}
+	return out
+}

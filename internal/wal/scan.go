@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
-	"strings"
 
 	"github.com/zerolossmq/zeroloss/internal/record"
 	"github.com/zerolossmq/zeroloss/internal/vfs"
@@ -100,7 +99,7 @@ func listSegments(fsys vfs.FS, dir string) (segments, temps []string, err error)
 		return nil, nil, err
 	}
 	for _, name := range names {
-		if strings.HasSuffix(name, tmpExt) {
+		if isTempName(name) {
 			temps = append(temps, filepath.Join(dir, name))
 		} else if _, ok := parseSegmentName(name); ok {
 			segments = append(segments, filepath.Join(dir, name))

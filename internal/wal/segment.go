@@ -134,6 +134,39 @@ func segmentName(baseSeq uint64) string {
 	return fmt.Sprintf("%020d%s", baseSeq, segmentExt)
 }
 
+// lockName is the file a Log holds flock'ed while open.
+const lockName = "LOCK"
+
+// isTempName says whether name is a temporary file the log creates: a
+// segment being created (its final name plus ".tmp") or a spare
+// ("spare-N.tmp"). Open removes these, and only these: any other *.tmp is
+// not the log's.
+func isTempName(name string) bool {
+	base, ok := strings.CutSuffix(name, tmpExt)
+	if !ok {
+		return false
+	}
+	if _, ok := parseSegmentName(base); ok {
+		return true
+	}
+	n, ok := strings.CutPrefix(base, "spare-")
+	if !ok || n == "" {
+		return false
+	}
+	_, err := strconv.ParseUint(n, 10, 64)
+	return err == nil
+}
+
+// OwnsFile says whether name (a file name, not a path) is one the log creates
+// in its directory: LOCK, a segment, or one of its temporary files.
+func OwnsFile(name string) bool {
+	if name == lockName || isTempName(name) {
+		return true
+	}
+	_, ok := parseSegmentName(name)
+	return ok
+}
+
 // parseSegmentName returns the base seq of a segment file name.
 func parseSegmentName(name string) (uint64, bool) {
 	if !strings.HasSuffix(name, segmentExt) || len(name) != 20+len(segmentExt) {

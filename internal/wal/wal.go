@@ -55,6 +55,12 @@ type Options struct {
 	// journal. It costs writing each segment twice.
 	Prepare bool
 
+	// Claim, if set, is called once the directory is locked and before
+	// recovery removes or changes anything in it; an error ends Open with
+	// that error and the directory untouched (but for LOCK). The queue
+	// checks and writes the directory's identity there.
+	Claim func() error
+
 	onPrepared func()           // tests: called when a spare is ready
 	Now        func() time.Time // default time.Now
 }
@@ -166,7 +172,7 @@ func Open(dir string, opts Options) (*Log, *Recovery, error) {
 	if err := l.fs.MkdirAll(dir, 0o700); err != nil {
 		return nil, nil, err
 	}
-	lock, err := l.fs.Lock(filepath.Join(dir, "LOCK"))
+	lock, err := l.fs.Lock(filepath.Join(dir, lockName))
 	if err != nil {
 		if errors.Is(err, vfs.ErrLocked) {
 			return nil, nil, fmt.Errorf("wal: %s: %w", dir, ErrLocked)
@@ -174,6 +180,12 @@ func Open(dir string, opts Options) (*Log, *Recovery, error) {
 		return nil, nil, err
 	}
 	l.lock = lock
+	if opts.Claim != nil {
+		if err := opts.Claim(); err != nil {
+			lock.Close()
+			return nil, nil, err
+		}
+	}
 	rec, err := l.recover()
 	if err != nil {
 		lock.Close()

@@ -459,3 +459,29 @@ func TestLeftoverSpareIsRemovedOnOpen(t *testing.T) {
 	assert.Equal(t, uint64(3), rec.LastSeq)
 	assert.NoFileExists(t, filepath.Join(dir, "spare-0.tmp"))
 }
+
+func TestOpenRemovesOnlyItsOwnTemporaryFiles(t *testing.T) {
+	dir := t.TempDir()
+	l, _ := openTest(t, dir)
+	appendN(t, l, 0, 3)
+	require.NoError(t, l.Close())
+	own := []string{"spare-7.tmp", segmentName(4) + tmpExt}
+	foreign := []string{"report.tmp", "spare-.tmp", "spare-x.tmp", "notes.wal.tmp", ".tmp"}
+	for _, name := range append(append([]string(nil), own...), foreign...) {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte("x"), 0o600))
+	}
+	l, rec := openTest(t, dir)
+	defer l.Close()
+	assert.Equal(t, uint64(3), rec.LastSeq)
+	for _, name := range own {
+		assert.NoFileExists(t, filepath.Join(dir, name))
+		assert.True(t, OwnsFile(name), name)
+	}
+	for _, name := range foreign {
+		assert.FileExists(t, filepath.Join(dir, name), "Open removed a file that is not the log's")
+		assert.False(t, OwnsFile(name), name)
+	}
+	for _, name := range []string{"LOCK", segmentName(1)} {
+		assert.True(t, OwnsFile(name), name)
+	}
+}
