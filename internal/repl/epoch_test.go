@@ -31,6 +31,9 @@ func TestCommon(t *testing.T) {
 		{"follower behind the failover point keeps everything", []Epoch{e1, e2}, 1<<32 + 300, []Epoch{e1}, 90, 90, nil},
 		{"several terms later", []Epoch{e1, e2, e3}, 1<<32 + 600, []Epoch{e1, e2}, 1<<32 + 400, 1<<32 + 400, nil},
 		{"stale leader", []Epoch{e1}, 110, []Epoch{e1, e2}, 1<<32 + 300, 0, ErrStaleLeader},
+		// An empty follower that has taken a later leader's history (its
+		// handshake done, no frame yet) must not take a stale leader either.
+		{"stale leader, empty follower", []Epoch{e1}, 110, []Epoch{e1, e2}, 0, 0, ErrStaleLeader},
 		{"leader lost synced records of its own term", []Epoch{e1}, 80, []Epoch{e1}, 100, 0, ErrDiverged},
 		{"no shared term", []Epoch{e2}, 1<<32 + 300, []Epoch{e2x}, 120, 0, ErrDiverged},
 		{"records without history", []Epoch{e1}, 100, nil, 10, 0, ErrDiverged},
