@@ -163,3 +163,28 @@ func replaceFile(fsys vfs.FS, dir, name string, b []byte) error {
 	}
 	return nil
 }
+
+// openQueueIdentity returns the identity of a queue's directory for Open,
+// writing one if it has none (a new directory, or one older than directory
+// identity: a fresh queue ID) or says it is a follower's copy (promotion:
+// the queue ID stays). Minimal: the full checks of directory kinds come with
+// their own change.
+func openQueueIdentity(fsys vfs.FS, dir string) (identity, error) {
+	id, ok, err := readIdentity(fsys, dir)
+	if err != nil {
+		return identity{}, err
+	}
+	if ok && id.Kind == kindQueue {
+		return id, nil
+	}
+	if !ok || id.Queue.isZero() {
+		if id.Queue, err = newQueueID(); err != nil {
+			return identity{}, err
+		}
+	}
+	id.Kind = kindQueue
+	if err := writeIdentity(fsys, dir, id); err != nil {
+		return identity{}, err
+	}
+	return id, nil
+}

@@ -127,6 +127,7 @@ type Queue struct {
 	stats     queueStats
 	repl      replState    // replication (replica.go)
 	epochs    []repl.Epoch // this directory's leadership terms, the current one last (epoch.go)
+	identity  identity     // what dir is and which queue (identity.go)
 }
 
 // Open opens the queue in dir, creating it if needed, and recovers it: a torn
@@ -141,6 +142,11 @@ func Open(dir string, opts *Options) (*Queue, error) {
 	log, rec, err := wal.Open(dir, wal.Options{FS: o.fs, SegmentSize: o.SegmentSize, Logger: o.Logger, Now: o.now,
 		LeaseChunk: o.leaseChunk, SlotInterval: o.slotInterval, SlotBytes: o.slotBytes, Prepare: o.SegmentWarmup})
 	if err != nil {
+		return nil, fmt.Errorf("zeroloss: open %s: %w", dir, err)
+	}
+	ident, err := openQueueIdentity(o.fs, dir)
+	if err != nil {
+		log.Close()
 		return nil, fmt.Errorf("zeroloss: open %s: %w", dir, err)
 	}
 	var prefix [8]byte
@@ -168,6 +174,7 @@ func Open(dir string, opts *Options) (*Queue, error) {
 		commitCh:      make(chan struct{}),
 		done:          make(chan struct{}),
 		markerDone:    make(chan struct{}),
+		identity:      ident,
 	}
 	if o.DedupWindow < 0 {
 		q.dedup = nil

@@ -2,12 +2,14 @@ package zeroloss
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -154,7 +156,8 @@ type replica struct {
 }
 
 // AttachReplica attaches a follower (Follow running at the other end of
-// link) and returns once the handshake is done; the leader then streams its
+// link) and returns once the handshake is done (both ends proving they hold
+// Options.ReplicaSecret, see the package repl comment); the leader then streams its
 // log to the follower from the follower's position, from disk while it is
 // behind, then live, until the link fails or the queue is closed. The queue
 // owns link from then on and closes it, also when AttachReplica fails. One
@@ -173,44 +176,65 @@ func (q *Queue) AttachReplica(link io.ReadWriteCloser) error {
 		return fail(fmt.Errorf("%w: Replication is ReplicateNone", ErrInvalidOptions))
 	}
 	br := bufio.NewReaderSize(link, 4096)
-	var hello repl.Message
-	var err error
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		hello, err = repl.ReadMessage(br, repl.ControlBody)
-		if err == nil {
-			err = repl.Expect(&hello, repl.TypeHello)
-		}
-	}()
-	helloWait := max(q.opts.ReplicaTimeout, DefaultHandshakeTimeout)
-	timer := time.NewTimer(helloWait)
-	select {
-	case <-done:
-		timer.Stop()
-	case <-timer.C:
+	// The whole handshake is bounded: a follower that stalls in it is
+	// dropped (closing the link ends a blocked read or write).
+	wait := max(q.opts.ReplicaTimeout, DefaultHandshakeTimeout)
+	var timedOut atomic.Bool
+	timer := time.AfterFunc(wait, func() {
+		timedOut.Store(true)
 		link.Close()
-		<-done
-		return fail(fmt.Errorf("%w: no hello from the follower within %v", ErrReplication, helloWait))
+	})
+	defer timer.Stop()
+	readErr := func(doing string, err error) error {
+		if timedOut.Load() {
+			return fail(fmt.Errorf("%w: handshake not done within %v (%s)", ErrReplication, wait, doing))
+		}
+		return fail(fmt.Errorf("%w: %s: %w", ErrReplication, doing, err))
 	}
-	if err != nil {
-		return fail(fmt.Errorf("%w: reading the follower's hello: %w", ErrReplication, err))
-	}
-	h := hello.Hello
 	refuse := func(format string, args ...any) error {
 		reason := fmt.Sprintf(format, args...)
 		tellBriefly(link, reason)
 		return fail(fmt.Errorf("%w: %s", ErrReplication, reason))
 	}
+	hello, err := repl.ReadMessage(br, repl.ControlBody)
+	if err == nil {
+		err = repl.Expect(&hello, repl.TypeHello)
+	}
+	if errors.Is(err, repl.ErrVersion) {
+		return refuse("%v", err)
+	}
+	if err != nil {
+		return readErr("reading the follower's hello", err)
+	}
+	nonce, err := repl.NewNonce()
+	if err != nil {
+		return fail(err)
+	}
+	auth := repl.Auth{Version: repl.Version, Queue: q.identity.Queue, Nonce: nonce, Epoch: q.epochs[len(q.epochs)-1]}
+	auth.MAC = repl.LeaderMAC(q.opts.ReplicaSecret, hello.Hello.Nonce, &auth)
+	if err := repl.WriteMessage(link, &repl.Message{Type: repl.TypeAuth, Auth: auth}); err != nil {
+		return readErr("writing the auth", err)
+	}
+	pos, err := repl.ReadMessage(br, repl.ControlBody)
+	if err == nil {
+		err = repl.Expect(&pos, repl.TypePosition)
+	}
+	if err != nil {
+		return readErr("reading the follower's position", err)
+	}
+	h := pos.Position
 	switch {
-	case h.Version != repl.Version:
-		return refuse("follower speaks protocol version %d, leader %d", h.Version, repl.Version)
+	case !repl.VerifyFollower(q.opts.ReplicaSecret, hello.Hello.Nonce, &auth, &h):
+		return refuse("the follower did not prove it holds the leader's secret (Options.ReplicaSecret and FollowOptions.Secret must be the same key, or both unset)")
 	case int(h.MaxFrame) < q.opts.MaxMessageSize:
 		return refuse("follower accepts frames of at most %d bytes, below the leader's MaxMessageSize %d", h.MaxFrame, q.opts.MaxMessageSize)
 	}
 	common, err := repl.Common(q.epochs, q.log.LastSeq(), h.Epochs, h.LastSeq)
 	if err != nil {
 		return refuse("%v", err)
+	}
+	if !timer.Stop() {
+		return readErr("checking the follower's position", io.ErrClosedPipe)
 	}
 	r := &replica{q: q, link: link, br: br, maxFrame: int(h.MaxFrame), from: common + 1, stop: make(chan struct{})}
 	r.sent.Store(common)
@@ -430,6 +454,11 @@ type FollowOptions struct {
 	SegmentSize int64
 	// Logger receives recovery reports. Default: discard.
 	Logger *slog.Logger
+	// Secret is the key shared with the leader (Options.ReplicaSecret), at
+	// least MinSecretSize bytes: each end proves in the handshake that it
+	// holds it, and a leader that does not is refused before it can disturb
+	// anything. Required by ServeFollower on plain TCP; optional elsewhere.
+	Secret []byte
 	// OnAck, if set, is called with the follower's durable seq: when the
 	// log is opened, when a handshake cuts it back, and after each ack.
 	// It runs on the follower's goroutine and must not block.
@@ -464,7 +493,7 @@ func Follow(ctx context.Context, dir string, link io.ReadWriteCloser, opts *Foll
 			err = cerr
 		}
 	}()
-	return fl.serve(ctx, link)
+	return fl.serve(ctx, link, nil)
 }
 
 // followerLog is a follower's copy of the log, open across links: Follow
@@ -474,10 +503,17 @@ type followerLog struct {
 	dir      string
 	logger   *slog.Logger
 	log      *wal.Log
-	epochs   []repl.Epoch // the history as of the last handshake (epoch.go)
 	sync     bool
 	maxFrame int
 	onAck    func(seq uint64)
+	secret   []byte
+
+	// mu guards what a connection's handshake reads while a session may
+	// be changing it (ServeFollower checks new connections concurrently).
+	mu       sync.Mutex
+	epochs   []repl.Epoch // the history as of the last handshake (epoch.go)
+	identity identity     // dir's IDENTITY; Kind 0 if it has none yet
+	marked   bool         // dir is marked as a follower's copy (markFollower)
 }
 
 // openFollower opens (or creates) the follower's log in dir, reads its epoch
@@ -492,6 +528,9 @@ func openFollower(dir string, opts *FollowOptions) (*followerLog, error) {
 	}
 	if o.SegmentSize == 0 {
 		o.SegmentSize = DefaultSegmentSize
+	}
+	if err := checkSecret("Secret", o.Secret); err != nil {
+		return nil, fmt.Errorf("zeroloss: follow: %w", err)
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -508,14 +547,26 @@ func openFollower(dir string, opts *FollowOptions) (*followerLog, error) {
 		return nil, fmt.Errorf("zeroloss: follow: open %s: %w", dir, err)
 	}
 	fl := &followerLog{fs: o.fs, dir: dir, logger: o.Logger, log: log, sync: o.Flush == FlushSync,
-		maxFrame: log.MaxFrameSize(), onAck: o.OnAck}
+		maxFrame: log.MaxFrameSize(), onAck: o.OnAck, secret: bytes.Clone(o.Secret)}
 	if fl.epochs, err = readEpochs(o.fs, dir, log.LastSeq()); err != nil {
 		log.Close()
 		return nil, fmt.Errorf("zeroloss: follow: %w", err)
 	}
-	if err := markFollower(o.fs, dir); err != nil {
+	id, ok, err := readIdentity(o.fs, dir)
+	if err == nil && ok && id.Kind == kindSpool {
+		err = fmt.Errorf("%w: %s is a producer's spool, not a follower's copy of a queue", ErrInvalidOptions, dir)
+	}
+	if err != nil {
 		log.Close()
-		return nil, fmt.Errorf("zeroloss: follow: marking %s as a follower's: %w", dir, err)
+		return nil, fmt.Errorf("zeroloss: follow: %w", err)
+	}
+	fl.identity = id
+	// The directory is marked as a follower's (and takes its leader's
+	// queue ID) only after a leader's handshake is done (adopt): a
+	// connection that fails it changes nothing in it.
+	if f, err := o.fs.Open(filepath.Join(dir, followerFile)); err == nil {
+		f.Close()
+		fl.marked = true
 	}
 	fl.reportAck(log.LastSeq()) // recovery synced everything it kept
 	return fl, nil
@@ -527,24 +578,124 @@ func (fl *followerLog) reportAck(seq uint64) {
 	}
 }
 
-// serve runs one link until it ends (see Follow) and closes it.
-func (fl *followerLog) serve(ctx context.Context, link io.ReadWriteCloser) error {
+// serve runs one link until it ends (see Follow) and closes it. hs is the
+// first half of the handshake, done and checked (ServeFollower does it
+// before the connection replaces the current one); nil: serve does it.
+func (fl *followerLog) serve(ctx context.Context, link io.ReadWriteCloser, hs *handshake) error {
 	defer link.Close()
+	stop := context.AfterFunc(ctx, func() { link.Close() })
+	defer stop()
+	if hs == nil {
+		var err error
+		if hs, err = fl.greet(link); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return err
+		}
+	}
 	if fl.sync {
 		// What a previous link appended without its ack's fdatasync must be
-		// durable before the hello calls it held.
+		// durable before the position calls it held.
 		if _, err := fl.log.Sync(); err != nil {
 			return fmt.Errorf("zeroloss: follow: %w", err)
 		}
 	}
-	stop := context.AfterFunc(ctx, func() { link.Close() })
-	defer stop()
-	f := &follower{followerLog: fl, ctx: ctx, link: link}
+	f := &follower{followerLog: fl, ctx: ctx, link: link, hs: hs}
 	if err := f.run(); err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		return err
+	}
+	return nil
+}
+
+// handshake is the first half of a handshake with a leader: the follower's
+// hello and the leader's auth, checked (greet).
+type handshake struct {
+	br    *bufio.Reader // reads link, past the auth
+	nonce [repl.NonceSize]byte
+	auth  repl.Auth
+}
+
+// greet does the first half of the handshake on link: it sends the hello
+// and checks the leader's answer: the protocol version, the leader's proof
+// of the secret, the queue it copies, and that the leader's epoch is not
+// older than the latest this follower has seen. It reads only from link and
+// writes nothing to dir, so a connection that fails it disturbs nothing.
+func (fl *followerLog) greet(link io.ReadWriteCloser) (*handshake, error) {
+	hs := &handshake{br: bufio.NewReaderSize(link, 64<<10)}
+	var err error
+	if hs.nonce, err = repl.NewNonce(); err != nil {
+		return nil, err
+	}
+	if err := repl.WriteMessage(link, &repl.Message{Type: repl.TypeHello,
+		Hello: repl.Hello{Version: repl.Version, Nonce: hs.nonce}}); err != nil {
+		return nil, linkErr("writing the hello", err)
+	}
+	m, err := repl.ReadMessage(hs.br, repl.ControlBody)
+	if err == nil {
+		err = repl.Expect(&m, repl.TypeAuth)
+	}
+	if err != nil {
+		if !isProtocolError(err) {
+			return nil, linkErr("reading the leader's auth", err)
+		}
+		return nil, protoErr("reading the leader's auth: %v", fmtErr(err))
+	}
+	hs.auth = m.Auth
+	refuse := func(format string, args ...any) (*handshake, error) {
+		reason := fmt.Sprintf(format, args...)
+		tellBriefly(link, reason)
+		return nil, protoErr("%s", reason)
+	}
+	if !repl.VerifyLeader(fl.secret, hs.nonce, &hs.auth) {
+		return refuse("the leader did not prove it holds the follower's secret (FollowOptions.Secret and Options.ReplicaSecret must be the same key, or both unset)")
+	}
+	fl.mu.Lock()
+	held := fl.identity.Queue
+	var latest repl.Epoch
+	if n := len(fl.epochs); n > 0 {
+		latest = fl.epochs[n-1]
+	}
+	fl.mu.Unlock()
+	if queue := queueID(hs.auth.Queue); !held.isZero() && queue != held {
+		return refuse("this follower holds a copy of queue %s; the leader is queue %s (empty the follower's directory to copy another queue)", held, queue)
+	}
+	if hs.auth.Epoch.Num < latest.Num {
+		return refuse("%v: the follower has seen epoch %d, the leader's latest is %d; restart the leader as a follower",
+			repl.ErrStaleLeader, latest.Num, hs.auth.Epoch.Num)
+	}
+	return hs, nil
+}
+
+// adopt makes dir the leader's follower copy, once the handshake is done and
+// before the follower cuts or appends anything: its IDENTITY file takes the
+// leader's queue ID (an empty follower, or an older directory without one)
+// and the follower kind (a queue rejoining as its new leader's follower),
+// and the promotion marker is written.
+func (fl *followerLog) adopt(queue queueID) error {
+	fl.mu.Lock()
+	defer fl.mu.Unlock()
+	if held := fl.identity.Queue; !held.isZero() && held != queue {
+		return protoErr("this follower holds a copy of queue %s; the leader is queue %s", held, queue)
+	}
+	if !fl.marked {
+		if err := markFollower(fl.fs, fl.dir); err != nil {
+			return fmt.Errorf("zeroloss: follow: marking %s as a follower's: %w", fl.dir, err)
+		}
+		fl.marked = true
+	}
+	want := identity{Kind: kindFollower, Queue: queue}
+	if fl.identity != want {
+		if err := writeIdentity(fl.fs, fl.dir, want); err != nil {
+			return fmt.Errorf("zeroloss: follow: %w", err)
+		}
+		if fl.identity.Queue.isZero() {
+			fl.logger.Info("zeroloss: follow: this directory now holds a copy of queue " + queue.String())
+		}
+		fl.identity = want
 	}
 	return nil
 }
@@ -561,6 +712,7 @@ type follower struct {
 	*followerLog
 	ctx   context.Context
 	link  io.ReadWriteCloser
+	hs    *handshake
 	last  uint64 // last seq appended
 	acked uint64
 	trim  uint64 // the leader deleted its segments below this seq (Trim)
@@ -579,11 +731,12 @@ func protoErr(format string, args ...any) error {
 func (f *follower) run() error {
 	f.last = f.log.LastSeq()
 	f.acked = f.last
-	if err := repl.WriteMessage(f.link, &repl.Message{Type: repl.TypeHello,
-		Hello: repl.Hello{Version: repl.Version, MaxFrame: uint32(min(f.maxFrame, 1<<31)), LastSeq: f.last, Epochs: f.epochs}}); err != nil {
-		return linkErr("writing the hello", err)
+	pos := repl.Position{MaxFrame: uint32(min(f.maxFrame, 1<<31)), LastSeq: f.last, Epochs: f.epochs}
+	pos.MAC = repl.FollowerMAC(f.secret, f.hs.nonce, &f.hs.auth, &pos)
+	if err := repl.WriteMessage(f.link, &repl.Message{Type: repl.TypePosition, Position: pos}); err != nil {
+		return linkErr("writing the position", err)
 	}
-	br := bufio.NewReaderSize(f.link, 64<<10)
+	br := f.hs.br
 	m, err := repl.ReadMessage(br, repl.ControlBody)
 	if err == nil {
 		err = repl.Expect(&m, repl.TypeWelcome)
@@ -656,8 +809,14 @@ func (f *follower) run() error {
 // reached, so it always describes the log.
 func (f *follower) welcome(w *repl.Welcome) error {
 	if w.Version != repl.Version || w.From == 0 || w.From > f.last+1 {
-		return protoErr("the leader's welcome (version %d, from seq %d) does not answer the hello (version %d, last seq %d)",
+		return protoErr("the leader's welcome (version %d, from seq %d) does not answer the position (version %d, last seq %d)",
 			w.Version, w.From, repl.Version, f.last)
+	}
+	if err := repl.CheckHistory(w.Epochs); err != nil || len(w.Epochs) == 0 || w.Epochs[len(w.Epochs)-1] != f.hs.auth.Epoch {
+		return protoErr("the leader's welcome carries a history that does not end with the epoch of its auth (%d)", f.hs.auth.Epoch.Num)
+	}
+	if err := f.adopt(queueID(f.hs.auth.Queue)); err != nil {
+		return err
 	}
 	if keep := w.From - 1; keep < f.last {
 		cut, err := f.log.TruncateAfter(keep)
@@ -684,7 +843,9 @@ func (f *follower) welcome(w *repl.Welcome) error {
 		if err := writeEpochs(f.fs, f.dir, h); err != nil {
 			return fmt.Errorf("zeroloss: follow: %w", err)
 		}
+		f.mu.Lock()
 		f.epochs = h
+		f.mu.Unlock()
 	}
 	return nil
 }
