@@ -488,8 +488,8 @@ func acceptLeaders(ctx context.Context, ln net.Listener, fl *followerLog, o *Ser
 		select {
 		case slots <- struct{}{}:
 		default:
-			c.Close()
 			logger.Warn("zeroloss: refused a connection: too many handshakes in progress", "remote", remoteName(c), "limit", o.MaxHandshakes)
+			c.Close()
 			continue
 		}
 		wg.Add(1)
@@ -498,10 +498,10 @@ func acceptLeaders(ctx context.Context, ln net.Listener, fl *followerLog, o *Ser
 			hs, err := checkHandshake(ctx, fl, c, o.HandshakeTimeout)
 			<-slots
 			if err != nil {
-				c.Close()
 				if ctx.Err() == nil {
 					logger.Warn("zeroloss: refused a leader connection", "remote", remoteName(c), "error", err)
 				}
+				c.Close() // after the log: the other end sees the close last
 				return
 			}
 			select {
