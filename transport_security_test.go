@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/zerolossmq/zeroloss/internal/repl"
+	"github.com/zerolossmq/zeroloss/internal/vfs"
 )
 
 // testSecret is a replication secret of n bytes, each b.
@@ -382,4 +383,53 @@ func TestMismatchedSecretsNeverAttach(t *testing.T) {
 			assert.False(t, ok, "the follower took no identity")
 		})
 	}
+}
+
+// The queue ID follows the copy: an empty follower takes its leader's at
+// the handshake, a promoted follower keeps it as a queue, and the old
+// leader rejoining it as follower switches kind, same ID.
+func TestQueueIdentityAcrossFailover(t *testing.T) {
+	adir, bdir := t.TempDir(), t.TempDir()
+	a, err := Open(adir, &Options{Replication: ReplicateSync})
+	require.NoError(t, err)
+	leaderID := a.identity
+	require.Equal(t, kindQueue, leaderID.Kind)
+	require.False(t, leaderID.Queue.isZero())
+	stored, ok, err := readIdentity(vfs.OS, adir)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, leaderID, stored, "Open wrote it")
+
+	la, lb := net.Pipe()
+	f := startFollower(t, bdir, lb, nil)
+	require.NoError(t, a.AttachReplica(la))
+	sent, statuses := sendConcurrently(t, a, "a", 2, 10)
+	require.Equal(t, map[SendStatus]int{SendOK: 10}, statuses)
+	got, ok, err := readIdentity(vfs.OS, bdir)
+	require.NoError(t, err)
+	require.True(t, ok)
+	assert.Equal(t, identity{Kind: kindFollower, Queue: leaderID.Queue}, got, "the empty follower took the leader's queue ID")
+	require.ErrorIs(t, f.stop(), context.Canceled)
+	require.NoError(t, a.Close())
+
+	// Failover: b is promoted, a rejoins it as follower.
+	b, err := Open(bdir, &Options{Replication: ReplicateSync})
+	require.NoError(t, err)
+	defer b.Close()
+	assert.Equal(t, identity{Kind: kindQueue, Queue: leaderID.Queue}, b.identity, "promotion keeps the queue ID")
+	la, lb = net.Pipe()
+	f = startFollower(t, adir, lb, nil)
+	require.NoError(t, b.AttachReplica(la))
+	more, statuses := sendConcurrently(t, b, "b", 2, 10)
+	require.Equal(t, map[SendStatus]int{SendOK: 10}, statuses)
+	got, ok, err = readIdentity(vfs.OS, adir)
+	require.NoError(t, err)
+	require.True(t, ok)
+	assert.Equal(t, identity{Kind: kindFollower, Queue: leaderID.Queue}, got, "the old leader is now a follower's copy of the same queue")
+	require.ErrorIs(t, f.stop(), context.Canceled)
+	for seq, id := range more {
+		sent[seq] = id
+	}
+	require.NoError(t, b.Close())
+	checkFollowerHolds(t, adir, sent)
 }
