@@ -473,7 +473,12 @@ type FollowOptions struct {
 // acknowledging after each fdatasync (one ack per fdatasync, however many
 // frames it covers). Before the first frame it cuts what it holds beyond
 // the last seq its log shares with the leader's (the epoch handshake,
-// epoch.go), logging how many records it cut. It returns when ctx ends
+// epoch.go), logging how many records it cut. Before anything else it
+// checks the leader's answer to its hello, and refuses (ErrReplication,
+// nothing in dir changed) a leader that does not prove it holds Secret,
+// that is another queue than the one dir holds a copy of (its IDENTITY
+// file; an empty dir takes its first leader's queue ID), or whose epoch is
+// older than the latest dir has seen. It returns when ctx ends
 // (ctx's error), when the leader closes the link (an error matching io.EOF)
 // or the link fails (the link's error: the follower may reconnect), on an
 // I/O error of its own log, or on a protocol error or refusal (matching
