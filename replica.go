@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -517,6 +518,7 @@ type followerLog struct {
 	// be changing it (ServeFollower checks new connections concurrently).
 	mu       sync.Mutex
 	epochs   []repl.Epoch // the history as of the last handshake (epoch.go)
+	seen     uint64       // the latest epoch number dir's history names, reached by the log or not
 	identity identity     // dir's IDENTITY; Kind 0 if it has none yet
 	marked   bool         // dir is marked as a follower's copy (markFollower)
 }
@@ -556,6 +558,17 @@ func openFollower(dir string, opts *FollowOptions) (*followerLog, error) {
 	if fl.epochs, err = readEpochs(o.fs, dir, log.LastSeq()); err != nil {
 		log.Close()
 		return nil, fmt.Errorf("zeroloss: follow: %w", err)
+	}
+	// A leader's history is written before its frames arrive: terms the
+	// log has not reached were still announced by a leader, and a leader
+	// older than them is stale.
+	all, err := readEpochs(o.fs, dir, math.MaxUint64)
+	if err != nil {
+		log.Close()
+		return nil, fmt.Errorf("zeroloss: follow: %w", err)
+	}
+	if n := len(all); n > 0 {
+		fl.seen = all[n-1].Num
 	}
 	id, ok, err := readIdentity(o.fs, dir)
 	if err == nil && ok && id.Kind == kindSpool {
@@ -660,17 +673,17 @@ func (fl *followerLog) greet(link io.ReadWriteCloser) (*handshake, error) {
 	}
 	fl.mu.Lock()
 	held := fl.identity.Queue
-	var latest repl.Epoch
+	latest := fl.seen
 	if n := len(fl.epochs); n > 0 {
-		latest = fl.epochs[n-1]
+		latest = max(latest, fl.epochs[n-1].Num)
 	}
 	fl.mu.Unlock()
 	if queue := queueID(hs.auth.Queue); !held.isZero() && queue != held {
 		return refuse("this follower holds a copy of queue %s; the leader is queue %s (empty the follower's directory to copy another queue)", held, queue)
 	}
-	if hs.auth.Epoch.Num < latest.Num {
+	if hs.auth.Epoch.Num < latest {
 		return refuse("%v: the follower has seen epoch %d, the leader's latest is %d; restart the leader as a follower",
-			repl.ErrStaleLeader, latest.Num, hs.auth.Epoch.Num)
+			repl.ErrStaleLeader, latest, hs.auth.Epoch.Num)
 	}
 	return hs, nil
 }
@@ -850,6 +863,7 @@ func (f *follower) welcome(w *repl.Welcome) error {
 		}
 		f.mu.Lock()
 		f.epochs = h
+		f.seen = max(f.seen, h[len(h)-1].Num)
 		f.mu.Unlock()
 	}
 	return nil

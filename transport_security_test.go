@@ -433,3 +433,28 @@ func TestQueueIdentityAcrossFailover(t *testing.T) {
 	require.NoError(t, b.Close())
 	checkFollowerHolds(t, adir, sent)
 }
+
+// A follower that learned of a later epoch (its leader's history written,
+// no record of that epoch received yet: a crash in between) still refuses
+// a stale leader after it restarts, empty or not.
+func TestFollowerRemembersTheLatestEpochItSaw(t *testing.T) {
+	q := openLeader(t, Options{Replication: ReplicateSync})
+	current := q.epochs[len(q.epochs)-1]
+	fdir := t.TempDir()
+	later := repl.Epoch{Num: current.Num + 1, ID: 99, Start: 1 << 33, PrevLast: 5}
+	require.NoError(t, writeEpochs(vfs.OS, fdir, []repl.Epoch{current, later}))
+	before := snapshotDir(t, fdir)
+
+	a, b := net.Pipe()
+	f := startFollower(t, fdir, b, nil)
+	err := q.AttachReplica(a)
+	require.ErrorIs(t, err, ErrReplication)
+	ferr := <-f.doneOnce()
+	require.ErrorIs(t, ferr, ErrReplication)
+	assert.ErrorContains(t, ferr, "is stale")
+	after := snapshotDir(t, fdir)
+	assert.Equal(t, before[filepath.Join(fdir, epochsFile)], after[filepath.Join(fdir, epochsFile)])
+	_, ok, err := readIdentity(vfs.OS, fdir)
+	require.NoError(t, err)
+	assert.False(t, ok, "no identity taken")
+}
