@@ -819,7 +819,7 @@ func (f *follower) run() error {
 	}
 }
 
-// welcome applies the leader's answer to the hello: the follower cuts what it
+// welcome applies the leader's answer to the position: the follower cuts what it
 // holds beyond the last seq the two logs share (records its leader never
 // had, so never acknowledged under ReplicateSync), then takes the leader's
 // history as its own. The history file is written before any frame of the
