@@ -458,3 +458,31 @@ func TestFollowerRemembersTheLatestEpochItSaw(t *testing.T) {
 	require.NoError(t, err)
 	assert.False(t, ok, "no identity taken")
 }
+
+// A follower that says hello and then stalls is dropped by the leader after
+// the handshake's bound (max(ReplicaTimeout, DefaultHandshakeTimeout)),
+// and nothing is attached.
+func TestLeaderDropsAStalledHandshake(t *testing.T) {
+	q := openLeader(t, Options{Replication: ReplicateSync, ReplicaTimeout: 100 * time.Millisecond})
+	a, b := net.Pipe()
+	defer b.Close()
+	go func() {
+		nonce, _ := repl.NewNonce()
+		repl.WriteMessage(b, &repl.Message{Type: repl.TypeHello, Hello: repl.Hello{Version: repl.Version, Nonce: nonce}})
+		io.Copy(io.Discard, b) // reads the auth, never answers
+	}()
+	start := time.Now()
+	attached := make(chan error, 1)
+	go func() { attached <- q.AttachReplica(a) }()
+	var err error
+	select {
+	case err = <-attached:
+	case <-time.After(DefaultHandshakeTimeout + 20*time.Second):
+		a.Close()
+		t.Fatal("AttachReplica still waits for the stalled follower")
+	}
+	require.ErrorIs(t, err, ErrReplication)
+	assert.ErrorContains(t, err, "handshake not done within")
+	assert.GreaterOrEqual(t, time.Since(start), DefaultHandshakeTimeout-50*time.Millisecond)
+	assert.False(t, q.Stats().ReplicaAttached)
+}
