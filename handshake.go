@@ -62,6 +62,9 @@ func (fl *followerLog) greet(link io.ReadWriteCloser) (*handshake, error) {
 		latest = max(latest, fl.epochs[n-1].Num)
 	}
 	fl.mu.Unlock()
+	if queueID(hs.auth.Queue).isZero() {
+		return refuse("the leader's auth names no queue ID")
+	}
 	if queue := queueID(hs.auth.Queue); !held.isZero() && queue != held {
 		return refuse("this follower holds a copy of queue %s; the leader is queue %s (empty the follower's directory to copy another queue)", held, queue)
 	}
