@@ -73,6 +73,13 @@
 // ARCHITECTURE.md has what SendOK means for every flush and replication
 // mode.
 //
+// The link is authenticated before it carries any weight: a Unix socket
+// of mode 0600, mutual TLS, or a secret both ends hold
+// (Options.ReplicaSecret, FollowOptions.Secret; required on plain TCP,
+// which is allowed on loopback only and is not encrypted). A follower
+// checks a connection's handshake, its queue ID and epoch before the
+// connection may replace its current leader's (see transport.go).
+//
 // # The durability call of each system
 //
 //	Linux    fdatasync(2): the data and the size; the kernel flushes the

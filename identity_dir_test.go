@@ -236,11 +236,12 @@ func TestPromotionKeepsTheQueueID(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, identity{Kind: kindFollower}, fl.identity, "a new follower knows no queue yet")
 		require.NoError(t, fl.close())
-		// As the replication handshake would: the leader's queue ID.
-		require.NoError(t, writeIdentity(vfs.OS, dir, identity{Kind: kindFollower, Queue: qid}))
-		if !marker {
-			require.NoError(t, os.Remove(filepath.Join(dir, followerFile)))
+		// As the replication handshake would (adopt): the marker, then the
+		// leader's queue ID.
+		if marker {
+			require.NoError(t, markFollower(vfs.OS, dir))
 		}
+		require.NoError(t, writeIdentity(vfs.OS, dir, identity{Kind: kindFollower, Queue: qid}))
 		q := openQueue(t, dir, nil)
 		assert.GreaterOrEqual(t, q.epochs[len(q.epochs)-1].Start, uint64(promotionSeqGap), "promoted (marker %v)", marker)
 		assert.Equal(t, identity{Kind: kindQueue, Queue: qid}, q.identity)
@@ -351,13 +352,14 @@ func TestReadDirStateSaysWhatTheDirectoryIs(t *testing.T) {
 	assert.Equal(t, q.identity.Queue.String(), st.QueueID)
 	assert.False(t, st.Follower)
 
-	// A follower's copy whose marker is gone but whose identity still says
-	// follower (a crash inside promotion) is one.
+	// A follower's copy with no marker (its first handshake has not
+	// happened, or a crash inside promotion removed it) but whose identity
+	// says follower is one.
 	f := t.TempDir()
 	fl, err := openFollower(f, nil)
 	require.NoError(t, err)
 	require.NoError(t, fl.close())
-	require.NoError(t, os.Remove(filepath.Join(f, followerFile)))
+	require.NoFileExists(t, filepath.Join(f, followerFile))
 	st, err = ReadDirState(f)
 	require.NoError(t, err)
 	assert.Equal(t, "follower copy", st.Kind)

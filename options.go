@@ -1,6 +1,7 @@
 package zeroloss
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -194,6 +195,15 @@ type Options struct {
 	// Consume is running to return (and ack or nack). Default 10s
 	// (DefaultShutdownTimeout).
 	ShutdownTimeout time.Duration
+	// ReplicaSecret is a key the leader shares with its follower
+	// (FollowOptions.Secret; `zeroloss follow --secret-file`), at least
+	// MinSecretSize random bytes. In the handshake each end proves that it
+	// holds it (HMAC-SHA256 over fresh nonces of both ends; the key is never
+	// sent), and a follower that does not is refused. Required to replicate
+	// over plain TCP (ReplicateTo with a tcp: address and no tls.Config);
+	// optional, as a second check, over a Unix socket or TLS. Both ends must
+	// agree: set on one end only, every handshake fails.
+	ReplicaSecret []byte
 	// Logger receives recovery reports, poisoning and flush timeouts.
 	// Default: discard.
 	Logger *slog.Logger
@@ -238,6 +248,10 @@ func (o *Options) withDefaults() (Options, error) {
 	if err := defaulted("ShutdownTimeout", &out.ShutdownTimeout, DefaultShutdownTimeout); err != nil {
 		return out, err
 	}
+	if err := checkSecret("ReplicaSecret", out.ReplicaSecret); err != nil {
+		return out, err
+	}
+	out.ReplicaSecret = bytes.Clone(out.ReplicaSecret)
 	if err := defaulted("MaxMessageSize", &out.MaxMessageSize, DefaultMaxMessageSize); err != nil {
 		return out, err
 	}
@@ -323,6 +337,15 @@ func defaulted[T int | int64 | time.Duration](field string, v *T, def T) error {
 	}
 	if *v == 0 {
 		*v = def
+	}
+	return nil
+}
+
+// checkSecret checks a replication secret: none, or at least MinSecretSize
+// bytes.
+func checkSecret(field string, secret []byte) error {
+	if len(secret) > 0 && len(secret) < MinSecretSize {
+		return invalid(field, "is %d bytes, want at least %d (random bytes, the same at both ends)", len(secret), MinSecretSize)
 	}
 	return nil
 }

@@ -2,12 +2,15 @@ package zeroloss
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -154,7 +157,8 @@ type replica struct {
 }
 
 // AttachReplica attaches a follower (Follow running at the other end of
-// link) and returns once the handshake is done; the leader then streams its
+// link) and returns once the handshake is done (both ends proving they hold
+// Options.ReplicaSecret, see the package repl comment); the leader then streams its
 // log to the follower from the follower's position, from disk while it is
 // behind, then live, until the link fails or the queue is closed. The queue
 // owns link from then on and closes it, also when AttachReplica fails. One
@@ -173,44 +177,65 @@ func (q *Queue) AttachReplica(link io.ReadWriteCloser) error {
 		return fail(fmt.Errorf("%w: Replication is ReplicateNone", ErrInvalidOptions))
 	}
 	br := bufio.NewReaderSize(link, 4096)
-	var hello repl.Message
-	var err error
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		hello, err = repl.ReadMessage(br, repl.ControlBody)
-		if err == nil {
-			err = repl.Expect(&hello, repl.TypeHello)
-		}
-	}()
-	helloWait := max(q.opts.ReplicaTimeout, DefaultHandshakeTimeout)
-	timer := time.NewTimer(helloWait)
-	select {
-	case <-done:
-		timer.Stop()
-	case <-timer.C:
+	// The whole handshake is bounded: a follower that stalls in it is
+	// dropped (closing the link ends a blocked read or write).
+	wait := max(q.opts.ReplicaTimeout, DefaultHandshakeTimeout)
+	var timedOut atomic.Bool
+	timer := time.AfterFunc(wait, func() {
+		timedOut.Store(true)
 		link.Close()
-		<-done
-		return fail(fmt.Errorf("%w: no hello from the follower within %v", ErrReplication, helloWait))
+	})
+	defer timer.Stop()
+	readErr := func(doing string, err error) error {
+		if timedOut.Load() {
+			return fail(fmt.Errorf("%w: handshake not done within %v (%s)", ErrReplication, wait, doing))
+		}
+		return fail(fmt.Errorf("%w: %s: %w", ErrReplication, doing, err))
 	}
-	if err != nil {
-		return fail(fmt.Errorf("%w: reading the follower's hello: %w", ErrReplication, err))
-	}
-	h := hello.Hello
 	refuse := func(format string, args ...any) error {
 		reason := fmt.Sprintf(format, args...)
 		tellBriefly(link, reason)
 		return fail(fmt.Errorf("%w: %s", ErrReplication, reason))
 	}
+	hello, err := repl.ReadMessage(br, repl.ControlBody)
+	if err == nil {
+		err = repl.Expect(&hello, repl.TypeHello)
+	}
+	if errors.Is(err, repl.ErrVersion) {
+		return refuse("%v", err)
+	}
+	if err != nil {
+		return readErr("reading the follower's hello", err)
+	}
+	nonce, err := repl.NewNonce()
+	if err != nil {
+		return fail(err)
+	}
+	auth := repl.Auth{Version: repl.Version, Queue: q.identity.Queue, Nonce: nonce, Epoch: q.epochs[len(q.epochs)-1]}
+	auth.MAC = repl.LeaderMAC(q.opts.ReplicaSecret, hello.Hello.Nonce, &auth)
+	if err := repl.WriteMessage(link, &repl.Message{Type: repl.TypeAuth, Auth: auth}); err != nil {
+		return readErr("writing the auth", err)
+	}
+	pos, err := repl.ReadMessage(br, repl.ControlBody)
+	if err == nil {
+		err = repl.Expect(&pos, repl.TypePosition)
+	}
+	if err != nil {
+		return readErr("reading the follower's position", err)
+	}
+	h := pos.Position
 	switch {
-	case h.Version != repl.Version:
-		return refuse("follower speaks protocol version %d, leader %d", h.Version, repl.Version)
+	case !repl.VerifyFollower(q.opts.ReplicaSecret, hello.Hello.Nonce, &auth, &h):
+		return refuse("the follower did not prove it holds the leader's secret (Options.ReplicaSecret and FollowOptions.Secret must be the same key, or both unset)")
 	case int(h.MaxFrame) < q.opts.MaxMessageSize:
 		return refuse("follower accepts frames of at most %d bytes, below the leader's MaxMessageSize %d", h.MaxFrame, q.opts.MaxMessageSize)
 	}
 	common, err := repl.Common(q.epochs, q.log.LastSeq(), h.Epochs, h.LastSeq)
 	if err != nil {
 		return refuse("%v", err)
+	}
+	if !timer.Stop() {
+		return readErr("checking the follower's position", io.ErrClosedPipe)
 	}
 	r := &replica{q: q, link: link, br: br, maxFrame: int(h.MaxFrame), from: common + 1, stop: make(chan struct{})}
 	r.sent.Store(common)
@@ -430,6 +455,11 @@ type FollowOptions struct {
 	SegmentSize int64
 	// Logger receives recovery reports. Default: discard.
 	Logger *slog.Logger
+	// Secret is the key shared with the leader (Options.ReplicaSecret), at
+	// least MinSecretSize bytes: each end proves in the handshake that it
+	// holds it, and a leader that does not is refused before it can disturb
+	// anything. Required by ServeFollower on plain TCP; optional elsewhere.
+	Secret []byte
 	// OnAck, if set, is called with the follower's durable seq: when the
 	// log is opened, when a handshake cuts it back, and after each ack.
 	// It runs on the follower's goroutine and must not block.
@@ -444,7 +474,12 @@ type FollowOptions struct {
 // acknowledging after each fdatasync (one ack per fdatasync, however many
 // frames it covers). Before the first frame it cuts what it holds beyond
 // the last seq its log shares with the leader's (the epoch handshake,
-// epoch.go), logging how many records it cut. It returns when ctx ends
+// epoch.go), logging how many records it cut. Before anything else it
+// checks the leader's answer to its hello, and refuses (ErrReplication,
+// nothing in dir changed) a leader that does not prove it holds Secret,
+// that is another queue than the one dir holds a copy of (its IDENTITY
+// file; an empty dir takes its first leader's queue ID), or whose epoch is
+// older than the latest dir has seen. It returns when ctx ends
 // (ctx's error), when the leader closes the link (an error matching io.EOF)
 // or the link fails (the link's error: the follower may reconnect), on an
 // I/O error of its own log, or on a protocol error or refusal (matching
@@ -464,7 +499,7 @@ func Follow(ctx context.Context, dir string, link io.ReadWriteCloser, opts *Foll
 			err = cerr
 		}
 	}()
-	return fl.serve(ctx, link)
+	return fl.serve(ctx, link, nil)
 }
 
 // followerLog is a follower's copy of the log, open across links: Follow
@@ -474,11 +509,18 @@ type followerLog struct {
 	dir      string
 	logger   *slog.Logger
 	log      *wal.Log
-	epochs   []repl.Epoch // the history as of the last handshake (epoch.go)
 	sync     bool
 	maxFrame int
 	onAck    func(seq uint64)
-	identity identity // the directory's, as openFollower found or made it (identity.go)
+	secret   []byte
+
+	// mu guards what a connection's handshake reads while a session may
+	// be changing it (ServeFollower checks new connections concurrently).
+	mu       sync.Mutex
+	epochs   []repl.Epoch // the history as of the last handshake (epoch.go)
+	seen     uint64       // the latest epoch number dir's history names, reached by the log or not
+	identity identity     // dir's IDENTITY (claimDir); a zero Queue until the first handshake
+	marked   bool         // dir is marked as a follower's copy (markFollower)
 }
 
 // openFollower opens (or creates) the follower's log in dir, reads its epoch
@@ -495,6 +537,9 @@ func openFollower(dir string, opts *FollowOptions) (*followerLog, error) {
 	}
 	if o.SegmentSize == 0 {
 		o.SegmentSize = DefaultSegmentSize
+	}
+	if err := checkSecret("Secret", o.Secret); err != nil {
+		return nil, fmt.Errorf("zeroloss: follow: %w", err)
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -516,14 +561,28 @@ func openFollower(dir string, opts *FollowOptions) (*followerLog, error) {
 		return nil, fmt.Errorf("zeroloss: follow: open %s: %w", dir, err)
 	}
 	fl := &followerLog{fs: o.fs, dir: dir, logger: o.Logger, log: log, sync: o.Flush == FlushSync,
-		maxFrame: log.MaxFrameSize(), onAck: o.OnAck, identity: id}
+		maxFrame: log.MaxFrameSize(), onAck: o.OnAck, identity: id, secret: bytes.Clone(o.Secret)}
 	if fl.epochs, err = readEpochs(o.fs, dir, log.LastSeq()); err != nil {
 		log.Close()
 		return nil, fmt.Errorf("zeroloss: follow: %w", err)
 	}
-	if err := markFollower(o.fs, dir); err != nil {
+	// A leader's history is written before its frames arrive: terms the
+	// log has not reached were still announced by a leader, and a leader
+	// older than them is stale.
+	all, err := readEpochs(o.fs, dir, math.MaxUint64)
+	if err != nil {
 		log.Close()
-		return nil, fmt.Errorf("zeroloss: follow: marking %s as a follower's: %w", dir, err)
+		return nil, fmt.Errorf("zeroloss: follow: %w", err)
+	}
+	if n := len(all); n > 0 {
+		fl.seen = all[n-1].Num
+	}
+	// The directory is marked as a follower's (and takes its leader's
+	// queue ID) only after a leader's handshake is done (adopt): a
+	// connection that fails it changes nothing in it.
+	if f, err := o.fs.Open(filepath.Join(dir, followerFile)); err == nil {
+		f.Close()
+		fl.marked = true
 	}
 	fl.reportAck(log.LastSeq()) // recovery synced everything it kept
 	return fl, nil
@@ -535,19 +594,30 @@ func (fl *followerLog) reportAck(seq uint64) {
 	}
 }
 
-// serve runs one link until it ends (see Follow) and closes it.
-func (fl *followerLog) serve(ctx context.Context, link io.ReadWriteCloser) error {
+// serve runs one link until it ends (see Follow) and closes it. hs is the
+// first half of the handshake, done and checked (ServeFollower does it
+// before the connection replaces the current one); nil: serve does it.
+func (fl *followerLog) serve(ctx context.Context, link io.ReadWriteCloser, hs *handshake) error {
 	defer link.Close()
+	stop := context.AfterFunc(ctx, func() { link.Close() })
+	defer stop()
+	if hs == nil {
+		var err error
+		if hs, err = fl.greet(link); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return err
+		}
+	}
 	if fl.sync {
 		// What a previous link appended without its ack's fdatasync must be
-		// durable before the hello calls it held.
+		// durable before the position calls it held.
 		if _, err := fl.log.Sync(); err != nil {
 			return fmt.Errorf("zeroloss: follow: %w", err)
 		}
 	}
-	stop := context.AfterFunc(ctx, func() { link.Close() })
-	defer stop()
-	f := &follower{followerLog: fl, ctx: ctx, link: link}
+	f := &follower{followerLog: fl, ctx: ctx, link: link, hs: hs}
 	if err := f.run(); err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -569,6 +639,7 @@ type follower struct {
 	*followerLog
 	ctx   context.Context
 	link  io.ReadWriteCloser
+	hs    *handshake
 	last  uint64 // last seq appended
 	acked uint64
 	trim  uint64 // the leader deleted its segments below this seq (Trim)
@@ -587,11 +658,12 @@ func protoErr(format string, args ...any) error {
 func (f *follower) run() error {
 	f.last = f.log.LastSeq()
 	f.acked = f.last
-	if err := repl.WriteMessage(f.link, &repl.Message{Type: repl.TypeHello,
-		Hello: repl.Hello{Version: repl.Version, MaxFrame: uint32(min(f.maxFrame, 1<<31)), LastSeq: f.last, Epochs: f.epochs}}); err != nil {
-		return linkErr("writing the hello", err)
+	pos := repl.Position{MaxFrame: uint32(min(f.maxFrame, 1<<31)), LastSeq: f.last, Epochs: f.epochs}
+	pos.MAC = repl.FollowerMAC(f.secret, f.hs.nonce, &f.hs.auth, &pos)
+	if err := repl.WriteMessage(f.link, &repl.Message{Type: repl.TypePosition, Position: pos}); err != nil {
+		return linkErr("writing the position", err)
 	}
-	br := bufio.NewReaderSize(f.link, 64<<10)
+	br := f.hs.br
 	m, err := repl.ReadMessage(br, repl.ControlBody)
 	if err == nil {
 		err = repl.Expect(&m, repl.TypeWelcome)
@@ -656,7 +728,7 @@ func (f *follower) run() error {
 	}
 }
 
-// welcome applies the leader's answer to the hello: the follower cuts what it
+// welcome applies the leader's answer to the position: the follower cuts what it
 // holds beyond the last seq the two logs share (records its leader never
 // had, so never acknowledged under ReplicateSync), then takes the leader's
 // history as its own. The history file is written before any frame of the
@@ -664,8 +736,14 @@ func (f *follower) run() error {
 // reached, so it always describes the log.
 func (f *follower) welcome(w *repl.Welcome) error {
 	if w.Version != repl.Version || w.From == 0 || w.From > f.last+1 {
-		return protoErr("the leader's welcome (version %d, from seq %d) does not answer the hello (version %d, last seq %d)",
+		return protoErr("the leader's welcome (version %d, from seq %d) does not answer the position (version %d, last seq %d)",
 			w.Version, w.From, repl.Version, f.last)
+	}
+	if err := repl.CheckHistory(w.Epochs); err != nil || len(w.Epochs) == 0 || w.Epochs[len(w.Epochs)-1] != f.hs.auth.Epoch {
+		return protoErr("the leader's welcome carries a history that does not end with the epoch of its auth (%d)", f.hs.auth.Epoch.Num)
+	}
+	if err := f.adopt(queueID(f.hs.auth.Queue)); err != nil {
+		return err
 	}
 	if keep := w.From - 1; keep < f.last {
 		cut, err := f.log.TruncateAfter(keep)
@@ -692,7 +770,10 @@ func (f *follower) welcome(w *repl.Welcome) error {
 		if err := writeEpochs(f.fs, f.dir, h); err != nil {
 			return fmt.Errorf("zeroloss: follow: %w", err)
 		}
+		f.mu.Lock()
 		f.epochs = h
+		f.seen = max(f.seen, h[len(h)-1].Num)
+		f.mu.Unlock()
 	}
 	return nil
 }

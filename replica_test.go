@@ -292,8 +292,10 @@ func startFakeFollower(t *testing.T, link io.ReadWriteCloser, maxFrame uint32) *
 	f := &fakeFollower{link: link, frames: make(chan repl.Message, 1024)}
 	go func() {
 		br := bufio.NewReader(link)
-		repl.WriteMessage(link, &repl.Message{Type: repl.TypeHello, Hello: repl.Hello{Version: repl.Version, MaxFrame: maxFrame}})
 		defer close(f.frames)
+		if err := fakeFollowerHandshake(link, br, nil, repl.Position{MaxFrame: maxFrame}); err != nil {
+			return
+		}
 		for {
 			m, err := repl.ReadMessage(br, repl.MaxBody(int(maxFrame)))
 			if err != nil {
@@ -459,11 +461,12 @@ func fakeLeader(t *testing.T, link io.ReadWriteCloser, msgs ...[]byte) {
 	t.Helper()
 	go func() {
 		br := bufio.NewReader(link)
-		m, err := repl.ReadMessage(br, repl.ControlBody)
+		epoch := repl.Epoch{Num: 1, ID: 1, Start: 1}
+		pos, err := fakeLeaderHandshake(link, br, nil, queueID{1}, epoch)
 		if err != nil {
 			return
 		}
-		repl.WriteMessage(link, &repl.Message{Type: repl.TypeWelcome, Welcome: repl.Welcome{Version: repl.Version, From: m.Hello.LastSeq + 1}})
+		repl.WriteMessage(link, &repl.Message{Type: repl.TypeWelcome, Welcome: repl.Welcome{Version: repl.Version, From: pos.LastSeq + 1, Epochs: []repl.Epoch{epoch}}})
 		go io.Copy(io.Discard, br) // acks
 		for _, msg := range msgs {
 			if _, err := link.Write(msg); err != nil {
@@ -547,6 +550,15 @@ func TestLeaderRefusesIncompatibleFollower(t *testing.T) {
 	_, err = fq.Send(context.Background(), &Message{Body: []byte("not the leader's")})
 	require.NoError(t, err)
 	require.NoError(t, fq.Close())
+	f = startFollower(t, fdir, b, nil)
+	err = q.AttachReplica(a)
+	require.ErrorIs(t, err, ErrReplication)
+	assert.Contains(t, err.Error(), "holds a copy of queue", "another queue's directory")
+	require.ErrorIs(t, <-f.doneOnce(), ErrReplication)
+
+	// The same queue ID, but no shared epoch.
+	require.NoError(t, writeIdentity(vfs.OS, fdir, identity{Kind: kindFollower, Queue: q.identity.Queue}))
+	a, b = net.Pipe()
 	f = startFollower(t, fdir, b, nil)
 	err = q.AttachReplica(a)
 	require.ErrorIs(t, err, ErrReplication)

@@ -36,16 +36,36 @@ import (
 //     a socket's mode: there, put PATH in a directory only the user can enter.
 //   - TCP requires a *tls.Config, except on a loopback address (127.0.0.0/8,
 //     ::1, or a name all of whose addresses are loopback), where plain TCP is
-//     allowed when tlsConf is nil. Use mutual TLS: the follower's config
-//     should set ClientAuth to tls.RequireAndVerifyClientCert and ClientCAs,
-//     the leader's Certificates and RootCAs. A follower appends whatever an
-//     accepted leader sends, so who may connect is who may write its log.
+//     allowed when tlsConf is nil and both ends hold a shared secret
+//     (Options.ReplicaSecret, FollowOptions.Secret): each proves it in the
+//     handshake, but nothing is encrypted. Off loopback use mutual TLS: the
+//     follower's config should set ClientAuth to
+//     tls.RequireAndVerifyClientCert and ClientCAs, the leader's
+//     Certificates and RootCAs. A follower appends whatever an accepted
+//     leader sends, so who may connect is who may write its log.
+//
+// A follower checks each connection's handshake (TLS, the secret, protocol
+// version, queue ID, epoch) on its own goroutine, at most MaxHandshakes at a
+// time, within HandshakeTimeout; only a connection that passed may replace
+// the current leader's. One that fails is closed and logged, and has touched
+// neither the session nor the directory.
 
 // Defaults of the transports.
 const (
-	// DefaultHandshakeTimeout bounds a follower's TLS handshake with a
-	// connecting leader (ServeOptions.HandshakeTimeout).
+	// DefaultHandshakeTimeout bounds a leader's handshake with its
+	// follower (AttachReplica: at least this, or ReplicaTimeout), which
+	// may be opening its log first.
 	DefaultHandshakeTimeout = 10 * time.Second
+	// DefaultServeHandshakeTimeout bounds the handshake of a connection
+	// to ServeFollower, TLS included (ServeOptions.HandshakeTimeout): its
+	// log is open already, so a leader answers at once.
+	DefaultServeHandshakeTimeout = 5 * time.Second
+	// DefaultMaxHandshakes bounds the connections ServeFollower checks at
+	// once (ServeOptions.MaxHandshakes); more are closed at once.
+	DefaultMaxHandshakes = 8
+	// MinSecretSize is the least length of a replication secret
+	// (Options.ReplicaSecret, FollowOptions.Secret).
+	MinSecretSize = 32
 	// ReplicatorMinBackoff and ReplicatorMaxBackoff bound the wait of a
 	// Replicator between two dials: it doubles after each failure, from
 	// the minimum to the maximum.
@@ -88,7 +108,7 @@ func splitAddr(addr string) (network, address string, err error) {
 func plainTCPAddress(ctx context.Context, addr, address string) (string, error) {
 	host, port, _ := net.SplitHostPort(address)
 	refuse := func(why string) error {
-		return fmt.Errorf("zeroloss: address %q: %w: plain TCP (no tls.Config) is allowed only on a loopback address, and %s; pass a *tls.Config (mutual TLS) or use a unix: address",
+		return fmt.Errorf("zeroloss: address %q: %w: plain TCP (no tls.Config) is allowed only on a loopback address (with a shared secret), and %s; pass a *tls.Config (mutual TLS) or use a unix: address",
 			addr, ErrInvalidOptions, why)
 	}
 	if host == "" {
@@ -131,7 +151,7 @@ func checkServerTLS(addr string, tlsConf *tls.Config) error {
 // "tcp:HOST:PORT", for ServeFollower. With a non-nil tlsConf every
 // connection is TLS (on either network); without, TCP is refused unless the
 // host is a loopback address (the error, matching ErrInvalidOptions, names
-// the address).
+// the address), and ServeFollower then requires FollowOptions.Secret.
 //
 // A Unix socket is created with mode 0600, never more permissive in between
 // (see the comment at the top of transport.go for how, and for Windows). A
@@ -167,10 +187,17 @@ func ListenFollower(addr string, tlsConf *tls.Config) (net.Listener, error) {
 		return nil, fmt.Errorf("zeroloss: listen %s: %w", addr, err)
 	}
 	if tlsConf != nil {
-		ln = tls.NewListener(ln, tlsConf)
+		return tls.NewListener(ln, tlsConf), nil
+	}
+	if network == "tcp" {
+		return plainTCPListener{ln}, nil
 	}
 	return ln, nil
 }
+
+// plainTCPListener marks a listener of ListenFollower on TCP without TLS:
+// ServeFollower refuses it without a secret.
+type plainTCPListener struct{ net.Listener }
 
 // listenUnix binds a Unix socket at path with mode 0600.
 func listenUnix(path string) (net.Listener, error) {
@@ -272,9 +299,12 @@ type ServeOptions struct {
 	// segment size and logger. The logger also receives ServeFollower's
 	// reports: leader connections, their end and why, refused handshakes.
 	Follow FollowOptions
-	// HandshakeTimeout bounds the TLS handshake of a connecting leader.
-	// Default DefaultHandshakeTimeout.
+	// HandshakeTimeout bounds the handshake of a connecting leader, TLS
+	// included. Default DefaultServeHandshakeTimeout.
 	HandshakeTimeout time.Duration
+	// MaxHandshakes bounds the connections whose handshake is in progress;
+	// more are closed at once. Default DefaultMaxHandshakes.
+	MaxHandshakes int
 }
 
 // ServeFollower runs a follower of dir on ln (ListenFollower) until ctx
@@ -282,10 +312,13 @@ type ServeOptions struct {
 // when the link drops it takes the next one (the leader re-dialing), and
 // the follower resumes from its own last durable seq. A new connection
 // replaces the current one (the leader re-dialed, so the old link is dead
-// even if no FIN said so); to keep strangers from doing that, use mutual
-// TLS or a Unix socket. With a TLS listener the handshake is completed
-// (within HandshakeTimeout) before a connection is taken: one that fails it
-// is closed and logged, and the current leader keeps its link.
+// even if no FIN said so), but only once its handshake is done and valid,
+// within HandshakeTimeout: TLS (with a TLS listener), the shared secret
+// (FollowOptions.Secret; required on plain TCP), the protocol version, the
+// queue's ID (the one dir holds a copy of, if any) and a leader epoch not
+// older than the latest dir has seen. One that fails is closed and logged,
+// and the current leader keeps its link. Who may complete a handshake is
+// who may write dir's log: use mutual TLS, a Unix socket or a secret.
 //
 // It opens dir's log once, before the first connection, and keeps it open
 // across connections (so a leader's handshake never waits for recovery), so
@@ -304,10 +337,19 @@ func ServeFollower(ctx context.Context, dir string, ln net.Listener, opts *Serve
 		o = *opts
 	}
 	if o.HandshakeTimeout == 0 {
-		o.HandshakeTimeout = DefaultHandshakeTimeout
+		o.HandshakeTimeout = DefaultServeHandshakeTimeout
 	}
 	if o.HandshakeTimeout < 0 {
 		return fmt.Errorf("zeroloss: serve follower: %w: HandshakeTimeout is %v", ErrInvalidOptions, o.HandshakeTimeout)
+	}
+	if o.MaxHandshakes == 0 {
+		o.MaxHandshakes = DefaultMaxHandshakes
+	}
+	if o.MaxHandshakes < 0 {
+		return fmt.Errorf("zeroloss: serve follower: %w: MaxHandshakes is %d", ErrInvalidOptions, o.MaxHandshakes)
+	}
+	if _, plain := ln.(plainTCPListener); plain && len(o.Follow.Secret) == 0 {
+		return fmt.Errorf("zeroloss: serve follower: %w: plain TCP on %s needs FollowOptions.Secret (or use TLS or a Unix socket)", ErrInvalidOptions, ln.Addr())
 	}
 	if o.Follow.Logger == nil {
 		o.Follow.Logger = slog.New(slog.DiscardHandler)
@@ -328,12 +370,12 @@ func ServeFollower(ctx context.Context, dir string, ln net.Listener, opts *Serve
 		ln.Close()
 		wg.Wait()
 	}()
-	conns := make(chan net.Conn)
+	conns := make(chan greeted)
 	acceptErr := make(chan error, 1)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		acceptLeaders(ctx, ln, &o, conns, acceptErr, &wg)
+		acceptLeaders(ctx, ln, fl, &o, conns, acceptErr, &wg)
 	}()
 
 	// cur is the session: the connection Follow runs on, if any.
@@ -343,10 +385,10 @@ func ServeFollower(ctx context.Context, dir string, ln net.Listener, opts *Serve
 		done   chan error
 	}
 	var cur *session
-	start := func(c net.Conn) {
+	start := func(g greeted) {
 		sctx, scancel := context.WithCancel(ctx)
-		s := &session{remote: remoteName(c), cancel: scancel, done: make(chan error, 1)}
-		go func() { s.done <- fl.serve(sctx, c) }()
+		s := &session{remote: remoteName(g.conn), cancel: scancel, done: make(chan error, 1)}
+		go func() { s.done <- fl.serve(sctx, g.conn, g.hs) }()
 		logger.Info("zeroloss: leader connected", "remote", s.remote)
 		cur = s
 	}
@@ -391,15 +433,15 @@ func ServeFollower(ctx context.Context, dir string, ln net.Listener, opts *Serve
 				return serr
 			}
 			return fmt.Errorf("zeroloss: serve follower: accept on %s: %w", ln.Addr(), err)
-		case c := <-conns:
+		case g := <-conns:
 			if cur != nil {
-				logger.Warn("zeroloss: a new leader connection replaces the current one", "remote", remoteName(c), "replaced", cur.remote)
+				logger.Warn("zeroloss: a new leader connection, its handshake checked, replaces the current one", "remote", remoteName(g.conn), "replaced", cur.remote)
 				if err := stopCurrent(); err != nil {
-					c.Close()
+					g.conn.Close()
 					return err
 				}
 			}
-			start(c)
+			start(g)
 		case err := <-done:
 			if err := ended(err); err != nil {
 				return err
@@ -408,11 +450,19 @@ func ServeFollower(ctx context.Context, dir string, ln net.Listener, opts *Serve
 	}
 }
 
-// acceptLeaders accepts connections on ln, completes their TLS handshake
-// each in its own goroutine (counted in wg), and hands them over on conns
-// until ctx ends. A failure of ln other than a transient one goes to errc.
-func acceptLeaders(ctx context.Context, ln net.Listener, o *ServeOptions, conns chan<- net.Conn, errc chan<- error, wg *sync.WaitGroup) {
+// greeted is a connection whose handshake's first half passed its checks.
+type greeted struct {
+	conn net.Conn
+	hs   *handshake
+}
+
+// acceptLeaders accepts connections on ln, checks their handshake each in
+// its own goroutine (counted in wg; at most o.MaxHandshakes at once), and
+// hands over those that passed on conns until ctx ends. A failure of ln
+// other than a transient one goes to errc.
+func acceptLeaders(ctx context.Context, ln net.Listener, fl *followerLog, o *ServeOptions, conns chan<- greeted, errc chan<- error, wg *sync.WaitGroup) {
 	logger := o.Follow.Logger
+	slots := make(chan struct{}, o.MaxHandshakes)
 	var delay time.Duration
 	for {
 		c, err := ln.Accept()
@@ -435,28 +485,60 @@ func acceptLeaders(ctx context.Context, ln net.Listener, o *ServeOptions, conns 
 			continue
 		}
 		delay = 0
+		select {
+		case slots <- struct{}{}:
+		default:
+			logger.Warn("zeroloss: refused a connection: too many handshakes in progress", "remote", remoteName(c), "limit", o.MaxHandshakes)
+			c.Close()
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if tc, ok := c.(*tls.Conn); ok {
-				hctx, cancel := context.WithTimeout(ctx, o.HandshakeTimeout)
-				err := tc.HandshakeContext(hctx)
-				cancel()
-				if err != nil {
-					c.Close()
-					if ctx.Err() == nil {
-						logger.Warn("zeroloss: refused a leader connection: TLS handshake failed", "remote", remoteName(c), "error", err)
-					}
-					return
+			hs, err := checkHandshake(ctx, fl, c, o.HandshakeTimeout)
+			<-slots
+			if err != nil {
+				if ctx.Err() == nil {
+					logger.Warn("zeroloss: refused a leader connection", "remote", remoteName(c), "error", err)
 				}
+				c.Close() // after the log: the other end sees the close last
+				return
 			}
 			select {
-			case conns <- c:
+			case conns <- greeted{c, hs}:
 			case <-ctx.Done():
 				c.Close()
 			}
 		}()
 	}
+}
+
+// checkHandshake does the TLS handshake (for a TLS connection) and the
+// first half of the replication handshake on c (greet), within timeout. It
+// refuses plain TCP when the follower has no secret.
+func checkHandshake(ctx context.Context, fl *followerLog, c net.Conn, timeout time.Duration) (*handshake, error) {
+	hctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	stop := context.AfterFunc(hctx, func() { c.Close() })
+	tc, isTLS := c.(*tls.Conn)
+	var hs *handshake
+	var err error
+	switch {
+	case isTLS:
+		if err = tc.HandshakeContext(hctx); err != nil {
+			err = fmt.Errorf("TLS handshake failed: %w", err)
+		}
+	case c.LocalAddr().Network() == "tcp" && len(fl.secret) == 0:
+		err = errors.New("plain TCP without a secret (FollowOptions.Secret) is not accepted")
+	}
+	if err == nil {
+		hs, err = fl.greet(c)
+	}
+	if !stop() && ctx.Err() == nil {
+		// The timeout closed c, whatever greet made of it.
+		return nil, fmt.Errorf("handshake not done within %v", timeout)
+	}
+	return hs, err
 }
 
 // remoteName names the other end of c for the log. The client end of a
@@ -526,7 +608,7 @@ type ReplicatorStats struct {
 // waits for it). tlsConf is the client side of TLS: Certificates for the
 // leader's certificate, RootCAs to check the follower's (and ServerName
 // over a Unix socket). A nil tlsConf is refused for a TCP address that is
-// not loopback.
+// not loopback, and on loopback without Options.ReplicaSecret.
 //
 // It fails with ErrInvalidOptions (naming the address) for a malformed or
 // insecure address or when q's Replication is ReplicateNone, and with
@@ -544,6 +626,11 @@ func (q *Queue) replicateTo(addr string, tlsConf *tls.Config, minBackoff, maxBac
 	if err != nil {
 		return nil, err
 	}
+	select {
+	case <-q.done:
+		return nil, fmt.Errorf("zeroloss: replicate to %s: %w", addr, ErrClosed)
+	default:
+	}
 	if network == "tcp" && tlsConf == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), q.opts.ReplicaTimeout)
 		address, err = plainTCPAddress(ctx, addr, address)
@@ -551,11 +638,10 @@ func (q *Queue) replicateTo(addr string, tlsConf *tls.Config, minBackoff, maxBac
 		if err != nil {
 			return nil, err
 		}
-	}
-	select {
-	case <-q.done:
-		return nil, fmt.Errorf("zeroloss: replicate to %s: %w", addr, ErrClosed)
-	default:
+		if len(q.opts.ReplicaSecret) == 0 {
+			return nil, fmt.Errorf("zeroloss: address %q: %w: plain TCP (no tls.Config) needs Options.ReplicaSecret, even on loopback; pass a *tls.Config (mutual TLS) or use a unix: address",
+				addr, ErrInvalidOptions)
+		}
 	}
 	netDialer := &net.Dialer{Timeout: q.opts.ReplicaTimeout}
 	dial := func(ctx context.Context) (net.Conn, error) { return netDialer.DialContext(ctx, network, address) }

@@ -1,6 +1,7 @@
 package zeroloss
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -29,6 +30,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/zerolossmq/zeroloss/internal/repl"
 	"github.com/zerolossmq/zeroloss/internal/vfs"
 )
 
@@ -645,16 +647,21 @@ func TestServeFollowerTakesTheNewerConnection(t *testing.T) {
 	ln, err := ListenFollower("unix:"+path, nil)
 	require.NoError(t, err)
 	f := serveFollower(t, t.TempDir(), ln, nil)
+	q := openLeader(t, Options{Replication: ReplicateSync})
 
+	// A link that completes the handshake as q (the old link of the
+	// leader), then goes silent: Follow runs on it.
 	silent, err := net.Dial("unix", path)
 	require.NoError(t, err)
 	defer silent.Close()
-	// The follower speaks first (its hello): Follow runs on this link.
 	silent.SetReadDeadline(time.Now().Add(10 * time.Second))
-	_, err = silent.Read(make([]byte, 1))
-	require.NoError(t, err, "the follower sent its hello")
+	br := bufio.NewReader(silent)
+	pos, err := fakeLeaderHandshake(silent, br, nil, q.identity.Queue, q.epochs[len(q.epochs)-1])
+	require.NoError(t, err)
+	require.NoError(t, repl.WriteMessage(silent, &repl.Message{Type: repl.TypeWelcome,
+		Welcome: repl.Welcome{Version: repl.Version, From: pos.LastSeq + 1, Epochs: q.epochs}}))
+	silent.SetReadDeadline(time.Time{})
 
-	q := openLeader(t, Options{Replication: ReplicateSync})
 	r, err := q.ReplicateTo("unix:"+path, nil)
 	require.NoError(t, err)
 	defer r.Close()
@@ -662,7 +669,7 @@ func TestServeFollowerTakesTheNewerConnection(t *testing.T) {
 	res, err := q.Send(context.Background(), &Message{ID: "m", Body: bodyFor("m")})
 	require.NoError(t, err)
 	assert.Equal(t, SendOK, res.Status)
-	_, err = io.ReadAll(silent)
+	_, err = io.ReadAll(br)
 	require.NoError(t, err, "the silent link was closed by the follower (EOF)")
 	assert.Contains(t, f.logs.String(), "replaces the current one")
 }

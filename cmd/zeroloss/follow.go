@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -19,7 +20,7 @@ import (
 )
 
 const followUsage = `usage: zeroloss follow --dir DIR --listen unix:PATH|tcp:HOST:PORT
-                       [--tls-cert FILE --tls-key FILE --tls-ca FILE]
+                       [--tls-cert FILE --tls-key FILE --tls-ca FILE] [--secret-file FILE]
                        [--flush sync|async] [--segment-size BYTES] [--interval D]
 
 Follow runs a replication follower as its own process: it keeps in DIR a
@@ -35,7 +36,15 @@ follower that died is replaced; a live one is an error). --listen
 tcp:HOST:PORT requires mutual TLS: --tls-cert and --tls-key are the
 follower's certificate, --tls-ca the authority (PEM) whose certificates
 leaders must present. Only on a loopback address (127.0.0.1, ::1,
-localhost) is plain TCP allowed, without the three flags.
+localhost) is plain TCP allowed, without the three flags, and then only
+with --secret-file.
+
+--secret-file FILE holds the key shared with the leader (its
+Options.ReplicaSecret: the file's bytes as they are, at least 32; make them
+random). Each end proves it holds the key in the handshake; it is never
+sent. It authenticates but does not encrypt: on plain TCP, whoever can see
+the traffic reads the messages. The file must not be readable by group or
+others. It may be added to a Unix socket or TLS as a second check.
 
 --flush sync (the default) acknowledges after fdatasync; --flush async after
 write(2): the copy then survives the follower's process crashing but not its
@@ -43,18 +52,20 @@ machine losing power.
 
 It prints where it starts and listens, the last seq it acknowledged (at most
 once per --interval, when it changed), and where it stopped. Connection
-events (a leader connected, its link ended and why, a refused TLS handshake)
-are logged on stderr.
+events (a leader connected, its link ended and why, a refused handshake:
+TLS, secret, queue ID or stale epoch) are logged on stderr.
 
 Exit status: 0 stopped by a signal, 1 an error (DIR damaged or in use, a
 failed fdatasync, an address that cannot be listened on, unreadable TLS
-files), 2 a usage error.
+or secret files), 2 a usage error (plain TCP without --secret-file
+included).
 `
 
 // followConfig is the parsed command line of follow.
 type followConfig struct {
 	dir, listen string
 	tlsConf     *tls.Config
+	secret      []byte
 	flush       zeroloss.FlushMode
 	segmentSize int64
 	interval    time.Duration
@@ -79,6 +90,7 @@ func parseFollow(args []string, stderr io.Writer) (cfg followConfig, status int,
 	certFile := fs.String("tls-cert", "", "the follower's TLS certificate (PEM `file`)")
 	keyFile := fs.String("tls-key", "", "the key of --tls-cert (PEM `file`)")
 	caFile := fs.String("tls-ca", "", "authority whose certificates leaders must present (PEM `file`)")
+	secretFile := fs.String("secret-file", "", "`file` holding the key shared with the leader (Options.ReplicaSecret), at least 32 bytes, mode 0600")
 	flush := fs.String("flush", "sync", "acknowledge after fdatasync (sync) or write(2) (async)")
 	fs.Int64Var(&cfg.segmentSize, "segment-size", zeroloss.DefaultSegmentSize, "size of the follower's segment files in `bytes`; must exceed the leader's MaxMessageSize by the 4 KiB header")
 	fs.DurationVar(&cfg.interval, "interval", 5*time.Second, "print the acknowledged seq at most this often, when it changed")
@@ -127,7 +139,38 @@ func parseFollow(args []string, stderr io.Writer) (cfg followConfig, status int,
 	default:
 		return usageError("--tls-cert, --tls-key and --tls-ca go together (mutual TLS: the leader must present a certificate from --tls-ca)")
 	}
+	if *secretFile != "" {
+		secret, err := readSecretFile(*secretFile)
+		if err != nil {
+			fmt.Fprintf(stderr, "zeroloss follow: %v\n", err)
+			return cfg, exitFailure, false
+		}
+		cfg.secret = secret
+	}
+	if strings.HasPrefix(cfg.listen, "tcp:") && cfg.tlsConf == nil && cfg.secret == nil {
+		return usageError("--listen %q: plain TCP is not authenticated; give --secret-file (the leader's Options.ReplicaSecret) or mutual TLS (--tls-cert, --tls-key, --tls-ca)", cfg.listen)
+	}
 	return cfg, exitOK, true
+}
+
+// readSecretFile reads the shared secret: the file's bytes, at least
+// zeroloss.MinSecretSize, in a file only its owner may read.
+func readSecretFile(path string) ([]byte, error) {
+	info, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("--secret-file: %w", err)
+	}
+	if perm := info.Mode().Perm(); runtime.GOOS != "windows" && perm&0o077 != 0 {
+		return nil, fmt.Errorf("--secret-file %s: mode %v lets group or others read or change it; chmod 600 it", path, perm)
+	}
+	secret, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--secret-file: %w", err)
+	}
+	if len(secret) < zeroloss.MinSecretSize {
+		return nil, fmt.Errorf("--secret-file %s: %d bytes, want at least %d (random bytes, e.g. head -c 32 /dev/urandom)", path, len(secret), zeroloss.MinSecretSize)
+	}
+	return secret, nil
 }
 
 // loadFollowTLS returns the follower's side of mutual TLS.
@@ -170,6 +213,7 @@ func follow(ctx context.Context, cfg followConfig, stdout, stderr io.Writer) int
 		Follow: zeroloss.FollowOptions{
 			Flush:       cfg.flush,
 			SegmentSize: cfg.segmentSize,
+			Secret:      cfg.secret,
 			Logger:      slog.New(slog.NewTextHandler(stderr, nil)),
 			OnAck: func(seq uint64) {
 				acked.Store(seq)
@@ -188,6 +232,9 @@ func follow(ctx context.Context, cfg followConfig, stdout, stderr io.Writer) int
 		security = "mutual TLS"
 	case strings.HasPrefix(addr, "unix:"):
 		security = "socket mode 0600"
+	}
+	if cfg.secret != nil {
+		security += " + shared secret"
 	}
 	ticker := time.NewTicker(cfg.interval)
 	defer ticker.Stop()

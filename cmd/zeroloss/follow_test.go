@@ -47,6 +47,11 @@ func TestFollowUsageErrors(t *testing.T) {
 	sock := "unix:" + filepath.Join(dir, "s")
 	pemFile := filepath.Join(dir, "x.pem")
 	require.NoError(t, os.WriteFile(pemFile, []byte("not a certificate"), 0o600))
+	shortKey := filepath.Join(dir, "short.key")
+	require.NoError(t, os.WriteFile(shortKey, []byte("0123456789"), 0o600))
+	openKey := filepath.Join(dir, "open.key")
+	require.NoError(t, os.WriteFile(openKey, bytes.Repeat([]byte{'k'}, 32), 0o600))
+	require.NoError(t, os.Chmod(openKey, 0o644)) // whatever the umask
 	tests := []struct {
 		name   string
 		args   []string
@@ -62,6 +67,16 @@ func TestFollowUsageErrors(t *testing.T) {
 		{"unreadable TLS", []string{"follow", "--dir", dir, "--listen", "tcp:127.0.0.1:0", "--tls-cert", pemFile, "--tls-key", pemFile, "--tls-ca", pemFile}, exitFailure, "--tls-cert " + pemFile},
 		{"plain TCP off loopback", []string{"follow", "--dir", dir, "--listen", "tcp:0.0.0.0:7000"}, exitUsage, `"tcp:0.0.0.0:7000"`},
 		{"bad address", []string{"follow", "--dir", dir, "--listen", "udp:127.0.0.1:7000"}, exitUsage, `network "udp"`},
+		{"plain TCP without a secret", []string{"follow", "--dir", dir, "--listen", "tcp:127.0.0.1:0"}, exitUsage, "--secret-file"},
+		{"short secret", []string{"follow", "--dir", dir, "--listen", "tcp:127.0.0.1:0", "--secret-file", shortKey}, exitFailure, "10 bytes, want at least 32"},
+		{"missing secret file", []string{"follow", "--dir", dir, "--listen", "tcp:127.0.0.1:0", "--secret-file", filepath.Join(dir, "none")}, exitFailure, "--secret-file"},
+	}
+	if runtime.GOOS != "windows" {
+		// Checked on readSecretFile itself: were the check gone, follow
+		// would start serving and the run would not end.
+		_, err := readSecretFile(openKey)
+		require.Error(t, err, "a secret readable by others")
+		assert.Contains(t, err.Error(), "chmod 600")
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -281,6 +296,66 @@ func TestFollowCommandMutualTLS(t *testing.T) {
 		t.Fatal("follow did not return after its context ended")
 	}
 	assert.Regexp(t, `(?m)^stopped at seq \d+$`, stdout.String())
+	checkPromoted(t, fdir, sent)
+}
+
+// follow on loopback TCP with --secret-file: a leader holding the same
+// key is served, one with another key is refused.
+func TestFollowCommandSecret(t *testing.T) {
+	key := bytes.Repeat([]byte{0x42}, 32)
+	keyFile := filepath.Join(t.TempDir(), "replica.key")
+	require.NoError(t, os.WriteFile(keyFile, key, 0o600))
+	fdir := t.TempDir()
+	var stderr syncWriter
+	cfg, status, ok := parseFollow([]string{"--dir", fdir, "--listen", "tcp:127.0.0.1:0", "--secret-file", keyFile, "--interval", "10ms"}, &stderr)
+	require.True(t, ok, "status %d: %s", status, stderr.String())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stdout syncWriter
+	done := make(chan int, 1)
+	go func() { done <- follow(ctx, cfg, &stdout, &stderr) }()
+	var addr string
+	require.Eventually(t, func() bool {
+		m := startLine.FindStringSubmatch(stdout.String())
+		if m != nil {
+			addr = m[2]
+		}
+		return m != nil
+	}, 10*time.Second, time.Millisecond)
+	assert.Contains(t, stdout.String(), "(plain TCP on loopback + shared secret, flush=sync)")
+
+	// Another key: refused.
+	wrong, err := zeroloss.Open(t.TempDir(), &zeroloss.Options{Replication: zeroloss.ReplicateSync, ReplicaSecret: bytes.Repeat([]byte{1}, 32)})
+	require.NoError(t, err)
+	defer wrong.Close()
+	r, err := wrong.ReplicateTo(addr, nil)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return r.Stats().Dials >= 2 }, 10*time.Second, time.Millisecond)
+	require.NoError(t, r.Close())
+	assert.False(t, r.Stats().Attached)
+	assert.Contains(t, stderr.String(), "did not prove it holds")
+
+	// The same key.
+	q, err := zeroloss.Open(t.TempDir(), &zeroloss.Options{Replication: zeroloss.ReplicateSync, ReplicaSecret: key})
+	require.NoError(t, err)
+	defer q.Close()
+	r, err = q.ReplicateTo(addr, nil)
+	require.NoError(t, err)
+	defer r.Close()
+	wctx, wcancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer wcancel()
+	require.NoError(t, r.WaitAttached(wctx))
+	sent := sendSync(t, q, "secret", 50)
+	require.NoError(t, r.Close())
+	require.NoError(t, q.Close())
+
+	cancel()
+	select {
+	case code := <-done:
+		assert.Equal(t, exitOK, code, "stderr: %s", stderr.String())
+	case <-time.After(10 * time.Second):
+		t.Fatal("follow did not return after its context ended")
+	}
 	checkPromoted(t, fdir, sent)
 }
 

@@ -81,22 +81,27 @@ var (
 // shared prefix ends where the first of the two logs left that term.
 //
 // It fails with ErrStaleLeader if the follower has seen a later term than
-// the leader's latest (the leader must rejoin as a follower, not serve its
+// the leader's latest, empty or not (the leader must rejoin as a follower, not serve its
 // stale tail), and with ErrDiverged if they share no term in their windows,
 // or if the follower holds records of the leader's current term beyond the
 // leader's last seq (the leader lost records it had synced: cutting them
 // from the follower could lose acknowledged messages).
 func Common(leader []Epoch, leaderLast uint64, follower []Epoch, followerLast uint64) (uint64, error) {
+	// The stale check comes first: an empty follower that has taken a
+	// later leader's history must not take a stale leader's log either.
+	var latest Epoch
+	if len(leader) > 0 {
+		latest = leader[len(leader)-1]
+	}
+	if len(follower) > 0 && follower[len(follower)-1].Num > latest.Num {
+		return 0, fmt.Errorf("%w: the follower has seen epoch %d, the leader's latest is %d; restart the leader as a follower",
+			ErrStaleLeader, follower[len(follower)-1].Num, latest.Num)
+	}
 	if followerLast == 0 {
 		return 0, nil
 	}
 	if len(leader) == 0 {
 		return 0, fmt.Errorf("%w: the leader has no epoch history", ErrDiverged)
-	}
-	latest := leader[len(leader)-1]
-	if len(follower) > 0 && follower[len(follower)-1].Num > latest.Num {
-		return 0, fmt.Errorf("%w: the follower has seen epoch %d, the leader's latest is %d; restart the leader as a follower",
-			ErrStaleLeader, follower[len(follower)-1].Num, latest.Num)
 	}
 	for fi := len(follower) - 1; fi >= 0; fi-- {
 		f := follower[fi]

@@ -31,6 +31,9 @@ func TestCommon(t *testing.T) {
 		{"follower behind the failover point keeps everything", []Epoch{e1, e2}, 1<<32 + 300, []Epoch{e1}, 90, 90, nil},
 		{"several terms later", []Epoch{e1, e2, e3}, 1<<32 + 600, []Epoch{e1, e2}, 1<<32 + 400, 1<<32 + 400, nil},
 		{"stale leader", []Epoch{e1}, 110, []Epoch{e1, e2}, 1<<32 + 300, 0, ErrStaleLeader},
+		// An empty follower that has taken a later leader's history (its
+		// handshake done, no frame yet) must not take a stale leader either.
+		{"stale leader, empty follower", []Epoch{e1}, 110, []Epoch{e1, e2}, 0, 0, ErrStaleLeader},
 		{"leader lost synced records of its own term", []Epoch{e1}, 80, []Epoch{e1}, 100, 0, ErrDiverged},
 		{"no shared term", []Epoch{e2}, 1<<32 + 300, []Epoch{e2x}, 120, 0, ErrDiverged},
 		{"records without history", []Epoch{e1}, 100, nil, 10, 0, ErrDiverged},
@@ -52,30 +55,41 @@ func TestHandshakeChecks(t *testing.T) {
 		_, err := ReadMessage(bytes.NewReader(AppendMessage(nil, m)), ControlBody)
 		return err
 	}
-	require.NoError(t, read(&Message{Type: TypeHello, Hello: Hello{Version: Version, Epochs: make([]Epoch, 0)}}))
+	require.NoError(t, read(&Message{Type: TypeHello, Hello: Hello{Version: Version}}))
+	require.NoError(t, read(&Message{Type: TypePosition, Position: Position{Epochs: make([]Epoch, 0)}}))
 
-	old := AppendMessage(nil, &Message{Type: TypeHello, Hello: Hello{Version: Version}})
-	binary.LittleEndian.PutUint16(old[EnvelopeSize+1+6:], 1)
-	binary.LittleEndian.PutUint32(old[4:8], crc(old[EnvelopeSize:]))
-	_, err := ReadMessage(bytes.NewReader(old), ControlBody)
-	assert.ErrorIs(t, err, ErrVersion, "a version-1 follower is told so")
+	for _, v := range []uint16{1, 2} {
+		// An older hello: magic, version, then 14 bytes of another layout.
+		body := append([]byte{byte(TypeHello)}, Magic...)
+		body = binary.LittleEndian.AppendUint16(body, v)
+		body = append(body, make([]byte, 14)...)
+		old := binary.LittleEndian.AppendUint32(nil, uint32(len(body)))
+		old = binary.LittleEndian.AppendUint32(old, crc(body))
+		_, err := ReadMessage(bytes.NewReader(append(old, body...)), ControlBody)
+		assert.ErrorIs(t, err, ErrVersion, "a version-%d follower is told so", v)
+	}
+	older := AppendMessage(nil, &Message{Type: TypeAuth, Auth: Auth{Version: 2, Epoch: Epoch{Num: 1, Start: 1}}})
+	_, err := ReadMessage(bytes.NewReader(older), ControlBody)
+	assert.ErrorIs(t, err, ErrVersion, "an older leader's answer is told so")
 
 	bad := []Epoch{{Num: 2, ID: 1, Start: 10, PrevLast: 9}, {Num: 1, ID: 2, Start: 20, PrevLast: 19}}
-	assert.ErrorIs(t, read(&Message{Type: TypeHello, Hello: Hello{Version: Version, Epochs: bad}}), ErrMalformed, "epoch numbers must grow")
+	assert.ErrorIs(t, read(&Message{Type: TypePosition, Position: Position{Epochs: bad}}), ErrMalformed, "epoch numbers must grow")
 	bad = []Epoch{{Num: 1, ID: 1, Start: 10, PrevLast: 10}}
 	assert.ErrorIs(t, read(&Message{Type: TypeWelcome, Welcome: Welcome{Version: Version, Epochs: bad}}), ErrMalformed, "a term starts above its previous last seq")
+	assert.ErrorIs(t, read(&Message{Type: TypeAuth, Auth: Auth{Version: Version, Epoch: bad[0]}}), ErrMalformed, "the leader's epoch is checked")
+	assert.ErrorIs(t, read(&Message{Type: TypeAuth, Auth: Auth{Version: Version}}), ErrMalformed, "a leader has an epoch")
 
 	many := make([]Epoch, MaxEpochs+10)
 	for i := range many {
 		many[i] = Epoch{Num: uint64(i + 1), Start: uint64(i + 1), PrevLast: uint64(i)}
 	}
 	var m Message
-	m, err = ReadMessage(bytes.NewReader(AppendMessage(nil, &Message{Type: TypeHello, Hello: Hello{Version: Version, Epochs: many}})), ControlBody)
+	m, err = ReadMessage(bytes.NewReader(AppendMessage(nil, &Message{Type: TypePosition, Position: Position{Epochs: many}})), ControlBody)
 	require.NoError(t, err, "the encoder sends only the latest MaxEpochs")
-	assert.Equal(t, many[10:], m.Hello.Epochs)
+	assert.Equal(t, many[10:], m.Position.Epochs)
 
-	huge := AppendMessage(nil, &Message{Type: TypeHello, Hello: Hello{Version: Version}})
-	binary.LittleEndian.PutUint16(huge[EnvelopeSize+1+20:], MaxEpochs+1)
+	huge := AppendMessage(nil, &Message{Type: TypePosition})
+	binary.LittleEndian.PutUint16(huge[EnvelopeSize+1+MACSize+12:], MaxEpochs+1)
 	binary.LittleEndian.PutUint32(huge[4:8], crc(huge[EnvelopeSize:]))
 	_, err = ReadMessage(bytes.NewReader(huge), ControlBody)
 	assert.ErrorIs(t, err, ErrMalformed, "an epoch count above the limit")

@@ -15,12 +15,21 @@
 //
 //	1 Hello    follower → leader, first message:
 //	             0  6  magic "ZLREPL"
-//	             6  2  protocol version (2)
-//	             8  4  largest frame the follower accepts, bytes
-//	            12  8  follower's last durable seq (0: empty)
-//	            20  2  number N of epochs that follow (at most MaxEpochs)
-//	            22 32N the follower's latest epochs, oldest first (Epoch)
-//	2 Welcome  leader → follower, answer to Hello:
+//	             6  2  protocol version (3)
+//	             8 32  the follower's nonce: fresh random bytes
+//	7 Auth     leader → follower, answer to Hello:
+//	             0  2  protocol version
+//	             2 16  the queue's ID (its IDENTITY file)
+//	            18 32  the leader's nonce: fresh random bytes
+//	            50 32  the leader's latest epoch (Epoch)
+//	            82 32  the leader's proof: LeaderMAC
+//	8 Position follower → leader, answer to Auth:
+//	             0 32  the follower's proof: FollowerMAC
+//	            32  4  largest frame the follower accepts, bytes
+//	            36  8  follower's last durable seq (0: empty)
+//	            44  2  number N of epochs that follow (at most MaxEpochs)
+//	            46 32N the follower's latest epochs, oldest first (Epoch)
+//	2 Welcome  leader → follower, answer to Position:
 //	             0  2  protocol version
 //	             2  8  first seq the leader will send: the last seq the two
 //	                   logs share (Common) + 1; the follower first cuts
@@ -28,6 +37,16 @@
 //	            10  2  number N of epochs that follow (at most MaxEpochs)
 //	            12 32N the leader's latest epochs, oldest first: the
 //	                   follower's history from now on
+//
+// The proofs are HMAC-SHA256 under a secret both ends hold (auth.go), over
+// both nonces and every field of the handshake, with a different label for
+// each direction: each side proves it holds the secret without sending it,
+// a recorded or reflected proof fails, and no field can be changed on the
+// way. Without a secret the key is empty and the proofs prove nothing: the
+// link must then be authenticated by other means (a Unix socket's mode,
+// mutual TLS). The follower checks the Auth (version, proof, queue ID, a
+// leader epoch not older than its own) before the connection may disturb
+// anything; the leader checks the Position's proof before it attaches.
 //
 // An Epoch is 0 8 number, 8 8 random id, 16 8 start (seq of its epoch
 // record), 24 8 last seq before it.
@@ -42,7 +61,7 @@
 //	5 Error    either way, then the link is closed: a UTF-8 reason, at most
 //	           1024 bytes
 //
-// After Hello and Welcome the leader sends only Frames and Trims (or Error), the
+// After the handshake the leader sends only Frames and Trims (or Error), the
 // follower only Acks (or Error). A Frames body is at most MaxBody(maxFrame)
 // bytes, where maxFrame is the follower's limit from Hello; every frame in it
 // is at most maxFrame bytes. Frames across messages have increasing seqs
@@ -65,7 +84,7 @@ import (
 )
 
 // Version is the protocol version this package speaks.
-const Version = 2
+const Version = 3
 
 // Magic opens a Hello.
 const Magic = "ZLREPL"
@@ -75,12 +94,14 @@ type Type uint8
 
 // Message types.
 const (
-	TypeHello   Type = 1
-	TypeWelcome Type = 2
-	TypeFrames  Type = 3
-	TypeAck     Type = 4
-	TypeError   Type = 5
-	TypeTrim    Type = 6
+	TypeHello    Type = 1
+	TypeWelcome  Type = 2
+	TypeFrames   Type = 3
+	TypeAck      Type = 4
+	TypeError    Type = 5
+	TypeTrim     Type = 6
+	TypeAuth     Type = 7
+	TypePosition Type = 8
 )
 
 func (t Type) String() string {
@@ -97,6 +118,10 @@ func (t Type) String() string {
 		return "error"
 	case TypeTrim:
 		return "trim"
+	case TypeAuth:
+		return "auth"
+	case TypePosition:
+		return "position"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
@@ -109,13 +134,15 @@ const (
 	BatchBytes = 1 << 20
 	// ControlBody bounds the body of every message but Frames: what a leader
 	// reads from a follower.
-	ControlBody = 1 + max(MaxErrorText, helloSize+MaxEpochs*EpochSize)
+	ControlBody = 1 + max(MaxErrorText, helloSize, authSize, positionSize+MaxEpochs*EpochSize)
 	// MaxErrorText bounds an Error's reason.
 	MaxErrorText = 1024
 
-	helloSize   = 22 // without the epochs
-	welcomeSize = 12
-	ackSize     = 8
+	helloSize    = 8 + NonceSize
+	authSize     = 2 + 16 + NonceSize + EpochSize + MACSize
+	positionSize = MACSize + 14 // without the epochs
+	welcomeSize  = 12
+	ackSize      = 8
 )
 
 // MaxBody is the largest body a follower accepting frames of up to maxFrame
@@ -137,10 +164,8 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // Hello is the follower's opening message.
 type Hello struct {
-	Version  uint16
-	MaxFrame uint32  // the largest frame it accepts
-	LastSeq  uint64  // its last durable seq
-	Epochs   []Epoch // its latest epochs (Tail of its history)
+	Version uint16
+	Nonce   [NonceSize]byte
 }
 
 // Welcome is the leader's answer to Hello.
@@ -152,9 +177,11 @@ type Welcome struct {
 
 // Message is one decoded message; the field of its Type is set.
 type Message struct {
-	Type    Type
-	Hello   Hello
-	Welcome Welcome
+	Type     Type
+	Hello    Hello
+	Auth     Auth
+	Position Position
+	Welcome  Welcome
 	// Frames holds whole frames (TypeFrames); FirstSeq, LastSeq and Count
 	// describe them (set by ReadMessage and CheckFrames).
 	Frames   []byte
@@ -174,9 +201,13 @@ func AppendMessage(dst []byte, m *Message) []byte {
 	case TypeHello:
 		dst = append(dst, Magic...)
 		dst = binary.LittleEndian.AppendUint16(dst, m.Hello.Version)
-		dst = binary.LittleEndian.AppendUint32(dst, m.Hello.MaxFrame)
-		dst = binary.LittleEndian.AppendUint64(dst, m.Hello.LastSeq)
-		dst = appendEpochs(dst, m.Hello.Epochs)
+		dst = append(dst, m.Hello.Nonce[:]...)
+	case TypeAuth:
+		dst = m.Auth.appendSigned(dst)
+		dst = append(dst, m.Auth.MAC[:]...)
+	case TypePosition:
+		dst = append(dst, m.Position.MAC[:]...)
+		dst = m.Position.appendSigned(dst)
 	case TypeWelcome:
 		dst = binary.LittleEndian.AppendUint16(dst, m.Welcome.Version)
 		dst = binary.LittleEndian.AppendUint64(dst, m.Welcome.From)
@@ -253,19 +284,42 @@ func decodeBody(body []byte, maxFrame int) (Message, error) {
 				return Message{}, fmt.Errorf("%w: follower speaks protocol version %d, leader %d", ErrVersion, v, Version)
 			}
 		}
-		epochs, err := decodeEpochs(p, helloSize, m.Type)
-		if err != nil {
+		if err := size(helloSize); err != nil {
 			return Message{}, err
 		}
 		if !bytes.Equal(p[0:6], []byte(Magic)) {
 			return Message{}, fmt.Errorf("%w: bad magic %q in hello", ErrMalformed, p[0:6])
 		}
-		m.Hello = Hello{
-			Version:  binary.LittleEndian.Uint16(p[6:8]),
-			MaxFrame: binary.LittleEndian.Uint32(p[8:12]),
-			LastSeq:  binary.LittleEndian.Uint64(p[12:20]),
-			Epochs:   epochs,
+		m.Hello.Version = binary.LittleEndian.Uint16(p[6:8])
+		copy(m.Hello.Nonce[:], p[8:])
+	case TypeAuth:
+		if len(p) >= 2 {
+			if v := binary.LittleEndian.Uint16(p[0:2]); v != Version {
+				return Message{}, fmt.Errorf("%w: leader speaks protocol version %d, follower %d", ErrVersion, v, Version)
+			}
 		}
+		if err := size(authSize); err != nil {
+			return Message{}, err
+		}
+		a := &m.Auth
+		a.Version = binary.LittleEndian.Uint16(p[0:2])
+		copy(a.Queue[:], p[2:18])
+		copy(a.Nonce[:], p[18:18+NonceSize])
+		a.Epoch = DecodeEpoch(p[18+NonceSize:])
+		copy(a.MAC[:], p[authSize-MACSize:])
+		if err := CheckHistory([]Epoch{a.Epoch}); err != nil {
+			return Message{}, fmt.Errorf("%v: %w", m.Type, err)
+		}
+	case TypePosition:
+		epochs, err := decodeEpochs(p, positionSize, m.Type)
+		if err != nil {
+			return Message{}, err
+		}
+		ps := &m.Position
+		copy(ps.MAC[:], p[0:MACSize])
+		ps.MaxFrame = binary.LittleEndian.Uint32(p[MACSize : MACSize+4])
+		ps.LastSeq = binary.LittleEndian.Uint64(p[MACSize+4 : MACSize+12])
+		ps.Epochs = epochs
 	case TypeWelcome:
 		if len(p) >= 2 {
 			if v := binary.LittleEndian.Uint16(p[0:2]); v != Version {

@@ -25,10 +25,13 @@ func frames(seqs ...uint64) []byte {
 
 func samples() []Message {
 	return []Message{
-		{Type: TypeHello, Hello: Hello{Version: Version, MaxFrame: 4 << 20, LastSeq: 42,
+		{Type: TypeHello, Hello: Hello{Version: Version, Nonce: [NonceSize]byte{1, 2, 3, 31: 9}}},
+		{Type: TypeAuth, Auth: Auth{Version: Version, Queue: [16]byte{4, 15: 5}, Nonce: [NonceSize]byte{7, 31: 8},
+			Epoch: Epoch{Num: 3, ID: 9, Start: 1 << 32, PrevLast: 40}, MAC: [MACSize]byte{0xaa, 31: 0xbb}}},
+		{Type: TypePosition, Position: Position{MAC: [MACSize]byte{1, 31: 2}, MaxFrame: 4 << 20, LastSeq: 42,
 			Epochs: []Epoch{{Num: 1, ID: 7, Start: 1}, {Num: 3, ID: 9, Start: 1 << 32, PrevLast: 40}}}},
 		{Type: TypeWelcome, Welcome: Welcome{Version: Version, From: 43, Epochs: []Epoch{{Num: 1, ID: 7, Start: 1}}}},
-		{Type: TypeHello, Hello: Hello{Version: Version, MaxFrame: 1 << 10}},
+		{Type: TypePosition, Position: Position{MaxFrame: 1 << 10}},
 		{Type: TypeFrames, Frames: frames(43, 44, 50), FirstSeq: 43, LastSeq: 50, Count: 3},
 		{Type: TypeAck, Seq: 50},
 		{Type: TypeTrim, Seq: 20},
