@@ -147,3 +147,51 @@ func TestCapReadersLimitsAllButUncappedReaders(t *testing.T) {
 	}
 	assert.Len(t, seqs, 10, "an uncapped reader sees every synced frame")
 }
+
+// A jump from below the seq given to LostBelow marks the new segment as
+// following a gap, durably; a jump over seqs the other log never used does
+// not. Lost says which jumps a reader of this log crosses lost records in.
+func TestAppendFramesMarksAGapOverLostRecords(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		held      []uint64 // appended before the jump
+		lostBelow uint64
+		after     []uint64
+		gaps      []uint64
+	}{
+		{"skipped seqs", []uint64{1, 2, 3}, 0, []uint64{40, 41}, nil},
+		{"deleted seqs", []uint64{1, 2, 3}, 40, []uint64{40, 41}, []uint64{40}},
+		{"deleted below what it holds", []uint64{1, 2, 3}, 3, []uint64{40, 41}, nil},
+		{"new copy", nil, 40, []uint64{40, 41}, []uint64{40}},
+		{"new copy of a log starting at 1", nil, 0, []uint64{1, 2}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			l, _ := openTest(t, dir)
+			if len(tc.held) > 0 {
+				_, err := l.AppendFrames(framesAt(tc.held...))
+				require.NoError(t, err)
+			}
+			if tc.lostBelow > 0 {
+				l.LostBelow(tc.lostBelow)
+			}
+			_, err := l.AppendFrames(framesAt(tc.after...))
+			require.NoError(t, err)
+			assert.Equal(t, tc.gaps, l.Gaps())
+			_, err = l.Sync()
+			require.NoError(t, err)
+			require.NoError(t, l.Close())
+
+			l, _ = openTest(t, dir)
+			defer l.Close()
+			assert.Equal(t, tc.gaps, l.Gaps(), "the flag is in the segment's header")
+			last := tc.after[0]
+			if len(tc.held) > 0 {
+				assert.Equal(t, tc.gaps != nil, l.Lost(tc.held[len(tc.held)-1]+1, last))
+			} else {
+				assert.Equal(t, tc.gaps != nil, l.Lost(1, last))
+			}
+			assert.False(t, l.Lost(last+1, last+1), "nothing lost after the jump")
+		})
+	}
+}
