@@ -236,8 +236,9 @@ func (q *Queue) appendRecord(ctx context.Context, typ record.Type, stream uint16
 // recoverGroups rebuilds the ledger from the log, then every group's run-time
 // state from the ledger: every message delivered and not acked before the
 // stop is due again at once, with its attempts counted; retries keep their
-// due times.
-func (q *Queue) recoverGroups() error {
+// due times. afterGap says the log ends after a gap with no checkpoint
+// after it (replayState).
+func (q *Queue) recoverGroups() (afterGap bool, err error) {
 	rs := q.newReplay(q.log.Trimmed(), q.log.FirstSeq(), q.log.Gaps())
 	r := q.log.NewUncappedReader(0) // this node's own state, committed or not
 	defer r.Close()
@@ -247,14 +248,14 @@ func (q *Queue) recoverGroups() error {
 			break
 		}
 		if err != nil {
-			return fmt.Errorf("zeroloss: recovering consumer groups: %w", err)
+			return false, fmt.Errorf("zeroloss: recovering consumer groups: %w", err)
 		}
 		if err := q.replay(rs, &rec); err != nil {
-			return err
+			return false, err
 		}
 	}
 	if err := q.finishReplay(rs); err != nil {
-		return err
+		return false, err
 	}
 	now := rs.now
 	if q.dedup != nil {
@@ -282,7 +283,7 @@ func (q *Queue) recoverGroups() error {
 		q.groups[lg.name] = g
 		q.nextGroupID = max(q.nextGroupID, lg.id+1)
 		if err := g.recoverPending(lg, now); err != nil {
-			return err
+			return false, err
 		}
 		for pos, rt := range lg.retries {
 			u := &unacked{pos: pos, seq: rt.Seq, msg: fromRecord(rt.Message), attempt: int(rt.Attempts), first: now}
@@ -302,7 +303,7 @@ func (q *Queue) recoverGroups() error {
 			q.logger.Info("zeroloss: unacked messages will be delivered again", "group", g.name, "count", n)
 		}
 	}
-	return nil
+	return rs.afterGap, nil
 }
 
 // replayState is the state of a replay of the log's records (recovery, or

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/zerolossmq/zeroloss/internal/record"
@@ -93,6 +94,8 @@ func TestFollowerPromotedDuringCatchUpAcrossDeletedSegments(t *testing.T) {
 	require.NoError(t, q.AttachReplica(a))
 	waitFollowerAcked(t, q, q.Stats().LastSeq, f)
 	require.ErrorIs(t, f.stop(), context.Canceled)
+	require.Eventually(t, func() bool { return !q.Stats().ReplicaAttached }, 10*time.Second, time.Millisecond,
+		"the leader noticed the follower left (retention waits for an attached one)")
 
 	// While it is away (in segments retention deletes): group h is
 	// declared; a-003, a-013, a-023 move on in the retry stream; b-010 and
@@ -168,7 +171,63 @@ func TestFollowerPromotedDuringCatchUpAcrossDeletedSegments(t *testing.T) {
 				}
 			}
 			t.Logf("%d cuts; %d redeliveries of messages the leader had acked", cuts, duplicates)
+			first := slices.IndexFunc(msgs, func(m repl.Message) bool { return m.Type == repl.TypeFrames })
+			require.GreaterOrEqual(t, first, 0)
+			restartAfterPromotion(t, fsys, tc.base, welcome, msgs[:first+1], segment)
 		})
+	}
+}
+
+// restartAfterPromotion promotes a copy cut after the first frame of its
+// catch-up (past the gap, before any checkpoint), has
+// group g receive one message and not ack it, and restarts the promoted
+// queue: the delivery counts (the promoted queue wrote a checkpoint when it
+// opened, so its own ack records are applied in full, not as records after a
+// gap).
+func restartAfterPromotion(t *testing.T, fsys *vfs.MemFS, base string, welcome repl.Message, msgs []repl.Message, segment int64) {
+	t.Helper()
+	require.NotEmpty(t, msgs)
+	last := msgs[len(msgs)-1]
+	if last.Type == repl.TypeFrames {
+		msgs = append(slices.Clone(msgs[:len(msgs)-1]), cutMessage(t, last, 1))
+	}
+	dir := copyDir(t, fsys, base)
+	fl, err := openFollower(dir, &FollowOptions{SegmentSize: segment, fs: fsys})
+	require.NoError(t, err)
+	fw := &follower{followerLog: fl, ctx: context.Background(), link: discardLink{}}
+	fw.last = fl.log.LastSeq()
+	fw.acked = fw.last
+	require.NoError(t, fw.welcome(&welcome.Welcome))
+	for _, m := range msgs {
+		require.NoError(t, fw.apply(readResult{m: m}))
+		require.NoError(t, fw.ack())
+	}
+	require.NoError(t, fl.close())
+	clock := newFakeClock()
+	clock.Advance(30 * 24 * time.Hour)
+	opts := &Options{SegmentSize: segment, MaxMessageSize: 4096, fs: fsys, now: clock.Now}
+	p, err := Open(dir, opts)
+	require.NoError(t, err)
+	if !slices.Contains(p.Groups(), "g") {
+		require.NoError(t, p.Close())
+		return // a new follower's copy knows no group yet
+	}
+	assert.Equal(t, uint64(1), p.Stats().Checkpoints, "the promoted copy writes a checkpoint when it opens")
+	c, err := p.Consumer("g", &ConsumerOptions{AckTimeout: time.Hour})
+	require.NoError(t, err)
+	d := receive(t, c)
+	require.NoError(t, p.Close())
+	p, err = Open(dir, opts)
+	require.NoError(t, err)
+	defer p.Close()
+	c, err = p.Consumer("g", &ConsumerOptions{AckTimeout: time.Hour})
+	require.NoError(t, err)
+	for {
+		again := receive(t, c)
+		if again.Message.ID == d.Message.ID {
+			assert.Equal(t, d.Attempt+1, again.Attempt, "the delivery before the restart counts")
+			return
+		}
 	}
 }
 
@@ -432,4 +491,69 @@ func heldMessages(t *testing.T, fsys vfs.FS, dir string) map[string]map[string]b
 		out[name] = set
 	}
 	return out
+}
+
+// A Trim lets the follower delete its segments only below what a durable
+// checkpoint it holds has every group done with: a Trim may now come before
+// the leader's checkpoint reaches the follower, and deleting what the
+// follower's own checkpoint still owes would lose those messages if it were
+// promoted then.
+func TestFollowerTrimKeepsWhatItsCheckpointOwes(t *testing.T) {
+	const segment = 8 << 10
+	for _, tc := range []struct {
+		name      string
+		floor     uint64 // the checkpoint's group floor
+		wantFirst uint64 // the first message delivered after promotion
+	}{
+		{"checkpoint owes older messages", 5, 5},
+		{"checkpoint done with the trimmed ones", 21, 21},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fsys := vfs.NewMem()
+			var frames []byte
+			for seq := uint64(1); seq <= 20; seq++ {
+				m := record.Message{ID: fmt.Sprint("id-", seq), Body: bytes.Repeat([]byte{'x'}, 1000)}
+				f := record.AppendMessageFrame(nil, 0, 0, 1, &m)
+				record.SetSeq(f, seq)
+				frames = append(frames, f...)
+			}
+			cp := record.AppendCheckpoint(nil, &record.Checkpoint{Groups: []record.GroupState{
+				{ID: 1, Name: "g", Floor: tc.floor, Mark: tc.floor}}})
+			ckpt := record.AppendFrame(nil, record.TypeCheckpoint, internalStream, 1, cp)
+			record.SetSeq(ckpt, 21)
+			frames = append(frames, ckpt...)
+
+			fl, err := openFollower("/f", &FollowOptions{SegmentSize: segment, fs: fsys})
+			require.NoError(t, err)
+			fw := &follower{followerLog: fl, ctx: context.Background(), link: discardLink{}}
+			require.NoError(t, fw.welcome(&repl.Welcome{Version: repl.Version, From: 1}))
+			for _, m := range []repl.Message{
+				{Type: repl.TypeFrames, Frames: frames, LastSeq: 21},
+				{Type: repl.TypeTrim, Seq: 21}, // the leader deleted everything below its checkpoint
+			} {
+				require.NoError(t, fw.apply(readResult{m: m}))
+				require.NoError(t, fw.ack())
+			}
+			first := fl.log.FirstSeq()
+			require.NoError(t, fl.close())
+			if tc.floor > 20 {
+				assert.Greater(t, first, uint64(1), "segments the checkpoint is done with are deleted")
+			}
+
+			p, err := Open("/f", &Options{SegmentSize: segment, MaxMessageSize: 4096, fs: fsys})
+			require.NoError(t, err)
+			defer p.Close()
+			c, err := p.Consumer("g", nil)
+			require.NoError(t, err)
+			if tc.floor > 20 {
+				nothing(t, c)
+				return
+			}
+			for seq := tc.wantFirst; seq <= 20; seq++ {
+				d := receive(t, c)
+				require.Equal(t, seq, d.Seq, "every message the checkpoint owes is kept")
+				require.NoError(t, d.Ack())
+			}
+		})
+	}
 }
