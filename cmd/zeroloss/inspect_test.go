@@ -15,6 +15,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/zerolossmq/zeroloss"
+	"github.com/zerolossmq/zeroloss/internal/record"
+	"github.com/zerolossmq/zeroloss/internal/wal"
 )
 
 func TestInspectSummary(t *testing.T) {
@@ -296,4 +298,35 @@ func TestInspectFollowerCopy(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &rep))
 	assert.True(t, rep.State.Follower)
 	assert.Equal(t, uint64(1), rep.State.Epoch)
+}
+
+// A follower's copy that starts past records its leader deleted (no
+// checkpoint received yet) is inspected without error, its first segment
+// shown as following a gap.
+func TestInspectCopyAfterAGap(t *testing.T) {
+	dir := t.TempDir()
+	l, _, err := wal.Open(dir, wal.Options{SegmentSize: 64 << 10})
+	require.NoError(t, err)
+	l.LostBelow(40)
+	var frames []byte
+	for seq := uint64(40); seq <= 41; seq++ {
+		f := record.AppendMessageFrame(nil, 0, 0, 1, &record.Message{ID: fmt.Sprint(seq), Body: []byte("x")})
+		record.SetSeq(f, seq)
+		frames = append(frames, f...)
+	}
+	_, err = l.AppendFrames(frames)
+	require.NoError(t, err)
+	_, err = l.Sync()
+	require.NoError(t, err)
+	require.NoError(t, l.Close())
+
+	r := runTool("inspect", dir)
+	require.Equal(t, exitOK, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "active, after a gap")
+	r = runTool("inspect", "--json", dir)
+	require.Equal(t, exitOK, r.code, r.stderr)
+	var rep inspectReport
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &rep))
+	require.Len(t, rep.Segments, 1)
+	assert.True(t, rep.Segments[0].AfterGap)
 }
