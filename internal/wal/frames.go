@@ -54,13 +54,20 @@ func (l *Log) AppendFrames(buf []byte) (n int, err error) {
 			end++
 		}
 		first := seqs[start]
-		if first != l.nextSeq || l.active == nil {
-			// A jump (or no active segment): start a segment at first.
-			taken := l.floorSeq()
-			l.rollGap = first > taken+1 && taken+1 < l.lostBelow
-			l.mu.Lock()
-			noSegments := len(l.segments) == 0
-			l.mu.Unlock()
+		l.mu.Lock()
+		active, lastFrame, noSegments := l.active, l.lastSeq, len(l.segments) == 0
+		l.mu.Unlock()
+		if active != nil && first != l.nextSeq && active.baseSeq == first && lastFrame < first {
+			// The active segment starts at first and holds no frame: the
+			// copier resumes after a crash that followed a jump (recovery
+			// moved nextSeq above the lease). Fill it: it may carry the gap
+			// flag, and rolling would replace it under the same name.
+			l.nextSeq = first
+		}
+		if first != l.nextSeq || active == nil {
+			// A jump (or no active segment): start a segment at first, after
+			// a gap if the other log deleted records this one lacks.
+			l.rollGap = first > lastFrame+1 && lastFrame+1 < l.lostBelow
 			if noSegments && first > 1 {
 				// The copy starts past the other log's deleted segments:
 				// chain to them as a trimmed log does.

@@ -2,12 +2,14 @@ package wal
 
 import (
 	"io"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/zerolossmq/zeroloss/internal/record"
+	"github.com/zerolossmq/zeroloss/internal/vfs"
 )
 
 // framesAt encodes frame(i) with seq s for each s in seqs.
@@ -193,5 +195,59 @@ func TestAppendFramesMarksAGapOverLostRecords(t *testing.T) {
 			}
 			assert.False(t, l.Lost(last+1, last+1), "nothing lost after the jump")
 		})
+	}
+}
+
+// The gap flag survives a crash at every I/O operation of the jump, in every
+// crash mode: the copier appends again from what the log holds after the
+// crash, and the segment holding the frames after the jump is flagged.
+func TestAppendFramesGapSurvivesACrash(t *testing.T) {
+	for _, mode := range vfs.CrashModes {
+		for limit := 0; ; limit++ {
+			fs := vfs.NewMem()
+			opts := Options{FS: fs, SegmentSize: testSegment, LeaseChunk: 100}
+			l, _, err := Open("/q", opts)
+			require.NoError(t, err)
+			_, err = l.AppendFrames(framesAt(1, 2, 3))
+			require.NoError(t, err)
+			_, err = l.Sync()
+			require.NoError(t, err)
+			fs.SetOpLimit(fs.OpCount() + limit)
+			l.LostBelow(40)
+			_, err = l.AppendFrames(framesAt(40, 41))
+			if err == nil {
+				_, err = l.Sync()
+			}
+			finished := err == nil
+			fs.Crash(mode, rand.New(rand.NewPCG(uint64(limit), 7)))
+
+			l, _, err = Open("/q", opts)
+			require.NoError(t, err, "mode %v, crash after %d ops", mode, limit)
+			var rest []uint64
+			for _, s := range []uint64{40, 41} {
+				if s > l.LastSeq() {
+					rest = append(rest, s)
+				}
+			}
+			l.LostBelow(40)
+			if len(rest) > 0 {
+				_, err = l.AppendFrames(framesAt(rest...))
+				require.NoError(t, err, "mode %v, crash after %d ops", mode, limit)
+			}
+			_, err = l.Sync()
+			require.NoError(t, err)
+			require.NoError(t, l.Close())
+			l, _, err = Open("/q", opts)
+			require.NoError(t, err, "mode %v, crash after %d ops", mode, limit)
+			seqs, _ := readAll(t, l)
+			assert.Equal(t, []uint64{1, 2, 3, 40, 41}, seqs, "mode %v, crash after %d ops", mode, limit)
+			gaps := l.Gaps()
+			require.NotEmpty(t, gaps, "mode %v, crash after %d ops: the jump is flagged", mode, limit)
+			assert.LessOrEqual(t, gaps[len(gaps)-1], uint64(40), "mode %v, crash after %d ops: before the frames after the jump", mode, limit)
+			l.Close()
+			if finished {
+				break
+			}
+		}
 	}
 }
