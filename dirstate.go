@@ -2,6 +2,7 @@ package zeroloss
 
 import (
 	"fmt"
+	"log/slog"
 	"maps"
 	"path/filepath"
 	"slices"
@@ -65,7 +66,8 @@ func readDirState(fsys vfs.FS, dir string) (DirState, error) {
 		return readSpoolState(fsys, dir, res)
 	}
 	q := &Queue{opts: Options{now: time.Now, TxTimeout: DefaultTxTimeout, TxCheckInterval: DefaultTxCheckInterval},
-		ledger: newLedger(), tx: newTxTable(), dedup: newDedupTable(DefaultDedupWindow, 1<<62)}
+		ledger: newLedger(), tx: newTxTable(), dedup: newDedupTable(DefaultDedupWindow, 1<<62),
+		logger: slog.New(slog.DiscardHandler)}
 	var gaps []uint64
 	for _, seg := range res.Segments {
 		if seg.Gap {

@@ -301,8 +301,8 @@ func TestInspectFollowerCopy(t *testing.T) {
 }
 
 // A follower's copy that starts past records its leader deleted (no
-// checkpoint received yet) is inspected without error, its first segment
-// shown as following a gap.
+// checkpoint received yet, records of a group it never saw declared) is
+// inspected without error, its first segment shown as following a gap.
 func TestInspectCopyAfterAGap(t *testing.T) {
 	dir := t.TempDir()
 	l, _, err := wal.Open(dir, wal.Options{SegmentSize: 64 << 10})
@@ -314,6 +314,13 @@ func TestInspectCopyAfterAGap(t *testing.T) {
 		record.SetSeq(f, seq)
 		frames = append(frames, f...)
 	}
+	// A group declared after the gap, and an ack of one declared in what the
+	// leader deleted.
+	group := record.AppendFrame(nil, record.TypeGroup, 6, 1, record.AppendGroup(nil, &record.Group{Name: "k", StartSeq: 42}))
+	record.SetSeq(group, 42)
+	ack := record.AppendFrame(nil, record.TypeAck, 5, 1, record.AppendAck(nil, &record.Ack{Floor: 41, Mark: 41, Acked: []uint64{40}}))
+	record.SetSeq(ack, 43)
+	frames = append(append(frames, group...), ack...)
 	_, err = l.AppendFrames(frames)
 	require.NoError(t, err)
 	_, err = l.Sync()
@@ -329,4 +336,7 @@ func TestInspectCopyAfterAGap(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &rep))
 	require.Len(t, rep.Segments, 1)
 	assert.True(t, rep.Segments[0].AfterGap)
+	require.NotNil(t, rep.State)
+	require.Len(t, rep.State.Groups, 1, "the group declared after the gap")
+	assert.Equal(t, "k", rep.State.Groups[0].Name)
 }
