@@ -174,8 +174,77 @@ func TestFollowerPromotedDuringCatchUpAcrossDeletedSegments(t *testing.T) {
 			first := slices.IndexFunc(msgs, func(m repl.Message) bool { return m.Type == repl.TypeFrames })
 			require.GreaterOrEqual(t, first, 0)
 			restartAfterPromotion(t, fsys, tc.base, welcome, msgs[:first+1], segment)
+			catchUpFromPromoted(t, fsys, tc.base, welcome, beforeCheckpoint(t, msgs), segment, acked)
 		})
 	}
+}
+
+// beforeCheckpoint returns msgs up to the first checkpoint frame, without it.
+func beforeCheckpoint(t *testing.T, msgs []repl.Message) []repl.Message {
+	t.Helper()
+	for i, m := range msgs {
+		if m.Type != repl.TypeFrames {
+			continue
+		}
+		for n, f := range splitFrames(t, m.Frames) {
+			rec, _, err := record.Decode(f, 0)
+			require.NoError(t, err)
+			if rec.Type == record.TypeCheckpoint {
+				if n == 0 {
+					return slices.Clone(msgs[:i])
+				}
+				return append(slices.Clone(msgs[:i]), cutMessage(t, m, n))
+			}
+		}
+	}
+	t.Fatal("no checkpoint in the catch-up")
+	return nil
+}
+
+// catchUpFromPromoted promotes a copy of base given msgs (a catch-up cut
+// past the gap, before the leader's checkpoint), then has a new follower
+// catch up from it, cut after every frame: the promoted queue's sender tells
+// the new follower about the gap it holds, so that each of its copies opens
+// and delivers what it holds as well.
+func catchUpFromPromoted(t *testing.T, fsys *vfs.MemFS, base string, welcome repl.Message, msgs []repl.Message, segment int64, acked map[string]map[string]bool) {
+	t.Helper()
+	dir := copyDir(t, fsys, base)
+	fl, err := openFollower(dir, &FollowOptions{SegmentSize: segment, fs: fsys})
+	require.NoError(t, err)
+	fw := &follower{followerLog: fl, ctx: context.Background(), link: discardLink{}}
+	fw.last = fl.log.LastSeq()
+	fw.acked = fw.last
+	require.NoError(t, fw.welcome(&welcome.Welcome))
+	for _, m := range msgs {
+		require.NoError(t, fw.apply(readResult{m: m}))
+		require.NoError(t, fw.ack())
+	}
+	require.NoError(t, fl.close())
+	clock := newFakeClock()
+	clock.Advance(30 * 24 * time.Hour)
+	p, err := Open(dir, &Options{Replication: ReplicateAsync, SegmentSize: segment, MaxMessageSize: 4096, fs: fsys, now: clock.Now})
+	require.NoError(t, err)
+	defer p.Close()
+	require.NotEmpty(t, p.log.Gaps(), "the promoted copy holds a gap")
+	welcome2, msgs2 := recordCatchUp(t, p, fsys, "", segment)
+	require.True(t, slices.ContainsFunc(msgs2, func(m repl.Message) bool { return m.Type == repl.TypeTrim }),
+		"the sender tells the new follower about the gap")
+	cuts := 0
+	for i := range msgs2 {
+		steps := []int{0}
+		if msgs2[i].Type == repl.TypeFrames {
+			steps = nil
+			for n := range splitFrames(t, msgs2[i].Frames) {
+				steps = append(steps, n+1)
+			}
+		}
+		for _, n := range steps {
+			prefix := append(slices.Clone(msgs2[:i]), cutMessage(t, msgs2[i], n))
+			promoteAfter(t, fsys, "", welcome2, prefix, segment, acked)
+			cuts++
+		}
+	}
+	t.Logf("a new follower of the promoted copy: %d cuts", cuts)
 }
 
 // restartAfterPromotion promotes a copy cut after the first frame of its
