@@ -442,12 +442,20 @@ func promoteAfter(t *testing.T, fsys *vfs.MemFS, base string, welcome repl.Messa
 		require.NoError(t, fw.ack())
 	}
 	require.NoError(t, fl.close())
-	held := heldMessages(t, fsys, dir)
-
 	at := ""
 	if n := len(msgs); n > 0 {
 		at = fmt.Sprintf("after %d messages, the last up to seq %d", n, msgs[n-1].LastSeq)
 	}
+	return checkPromoted(t, fsys, dir, at, segment, acked)
+}
+
+// checkPromoted promotes dir and checks that every message it holds that
+// the leader never acked is delivered or a dead letter, for every group
+// the copy knows. It returns how many messages the leader had acked were
+// delivered again.
+func checkPromoted(t *testing.T, fsys *vfs.MemFS, dir, at string, segment int64, acked map[string]map[string]bool) int {
+	t.Helper()
+	held := heldMessages(t, fsys, dir)
 	clock := newFakeClock()
 	clock.Advance(30 * 24 * time.Hour) // every retry is due
 	p, err := Open(dir, &Options{SegmentSize: segment, MaxMessageSize: 4096, fs: fsys, now: clock.Now})
@@ -625,4 +633,200 @@ func TestFollowerTrimKeepsWhatItsCheckpointOwes(t *testing.T) {
 			}
 		})
 	}
+}
+
+// gateLink is the follower's end of a link whose reads can be held back: the
+// leader's sender then blocks on its writes and falls behind. It records what
+// the follower reads.
+type gateLink struct {
+	recordingLink
+	mu   sync.Mutex
+	gate chan struct{} // closed while reads may go on
+}
+
+func newGateLink(inner io.ReadWriteCloser) *gateLink {
+	l := &gateLink{recordingLink: recordingLink{ReadWriteCloser: inner}, gate: make(chan struct{})}
+	close(l.gate)
+	return l
+}
+
+func (l *gateLink) hold() {
+	l.mu.Lock()
+	l.gate = make(chan struct{})
+	l.mu.Unlock()
+}
+
+func (l *gateLink) release() {
+	l.mu.Lock()
+	close(l.gate)
+	l.mu.Unlock()
+}
+
+// Read waits while held, before and after reading (what a read in
+// progress gets is held back too).
+func (l *gateLink) Read(p []byte) (int, error) {
+	l.wait()
+	n, err := l.ReadWriteCloser.Read(p)
+	l.wait()
+	l.recordingLink.mu.Lock()
+	l.buf.Write(p[:n])
+	l.recordingLink.mu.Unlock()
+	return n, err
+}
+
+func (l *gateLink) wait() {
+	l.mu.Lock()
+	gate := l.gate
+	l.mu.Unlock()
+	<-gate
+}
+
+// sentSeq returns the last seq q's sender handed to the attached follower's
+// link, 0 if none is attached.
+func sentSeq(q *Queue) uint64 {
+	q.repl.mu.Lock()
+	defer q.repl.mu.Unlock()
+	if q.repl.cur == nil {
+		return 0
+	}
+	return q.repl.cur.sent.Load()
+}
+
+// A follower attached but behind when RetentionBytes forces the deletion of
+// segments it has not received jumps over them in the middle of its session:
+// the sender sends what it had read, a Trim, then the frames after the jump,
+// and every prefix of the session leaves a copy that opens and delivers what
+// it holds.
+func TestFollowerBehindForcedRetentionJumpsOverTheGap(t *testing.T) {
+	const segment = 16 << 10
+	clock := newFakeClock()
+	fsys := vfs.NewMem()
+	q, err := Open("/q", &Options{Replication: ReplicateAsync, SegmentSize: segment, MaxMessageSize: 4096,
+		RetentionBytes: 3 * segment, fs: fsys, now: clock.Now})
+	require.NoError(t, err)
+	defer q.Close()
+	ctx := context.Background()
+	acked := map[string]map[string]bool{"g": {}}
+	g, err := q.Consumer("g", &ConsumerOptions{AckTimeout: time.Hour, MaxDeliveries: 4, Backoff: []time.Duration{time.Second}})
+	require.NoError(t, err)
+	// send sends n messages and has g receive them, acking all but those
+	// in retry, which it nacks twice: they move to the retry stream.
+	send := func(prefix string, n int, retry ...string) {
+		t.Helper()
+		for i := range n {
+			id := fmt.Sprintf("%s-%03d", prefix, i)
+			res, err := q.Send(ctx, &Message{ID: id, Body: bytes.Repeat([]byte{'x'}, 300)})
+			require.NoError(t, err)
+			require.Equal(t, SendOK, res.Status)
+		}
+		for range n {
+			d := receive(t, g)
+			if slices.Contains(retry, d.Message.ID) {
+				require.NoError(t, d.Nack(time.Second))
+				continue
+			}
+			require.NoError(t, d.Ack())
+			acked["g"][d.Message.ID] = true
+		}
+		clock.Advance(2 * time.Second)
+		for range retry {
+			require.NoError(t, receive(t, g).Nack(time.Hour))
+		}
+	}
+
+	a, b := net.Pipe()
+	link := newGateLink(b)
+	f := startFollower(t, "/f", link, &FollowOptions{SegmentSize: segment, fs: fsys})
+	require.NoError(t, q.AttachReplica(a))
+	send("a", 20, "a-003")
+	waitFollowerAcked(t, q, q.Stats().LastSeq, f)
+	// The follower stops reading: the read it has in progress takes the
+	// next message, the sender blocks writing the one after.
+	link.hold()
+	for i := range 2 {
+		_, err := q.Send(ctx, &Message{ID: fmt.Sprint("x-", i), Body: []byte("x")})
+		require.NoError(t, err)
+		require.Eventually(t, func() bool { return sentSeq(q) == q.Stats().LastSeq }, 10*time.Second, time.Millisecond)
+	}
+	behind := q.Stats().LastSeq
+	// While the sender is stuck: group h is declared and acks, x-0, which
+	// the follower holds, moves to the retry stream; then retention deletes
+	// what the sender has not read.
+	for range 2 {
+		d := receive(t, g)
+		if d.Message.ID == "x-0" {
+			require.NoError(t, d.Nack(time.Second))
+			continue
+		}
+		require.NoError(t, d.Ack())
+		acked["g"][d.Message.ID] = true
+	}
+	send("b", 60) // past the segment the sender has open (it reads that one to its end)
+	h, err := q.Consumer("h", &ConsumerOptions{AckTimeout: time.Hour, Start: StartLatest})
+	require.NoError(t, err)
+	acked["h"] = map[string]bool{}
+	d := receive(t, g)
+	require.Equal(t, "x-0", d.Message.ID)
+	require.NoError(t, d.Nack(time.Hour))
+	send("c", 150, "c-010", "c-100")
+	for range 150 {
+		d := receive(t, h)
+		require.NoError(t, d.Ack())
+		acked["h"][d.Message.ID] = true
+	}
+	require.NoError(t, q.flushMarks(ctx))
+	require.NoError(t, q.retain())
+	require.Greater(t, q.log.FirstSeq(), behind+10, "forced retention deleted segments the sender has not read")
+	link.release()
+	waitFollowerAcked(t, q, q.Stats().LastSeq, f)
+	require.ErrorIs(t, f.stop(), context.Canceled)
+
+	res, err := wal.Scan(fsys, "/f")
+	require.NoError(t, err)
+	require.True(t, slices.ContainsFunc(res.Segments, func(s wal.SegmentInfo) bool { return s.Gap }),
+		"the follower's copy marks the gap")
+	br := bufio.NewReader(bytes.NewReader(link.bytes()))
+	welcome, err := repl.ReadMessage(br, repl.ControlBody)
+	require.NoError(t, err)
+	var msgs []repl.Message
+	var last uint64
+	jumped := false
+	for {
+		m, err := repl.ReadMessage(br, repl.MaxBody(segment))
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			break
+		}
+		require.NoError(t, err)
+		m.Frames = slices.Clone(m.Frames)
+		if m.Type == repl.TypeFrames {
+			for n, f := range splitFrames(t, m.Frames) {
+				rec, _, err := record.Decode(f, 0)
+				require.NoError(t, err)
+				if last > 0 && rec.Seq > last+1 {
+					require.Zero(t, n, "the frames after a jump start a message")
+					require.Equal(t, repl.TypeTrim, msgs[len(msgs)-1].Type, "a Trim comes before the frames after a jump")
+					jumped = true
+				}
+				last = rec.Seq
+			}
+		}
+		msgs = append(msgs, m)
+	}
+	require.True(t, jumped, "the session jumped over deleted records")
+	cuts := 0
+	for i := range msgs {
+		steps := []int{0}
+		if msgs[i].Type == repl.TypeFrames {
+			steps = nil
+			for n := range splitFrames(t, msgs[i].Frames) {
+				steps = append(steps, n+1)
+			}
+		}
+		for _, n := range steps {
+			prefix := append(slices.Clone(msgs[:i]), cutMessage(t, msgs[i], n))
+			promoteAfter(t, fsys, "", welcome, prefix, segment, acked)
+			cuts++
+		}
+	}
+	t.Logf("%d messages in the session, %d cuts; the leader's log starts at seq %d", len(msgs), cuts, q.log.FirstSeq())
 }
