@@ -387,8 +387,9 @@ func (q *Queue) replay(rs *replayState, rec *record.Record) error {
 	return q.ledger.apply(rec)
 }
 
-// finish ends the replay: it checks that a trimmed log had a checkpoint, and
-// reports the records of groups the copy never saw declared (past a gap).
+// finishReplay ends a replay: it checks that a trimmed log had a checkpoint,
+// and reports the records of groups the copy never saw declared (past a
+// gap), whose ids it keeps from being given to new groups.
 func (q *Queue) finishReplay(rs *replayState) error {
 	if rs.trimmed && !rs.seenCheckpoint {
 		return fmt.Errorf("zeroloss: the log's first segments were deleted but no checkpoint of the consumer state is left: %w", ErrCorrupt)
@@ -399,7 +400,7 @@ func (q *Queue) finishReplay(rs *replayState) error {
 			n += c
 			q.nextGroupID = max(q.nextGroupID, id+1) // never reuse their ids
 		}
-		q.logger.Warn("zeroloss: consumer records of groups declared in records the leader deleted before this copy got them were ignored (their state comes with the leader's next checkpoint)",
+		q.logger.Warn("zeroloss: consumer records of groups declared in records the leader deleted before this copy got them were ignored (a checkpoint written after the gap would name the groups)",
 			"groups", len(rs.unknown), "records", n)
 	}
 	return nil
