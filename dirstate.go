@@ -2,6 +2,7 @@ package zeroloss
 
 import (
 	"fmt"
+	"log/slog"
 	"maps"
 	"path/filepath"
 	"slices"
@@ -123,9 +124,20 @@ func readDirState(fsys vfs.FS, dir string) (DirState, error) {
 	}
 	out.Kind, out.QueueID = identityStrings(id, hasID)
 	q := &Queue{opts: Options{now: time.Now, TxTimeout: DefaultTxTimeout, TxCheckInterval: DefaultTxCheckInterval},
-		ledger: newLedger(), tx: newTxTable(), dedup: newDedupTable(DefaultDedupWindow, 1<<62)}
-	trimmed := len(res.Segments) > 0 && res.Segments[0].PrevLastSeq > 0
-	rs := q.newReplay(trimmed)
+		ledger: newLedger(), tx: newTxTable(), dedup: newDedupTable(DefaultDedupWindow, 1<<62),
+		logger: slog.New(slog.DiscardHandler)}
+	var gaps []uint64
+	for _, seg := range res.Segments {
+		if seg.Gap {
+			gaps = append(gaps, seg.BaseSeq)
+		}
+	}
+	var chained bool
+	var firstSeq uint64
+	if len(res.Segments) > 0 {
+		chained, firstSeq = res.Segments[0].PrevLastSeq > 0, res.Segments[0].BaseSeq
+	}
+	rs := q.newReplay(chained, firstSeq, gaps)
 	mainSeqs := map[uint64]bool{} // main-stream message seqs, to count unacked ones
 	for _, seg := range res.Segments {
 		err := wal.ReadFrames(fsys, dir, seg, func(_ int64, rec *record.Record) error {
@@ -138,7 +150,7 @@ func readDirState(fsys vfs.FS, dir string) (DirState, error) {
 			return out, fmt.Errorf("zeroloss: reading %s: %w", dir, err)
 		}
 	}
-	if err := rs.finish(); err != nil {
+	if err := q.finishReplay(rs); err != nil {
 		return out, err
 	}
 	out.LastSeq, out.Checkpoint = res.LastSeq, rs.seenCheckpoint

@@ -69,7 +69,11 @@
 // also means the follower fdatasynced the message, and consumers see only
 // what the follower holds. A stopped follower's directory opens as a
 // normal Queue: the promotion begins a new epoch, and the old leader, run
-// with Follow against it, cuts what it never replicated and catches up.
+// with Follow against it, cuts what it never replicated and catches up. A
+// follower that missed segments its leader's retention deleted jumps over
+// them; promoted before the leader's next checkpoint reaches it, it still
+// delivers every message it holds that the leader had not acked (some that
+// it had, again), but not to groups declared in the deleted segments.
 // ARCHITECTURE.md has what SendOK means for every flush and replication
 // mode.
 //

@@ -297,9 +297,10 @@ func (q *Queue) appendRecord(ctx context.Context, typ record.Type, stream uint16
 // recoverGroups rebuilds the ledger from the log, then every group's run-time
 // state from the ledger: every message delivered and not acked before the
 // stop is due again at once, with its attempts counted; retries keep their
-// due times.
-func (q *Queue) recoverGroups() error {
-	rs := q.newReplay(q.log.Trimmed())
+// due times. afterGap says the log ends after a gap with no checkpoint
+// after it (replayState).
+func (q *Queue) recoverGroups() (afterGap bool, err error) {
+	rs := q.newReplay(q.log.Trimmed(), q.log.FirstSeq(), q.log.Gaps())
 	r := q.log.NewUncappedReader(0) // this node's own state, committed or not
 	defer r.Close()
 	for {
@@ -308,14 +309,14 @@ func (q *Queue) recoverGroups() error {
 			break
 		}
 		if err != nil {
-			return fmt.Errorf("zeroloss: recovering consumer groups: %w", err)
+			return false, fmt.Errorf("zeroloss: recovering consumer groups: %w", err)
 		}
 		if err := q.replay(rs, &rec); err != nil {
-			return err
+			return false, err
 		}
 	}
-	if err := rs.finish(); err != nil {
-		return err
+	if err := q.finishReplay(rs); err != nil {
+		return false, err
 	}
 	now := rs.now
 	if q.dedup != nil {
@@ -343,7 +344,7 @@ func (q *Queue) recoverGroups() error {
 		q.groups[lg.name] = g
 		q.nextGroupID = max(q.nextGroupID, lg.id+1)
 		if err := g.recoverPending(lg, now); err != nil {
-			return err
+			return false, err
 		}
 		for pos, rt := range lg.retries {
 			u := &unacked{pos: pos, seq: rt.Seq, msg: fromRecord(rt.Message), attempt: int(rt.Attempts), first: now}
@@ -363,21 +364,42 @@ func (q *Queue) recoverGroups() error {
 			q.logger.Info("zeroloss: unacked messages will be delivered again", "group", g.name, "count", n)
 		}
 	}
-	return nil
+	return rs.afterGap, nil
 }
 
 // replayState is the state of a replay of the log's records (recovery, or
 // ReadDirState).
+//
+// Consumer records are applied in log order, with two exceptions:
+//   - Once retention has deleted the log's first segments (trimmed), the
+//     consumer records before the first checkpoint left may refer to groups
+//     declared in deleted segments: the checkpoint holds their effect, so
+//     they are skipped, and a trimmed log without a checkpoint is corrupt.
+//   - A follower's copy may jump over records its leader deleted before the
+//     follower got them (a gap: wal.Log.Gaps). Until the first checkpoint
+//     after the last gap, the consumer records after it describe a state the
+//     copy never saw: groups declared in the gap, floors that moved past
+//     messages that went to the retry stream in the gap. What the copy held
+//     before the gap stays the consumer state, and after the gap only what
+//     cannot drop a message it holds is applied (ledger.applyAfterGap):
+//     messages, group declarations, retries and dead letters of known
+//     groups (they carry their message), acked positions. Messages the
+//     leader acked may then be delivered again; none the copy holds is lost.
 type replayState struct {
-	// Once retention has deleted the log's first segments, the consumer
-	// records before the first checkpoint left may refer to groups declared
-	// in deleted segments: the checkpoint holds their effect.
 	trimmed, seenCheckpoint bool
+	gaps                    []uint64 // base seqs of the segments after a gap not passed yet
+	afterGap                bool     // past a gap, before a checkpoint
+	unknown                 map[uint16]int
 	now, dedupSince         time.Time
 }
 
-func (q *Queue) newReplay(trimmed bool) *replayState {
-	rs := &replayState{trimmed: trimmed, now: q.opts.now()}
+// newReplay starts a replay of a log whose first segment chains to deleted
+// ones (firstChained) and whose segments at gaps start at the given seqs.
+func (q *Queue) newReplay(firstChained bool, firstSeq uint64, gaps []uint64) *replayState {
+	rs := &replayState{gaps: gaps, now: q.opts.now()}
+	// A copy that starts past deleted records starts after a gap, with no
+	// state: it is not a log whose own retention lost its checkpoint.
+	rs.trimmed = firstChained && (len(gaps) == 0 || gaps[0] != firstSeq)
 	if q.dedup != nil {
 		rs.dedupSince = rs.now.Add(-q.dedup.window)
 	}
@@ -387,6 +409,10 @@ func (q *Queue) newReplay(trimmed bool) *replayState {
 // replay applies one record, in log order, to the ledger, the dedup table
 // and the transaction table.
 func (q *Queue) replay(rs *replayState, rec *record.Record) error {
+	for len(rs.gaps) > 0 && rec.Seq >= rs.gaps[0] {
+		rs.gaps = rs.gaps[1:]
+		rs.afterGap = true
+	}
 	if rec.Stream == 0 || (rec.Stream == internalStream && rec.Type == record.TypeTxOp) {
 		return q.recoverMainRecord(rec, rs.now, rs.dedupSince)
 	}
@@ -394,7 +420,7 @@ func (q *Queue) replay(rs *replayState, rec *record.Record) error {
 		return nil // the history file holds the terms (epoch.go)
 	}
 	if rec.Type == record.TypeCheckpoint {
-		rs.seenCheckpoint = true
+		rs.seenCheckpoint, rs.afterGap = true, false
 		c, err := record.DecodeCheckpoint(rec.Payload)
 		if err != nil {
 			return fmt.Errorf("zeroloss: checkpoint at seq %d: %w", rec.Seq, err)
@@ -407,15 +433,36 @@ func (q *Queue) replay(rs *replayState, rec *record.Record) error {
 		for _, h := range c.Halves {
 			q.tx.recoverHalf(h.Seq, h.Message, unixTime(h.Time), int(h.Checks))
 		}
+	} else if rs.afterGap {
+		known, err := q.ledger.applyAfterGap(rec)
+		if !known {
+			if rs.unknown == nil {
+				rs.unknown = map[uint16]int{}
+			}
+			rs.unknown[rec.Stream]++
+		}
+		return err
 	} else if rs.trimmed && !rs.seenCheckpoint {
 		return nil
 	}
 	return q.ledger.apply(rec)
 }
 
-func (rs *replayState) finish() error {
+// finishReplay ends a replay: it checks that a trimmed log had a checkpoint,
+// and reports the records of groups the copy never saw declared (past a
+// gap), whose ids it keeps from being given to new groups.
+func (q *Queue) finishReplay(rs *replayState) error {
 	if rs.trimmed && !rs.seenCheckpoint {
 		return fmt.Errorf("zeroloss: the log's first segments were deleted but no checkpoint of the consumer state is left: %w", ErrCorrupt)
+	}
+	if len(rs.unknown) > 0 {
+		n := 0
+		for id, c := range rs.unknown {
+			n += c
+			q.nextGroupID = max(q.nextGroupID, id+1) // never reuse their ids
+		}
+		q.logger.Warn("zeroloss: consumer records of groups declared in records the leader deleted before this copy got them were ignored (a checkpoint written after the gap would name the groups)",
+			"groups", len(rs.unknown), "records", n)
 	}
 	return nil
 }

@@ -135,6 +135,40 @@ func (l *ledger) apply(rec *record.Record) error {
 	return nil
 }
 
+// applyAfterGap applies a consumer record that follows a gap in a
+// follower's copy (records its leader deleted before the copy got them), before
+// any checkpoint after the gap (see replayState). Only what cannot drop a
+// message the copy holds is applied: a group declaration; a retry or dead
+// letter of a known group (the message moves to a record the copy holds);
+// the positions an ack record acks (the message there is done). An ack
+// record's floor, mark and attempt counts are not: a floor may have moved
+// past messages that went to the retry stream in the gap. It returns false
+// for a record of a group the copy does not know (declared in the gap),
+// which it ignores.
+func (l *ledger) applyAfterGap(rec *record.Record) (known bool, err error) {
+	l.mu.Lock()
+	g := l.groups[rec.Stream]
+	l.mu.Unlock()
+	switch {
+	case rec.Type == record.TypeGroup:
+		return true, l.apply(rec)
+	case g == nil:
+		return false, nil
+	case rec.Type != record.TypeAck:
+		return true, l.apply(rec)
+	}
+	a, err := record.DecodeAck(rec.Payload)
+	if err != nil {
+		return true, fmt.Errorf("zeroloss: ack record at seq %d: %w", rec.Seq, err)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, s := range a.Acked {
+		g.leave(s)
+	}
+	return true, nil
+}
+
 // leave records that the group is done with position pos: a retry or dead
 // letter held there goes, a main-stream message there is acked.
 func (g *ledgerGroup) leave(pos uint64) {

@@ -218,7 +218,8 @@ func Open(dir string, opts *Options) (*Queue, error) {
 	} else {
 		q.committed.Store(log.SyncedSeq())
 	}
-	if err := q.recoverGroups(); err != nil {
+	afterGap, err := q.recoverGroups()
+	if err != nil {
 		log.Close()
 		return nil, err
 	}
@@ -233,6 +234,16 @@ func Open(dir string, opts *Options) (*Queue, error) {
 		go q.syncLoop()
 	} else {
 		close(q.syncerDone)
+	}
+	if afterGap {
+		// The records after a gap in a follower's copy were applied only in
+		// part (group.go: replayState): a checkpoint makes the state recovery
+		// rebuilt the state from here on, so that this queue's own records
+		// count in full after its next restart.
+		if _, _, err := q.checkpoint(context.Background()); err != nil {
+			q.Close()
+			return nil, fmt.Errorf("zeroloss: open %s: %w", dir, err)
+		}
 	}
 	return q, nil
 }

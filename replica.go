@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -315,6 +314,7 @@ func (r *replica) sendLoop() {
 	var frames, msg []byte
 	var last, carryLast uint64
 	var trimmed uint64 = 1 // what the follower was told was deleted: at first, nothing
+	next := r.from         // the seq after the last one read
 	send := func(n int, lastSeq uint64) bool {
 		r.sent.Store(lastSeq) // before the write: an ack may come back before Write returns
 		msg = repl.AppendMessage(msg[:0], &repl.Message{Type: repl.TypeFrames, Frames: frames[:n]})
@@ -322,6 +322,15 @@ func (r *replica) sendLoop() {
 			r.fail(fmt.Errorf("writing frames: %w", err))
 			return false
 		}
+		return true
+	}
+	trim := func(seq uint64) bool {
+		msg = repl.AppendMessage(msg[:0], &repl.Message{Type: repl.TypeTrim, Seq: seq})
+		if _, err := r.link.Write(msg); err != nil {
+			r.fail(fmt.Errorf("writing a trim: %w", err))
+			return false
+		}
+		trimmed = max(trimmed, seq)
 		return true
 	}
 	for {
@@ -341,6 +350,23 @@ func (r *replica) sendLoop() {
 				r.fail(errors.New(reason))
 				return
 			}
+			if rec.Seq > next && r.q.log.Lost(next, rec.Seq) {
+				// The follower jumps over records deleted here (or missing
+				// from this log, a copy itself): it must know before the
+				// frames after the jump, so that its copy marks the gap
+				// (recovery then does not apply the consumer records after
+				// it to a state that never saw the deleted ones).
+				if len(frames) > 0 {
+					if !send(len(frames), last) {
+						return
+					}
+					frames = frames[:0]
+				}
+				if !trim(rec.Seq) {
+					return
+				}
+			}
+			next = rec.Seq + 1
 			// Decode checked the stored CRC, so re-encoding the record
 			// yields the stored bytes exactly, CRC included.
 			prev := len(frames)
@@ -366,12 +392,9 @@ func (r *replica) sendLoop() {
 		}
 		if first := r.q.log.FirstSeq(); first > trimmed {
 			// Retention deleted segments: the follower may too.
-			msg = repl.AppendMessage(msg[:0], &repl.Message{Type: repl.TypeTrim, Seq: first})
-			if _, err := r.link.Write(msg); err != nil {
-				r.fail(fmt.Errorf("writing a trim: %w", err))
+			if !trim(first) {
 				return
 			}
-			trimmed = first
 		}
 		select {
 		case <-changed:
@@ -644,6 +667,7 @@ type follower struct {
 	acked uint64
 	trim  uint64 // the leader deleted its segments below this seq (Trim)
 	ckpt  uint64 // seq of the latest checkpoint record appended
+	done  uint64 // every group of that checkpoint is done with the seqs below this
 }
 
 type readResult struct {
@@ -792,6 +816,9 @@ func (f *follower) apply(res readResult) error {
 	m := &res.m
 	if m.Type == repl.TypeTrim {
 		f.trim = max(f.trim, m.Seq)
+		// Frames that jump from below it cross records the leader deleted
+		// before this copy got them: the copy marks the gap (wal.Log.Gaps).
+		f.log.LostBelow(m.Seq)
 		return nil
 	}
 	if err := repl.Expect(m, repl.TypeFrames); err != nil {
@@ -803,8 +830,8 @@ func (f *follower) apply(res readResult) error {
 	if _, err := f.log.AppendFrames(m.Frames); err != nil {
 		return fmt.Errorf("zeroloss: follow: append: %w", err)
 	}
-	if seq := lastCheckpoint(m.Frames); seq > 0 {
-		f.ckpt = seq
+	if seq, done := lastCheckpoint(m.Frames); seq > 0 {
+		f.ckpt, f.done = seq, done
 	}
 	f.last = m.LastSeq
 	return nil
@@ -831,10 +858,15 @@ func (f *follower) ack() error {
 	return f.retain()
 }
 
-// retain deletes the segments the leader deleted (Trim), but never the one
-// holding the latest durable checkpoint record: a trimmed log's recovery
-// starts at its first checkpoint. Under FlushAsync acked is only written:
-// the checkpoint is synced before anything is deleted.
+// retain deletes the segments the leader deleted (Trim), once the copy holds
+// a durable checkpoint that has every group done with them: below the
+// Trim's seq, the checkpoint's lowest group floor and the checkpoint itself.
+// Recovery starts at the first checkpoint of a trimmed log, so the segments
+// below must hold nothing that checkpoint still owes; and until the copy
+// holds such a checkpoint, its own older records are the only consumer
+// state it has (a Trim comes before the frames of a catch-up that jumps over
+// deleted segments, ahead of the leader's checkpoint). Under FlushAsync acked
+// is only written: the checkpoint is synced before anything is deleted.
 func (f *follower) retain() error {
 	if f.trim == 0 || f.ckpt == 0 || f.ckpt > f.acked {
 		return nil
@@ -844,31 +876,49 @@ func (f *follower) retain() error {
 			return fmt.Errorf("zeroloss: follow: syncing checkpoint %d before deleting segments: %w", f.ckpt, err)
 		}
 	}
-	n, err := f.log.RemoveBefore(min(f.trim, f.ckpt))
+	below := min(f.trim, f.ckpt, f.done)
+	n, err := f.log.RemoveBefore(below)
 	if err != nil {
-		return fmt.Errorf("zeroloss: follow: deleting segments below seq %d: %w", min(f.trim, f.ckpt), err)
+		return fmt.Errorf("zeroloss: follow: deleting segments below seq %d: %w", below, err)
 	}
 	if n > 0 {
-		f.logger.Info("zeroloss: follow: deleted segments the leader deleted", "segments", n, "below_seq", min(f.trim, f.ckpt))
+		f.logger.Info("zeroloss: follow: deleted segments the leader deleted", "segments", n, "below_seq", below)
 	}
 	return nil
 }
 
 // lastCheckpoint returns the seq of the last checkpoint record among frames
-// (already checked), 0 if none. It reads headers only.
-func lastCheckpoint(frames []byte) uint64 {
-	var seq uint64
+// (already checked), 0 if none, and the lowest floor of its groups (every
+// group is done with the main-stream seqs below it; retries and dead letters
+// are in the checkpoint). It reads headers only, but for that record.
+func lastCheckpoint(frames []byte) (seq, done uint64) {
+	at := -1
 	for off := 0; off+record.HeaderSize <= len(frames); {
 		size, err := record.FrameSize(frames[off:], 0)
 		if err != nil {
-			return seq
+			break
 		}
 		if h := frames[off : off+record.HeaderSize]; record.Type(h[9]) == record.TypeCheckpoint {
-			seq = binary.LittleEndian.Uint64(h[16:24])
+			at = off
 		}
 		off += size
 	}
-	return seq
+	if at < 0 {
+		return 0, 0
+	}
+	rec, _, err := record.Decode(frames[at:], 0)
+	if err != nil {
+		return 0, 0
+	}
+	c, err := record.DecodeCheckpoint(rec.Payload)
+	if err != nil {
+		return 0, 0
+	}
+	done = math.MaxUint64
+	for _, g := range c.Groups {
+		done = min(done, g.Floor)
+	}
+	return rec.Seq, done
 }
 
 // isProtocolError reports whether err is the other side breaking the

@@ -134,6 +134,9 @@ type segmentReport struct {
 	DataBytes   int64  `json:"data_bytes"`
 	FileBytes   int64  `json:"file_bytes"`
 	Sealed      bool   `json:"sealed"`
+	// AfterGap: a follower's copy jumped here over records its leader had
+	// deleted (the segment header's gap flag).
+	AfterGap bool `json:"after_gap,omitempty"`
 	// SyncedOffset and Lease are recorded in the segment's slot.
 	SyncedOffset int64  `json:"synced_offset"`
 	Lease        uint64 `json:"lease"`
@@ -172,7 +175,7 @@ func newInspectReport(dir string, res *wal.ScanResult, scanErr error) *inspectRe
 			r.Segments = append(r.Segments, segmentReport{
 				Name: s.Name, BaseSeq: s.BaseSeq, LastSeq: s.LastSeq, PrevLastSeq: s.PrevLastSeq,
 				Frames: s.Frames, DataBytes: s.DataBytes, FileBytes: s.FileBytes, Sealed: s.Sealed,
-				SyncedOffset: s.SyncedOffset, Lease: s.Lease,
+				SyncedOffset: s.SyncedOffset, Lease: s.Lease, AfterGap: s.Gap,
 			})
 			r.Totals.DataBytes += s.DataBytes
 			r.Totals.DiskBytes += s.FileBytes
@@ -224,6 +227,9 @@ func (r *inspectReport) print(w io.Writer) {
 			state := "active"
 			if s.Sealed {
 				state = "sealed"
+			}
+			if s.AfterGap {
+				state += ", after a gap"
 			}
 			rows = append(rows, []string{s.Name, fmt.Sprint(s.BaseSeq), last, fmt.Sprint(s.Frames),
 				fmt.Sprint(s.DataBytes), fmt.Sprint(s.FileBytes), state, fmt.Sprint(s.SyncedOffset), fmt.Sprint(s.Lease)})

@@ -15,6 +15,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/zerolossmq/zeroloss"
+	"github.com/zerolossmq/zeroloss/internal/record"
+	"github.com/zerolossmq/zeroloss/internal/wal"
 )
 
 func TestInspectSummary(t *testing.T) {
@@ -321,4 +323,45 @@ func TestInspectShowsWhatTheDirectoryIs(t *testing.T) {
 	r = runTool("inspect", filepath.Join("..", "..", "testdata", "v1-queue"))
 	require.Equal(t, exitOK, r.code, r.stderr)
 	assert.Contains(t, r.stdout, "directory: no IDENTITY file")
+}
+
+// A follower's copy that starts past records its leader deleted (no
+// checkpoint received yet, records of a group it never saw declared) is
+// inspected without error, its first segment shown as following a gap.
+func TestInspectCopyAfterAGap(t *testing.T) {
+	dir := t.TempDir()
+	l, _, err := wal.Open(dir, wal.Options{SegmentSize: 64 << 10})
+	require.NoError(t, err)
+	l.LostBelow(40)
+	var frames []byte
+	for seq := uint64(40); seq <= 41; seq++ {
+		f := record.AppendMessageFrame(nil, 0, 0, 1, &record.Message{ID: fmt.Sprint(seq), Body: []byte("x")})
+		record.SetSeq(f, seq)
+		frames = append(frames, f...)
+	}
+	// A group declared after the gap, and an ack of one declared in what the
+	// leader deleted.
+	group := record.AppendFrame(nil, record.TypeGroup, 6, 1, record.AppendGroup(nil, &record.Group{Name: "k", StartSeq: 42}))
+	record.SetSeq(group, 42)
+	ack := record.AppendFrame(nil, record.TypeAck, 5, 1, record.AppendAck(nil, &record.Ack{Floor: 41, Mark: 41, Acked: []uint64{40}}))
+	record.SetSeq(ack, 43)
+	frames = append(append(frames, group...), ack...)
+	_, err = l.AppendFrames(frames)
+	require.NoError(t, err)
+	_, err = l.Sync()
+	require.NoError(t, err)
+	require.NoError(t, l.Close())
+
+	r := runTool("inspect", dir)
+	require.Equal(t, exitOK, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "active, after a gap")
+	r = runTool("inspect", "--json", dir)
+	require.Equal(t, exitOK, r.code, r.stderr)
+	var rep inspectReport
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &rep))
+	require.Len(t, rep.Segments, 1)
+	assert.True(t, rep.Segments[0].AfterGap)
+	require.NotNil(t, rep.State)
+	require.Len(t, rep.State.Groups, 1, "the group declared after the gap")
+	assert.Equal(t, "k", rep.State.Groups[0].Name)
 }

@@ -56,8 +56,10 @@
 //	           own CRC-32C, then payload), seqs strictly increasing
 //	4 Ack      follower → leader: 0 8 the follower's last durable seq
 //	6 Trim     leader → follower: 0 8 seq: the leader deleted its segments
-//	           below seq (retention); the follower may delete its own below
-//	           min(seq, its latest durable checkpoint record)
+//	           below seq (retention), or holds none of the seqs the next
+//	           frames jump over; the follower marks such a jump as a gap and
+//	           may delete its segments below min(seq, its latest durable
+//	           checkpoint record, that checkpoint's lowest group floor)
 //	5 Error    either way, then the link is closed: a UTF-8 reason, at most
 //	           1024 bytes
 //

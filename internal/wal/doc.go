@@ -25,7 +25,9 @@
 //
 //	0   8  magic "ZEROLOSS"
 //	8   4  format version (1)
-//	12  4  reserved (0)
+//	12  4  flags: bit 0 = gap (records the copied log held between prev last seq
+//	       and base seq, or below base seq in a first segment, were deleted
+//	       there before this copy got them: AppendFrames after LostBelow)
 //	16  8  base seq: the seq of the first frame in this file
 //	24  8  prev last seq: the last seq of the previous segment (0: none)
 //	32  8  creation time, Unix ns

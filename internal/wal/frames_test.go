@@ -2,12 +2,14 @@ package wal
 
 import (
 	"io"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/zerolossmq/zeroloss/internal/record"
+	"github.com/zerolossmq/zeroloss/internal/vfs"
 )
 
 // framesAt encodes frame(i) with seq s for each s in seqs.
@@ -146,4 +148,106 @@ func TestCapReadersLimitsAllButUncappedReaders(t *testing.T) {
 	for next(u) == nil {
 	}
 	assert.Len(t, seqs, 10, "an uncapped reader sees every synced frame")
+}
+
+// A jump from below the seq given to LostBelow marks the new segment as
+// following a gap, durably; a jump over seqs the other log never used does
+// not. Lost says which jumps a reader of this log crosses lost records in.
+func TestAppendFramesMarksAGapOverLostRecords(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		held      []uint64 // appended before the jump
+		lostBelow uint64
+		after     []uint64
+		gaps      []uint64
+	}{
+		{"skipped seqs", []uint64{1, 2, 3}, 0, []uint64{40, 41}, nil},
+		{"deleted seqs", []uint64{1, 2, 3}, 40, []uint64{40, 41}, []uint64{40}},
+		{"deleted below what it holds", []uint64{1, 2, 3}, 3, []uint64{40, 41}, nil},
+		{"new copy", nil, 40, []uint64{40, 41}, []uint64{40}},
+		{"new copy of a log starting at 1", nil, 0, []uint64{1, 2}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			l, _ := openTest(t, dir)
+			if len(tc.held) > 0 {
+				_, err := l.AppendFrames(framesAt(tc.held...))
+				require.NoError(t, err)
+			}
+			if tc.lostBelow > 0 {
+				l.LostBelow(tc.lostBelow)
+			}
+			_, err := l.AppendFrames(framesAt(tc.after...))
+			require.NoError(t, err)
+			assert.Equal(t, tc.gaps, l.Gaps())
+			_, err = l.Sync()
+			require.NoError(t, err)
+			require.NoError(t, l.Close())
+
+			l, _ = openTest(t, dir)
+			defer l.Close()
+			assert.Equal(t, tc.gaps, l.Gaps(), "the flag is in the segment's header")
+			last := tc.after[0]
+			if len(tc.held) > 0 {
+				assert.Equal(t, tc.gaps != nil, l.Lost(tc.held[len(tc.held)-1]+1, last))
+			} else {
+				assert.Equal(t, tc.gaps != nil, l.Lost(1, last))
+			}
+			assert.False(t, l.Lost(last+1, last+1), "nothing lost after the jump")
+		})
+	}
+}
+
+// The gap flag survives a crash at every I/O operation of the jump, in every
+// crash mode: the copier appends again from what the log holds after the
+// crash, and the segment holding the frames after the jump is flagged.
+func TestAppendFramesGapSurvivesACrash(t *testing.T) {
+	for _, mode := range vfs.CrashModes {
+		for limit := 0; ; limit++ {
+			fs := vfs.NewMem()
+			opts := Options{FS: fs, SegmentSize: testSegment, LeaseChunk: 100}
+			l, _, err := Open("/q", opts)
+			require.NoError(t, err)
+			_, err = l.AppendFrames(framesAt(1, 2, 3))
+			require.NoError(t, err)
+			_, err = l.Sync()
+			require.NoError(t, err)
+			fs.SetOpLimit(fs.OpCount() + limit)
+			l.LostBelow(40)
+			_, err = l.AppendFrames(framesAt(40, 41))
+			if err == nil {
+				_, err = l.Sync()
+			}
+			finished := err == nil
+			fs.Crash(mode, rand.New(rand.NewPCG(uint64(limit), 7)))
+
+			l, _, err = Open("/q", opts)
+			require.NoError(t, err, "mode %v, crash after %d ops", mode, limit)
+			var rest []uint64
+			for _, s := range []uint64{40, 41} {
+				if s > l.LastSeq() {
+					rest = append(rest, s)
+				}
+			}
+			l.LostBelow(40)
+			if len(rest) > 0 {
+				_, err = l.AppendFrames(framesAt(rest...))
+				require.NoError(t, err, "mode %v, crash after %d ops", mode, limit)
+			}
+			_, err = l.Sync()
+			require.NoError(t, err)
+			require.NoError(t, l.Close())
+			l, _, err = Open("/q", opts)
+			require.NoError(t, err, "mode %v, crash after %d ops", mode, limit)
+			seqs, _ := readAll(t, l)
+			assert.Equal(t, []uint64{1, 2, 3, 40, 41}, seqs, "mode %v, crash after %d ops", mode, limit)
+			gaps := l.Gaps()
+			require.NotEmpty(t, gaps, "mode %v, crash after %d ops: the jump is flagged", mode, limit)
+			assert.LessOrEqual(t, gaps[len(gaps)-1], uint64(40), "mode %v, crash after %d ops: before the frames after the jump", mode, limit)
+			l.Close()
+			if finished {
+				break
+			}
+		}
+	}
 }

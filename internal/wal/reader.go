@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"slices"
 
 	"github.com/zerolossmq/zeroloss/internal/record"
 	"github.com/zerolossmq/zeroloss/internal/vfs"
@@ -113,39 +115,52 @@ func (r *Reader) damage(off int64, err error) error {
 // openSegment opens the segment holding r.next, or the first one after it.
 func (r *Reader) openSegment() (bool, error) {
 	l := r.log
-	l.mu.Lock()
-	var seg *segment
-	for i, s := range l.segments {
-		if s.lastSeq >= r.next || i == len(l.segments)-1 {
-			seg = s
-			break
+	for {
+		l.mu.Lock()
+		var seg *segment
+		for i, s := range l.segments {
+			if s.lastSeq >= r.next || i == len(l.segments)-1 {
+				seg = s
+				break
+			}
 		}
+		closed := l.closed
+		l.mu.Unlock()
+		if closed {
+			return false, ErrClosed
+		}
+		if seg == nil {
+			return false, nil
+		}
+		f, err := l.fs.Open(seg.path)
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) && l.removed(seg) {
+				continue // retention deleted it since: the next one
+			}
+			return false, err
+		}
+		// Close may have run while the file was being opened (l.mu is not
+		// held across the open): a reader of a closed log must hold no file.
+		l.mu.Lock()
+		closed = l.closed
+		l.mu.Unlock()
+		if closed {
+			f.Close()
+			return false, ErrClosed
+		}
+		limit, _, _ := l.segmentLimit(seg)
+		r.seg, r.file = seg, f
+		r.rd = record.NewReader(f, dataStart, limit, 0)
+		return true, nil
 	}
-	closed := l.closed
-	l.mu.Unlock()
-	if closed {
-		return false, ErrClosed
-	}
-	if seg == nil {
-		return false, nil
-	}
-	f, err := l.fs.Open(seg.path)
-	if err != nil {
-		return false, err
-	}
-	// Close may have run while the file was being opened (l.mu is not held
-	// across the open): a reader of a closed log must hold no file.
+}
+
+// removed says whether seg is no longer one of the log's segments
+// (RemoveBefore takes it out of the list before deleting its file).
+func (l *Log) removed(seg *segment) bool {
 	l.mu.Lock()
-	closed = l.closed
-	l.mu.Unlock()
-	if closed {
-		f.Close()
-		return false, ErrClosed
-	}
-	limit, _, _ := l.segmentLimit(seg)
-	r.seg, r.file = seg, f
-	r.rd = record.NewReader(f, dataStart, limit, 0)
-	return true, nil
+	defer l.mu.Unlock()
+	return !slices.Contains(l.segments, seg)
 }
 
 // segmentLimit returns how far seg may be read (its durable end), whether it

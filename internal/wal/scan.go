@@ -51,6 +51,10 @@ type SegmentInfo struct {
 	Sealed       bool
 	SyncedOffset int64 // recorded in its slot
 	Lease        uint64
+	// Gap: records of the log this one copies were deleted there before
+	// this log got them, somewhere between PrevLastSeq and BaseSeq (or, for
+	// the first segment, below BaseSeq). See Log.Gaps.
+	Gap bool
 }
 
 // ScanResult is what Scan found in a log directory.
@@ -82,7 +86,7 @@ func Scan(fsys vfs.FS, dir string) (*ScanResult, error) {
 		res.Segments = append(res.Segments, SegmentInfo{
 			Name: s.name(), BaseSeq: s.baseSeq, LastSeq: s.lastSeq, PrevLastSeq: s.prevLastSeq,
 			Frames: s.frames, DataBytes: s.end - dataStart, FileBytes: size, Sealed: s.sealed,
-			SyncedOffset: s.slot.syncedOffset, Lease: s.slot.lease,
+			SyncedOffset: s.slot.syncedOffset, Lease: s.slot.lease, Gap: s.gap,
 		})
 		res.LastSeq = s.lastSeq
 		s.file.Close()
@@ -177,7 +181,7 @@ func scanSegment(f vfs.File, path string, last bool, visit func(*record.Record))
 		return nil, nil, corrupt(path, slotAOffset, "no valid sync slot")
 	}
 	seg := &segment{path: path, baseSeq: h.baseSeq, prevLastSeq: h.prevLastSeq, file: f, slot: sl,
-		sealed: sl.sealed, lastSeq: h.prevLastSeq, end: dataStart}
+		sealed: sl.sealed, lastSeq: h.prevLastSeq, end: dataStart, gap: h.gap}
 	if !sl.sealed && !last {
 		return seg, nil, corrupt(path, slotAOffset, "segment is not sealed but another segment follows it")
 	}

@@ -22,6 +22,11 @@ const (
 	flagSealed  = 1
 	segmentExt  = ".wal"
 	tmpExt      = ".tmp"
+
+	// flagGap, in a header's flags: the seqs between the previous segment's
+	// last and this one's base held records in the log this one copies
+	// (AppendFrames) that were deleted there before this log got them.
+	flagGap = 1
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -31,12 +36,16 @@ type header struct {
 	baseSeq     uint64
 	prevLastSeq uint64
 	created     int64
+	gap         bool // flagGap
 }
 
 func (h header) encode() []byte {
 	b := make([]byte, slotAOffset)
 	copy(b[0:8], magic)
 	binary.LittleEndian.PutUint32(b[8:12], formatVersion)
+	if h.gap {
+		binary.LittleEndian.PutUint32(b[12:16], flagGap)
+	}
 	binary.LittleEndian.PutUint64(b[16:24], h.baseSeq)
 	binary.LittleEndian.PutUint64(b[24:32], h.prevLastSeq)
 	binary.LittleEndian.PutUint64(b[32:40], uint64(h.created))
@@ -61,6 +70,7 @@ func decodeHeader(b []byte) (header, string) {
 		baseSeq:     binary.LittleEndian.Uint64(b[16:24]),
 		prevLastSeq: binary.LittleEndian.Uint64(b[24:32]),
 		created:     int64(binary.LittleEndian.Uint64(b[32:40])),
+		gap:         binary.LittleEndian.Uint32(b[12:16])&flagGap != 0,
 	}, ""
 }
 
@@ -188,6 +198,7 @@ type segment struct {
 	lastSeq     uint64   // seq of the last frame (prevLastSeq when empty)
 	frames      int      // frames found when the segment was scanned
 	sealed      bool
+	gap         bool // records before it are missing (flagGap)
 }
 
 func (s *segment) name() string { return filepath.Base(s.path) }

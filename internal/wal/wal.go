@@ -121,9 +121,11 @@ type Log struct {
 	closed       bool
 
 	// Owned by the appending goroutine.
-	nextSeq uint64
-	epoch   uint32 // stamped on every frame Append writes (SetEpoch)
-	sizes   []int
+	nextSeq   uint64
+	lostBelow uint64 // the copied log lost its records below this seq (LostBelow)
+	rollGap   bool   // the next roll starts a segment after a gap (flagGap)
+	epoch     uint32 // stamped on every frame Append writes (SetEpoch)
+	sizes     []int
 
 	// Slot throttling (under syncMu): when the last slot was written.
 	slotWritten time.Time
@@ -540,12 +542,12 @@ func (l *Log) roll() error {
 	lease := max(l.lease.Load(), base-1+l.opts.LeaseChunk)
 	final := filepath.Join(l.dir, segmentName(base))
 	tmp := final + tmpExt
-	h := header{baseSeq: base, prevLastSeq: l.lastSeq, created: l.opts.Now().UnixNano()}
+	h := header{baseSeq: base, prevLastSeq: l.lastSeq, created: l.opts.Now().UnixNano(), gap: l.rollGap}
 	f, tmp, err := l.takeSpare(tmp, h, lease)
 	if err != nil {
 		return err
 	}
-	seg := &segment{path: final, baseSeq: base, prevLastSeq: l.lastSeq, file: f, lastSeq: l.lastSeq, end: dataStart,
+	seg := &segment{path: final, baseSeq: base, prevLastSeq: l.lastSeq, file: f, lastSeq: l.lastSeq, end: dataStart, gap: h.gap,
 		slot: slot{generation: 1, syncedOffset: dataStart, syncedSeq: l.lastSeq, lease: lease}}
 
 	if old := l.active; old != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/zerolossmq/zeroloss/internal/record"
+	"github.com/zerolossmq/zeroloss/internal/vfs"
 )
 
 const testSegment = 64 << 10
@@ -484,4 +485,44 @@ func TestOpenRemovesOnlyItsOwnTemporaryFiles(t *testing.T) {
 	for _, name := range []string{"LOCK", segmentName(1)} {
 		assert.True(t, OwnsFile(name), name)
 	}
+}
+
+// openHookFS runs before(name) ahead of every Open.
+type openHookFS struct {
+	vfs.FS
+	before func(name string)
+}
+
+func (f *openHookFS) Open(name string) (vfs.File, error) {
+	f.before(name)
+	return f.FS.Open(name)
+}
+
+// A reader that picked a segment retention deletes before it could open it
+// goes on with the next segment (the replication sender reads while forced
+// retention deletes what it has not read).
+func TestReaderSkipsASegmentDeletedAsItOpensIt(t *testing.T) {
+	hook := &openHookFS{FS: vfs.NewMem(), before: func(string) {}}
+	l, _, err := Open("/q", Options{FS: hook, SegmentSize: testSegment, LeaseChunk: 100})
+	require.NoError(t, err)
+	defer l.Close()
+	appendN(t, l, 0, 1000)
+	_, err = l.Sync()
+	require.NoError(t, err)
+	l.mu.Lock()
+	first, second := l.segments[0], l.segments[1]
+	l.mu.Unlock()
+	hook.before = func(name string) {
+		if name == first.path {
+			hook.before = func(string) {}
+			n, err := l.RemoveBefore(second.baseSeq)
+			require.NoError(t, err)
+			require.Equal(t, 1, n)
+		}
+	}
+	r := l.NewUncappedReader(1)
+	defer r.Close()
+	rec, err := r.Next()
+	require.NoError(t, err)
+	assert.Equal(t, second.baseSeq, rec.Seq, "the reader jumps to the next segment")
 }
