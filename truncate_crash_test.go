@@ -16,17 +16,34 @@ import (
 	"github.com/zerolossmq/zeroloss/internal/vfs"
 )
 
-// scriptedLeader answers the follower's hello with a welcome naming from as
+// The scripted leader's queue and its one leadership term.
+var (
+	scriptedQueue = [16]byte{7}
+	scriptedTerm  = repl.Epoch{Num: 1, ID: 7, Start: 1}
+)
+
+// scriptedLeader answers the follower's hello (protocol 3: an auth without a
+// secret, then, after the follower's position, a welcome) naming from as
 // the first seq it sends, writes msgs, waits for the follower's ack of last
 // (or its failure) and closes the link.
 func scriptedLeader(link io.ReadWriteCloser, from, last uint64, msgs ...[]byte) {
 	go func() {
 		defer link.Close()
 		br := bufio.NewReader(link)
-		if _, err := repl.ReadMessage(br, repl.ControlBody); err != nil {
+		hello, err := repl.ReadMessage(br, repl.ControlBody)
+		if err != nil {
 			return
 		}
-		if err := repl.WriteMessage(link, &repl.Message{Type: repl.TypeWelcome, Welcome: repl.Welcome{Version: repl.Version, From: from}}); err != nil {
+		auth := repl.Auth{Version: repl.Version, Queue: scriptedQueue, Epoch: scriptedTerm}
+		auth.MAC = repl.LeaderMAC(nil, hello.Hello.Nonce, &auth)
+		if err := repl.WriteMessage(link, &repl.Message{Type: repl.TypeAuth, Auth: auth}); err != nil {
+			return
+		}
+		if _, err := repl.ReadMessage(br, repl.ControlBody); err != nil { // the position
+			return
+		}
+		if err := repl.WriteMessage(link, &repl.Message{Type: repl.TypeWelcome,
+			Welcome: repl.Welcome{Version: repl.Version, From: from, Epochs: []repl.Epoch{scriptedTerm}}}); err != nil {
 			return
 		}
 		acked := make(chan struct{})
