@@ -205,6 +205,12 @@ func TestLeaderPowerLossFlushAsyncReplicateSync(t *testing.T) {
 			acked := map[string]uint64{}
 			var wg sync.WaitGroup
 			stop := make(chan struct{})
+			// The power goes out after a random number of SendOKs, not after
+			// a sleep: on a loaded machine the handshake and the first
+			// follower acks can outlast any fixed sleep, and a cut with no
+			// SendOK checks nothing.
+			cutAfter := 1 + rng.IntN(100)
+			enough := make(chan struct{})
 			for g := range 8 {
 				wg.Add(1)
 				go func() {
@@ -223,12 +229,19 @@ func TestLeaderPowerLossFlushAsyncReplicateSync(t *testing.T) {
 						if res.Status == SendOK {
 							mu.Lock()
 							acked[id] = res.Seq
+							if len(acked) == cutAfter {
+								close(enough)
+							}
 							mu.Unlock()
 						}
 					}
 				}()
 			}
-			time.Sleep(time.Duration(10+rng.IntN(50)) * time.Millisecond)
+			select {
+			case <-enough:
+			case <-time.After(30 * time.Second):
+				t.Errorf("fewer than %d SendOKs in 30s", cutAfter)
+			}
 			lfs.SetOpLimit(lfs.OpCount()) // the power goes out
 			close(stop)
 			wg.Wait()

@@ -90,6 +90,27 @@ func count(acked map[string]uint64, stored []storedMessage) Counts {
 	return c
 }
 
+// lostBelowKept counts the acknowledged IDs missing from stored whose seq
+// (the one their SendOK reported) is below the last seq stored: the ones a
+// lost tail does not explain.
+func lostBelowKept(acked map[string]uint64, stored []storedMessage) int {
+	var last uint64
+	seen := make(map[string]bool, len(stored))
+	for _, m := range stored {
+		last = max(last, m.Seq)
+		if !m.Bad {
+			seen[m.ID] = true
+		}
+	}
+	n := 0
+	for id, seq := range acked {
+		if !seen[id] && seq < last {
+			n++
+		}
+	}
+	return n
+}
+
 // digest is the SHA-256 of a message body.
 type digest [sha256.Size]byte
 

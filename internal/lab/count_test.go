@@ -198,3 +198,24 @@ func TestParseAck(t *testing.T) {
 		assert.False(t, ok, "%q", bad)
 	}
 }
+
+// TestLostBelowKept tells a lost tail (a follower's lag) from holes.
+func TestLostBelowKept(t *testing.T) {
+	tests := []struct {
+		name   string
+		acked  map[string]uint64
+		stored []storedMessage
+		want   int
+	}{
+		{name: "nothing lost", acked: ackedSet("a", "b", "c"), stored: stored("a", "b", "c"), want: 0},
+		{name: "the tail lost", acked: ackedSet("a", "b", "c", "d"), stored: stored("a", "b"), want: 0},
+		{name: "everything lost", acked: ackedSet("a", "b"), stored: nil, want: 0},
+		{name: "a hole", acked: ackedSet("a", "b", "c"), stored: []storedMessage{stored("a")[0], {Seq: 3, ID: "c", Body: bodyFor("c")}}, want: 1},
+		{name: "a hole and the tail", acked: ackedSet("a", "b", "c", "d"), stored: []storedMessage{{Seq: 3, ID: "c", Body: bodyFor("c")}}, want: 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			assert.Equal(t, tt.want, lostBelowKept(tt.acked, tt.stored))
+		})
+	}
+}

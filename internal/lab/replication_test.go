@@ -91,7 +91,12 @@ func TestAsyncReplicationLosesTheLagOnDiskLoss(t *testing.T) {
 	assert.Zero(t, row.CrossCheckMismatches)
 	for _, res := range row.Results {
 		assert.Equal(t, res.Counts, res.CrossCheck, "run %d: the cross-check disagrees", res.Run)
-		assert.Less(t, res.Lost, res.Acknowledged/2, "run %d: the follower lags by a window, not by half the run", res.Run)
+		// The follower holds a prefix of the leader's log: what is lost is
+		// the tail it had not written yet. How long that tail is depends
+		// on the machine's load (ReplicateAsync has no back-pressure), so
+		// its shape is checked, not its length.
+		assert.Zero(t, res.lostBelowKept, "run %d: lost messages below the follower's last one: holes, not a lag window", res.Run)
+		assert.Less(t, res.Lost, res.Acknowledged, "run %d: the follower kept none of the acknowledged messages", res.Run)
 		assert.Empty(t, res.Dir, "run %d: an expected loss does not keep its directory", res.Run)
 	}
 	assert.True(t, rep.OK(), "a loss without a promise is a measurement, not a failure")

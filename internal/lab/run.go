@@ -304,6 +304,7 @@ func runOnce(ctx context.Context, o Options, labDir string, cfg Config, f Failur
 		return res, fmt.Errorf("reading the log back: %w", err)
 	}
 	res.Counts = count(acked, stored)
+	res.lostBelowKept = lostBelowKept(acked, stored)
 	found, undecodable, err := scanDigests(countDir)
 	if err != nil {
 		return res, fmt.Errorf("scanning the log for the cross-check: %w", err)

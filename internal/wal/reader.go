@@ -14,6 +14,8 @@ import (
 // Reader iterates the durable frames of a Log in seq order. It is not safe for
 // concurrent use; each goroutine uses its own. It never returns a frame above
 // the log's synced seq, so it cannot hand out what a crash could take back.
+// Segments RemoveBefore deletes before the reader reaches them are skipped
+// without an error: it goes on at the oldest segment left.
 type Reader struct {
 	log  *Log
 	next uint64 // lowest seq still wanted

@@ -1,6 +1,7 @@
 package wal
 
 import (
+	"io"
 	"sync"
 	"testing"
 	"time"
@@ -95,4 +96,48 @@ func TestReaderOpeningAcrossCloseHoldsNoFile(t *testing.T) {
 	require.ErrorIs(t, err, ErrClosed)
 	require.NoError(t, r.Close())
 	require.Zero(t, fs.handles(), "no file handle left open")
+}
+
+// TestReaderJumpsOverSegmentsRemovedAhead pins down what a Reader does when
+// RemoveBefore deletes segments it has not reached yet: it finishes the
+// segment it holds, then goes on at the oldest segment left, without an
+// error. The queue never removes segments above a group's floor, so its
+// group readers never see this; a test that reads the log of an open queue
+// (whose retention runs every second) does, and then finds ack records of
+// messages it never read (TestKillNineDuringSendReceiveAck read the log
+// that way, and failed on loaded machines).
+func TestReaderJumpsOverSegmentsRemovedAhead(t *testing.T) {
+	dir := t.TempDir()
+	l, _ := openTest(t, dir)
+	defer l.Close()
+	appendN(t, l, 0, 1000)
+	_, err := l.Sync()
+	require.NoError(t, err)
+	l.mu.Lock()
+	require.Greater(t, len(l.segments), 3, "the test needs segments to remove")
+	firstEnd := l.segments[0].lastSeq
+	keptBase := l.segments[2].baseSeq
+	l.mu.Unlock()
+
+	r := l.NewReader(0)
+	defer r.Close()
+	rec, err := r.Next()
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), rec.Seq)
+	n, err := l.RemoveBefore(keptBase) // the segment it reads, and the next
+	require.NoError(t, err)
+	require.Equal(t, 2, n)
+
+	var seqs []uint64
+	for {
+		rec, err := r.Next()
+		if err == io.EOF {
+			break
+		}
+		require.NoError(t, err)
+		seqs = append(seqs, rec.Seq)
+	}
+	require.Equal(t, firstEnd, seqs[firstEnd-2], "it reads the segment it holds to its end")
+	require.Equal(t, keptBase, seqs[firstEnd-1], "then it goes on at the oldest segment left")
+	require.Equal(t, uint64(1000), seqs[len(seqs)-1])
 }
