@@ -15,12 +15,10 @@
 // for a copy of a few counters or one pass over a small in-memory list, and
 // does no I/O: Send never waits on it for longer than that.
 //
-// Latency: the queue keeps the total time spent in fdatasync and the number
-// of syncs, not their distribution, so the collector exports the pair as
-// zeroloss_fsync_seconds_total and zeroloss_fsyncs_total (the mean sync time
-// is rate(zeroloss_fsync_seconds_total[5m]) /
-// rate(zeroloss_fsyncs_total[5m])) rather than a histogram made up from an
-// average. Per-topic metrics wait for topics.
+// Latency: zeroloss_fsync_duration_seconds is a histogram of the segment
+// fdatasyncs, from the buckets the queue counts them in (Stats.FsyncLatency,
+// zeroloss.FsyncBounds). The queue does not time Sends: time them in the
+// application if you need Send latency. Per-topic metrics wait for topics.
 package prometheus
 
 import (
@@ -52,6 +50,7 @@ type groupMetric struct {
 // queue="orders") so that their series differ.
 type Collector struct {
 	q      *zeroloss.Queue
+	fsync  *prom.Desc // histogram
 	queue  []metric
 	groups []groupMetric
 }
@@ -59,7 +58,8 @@ type Collector struct {
 // NewCollector returns a collector of q's Stats and GroupStats. labels,
 // which may be nil, are added to every metric.
 func NewCollector(q *zeroloss.Queue, labels prom.Labels) *Collector {
-	c := &Collector{q: q}
+	c := &Collector{q: q, fsync: prom.NewDesc(prom.BuildFQName(namespace, "", "fsync_duration_seconds"),
+		"Time the data syncs (fdatasync) of segment files took.", nil, labels)}
 	counter := func(name, help string, value func(*zeroloss.Stats) float64) {
 		c.queue = append(c.queue, metric{prom.NewDesc(prom.BuildFQName(namespace, "", name), help, nil, labels), prom.CounterValue, value})
 	}
@@ -74,10 +74,6 @@ func NewCollector(q *zeroloss.Queue, labels prom.Labels) *Collector {
 		func(s *zeroloss.Stats) float64 { return float64(s.Messages) })
 	counter("appended_bytes_total", "Bytes appended to the log, all records.",
 		func(s *zeroloss.Stats) float64 { return float64(s.Bytes) })
-	counter("fsyncs_total", "Data syncs (fdatasync) of segment files.",
-		func(s *zeroloss.Stats) float64 { return float64(s.Fsyncs) })
-	counter("fsync_seconds_total", "Total time spent in data syncs of segment files; divided by zeroloss_fsyncs_total, the mean sync time.",
-		func(s *zeroloss.Stats) float64 { return s.FsyncTime.Seconds() })
 	counter("writes_total", "Write batches (one pwrite each, or one per segment).",
 		func(s *zeroloss.Stats) float64 { return float64(s.Writes) })
 	counter("group_commits_total", "Syncs that answered waiting Sends (FlushSync).",
@@ -169,8 +165,23 @@ func boolean(b bool) float64 {
 	return 0
 }
 
+// fsyncHistogram returns Stats.FsyncLatency as a histogram's count and
+// cumulative buckets, keyed by upper bound in seconds. The count is the
+// buckets' sum, so that it always equals the +Inf bucket.
+func fsyncHistogram(s *zeroloss.Stats) (count uint64, buckets map[float64]uint64) {
+	buckets = make(map[float64]uint64, len(zeroloss.FsyncBounds))
+	for i, n := range s.FsyncLatency {
+		count += n
+		if i < len(zeroloss.FsyncBounds) {
+			buckets[zeroloss.FsyncBounds[i].Seconds()] = count
+		}
+	}
+	return count, buckets
+}
+
 // Describe sends the descriptions of every metric the collector makes.
 func (c *Collector) Describe(ch chan<- *prom.Desc) {
+	ch <- c.fsync
 	for _, m := range c.queue {
 		ch <- m.desc
 	}
@@ -183,6 +194,8 @@ func (c *Collector) Describe(ch chan<- *prom.Desc) {
 // constant metrics.
 func (c *Collector) Collect(ch chan<- prom.Metric) {
 	s := c.q.Stats()
+	count, buckets := fsyncHistogram(&s)
+	ch <- prom.MustNewConstHistogram(c.fsync, count, s.FsyncTime.Seconds(), buckets)
 	for _, m := range c.queue {
 		ch <- prom.MustNewConstMetric(m.desc, m.kind, m.value(&s))
 	}
