@@ -233,3 +233,12 @@ zeroloss_messages_total %d
 	send(t, q, 3)
 	require.NoError(t, testutil.CollectAndCompare(c, strings.NewReader(expect(3)), "zeroloss_messages_total"))
 }
+
+// TestCollectorAfterClose: a scrape that races Close, or comes after it,
+// still answers (with the counters as they were).
+func TestCollectorAfterClose(t *testing.T) {
+	q := busyQueue(t, 4)
+	c := NewCollector(q, nil)
+	require.NoError(t, q.Close())
+	assert.Positive(t, testutil.CollectAndCount(c))
+}
