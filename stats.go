@@ -3,6 +3,8 @@ package zeroloss
 import (
 	"sync/atomic"
 	"time"
+
+	"github.com/zerolossmq/zeroloss/internal/wal"
 )
 
 // Stats are counters a user would graph. Counts are since Open.
@@ -53,7 +55,20 @@ type Stats struct {
 	ReplicaLag          uint64
 	ReplicaTimeouts     uint64
 	ReplicaNotAvailable uint64
+	// FsyncLatency counts the data syncs of segment files by duration:
+	// FsyncLatency[i] those that took at most FsyncBounds[i] (and more than
+	// the bound before), the last entry those above every bound. It sums to
+	// Fsyncs, give or take a sync that ends while Stats reads them.
+	FsyncLatency [FsyncBuckets]uint64
 }
+
+// FsyncBounds are the upper bounds of the FsyncLatency buckets in Stats,
+// from 5µs to 10s.
+var FsyncBounds = wal.SyncBounds
+
+// FsyncBuckets is the number of FsyncLatency buckets: one per bound in
+// FsyncBounds and one above them.
+const FsyncBuckets = wal.SyncBuckets
 
 type queueStats struct {
 	messages      atomic.Uint64
@@ -88,6 +103,7 @@ func (q *Queue) Stats() Stats {
 		Bytes:         ls.Bytes,
 		Fsyncs:        ls.Syncs,
 		FsyncTime:     time.Duration(ls.SyncNanos),
+		FsyncLatency:  ls.SyncLatency,
 		Writes:        q.stats.batches.Load(),
 		GroupCommits:  q.stats.groups.Load(),
 		GroupMax:      q.stats.groupMax.Load(),

@@ -91,6 +91,10 @@ type Stats struct {
 	DiskBytes     int64 // bytes the segment files take, preallocation included
 	SegmentsRolls uint64
 	WarmRolls     uint64 // rolls that used a prepared, zero-filled segment
+	// SyncLatency counts the data syncs by duration: SyncLatency[i] those
+	// that took at most SyncBounds[i] (and more than the bound before), the
+	// last entry those above every bound.
+	SyncLatency [SyncBuckets]uint64
 }
 
 // Log is an append-only log of frames in segment files.
@@ -141,6 +145,7 @@ type Log struct {
 	prepRunning bool // the writer asked and no spare was taken since
 
 	frames, bytes, syncs, syncNanos, rolls, warmRolls atomic.Uint64
+	syncLatency                                       latency
 
 	// Readers' cap (CapReaders).
 	capped  atomic.Bool
@@ -332,8 +337,10 @@ func (l *Log) seal(seg *segment) error {
 func (l *Log) timedSync(f vfs.File) error {
 	start := time.Now()
 	err := f.Sync()
+	took := time.Since(start)
 	l.syncs.Add(1)
-	l.syncNanos.Add(uint64(time.Since(start)))
+	l.syncNanos.Add(uint64(took))
+	l.syncLatency.record(took)
 	return err
 }
 
@@ -817,7 +824,7 @@ func (l *Log) DataBytes() int64 {
 // Stats returns counters since Open.
 func (l *Log) Stats() Stats {
 	s := Stats{Frames: l.frames.Load(), Bytes: l.bytes.Load(), Syncs: l.syncs.Load(),
-		SyncNanos: l.syncNanos.Load(), SegmentsRolls: l.rolls.Load(), WarmRolls: l.warmRolls.Load()}
+		SyncNanos: l.syncNanos.Load(), SyncLatency: l.syncLatency.snapshot(), SegmentsRolls: l.rolls.Load(), WarmRolls: l.warmRolls.Load()}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	s.Segments = len(l.segments)
