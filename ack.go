@@ -73,10 +73,13 @@ func (c *Consumer) AckBatch(ds ...*Delivery) error {
 	for i, u := range us {
 		positions[i] = u.pos
 	}
-	payload := g.ackPayload(positions)
+	payload, took := g.ackPayload(positions)
 	g.mu.Unlock()
 	_, err := g.writeRecord(context.Background(), record.TypeAck, payload)
 	g.mu.Lock()
+	if err != nil {
+		g.untake(took)
+	}
 	for _, u := range us {
 		u.busy = false
 		if err == nil {
@@ -292,9 +295,15 @@ func (q *Queue) PurgeDeadLetters(ctx context.Context, name string, positions ...
 		positions = append(positions, dl.Pos)
 	}
 	g.mu.Lock()
-	payload := g.ackPayload(positions)
+	payload, took := g.ackPayload(positions)
 	g.mu.Unlock()
-	if pos, err := g.writeRecord(ctx, record.TypeAck, payload); pos == 0 {
+	pos, err := g.writeRecord(ctx, record.TypeAck, payload)
+	if err != nil {
+		g.mu.Lock()
+		g.untake(took)
+		g.mu.Unlock()
+	}
+	if pos == 0 {
 		return 0, err
 	} else if err != nil {
 		return len(dead), err

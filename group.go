@@ -131,16 +131,39 @@ func (g *group) owe(u *unacked) {
 }
 
 // ackPayload encodes an ack record for positions (the caller holds g.mu) and
-// takes the attempt counts it carries. The record's floor leaves out the
-// positions it acks: the one record does both.
-func (g *group) ackPayload(positions []uint64) []byte {
+// takes the attempt counts and the delivered mark it carries. The record's
+// floor leaves out the positions it acks: the one record does both. If the
+// record's write fails, the caller gives what it took back with untake.
+func (g *group) ackPayload(positions []uint64) ([]byte, taken) {
 	a := record.Ack{Floor: g.floor(positions), Mark: g.cursor, Acked: append([]uint64(nil), positions...)}
 	for s, n := range g.attempts {
 		a.Attempts = append(a.Attempts, record.Attempts{Seq: s, Count: n})
 	}
 	clear(g.attempts)
+	took := taken{attempts: a.Attempts, marked: g.marked, floored: g.floored}
 	g.marked, g.floored = g.cursor, a.Floor
-	return record.AppendAck(nil, &a)
+	return record.AppendAck(nil, &a), took
+}
+
+// taken is what an ack record took from the group's unwritten state: the
+// attempt counts, and the mark and floor written before it.
+type taken struct {
+	attempts        []record.Attempts
+	marked, floored uint64
+}
+
+// untake gives back what an ack record whose write failed took (the caller
+// holds g.mu): its attempt counts are written by a later record (a count
+// only grows: the larger one wins), and its mark and floor count as not
+// written, so flushMarks writes them again. Counts of messages that left
+// meanwhile are dropped.
+func (g *group) untake(t taken) {
+	for _, at := range t.attempts {
+		if g.pending[at.Seq] != nil {
+			g.attempts[at.Seq] = max(g.attempts[at.Seq], at.Count)
+		}
+	}
+	g.marked, g.floored = min(g.marked, t.marked), min(g.floored, t.floored)
 }
 
 // flushMarks writes an ack record, acking nothing, for every group whose
@@ -154,9 +177,12 @@ func (q *Queue) flushMarks(ctx context.Context) error {
 			g.mu.Unlock()
 			continue
 		}
-		payload := g.ackPayload(nil)
+		payload, took := g.ackPayload(nil)
 		g.mu.Unlock()
 		if _, err := g.writeRecord(ctx, record.TypeAck, payload); err != nil {
+			g.mu.Lock()
+			g.untake(took)
+			g.mu.Unlock()
 			return err
 		}
 	}

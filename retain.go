@@ -131,14 +131,18 @@ func (q *Queue) forceRetention(cut uint64) error {
 			}
 		}
 		var payload []byte
+		var took taken
 		if skipped > 0 || g.floored < cut {
-			payload = g.ackPayload(nil)
+			payload, took = g.ackPayload(nil)
 		}
 		g.mu.Unlock()
 		if payload == nil {
 			continue
 		}
 		if _, err := g.writeRecord(ctx, record.TypeAck, payload); err != nil {
+			g.mu.Lock()
+			g.untake(took)
+			g.mu.Unlock()
 			return err
 		}
 		if skipped > 0 {

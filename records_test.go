@@ -1,0 +1,84 @@
+package zeroloss
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/zerolossmq/zeroloss/internal/vfs"
+)
+
+// Tests of the records the queue writes about the messages it holds
+// (acks carrying attempt counts, retries, dead letters): each must fit, fail
+// alone, and leave nothing lost when its write fails.
+
+// fillSegment sends messages of decreasing sizes while the disk is full,
+// until even a small one no longer fits in the active segment: after it, any
+// record of more than about 40 bytes needs a new segment.
+func fillSegment(t *testing.T, q *Queue, prefix string) {
+	t.Helper()
+	for _, size := range []int{900, 200, 40, 4} {
+		for i := 0; ; i++ {
+			_, err := q.Send(context.Background(), &Message{ID: fmt.Sprintf("%s%d.%d", prefix, size, i), Body: make([]byte, size)})
+			if err != nil {
+				require.ErrorIs(t, err, ErrDiskFull)
+				break
+			}
+			require.Less(t, i, 100, "the active segment never filled")
+		}
+	}
+}
+
+// TestFailedMarkWriteKeepsAttemptCounts: the ack record that carries a
+// group's attempt counts and delivered mark fails on a full disk (a segment
+// roll), without poisoning the queue; the counts must not be lost with it,
+// or after a restart the messages come back with their attempts reset.
+func TestFailedMarkWriteKeepsAttemptCounts(t *testing.T) {
+	mem := vfs.NewMem()
+	fault := vfs.NewFault(mem)
+	clock := newFakeClock()
+	opts := &Options{SegmentSize: 8192, MaxMessageSize: 1024, fs: fault, now: clock.Now}
+	q, err := Open("/q", opts)
+	require.NoError(t, err)
+	copts := &ConsumerOptions{AckTimeout: time.Minute, MaxDeliveries: 10, Backoff: []time.Duration{time.Second}}
+	c, err := q.Consumer("g", copts)
+	require.NoError(t, err)
+	ids := sendN(t, q, "m", 20)
+	for range ids {
+		require.NoError(t, receive(t, c).Nack(time.Second)) // failed first delivery: waits in memory
+	}
+
+	fault.SetDiskFull(true)
+	fillSegment(t, q, "fill")
+	clock.Advance(time.Second)
+	for range ids {
+		d := receive(t, c)
+		require.Equal(t, 2, d.Attempt)
+	}
+	err = q.flushMarks(context.Background())
+	require.ErrorIs(t, err, ErrDiskFull, "the ack record carrying the counts needs a new segment")
+	require.NoError(t, q.Err(), "a full disk does not poison the queue")
+
+	fault.SetDiskFull(false)
+	require.NoError(t, q.Close())
+	q, err = Open("/q", opts)
+	require.NoError(t, err)
+	defer q.Close()
+	c, err = q.Consumer("g", copts)
+	require.NoError(t, err)
+	seen := map[string]int{}
+	for len(seen) < len(ids) {
+		d := receive(t, c)
+		if strings.HasPrefix(d.Message.ID, "m-") {
+			seen[d.Message.ID] = d.Attempt
+		}
+		require.NoError(t, d.Ack())
+	}
+	for _, id := range ids {
+		require.Equal(t, 3, seen[id], "%s: its second delivery was counted before the restart", id)
+	}
+}
