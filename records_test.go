@@ -3,12 +3,14 @@ package zeroloss
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/zerolossmq/zeroloss/internal/record"
 	"github.com/zerolossmq/zeroloss/internal/vfs"
 )
 
@@ -81,4 +83,59 @@ func TestFailedMarkWriteKeepsAttemptCounts(t *testing.T) {
 	for _, id := range ids {
 		require.Equal(t, 3, seen[id], "%s: its second delivery was counted before the restart", id)
 	}
+}
+
+// waitUntil spins (yielding) until cond holds, failing the test after 5s.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		runtime.Gosched()
+	}
+}
+
+// TestOversizedRecordFailsAlone: a record that cannot fit in a segment
+// joins the pending batch with innocent Sends; it must fail alone, with
+// ErrRecordTooLarge, and the Sends must succeed.
+func TestOversizedRecordFailsAlone(t *testing.T) {
+	q := memQueue(t, vfs.NewMem(), Options{SegmentSize: 16 << 10, MaxMessageSize: 1024})
+	defer q.Close()
+
+	q.mu.Lock()
+	q.committing = true // hold the batch back until everyone joined it
+	q.mu.Unlock()
+	const sends = 5
+	errs := make(chan error, sends)
+	for i := 0; i < sends; i++ {
+		go func() {
+			res, err := q.Send(context.Background(), &Message{ID: fmt.Sprintf("innocent-%d", i), Body: []byte("x")})
+			if err == nil && res.Status != SendOK {
+				err = fmt.Errorf("status %v", res.Status)
+			}
+			errs <- err
+		}()
+	}
+	waitUntil(t, "the Sends joined the batch", func() bool { return q.pendingLive.Load() == sends })
+	big := make(chan error, 1)
+	go func() {
+		_, err := q.appendRecord(context.Background(), record.TypeNoop, internalStream, make([]byte, 16<<10))
+		big <- err
+	}()
+	waitUntil(t, "the oversized record joined the batch or failed", func() bool {
+		return q.pendingLive.Load() == sends+1 || len(big) == 1
+	})
+	q.mu.Lock()
+	q.committing = false
+	q.mu.Unlock()
+	q.committerWaiting.Store(true)
+	q.nudge()
+
+	for i := 0; i < sends; i++ {
+		require.NoError(t, <-errs, "a Send that shared a batch with the oversized record")
+	}
+	require.ErrorIs(t, <-big, ErrRecordTooLarge)
+	require.NoError(t, q.Err())
 }
