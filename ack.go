@@ -182,6 +182,9 @@ func (g *group) moveOne(ctx context.Context, m move) error {
 	var payload []byte
 	if m.dead {
 		typ = record.TypeDeadLetter
+		if len(m.reason) > record.MaxReasonSize { // the options reserve room for so much
+			m.reason = m.reason[:record.MaxReasonSize]
+		}
 		payload = record.AppendDeadLetter(nil, &record.DeadLetter{Seq: u.seq, Source: u.pos,
 			Attempts: uint64(u.attempt), Reason: m.reason, Message: msg})
 	} else {

@@ -139,3 +139,76 @@ func TestOversizedRecordFailsAlone(t *testing.T) {
 	require.ErrorIs(t, <-big, ErrRecordTooLarge)
 	require.NoError(t, q.Err())
 }
+
+// smallestSegment returns the smallest SegmentSize Open accepts with
+// MaxMessageSize max.
+func smallestSegment(t *testing.T, max int) int64 {
+	t.Helper()
+	for size := int64(max) + segmentOverhead; size < int64(max)+segmentOverhead+4096; size++ {
+		o := Options{SegmentSize: size, MaxMessageSize: max}
+		if _, err := o.withDefaults(); err == nil {
+			return size
+		}
+	}
+	t.Fatal("no SegmentSize accepted")
+	return 0
+}
+
+// TestMessageOfMaxSizeNeverWedgesItsGroup: with the smallest segments the
+// options allow, a message of exactly MaxMessageSize goes through every
+// record the queue writes about it (retry, dead letter, redrive, and a
+// transaction's commit) and its group goes on delivering, across a restart.
+func TestMessageOfMaxSizeNeverWedgesItsGroup(t *testing.T) {
+	const max = 8192
+	clock := newFakeClock()
+	opts := &Options{SegmentSize: smallestSegment(t, max), MaxMessageSize: max, fs: vfs.NewMem(), now: clock.Now}
+	q, err := Open("/q", opts)
+	require.NoError(t, err)
+	big := &Message{ID: "big", Headers: map[string]string{}, Body: make([]byte, max)}
+	big.Body = big.Body[:max-frameSize(&record.Message{ID: big.ID})]
+	require.Equal(t, max, frameSize(&record.Message{ID: big.ID, Body: big.Body}))
+	_, err = q.Send(context.Background(), big)
+	require.NoError(t, err)
+	half, _, err := q.SendHalf(context.Background(), &Message{ID: "half", Body: big.Body[:len(big.Body)-1]})
+	require.NoError(t, err)
+	_, err = half.Commit(context.Background())
+	require.NoError(t, err, "the commit of a half of MaxMessageSize carries the half's seq too")
+	sendN(t, q, "after", 1)
+
+	c, err := q.Consumer("g", &ConsumerOptions{MaxDeliveries: 3, Backoff: []time.Duration{time.Second}})
+	require.NoError(t, err)
+	d := receive(t, c)
+	require.Equal(t, "big", d.Message.ID)
+	require.NoError(t, d.Nack(0))
+	clock.Advance(time.Second)
+	d = receive(t, c)
+	require.Equal(t, "big", d.Message.ID)
+	require.NoError(t, d.Nack(0), "its second failure moves it to the retry stream")
+	clock.Advance(time.Second)
+	d = receive(t, c)
+	require.Equal(t, "big", d.Message.ID)
+	require.Equal(t, 3, d.Attempt)
+	require.NoError(t, d.Nack(0), "its last failure moves it to the dead letters")
+	for _, want := range []string{"half", "after-000"} {
+		d = receive(t, c)
+		require.Equal(t, want, d.Message.ID, "the group goes on")
+		require.NoError(t, d.Ack())
+	}
+
+	require.NoError(t, q.Close())
+	q, err = Open("/q", opts)
+	require.NoError(t, err)
+	defer q.Close()
+	dls, err := q.DeadLetters("g")
+	require.NoError(t, err)
+	require.Len(t, dls, 1)
+	require.Equal(t, big.Body, dls[0].Message.Body)
+	n, err := q.RedriveDeadLetters(context.Background(), "g")
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	c, err = q.Consumer("g", nil)
+	require.NoError(t, err)
+	d = receive(t, c)
+	require.Equal(t, "big", d.Message.ID)
+	require.NoError(t, d.Ack())
+}

@@ -205,8 +205,9 @@ func (q *Queue) AttachReplica(link io.ReadWriteCloser) error {
 	switch {
 	case h.Version != repl.Version:
 		return refuse("follower speaks protocol version %d, leader %d", h.Version, repl.Version)
-	case int(h.MaxFrame) < q.opts.MaxMessageSize:
-		return refuse("follower accepts frames of at most %d bytes, below the leader's MaxMessageSize %d", h.MaxFrame, q.opts.MaxMessageSize)
+	case int(h.MaxFrame) < q.opts.MaxMessageSize+record.MaxMoveOverhead:
+		return refuse("follower accepts frames of at most %d bytes, below the leader's MaxMessageSize %d plus %d for a retry or dead-letter record",
+			h.MaxFrame, q.opts.MaxMessageSize, record.MaxMoveOverhead)
 	}
 	common, err := repl.Common(q.epochs, q.log.LastSeq(), h.Epochs, h.LastSeq)
 	if err != nil {
@@ -426,7 +427,8 @@ type FollowOptions struct {
 	Flush FlushMode
 	// SegmentSize is the size of the follower's segment files; the largest
 	// frame it accepts is SegmentSize minus the 4 KiB header, and it must be
-	// at least the leader's MaxMessageSize. Default 64 MiB.
+	// at least the leader's MaxMessageSize plus 95 bytes (the most a retry or
+	// dead-letter record adds to a message). Default 64 MiB.
 	SegmentSize int64
 	// Logger receives recovery reports. Default: discard.
 	Logger *slog.Logger

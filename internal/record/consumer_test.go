@@ -2,6 +2,8 @@ package record
 
 import (
 	"bytes"
+	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -145,4 +147,21 @@ func TestRetryAndCheckpointRoundTrip(t *testing.T) {
 	id, _, err := MessageID(p)
 	require.NoError(t, err)
 	assert.Equal(t, "c", id)
+}
+
+// TestMaxMoveOverhead: the records the queue writes about a message exceed
+// its frame by at most MaxMoveOverhead, with every varint at its longest.
+func TestMaxMoveOverhead(t *testing.T) {
+	m := Message{ID: "id", Body: []byte("body"), DeliverAt: time.Unix(0, -1), HalfSeq: math.MaxUint64}
+	plain := m
+	plain.HalfSeq = 0
+	reason := strings.Repeat("r", MaxReasonSize)
+	retry := AppendRetry(nil, &Retry{Seq: math.MaxUint64, Source: math.MaxUint64, Attempts: math.MaxUint64,
+		Due: math.MinInt64, First: math.MinInt64, Message: plain})
+	dead := AppendDeadLetter(nil, &DeadLetter{Seq: math.MaxUint64, Source: math.MaxUint64, Attempts: math.MaxUint64,
+		Reason: reason, Message: plain})
+	size := MessageSize(&plain)
+	require.LessOrEqual(t, len(retry)-size, MaxMoveOverhead)
+	require.Equal(t, MaxMoveOverhead, len(dead)-size, "the dead letter is the largest")
+	require.LessOrEqual(t, MessageSize(&m)-size, MaxMoveOverhead, "a commit carries its half's seq")
 }
