@@ -339,6 +339,7 @@ type replayState struct {
 	// in deleted segments: the checkpoint holds their effect.
 	trimmed, seenCheckpoint bool
 	now, dedupSince         time.Time
+	checkpoint              record.CheckpointJoiner
 }
 
 func (q *Queue) newReplay(trimmed bool) *replayState {
@@ -359,10 +360,20 @@ func (q *Queue) replay(rs *replayState, rec *record.Record) error {
 		return nil // the history file holds the terms (epoch.go)
 	}
 	if rec.Type == record.TypeCheckpoint {
-		rs.seenCheckpoint = true
-		c, err := record.DecodeCheckpoint(rec.Payload)
+		// A checkpoint is written in parts (record.SplitCheckpoint) and
+		// counts once its last part is read; one cut short by a crash
+		// does not count.
+		payload, start, done, err := rs.checkpoint.Add(rec.Seq, rec.Payload)
 		if err != nil {
-			return fmt.Errorf("zeroloss: checkpoint at seq %d: %w", rec.Seq, err)
+			return fmt.Errorf("zeroloss: checkpoint part at seq %d: %w", rec.Seq, err)
+		}
+		if !done {
+			return nil
+		}
+		rs.seenCheckpoint = true
+		c, err := record.DecodeCheckpoint(payload)
+		if err != nil {
+			return fmt.Errorf("zeroloss: checkpoint at seq %d: %w", start, err)
 		}
 		if q.dedup != nil {
 			for _, e := range c.Dedup {
@@ -372,6 +383,8 @@ func (q *Queue) replay(rs *replayState, rec *record.Record) error {
 		for _, h := range c.Halves {
 			q.tx.recoverHalf(h.Seq, h.Message, unixTime(h.Time), int(h.Checks))
 		}
+		q.ledger.load(&c)
+		return nil
 	} else if rs.trimmed && !rs.seenCheckpoint {
 		return nil
 	}

@@ -566,7 +566,10 @@ type follower struct {
 	last  uint64 // last seq appended
 	acked uint64
 	trim  uint64 // the leader deleted its segments below this seq (Trim)
-	ckpt  uint64 // seq of the latest checkpoint record appended
+	// ckpt is the seq of the first part of the latest whole checkpoint
+	// appended, ckptEnd that of its last part; ckpts joins the parts.
+	ckpt, ckptEnd uint64
+	ckpts         record.CheckpointJoiner
 }
 
 type readResult struct {
@@ -716,9 +719,7 @@ func (f *follower) apply(res readResult) error {
 	if _, err := f.log.AppendFrames(m.Frames); err != nil {
 		return fmt.Errorf("zeroloss: follow: append: %w", err)
 	}
-	if seq := lastCheckpoint(m.Frames); seq > 0 {
-		f.ckpt = seq
-	}
+	f.noteCheckpoints(m.Frames)
 	f.last = m.LastSeq
 	return nil
 }
@@ -745,10 +746,10 @@ func (f *follower) ack() error {
 }
 
 // retain deletes the segments the leader deleted (Trim), but never the one
-// holding the latest durable checkpoint record: a trimmed log's recovery
-// starts at its first checkpoint.
+// holding the first part of the latest checkpoint whose every part is
+// durable: a trimmed log's recovery starts at its first whole checkpoint.
 func (f *follower) retain() error {
-	if f.trim == 0 || f.ckpt == 0 || f.ckpt > f.acked {
+	if f.trim == 0 || f.ckpt == 0 || f.ckptEnd > f.acked {
 		return nil
 	}
 	n, err := f.log.RemoveBefore(min(f.trim, f.ckpt))
@@ -761,21 +762,26 @@ func (f *follower) retain() error {
 	return nil
 }
 
-// lastCheckpoint returns the seq of the last checkpoint record among frames
-// (already checked), 0 if none. It reads headers only.
-func lastCheckpoint(frames []byte) uint64 {
-	var seq uint64
+// noteCheckpoints follows the checkpoint parts among frames (already
+// checked, in log order) and notes where the latest whole checkpoint
+// starts and ends. It reads part headers only.
+func (f *follower) noteCheckpoints(frames []byte) {
+	f.ckpts.HeadersOnly = true
 	for off := 0; off+record.HeaderSize <= len(frames); {
 		size, err := record.FrameSize(frames[off:], 0)
-		if err != nil {
-			return seq
+		if err != nil || off+size > len(frames) {
+			return
 		}
 		if h := frames[off : off+record.HeaderSize]; record.Type(h[9]) == record.TypeCheckpoint {
-			seq = binary.LittleEndian.Uint64(h[16:24])
+			seq := binary.LittleEndian.Uint64(h[16:24])
+			// A malformed part counts as no checkpoint: the follower
+			// then keeps more, never less.
+			if _, start, done, err := f.ckpts.Add(seq, frames[off+record.HeaderSize:off+size]); err == nil && done {
+				f.ckpt, f.ckptEnd = start, seq
+			}
 		}
 		off += size
 	}
-	return seq
 }
 
 // isProtocolError reports whether err is the other side breaking the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"math/rand/v2"
 
 	"github.com/zerolossmq/zeroloss/internal/record"
 )
@@ -184,7 +185,8 @@ func (g *group) countMessages(from, to uint64) int {
 }
 
 // checkpoint appends a checkpoint of the ledger and waits until it is
-// durable. It returns the lowest group floor it holds and its seq.
+// durable. It returns the lowest group floor it holds and its seq (that of
+// its first part).
 func (q *Queue) checkpoint(ctx context.Context) (floor, seq uint64, err error) {
 	q.recMu.Lock() // no other consumer record in flight: the ledger is the log's
 	defer q.recMu.Unlock()
@@ -201,9 +203,28 @@ func (q *Queue) checkpoint(ctx context.Context) (floor, seq uint64, err error) {
 	for _, g := range cp.Groups {
 		floor = min(floor, g.Floor)
 	}
-	seq, err = q.appendRecord(ctx, record.TypeCheckpoint, internalStream, record.AppendCheckpoint(nil, &cp))
+	// A checkpoint holds every dead letter and retry with its message, so
+	// it may outgrow a segment: it is written in parts of at most
+	// MaxMessageSize (a frame a follower accepts), all in one write.
+	// Recovery counts it only once every part is there.
+	maxPart := min(q.opts.MaxMessageSize, q.log.MaxFrameSize()) - record.HeaderSize
+	parts := record.SplitCheckpoint(record.AppendCheckpoint(nil, &cp), rand.Uint64(), maxPart)
+	var size int64
+	for _, p := range parts {
+		size += int64(record.HeaderSize + len(p))
+	}
+	now := q.opts.now().UnixNano()
+	seq, n, status, err := q.submit(context.WithoutCancel(ctx), size, len(parts), false, func(buf []byte) []byte {
+		for _, p := range parts {
+			buf = record.AppendFrame(buf, record.TypeCheckpoint, internalStream, now, p)
+		}
+		return buf
+	})
+	if err == nil && status != SendOK {
+		err = fmt.Errorf("written but not confirmed durable (%v): %w", status, ErrNotDurable)
+	}
 	if err != nil {
-		return 0, 0, fmt.Errorf("zeroloss: checkpoint: %w", err)
+		return 0, 0, fmt.Errorf("zeroloss: checkpoint (%d parts, %d appended): %w", len(parts), n, err)
 	}
 	if q.opts.Flush == FlushAsync {
 		// Appended, not yet synced: sync now, before anything is deleted.
@@ -211,8 +232,8 @@ func (q *Queue) checkpoint(ctx context.Context) (floor, seq uint64, err error) {
 		if err != nil {
 			return 0, 0, fmt.Errorf("zeroloss: checkpoint: %w", err)
 		}
-		if synced < seq {
-			return 0, 0, fmt.Errorf("zeroloss: checkpoint at seq %d not synced (synced up to %d)", seq, synced)
+		if last := seq + uint64(n) - 1; synced < last {
+			return 0, 0, fmt.Errorf("zeroloss: checkpoint at seqs %d-%d not synced (synced up to %d)", seq, last, synced)
 		}
 	}
 	q.stats.checkpoints.Add(1)
