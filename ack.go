@@ -56,8 +56,10 @@ func (c *Consumer) AckBatch(ds ...*Delivery) error {
 		}
 		u := d.u
 		switch {
+		case g.pending[u.pos] != u && u.dead:
+			expired = fmt.Errorf("zeroloss: ack of seq %d: it moved to the dead letters: %w", d.Seq, ErrDeliveryExpired)
 		case g.pending[u.pos] != u:
-			// Acked already (or dead-lettered).
+			// Acked already.
 		case u.busy:
 			expired = fmt.Errorf("zeroloss: ack of seq %d: it is moving to the retry stream or the dead letters: %w", d.Seq, ErrDeliveryExpired)
 		default:
@@ -209,6 +211,7 @@ func (g *group) moveOne(ctx context.Context, m move) error {
 	delete(g.pending, u.pos)
 	delete(g.attempts, u.pos)
 	if m.dead {
+		u.dead = true
 		g.q.logger.Warn("zeroloss: message dead-lettered", "group", g.name, "seq", u.seq, "attempts", u.attempt, "reason", m.reason)
 	} else {
 		u.pos, u.due, u.wait = pos, m.due, m.wait

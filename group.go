@@ -69,6 +69,7 @@ type unacked struct {
 	timeout  time.Duration // the ack timeout that set deadline, likewise
 	token    uint64        // changes on every delivery: stale Delivery handles
 	busy     bool          // a record about it (ack, retry, dead letter) is being written
+	dead     bool          // moved to the dead letters: a late ack of it does not count
 }
 
 func newGroup(q *Queue, id uint16, name string, cursor uint64) *group {

@@ -212,3 +212,20 @@ func TestMessageOfMaxSizeNeverWedgesItsGroup(t *testing.T) {
 	require.Equal(t, "big", d.Message.ID)
 	require.NoError(t, d.Ack())
 }
+
+// TestAckOfADeadLetteredDeliveryIsExpired: a delivery whose ack deadline
+// passed on its last allowed attempt moves to the dead letters; its late
+// Ack must say so (ErrDeliveryExpired), not return nil as if it were acked.
+func TestAckOfADeadLetteredDeliveryIsExpired(t *testing.T) {
+	clock, q, c := clockedConsumer(t, 2, &ConsumerOptions{AckTimeout: 10 * time.Second, MaxDeliveries: 1})
+	d := receive(t, c)
+	clock.Advance(time.Minute)
+	next := receive(t, c) // moves the first message to the dead letters on its way
+	require.NoError(t, next.Ack())
+	dls, err := q.DeadLetters("g")
+	require.NoError(t, err)
+	require.Len(t, dls, 1)
+	require.ErrorIs(t, d.Ack(), ErrDeliveryExpired, "the message is a dead letter, not acked")
+	require.ErrorIs(t, d.Nack(0), ErrDeliveryExpired)
+	require.NoError(t, next.Ack(), "acking an acked delivery again is fine")
+}
