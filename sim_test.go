@@ -143,7 +143,7 @@ func runSim(seed uint64, steps int) (trace []string, done int, err error) {
 		sent: map[uint64]simMessage{}, maybeIDs: map[string]bool{}, acked: map[uint64]bool{}, maybe: map[uint64]bool{},
 		last: map[uint64]int{}, durable: map[uint64]int{}}
 	s.fault = vfs.NewFault(s.mem)
-	segment := []int64{simMaxMessage + segmentOverhead + record.MaxMoveOverhead, 16 << 10, 64 << 10}[s.rng.IntN(3)]
+	segment := []int64{simSmallestSegment(), 16 << 10, 64 << 10}[s.rng.IntN(3)]
 	s.opts = Options{SegmentSize: segment, MaxMessageSize: simMaxMessage, fs: s.fault, now: s.clock.Now}
 	if s.rng.IntN(4) == 0 {
 		s.opts.Flush, s.opts.FlushInterval = FlushAsync, time.Millisecond
@@ -172,6 +172,17 @@ func runSim(seed uint64, steps int) (trace []string, done int, err error) {
 		return s.trace, done, fmt.Errorf("final check: %w", err)
 	}
 	return s.trace, done, nil
+}
+
+// simSmallestSegment returns the smallest SegmentSize the options accept
+// for simMaxMessage: the records about a message must fit in it.
+func simSmallestSegment() int64 {
+	for size := int64(simMaxMessage + segmentOverhead); ; size++ {
+		o := Options{SegmentSize: size, MaxMessageSize: simMaxMessage}
+		if _, err := o.withDefaults(); err == nil {
+			return size
+		}
+	}
 }
 
 func (s *sim) step(format string, args ...any) {
@@ -540,11 +551,11 @@ func (s *sim) check() error {
 			return fmt.Errorf("resurrected: seq %d (%s) is owed again after its ack returned nil", seq, s.sent[seq].id)
 		}
 	}
+	synced := s.q.log.SyncedSeq() // before reading: readers see synced frames only
 	inLog, err := s.unread(cursor)
 	if err != nil {
 		return err
 	}
-	synced := s.q.log.SyncedSeq()
 	for seq, m := range s.sent {
 		if !m.ok || s.acked[seq] || s.maybe[seq] || owed[seq] {
 			continue
