@@ -38,9 +38,9 @@ import (
 //     allows in the situation (ErrDiskFull while the disk is full...).
 //
 // The run ends with a clean restart and a drain that must deliver every
-// message owed. ZEROLOSS_SIM_SEEDS=N runs seeds 1..N (default 150),
+// message owed. ZEROLOSS_SIM_SEEDS=N runs seeds 1..N (default 300),
 // ZEROLOSS_SIM_SEED=S only seed S, ZEROLOSS_SIM_STEPS the steps per seed
-// (default 120). A failing seed is shrunk to the fewest steps that still
+// (default 150). A failing seed is shrunk to the fewest steps that still
 // fail, and its steps are printed.
 
 // simDelayedAttemptsExempt leaves delayed messages out of the attempts
@@ -52,8 +52,8 @@ import (
 const simDelayedAttemptsExempt = true
 
 const (
-	simDefaultSeeds = 150
-	simDefaultSteps = 120
+	simDefaultSeeds = 300
+	simDefaultSteps = 150
 	simMaxMessage   = 2048
 )
 
