@@ -459,12 +459,25 @@ func (s *sim) ack() error {
 		for _, d := range ds {
 			s.acked[d.Seq] = true
 		}
-	case errors.Is(err, ErrDeliveryExpired) || errors.Is(err, ErrDiskFull):
-		// ErrDiskFull: nothing was written, they are still owed. Expired:
-		// those not moved were acked; which, the model does not know.
-		if errors.Is(err, ErrDeliveryExpired) {
-			for _, d := range ds {
-				s.maybe[d.Seq] = true
+	case errors.Is(err, ErrDiskFull):
+		// Nothing was written: they are still owed.
+	case errors.Is(err, ErrDeliveryExpired):
+		// Those that moved to the dead letters were not acked, the others
+		// were (with one record, if any was not acked already).
+		dead, derr := s.q.DeadLetters("g")
+		if derr != nil {
+			return derr
+		}
+		moved := map[uint64]bool{}
+		for _, dl := range dead {
+			moved[dl.Seq] = true
+		}
+		for _, d := range ds {
+			if !moved[d.Seq] {
+				if !s.acked[d.Seq] {
+					s.allDurable()
+				}
+				s.acked[d.Seq] = true
 			}
 		}
 	default:
