@@ -462,18 +462,14 @@ func (s *sim) ack() error {
 	case errors.Is(err, ErrDiskFull):
 		// Nothing was written: they are still owed.
 	case errors.Is(err, ErrDeliveryExpired):
-		// Those that moved to the dead letters were not acked, the others
-		// were (with one record, if any was not acked already).
-		dead, derr := s.q.DeadLetters("g")
-		if derr != nil {
-			return derr
-		}
-		moved := map[uint64]bool{}
-		for _, dl := range dead {
-			moved[dl.Seq] = true
-		}
+		// Those that had moved to the dead letters were not acked, the
+		// others were (with one record, if any was not acked already).
+		g := s.c.g
 		for _, d := range ds {
-			if !moved[d.Seq] {
+			g.mu.Lock()
+			moved := d.u.dead
+			g.mu.Unlock()
+			if !moved {
 				if !s.acked[d.Seq] {
 					s.allDurable()
 				}
