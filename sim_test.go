@@ -147,6 +147,7 @@ type sim struct {
 	last     map[uint64]int        // highest Attempt delivered
 	durable  map[uint64]int        // attempts the queue made durable
 	diskFull int                   // steps the disk stays full
+	crashing bool                  // the file system is about to freeze
 }
 
 // runSim runs seed for steps steps and the final check. It returns the
@@ -256,7 +257,9 @@ func (s *sim) randomStep() error {
 		}
 	}
 	ctx := context.Background()
-	switch n := s.rng.IntN(100); {
+	switch n := s.rng.IntN(103); {
+	case n >= 100:
+		return s.crashDuring()
 	case n < 22:
 		return s.send(ctx, []*Message{s.newMessage()})
 	case n < 27:
@@ -316,7 +319,7 @@ func (s *sim) randomStep() error {
 			s.mem.Kill()
 			return nil
 		})
-	default:
+	case n < 100:
 		if s.opts.Flush == FlushAsync {
 			return nil // SendOK means written only: a power loss may take it
 		}
@@ -331,10 +334,53 @@ func (s *sim) randomStep() error {
 	return nil
 }
 
+// crashDuring cuts the power (a kill under FlushAsync) a few file
+// operations into a send, an ack or a retention pass (with its checkpoint),
+// then restarts.
+func (s *sim) crashDuring() error {
+	within := 1 + s.rng.IntN(8)
+	s.mem.SetOpLimit(s.mem.OpCount() + within)
+	s.step("crash within the next %d file operations", within)
+	s.crashing = true
+	var err error
+	switch s.rng.IntN(4) {
+	case 0:
+		err = s.send(context.Background(), []*Message{s.newMessage()})
+	case 1:
+		err = s.send(context.Background(), []*Message{s.newMessage(), s.newMessage(), s.newMessage()})
+	case 2:
+		err = s.ack()
+	case 3:
+		rerr := s.q.retain()
+		s.step("retain: %v", rerr)
+		err = s.allowed("retain", rerr)
+	}
+	s.crashing = false
+	if err != nil {
+		return err
+	}
+	if s.opts.Flush == FlushAsync {
+		return s.restart("kill -9 mid-operation", func() error {
+			s.mem.SetOpLimit(s.mem.OpCount())
+			s.q.Close()
+			s.mem.Kill()
+			return nil
+		})
+	}
+	mode := vfs.CrashModes[s.rng.IntN(len(vfs.CrashModes))]
+	return s.restart("power loss mid-operation "+mode.String(), func() error {
+		s.mem.SetOpLimit(s.mem.OpCount())
+		s.q.Close()
+		s.mem.Crash(mode, s.rng)
+		return nil
+	})
+}
+
 // allowed returns nil if err is nil, matches one of ok, or is ErrDiskFull
-// while the disk is full; otherwise a violation.
+// while the disk is full, or anything while the machine is going down;
+// otherwise a violation.
 func (s *sim) allowed(what string, err error, ok ...error) error {
-	if err == nil || (s.diskFull > 0 && errors.Is(err, ErrDiskFull)) {
+	if err == nil || s.crashing || (s.diskFull > 0 && errors.Is(err, ErrDiskFull)) {
 		return nil
 	}
 	for _, e := range ok {
