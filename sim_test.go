@@ -21,8 +21,8 @@ import (
 // an ID, batches, receives, acks, nacks, extends, clock jumps, redrives,
 // purges, mark flushes, retention, power losses in every MemFS crash mode,
 // process kills (the page cache survives), clean restarts, disk-full
-// episodes and messages of MaxMessageSize, on one consumer group. After
-// every step the queue is checked against a model of what it promised:
+// episodes and messages of MaxMessageSize, on two consumer groups. After
+// every step each group is checked against a model of what was promised:
 //
 //   - no loss: every SendOK'd message not acked is owed by the group:
 //     in flight or waiting (pending), a dead letter, or not read yet and
@@ -127,35 +127,46 @@ type simMessage struct {
 }
 
 type sim struct {
-	rng   *rand.Rand
-	mem   *vfs.MemFS
-	fault *vfs.FaultFS
-	clock *fakeClock
-	opts  Options
-	copts ConsumerOptions
-	q     *Queue
-	c     *Consumer
-	held  []*Delivery
-	trace []string
+	rng    *rand.Rand
+	mem    *vfs.MemFS
+	fault  *vfs.FaultFS
+	clock  *fakeClock
+	opts   Options
+	copts  ConsumerOptions
+	q      *Queue
+	groups []*simGroup // "g" and "h": each receives every message
+	gr     *simGroup   // the group of the current step
+	trace  []string
 
 	ids      []string              // every ID sent, for resends
 	nextID   int                   //
 	sent     map[uint64]simMessage // by seq
 	maybeIDs map[string]bool       // sends that failed: they may be in the log anyway
-	acked    map[uint64]bool       // Ack or purge returned nil
-	maybe    map[uint64]bool       // an ack or purge failed uncertainly: may be gone
-	last     map[uint64]int        // highest Attempt delivered
-	durable  map[uint64]int        // attempts the queue made durable
 	diskFull int                   // steps the disk stays full
 	crashing bool                  // the file system is about to freeze
+}
+
+// simGroup is what the model knows of one consumer group.
+type simGroup struct {
+	name    string
+	c       *Consumer
+	held    []*Delivery
+	acked   map[uint64]bool // Ack or purge returned nil
+	maybe   map[uint64]bool // an ack or purge failed uncertainly: may be gone
+	last    map[uint64]int  // highest Attempt delivered
+	durable map[uint64]int  // attempts the queue made durable
 }
 
 // runSim runs seed for steps steps and the final check. It returns the
 // steps it did (trace) and how many, and the first violation.
 func runSim(seed uint64, steps int) (trace []string, done int, err error) {
 	s := &sim{rng: rand.New(rand.NewPCG(seed, 0x5eed)), mem: vfs.NewMem(), clock: newFakeClock(),
-		sent: map[uint64]simMessage{}, maybeIDs: map[string]bool{}, acked: map[uint64]bool{}, maybe: map[uint64]bool{},
-		last: map[uint64]int{}, durable: map[uint64]int{}}
+		sent: map[uint64]simMessage{}, maybeIDs: map[string]bool{}}
+	for _, name := range []string{"g", "h"} {
+		s.groups = append(s.groups, &simGroup{name: name, acked: map[uint64]bool{}, maybe: map[uint64]bool{},
+			last: map[uint64]int{}, durable: map[uint64]int{}})
+	}
+	s.gr = s.groups[0]
 	s.fault = vfs.NewFault(s.mem)
 	segment := []int64{simSmallestSegment(), 16 << 10, 64 << 10}[s.rng.IntN(3)]
 	s.opts = Options{SegmentSize: segment, MaxMessageSize: simMaxMessage, fs: s.fault, now: s.clock.Now}
@@ -208,15 +219,18 @@ func (s *sim) open() error {
 	if err != nil {
 		return fmt.Errorf("open: %w", err)
 	}
-	c, err := q.Consumer("g", &s.copts)
-	if err != nil {
-		q.Close()
-		return fmt.Errorf("consumer: %w", err)
+	for _, sg := range s.groups {
+		c, err := q.Consumer(sg.name, &s.copts)
+		if err != nil {
+			q.Close()
+			return fmt.Errorf("consumer %s: %w", sg.name, err)
+		}
+		sg.c, sg.held = c, nil
 	}
-	s.q, s.c, s.held = q, c, nil
+	s.q = q
 	if os.Getenv("SIMDEBUG") != "" {
 		for _, lg := range q.ledger.groups {
-			s.step("DEBUG ledger floor %d mark %d attempts %v acked %v cursor %d", lg.floor, lg.mark, lg.attempts, lg.acked, c.g.cursor)
+			s.step("DEBUG ledger %s floor %d mark %d attempts %v acked %v", lg.name, lg.floor, lg.mark, lg.attempts, lg.acked)
 		}
 	}
 	return nil
@@ -257,6 +271,10 @@ func (s *sim) randomStep() error {
 		}
 	}
 	ctx := context.Background()
+	s.gr = s.groups[0]
+	if s.rng.IntN(3) == 0 {
+		s.gr = s.groups[1]
+	}
 	switch n := s.rng.IntN(103); {
 	case n >= 100:
 		return s.crashDuring()
@@ -278,7 +296,7 @@ func (s *sim) randomStep() error {
 		if d := s.pick(); d != nil {
 			by := time.Duration(1+s.rng.IntN(120)) * time.Second
 			err := d.Extend(by)
-			s.step("extend seq %d by %v: %v", d.Seq, by, err)
+			s.step("%s extend seq %d by %v: %v", s.gr.name, d.Seq, by, err)
 			return s.allowed("extend", err, ErrDeliveryExpired)
 		}
 	case n < 78:
@@ -293,7 +311,7 @@ func (s *sim) randomStep() error {
 		err := s.q.flushMarks(ctx)
 		s.step("flush marks: %v", err)
 		if err == nil {
-			s.allDurable()
+			s.everyGroupDurable()
 		}
 		return s.allowed("flushMarks", err)
 	case n < 90:
@@ -308,7 +326,7 @@ func (s *sim) randomStep() error {
 		return s.restart("clean restart", func() error {
 			err := s.q.Close()
 			if err == nil {
-				s.allDurable()
+				s.everyGroupDurable()
 			}
 			return err
 		})
@@ -420,17 +438,17 @@ func (s *sim) send(ctx context.Context, msgs []*Message) error {
 func (s *sim) receive(max int) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // deliver what is due now, wait for nothing
-	ds, err := s.c.ReceiveBatch(ctx, max)
+	ds, err := s.gr.c.ReceiveBatch(ctx, max)
 	var got []string
 	for _, d := range ds {
 		got = append(got, fmt.Sprintf("%d#%d", d.Seq, d.Attempt))
 		if verr := s.delivered(d); verr != nil {
-			s.step("receive %d: %v", max, got)
+			s.step("%s receive %d: %v", s.gr.name, max, got)
 			return verr
 		}
-		s.held = append(s.held, d)
+		s.gr.held = append(s.gr.held, d)
 	}
-	s.step("receive %d: %v %v", max, got, err)
+	s.step("%s receive %d: %v %v", s.gr.name, max, got, err)
 	return s.allowed("receive", err, context.Canceled)
 }
 
@@ -443,37 +461,46 @@ func (s *sim) delivered(d *Delivery) error {
 		return fmt.Errorf("phantom: seq %d delivered as %s, sent as %s", d.Seq, d.Message.ID, known.id)
 	case string(d.Message.Body) != string(simBody(d.Message.ID)):
 		return fmt.Errorf("seq %d (%s) delivered with another body", d.Seq, d.Message.ID)
-	case s.acked[d.Seq]:
+	case s.gr.acked[d.Seq]:
 		return fmt.Errorf("resurrected: seq %d (%s) delivered again after its ack returned nil", d.Seq, d.Message.ID)
-	case d.Attempt <= s.durable[d.Seq] && !(simDelayedAttemptsExempt && !d.Message.DeliverAt.IsZero()):
+	case d.Attempt <= s.gr.durable[d.Seq] && !(simDelayedAttemptsExempt && !d.Message.DeliverAt.IsZero()):
 		return fmt.Errorf("attempts went back: seq %d (%s) delivered as attempt %d, the queue had made %d durable",
-			d.Seq, d.Message.ID, d.Attempt, s.durable[d.Seq])
+			d.Seq, d.Message.ID, d.Attempt, s.gr.durable[d.Seq])
 	case d.Attempt > s.copts.MaxDeliveries:
 		return fmt.Errorf("seq %d delivered as attempt %d, above MaxDeliveries %d", d.Seq, d.Attempt, s.copts.MaxDeliveries)
 	}
 	if !ok {
 		s.sent[d.Seq] = simMessage{id: d.Message.ID}
 	}
-	s.last[d.Seq] = max(s.last[d.Seq], d.Attempt)
+	s.gr.last[d.Seq] = max(s.gr.last[d.Seq], d.Attempt)
 	return nil
 }
 
+// everyGroupDurable is allDurable for every group (Close writes them all).
+func (s *sim) everyGroupDurable() {
+	for _, sg := range s.groups {
+		for seq, n := range sg.last {
+			sg.durable[seq] = max(sg.durable[seq], n)
+		}
+	}
+}
+
 // allDurable notes that a record carrying every attempt count and the
-// delivered mark was written.
+// delivered mark of the step's group was written.
 func (s *sim) allDurable() {
-	for seq, n := range s.last {
-		s.durable[seq] = max(s.durable[seq], n)
+	for seq, n := range s.gr.last {
+		s.gr.durable[seq] = max(s.gr.durable[seq], n)
 	}
 }
 
 // pick removes and returns a random held delivery, nil if none.
 func (s *sim) pick() *Delivery {
-	if len(s.held) == 0 {
+	if len(s.gr.held) == 0 {
 		return nil
 	}
-	i := s.rng.IntN(len(s.held))
-	d := s.held[i]
-	s.held = append(s.held[:i], s.held[i+1:]...)
+	i := s.rng.IntN(len(s.gr.held))
+	d := s.gr.held[i]
+	s.gr.held = append(s.gr.held[:i], s.gr.held[i+1:]...)
 	return d
 }
 
@@ -487,44 +514,44 @@ func (s *sim) ack() error {
 	if len(ds) == 0 {
 		return nil
 	}
-	err := s.c.AckBatch(ds...)
+	err := s.gr.c.AckBatch(ds...)
 	var seqs []uint64
 	for _, d := range ds {
 		seqs = append(seqs, d.Seq)
 	}
-	s.step("ack %v: %v", seqs, err)
+	s.step("%s ack %v: %v", s.gr.name, seqs, err)
 	switch {
 	case err == nil:
 		for _, d := range ds {
-			if !s.acked[d.Seq] {
+			if !s.gr.acked[d.Seq] {
 				// An ack of deliveries all acked already writes nothing;
 				// otherwise its record carries every count.
 				s.allDurable()
 			}
 		}
 		for _, d := range ds {
-			s.acked[d.Seq] = true
+			s.gr.acked[d.Seq] = true
 		}
 	case errors.Is(err, ErrDiskFull):
 		// Nothing was written: they are still owed.
 	case errors.Is(err, ErrDeliveryExpired):
 		// Those that had moved to the dead letters were not acked, the
 		// others were (with one record, if any was not acked already).
-		g := s.c.g
+		g := s.gr.c.g
 		for _, d := range ds {
 			g.mu.Lock()
 			moved := d.u.dead
 			g.mu.Unlock()
 			if !moved {
-				if !s.acked[d.Seq] {
+				if !s.gr.acked[d.Seq] {
 					s.allDurable()
 				}
-				s.acked[d.Seq] = true
+				s.gr.acked[d.Seq] = true
 			}
 		}
 	default:
 		for _, d := range ds {
-			s.maybe[d.Seq] = true
+			s.gr.maybe[d.Seq] = true
 		}
 	}
 	return s.allowed("ack", err, ErrDeliveryExpired)
@@ -537,12 +564,12 @@ func (s *sim) nack() error {
 	}
 	delay := []time.Duration{0, time.Second, time.Minute}[s.rng.IntN(3)]
 	err := d.Nack(delay)
-	s.step("nack seq %d attempt %d delay %v: %v", d.Seq, d.Attempt, delay, err)
+	s.step("%s nack seq %d attempt %d delay %v: %v", s.gr.name, d.Seq, d.Attempt, delay, err)
 	return s.allowed("nack", err, ErrDeliveryExpired)
 }
 
 func (s *sim) redrive(ctx context.Context) error {
-	dead, err := s.q.DeadLetters("g")
+	dead, err := s.q.DeadLetters(s.gr.name)
 	if err != nil || len(dead) == 0 {
 		return err
 	}
@@ -554,28 +581,28 @@ func (s *sim) redrive(ctx context.Context) error {
 		dl := dead[s.rng.IntN(len(dead))]
 		chosen, positions = []DeadLetter{dl}, []uint64{dl.Pos}
 	}
-	n, err := s.q.RedriveDeadLetters(ctx, "g", positions...)
-	s.step("redrive %d of %d: %d, %v", len(chosen), len(dead), n, err)
+	n, err := s.q.RedriveDeadLetters(ctx, s.gr.name, positions...)
+	s.step("%s redrive %d of %d: %d, %v", s.gr.name, len(chosen), len(dead), n, err)
 	for _, dl := range chosen { // their attempt counts start again
-		s.last[dl.Seq], s.durable[dl.Seq] = 0, 0
+		s.gr.last[dl.Seq], s.gr.durable[dl.Seq] = 0, 0
 	}
 	return s.allowed("redrive", err)
 }
 
 func (s *sim) purge(ctx context.Context) error {
-	dead, err := s.q.DeadLetters("g")
+	dead, err := s.q.DeadLetters(s.gr.name)
 	if err != nil || len(dead) == 0 {
 		return err
 	}
 	dl := dead[s.rng.IntN(len(dead))]
-	n, err := s.q.PurgeDeadLetters(ctx, "g", dl.Pos)
-	s.step("purge seq %d at %d: %d, %v", dl.Seq, dl.Pos, n, err)
+	n, err := s.q.PurgeDeadLetters(ctx, s.gr.name, dl.Pos)
+	s.step("%s purge seq %d at %d: %d, %v", s.gr.name, dl.Seq, dl.Pos, n, err)
 	switch {
 	case err == nil && n == 1:
-		s.acked[dl.Seq] = true
+		s.gr.acked[dl.Seq] = true
 		s.allDurable()
 	case err != nil && !errors.Is(err, ErrDiskFull):
-		s.maybe[dl.Seq] = true
+		s.gr.maybe[dl.Seq] = true
 	}
 	return s.allowed("purge", err)
 }
@@ -591,8 +618,10 @@ func (s *sim) restart(how string, stop func() error) error {
 	s.q = nil
 	if !strings.HasPrefix(how, "clean") && !strings.HasPrefix(how, "final") {
 		// What the queue knows of attempts now is what it made durable.
-		for seq := range s.last {
-			s.last[seq] = s.durable[seq]
+		for _, sg := range s.groups {
+			for seq := range sg.last {
+				sg.last[seq] = sg.durable[seq]
+			}
 		}
 	}
 	return s.open()
@@ -602,7 +631,17 @@ func (s *sim) restart(how string, stop func() error) error {
 // and not acked is owed, nothing acked is, and every message not read yet
 // is in the log.
 func (s *sim) check() error {
-	g := s.c.g
+	for _, sg := range s.groups {
+		s.gr = sg
+		if err := s.checkGroup(); err != nil {
+			return fmt.Errorf("group %s: %w", sg.name, err)
+		}
+	}
+	return nil
+}
+
+func (s *sim) checkGroup() error {
+	g := s.gr.c.g
 	owed := map[uint64]bool{}
 	g.mu.Lock()
 	cursor := g.cursor
@@ -621,7 +660,7 @@ func (s *sim) check() error {
 		owed[dl.Seq] = true
 	}
 	for seq := range owed {
-		if s.acked[seq] {
+		if s.gr.acked[seq] {
 			return fmt.Errorf("resurrected: seq %d (%s) is owed again after its ack returned nil", seq, s.sent[seq].id)
 		}
 	}
@@ -631,7 +670,7 @@ func (s *sim) check() error {
 		return err
 	}
 	for seq, m := range s.sent {
-		if !m.ok || s.acked[seq] || s.maybe[seq] || owed[seq] {
+		if !m.ok || s.gr.acked[seq] || s.gr.maybe[seq] || owed[seq] {
 			continue
 		}
 		if seq < cursor || skip[seq] {
@@ -675,7 +714,7 @@ func (s *sim) finish() error {
 	if err := s.restart("final clean restart", func() error {
 		err := s.q.Close()
 		if err == nil {
-			s.allDurable()
+			s.everyGroupDurable()
 		}
 		return err
 	}); err != nil {
@@ -684,35 +723,47 @@ func (s *sim) finish() error {
 	if err := s.check(); err != nil {
 		return err
 	}
+	for _, sg := range s.groups {
+		s.gr = sg
+		if err := s.drain(); err != nil {
+			return fmt.Errorf("group %s: %w", sg.name, err)
+		}
+	}
+	return nil
+}
+
+// drain receives and acks everything the step's group owes, and checks
+// that it is every message SendOK'd and not acked.
+func (s *sim) drain() error {
 	drained := map[uint64]bool{}
 	for quiet := 0; quiet < 3; {
 		s.clock.Advance(3 * time.Hour) // past every backoff, deadline and DeliverAt
 		if err := s.receive(16); err != nil {
 			return err
 		}
-		if len(s.held) == 0 {
+		if len(s.gr.held) == 0 {
 			quiet++
 			continue
 		}
 		quiet = 0
-		for _, d := range s.held {
+		for _, d := range s.gr.held {
 			drained[d.Seq] = true
 		}
-		err := s.c.AckBatch(s.held...)
-		s.step("drain: ack %d: %v", len(s.held), err)
+		err := s.gr.c.AckBatch(s.gr.held...)
+		s.step("%s drain: ack %d: %v", s.gr.name, len(s.gr.held), err)
 		if err != nil {
 			return fmt.Errorf("drain: ack: %w", err)
 		}
-		for _, d := range s.held {
-			s.acked[d.Seq] = true
+		for _, d := range s.gr.held {
+			s.gr.acked[d.Seq] = true
 		}
-		s.held = nil
+		s.gr.held = nil
 	}
-	for _, dl := range s.q.ledger.deadLetters(s.c.g.id) {
+	for _, dl := range s.q.ledger.deadLetters(s.gr.c.g.id) {
 		drained[dl.Seq] = true
 	}
 	for seq, m := range s.sent {
-		if m.ok && !drained[seq] && !s.acked[seq] && !s.maybe[seq] {
+		if m.ok && !drained[seq] && !s.gr.acked[seq] && !s.gr.maybe[seq] {
 			return fmt.Errorf("lost: seq %d (%s) was SendOK'd, never acked, and the drain did not deliver it", seq, m.id)
 		}
 	}
