@@ -43,7 +43,8 @@ func (d *Delivery) Ack() error { return d.c.AckBatch(d) }
 
 // AckBatch acknowledges several deliveries of this consumer's group with one
 // record. Deliveries already acked are skipped; if some have moved on
-// (ErrDeliveryExpired), the others are still acked.
+// (ErrDeliveryExpired), the others are still acked. A batch so large that
+// its record would not fit in a segment acks nothing (ErrRecordTooLarge).
 func (c *Consumer) AckBatch(ds ...*Delivery) error {
 	g := c.g
 	g.mu.Lock()
