@@ -327,9 +327,11 @@ func (c *Consumer) deliver(u *unacked, now time.Time) *Delivery {
 	u.timeout = c.opts.AckTimeout
 	c.g.expect(u.deadline)
 	u.token++
-	if u.attempt > 1 || u.pos != u.seq {
+	if u.attempt > 1 || u.pos != u.seq || !u.msg.DeliverAt.IsZero() {
 		// Counted lazily in the next ack record (a delivery from the
-		// retry stream always, so that recovery knows it was delivered).
+		// retry stream always, so that recovery knows it was delivered;
+		// and a delayed message's, which recovery would otherwise take
+		// for one never read if the clock went back before its DeliverAt).
 		c.g.attempts[u.pos] = uint64(u.attempt)
 	}
 	return &Delivery{Message: u.msg, Seq: u.seq, Attempt: u.attempt, FirstDelivered: u.first, c: c, u: u, token: u.token}

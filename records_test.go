@@ -229,3 +229,32 @@ func TestAckOfADeadLetteredDeliveryIsExpired(t *testing.T) {
 	require.ErrorIs(t, d.Nack(0), ErrDeliveryExpired)
 	require.NoError(t, next.Ack(), "acking an acked delivery again is fine")
 }
+
+// TestDelayedMessageDeliveredKeepsItsAttemptWhenTheClockGoesBack: a message
+// whose DeliverAt had passed when it was read is delivered at its main-stream
+// position; if the clock then goes back before its DeliverAt, a restart must
+// still count that delivery, not take it for a delayed message never read.
+func TestDelayedMessageDeliveredKeepsItsAttemptWhenTheClockGoesBack(t *testing.T) {
+	clock := newFakeClock()
+	fs := vfs.NewMem()
+	q := consumerQueue(t, fs, clock)
+	_, err := q.Send(context.Background(), &Message{ID: "later", Body: []byte("x"), DeliverAt: clock.Now().Add(10 * time.Second)})
+	require.NoError(t, err)
+	clock.Advance(20 * time.Second)
+	c, err := q.Consumer("g", nil)
+	require.NoError(t, err)
+	d := receive(t, c)
+	require.Equal(t, 1, d.Attempt)
+	require.NoError(t, q.flushMarks(context.Background()))
+	clock.Advance(-30 * time.Second) // its DeliverAt is ahead again
+	require.NoError(t, q.Close())
+
+	q = consumerQueue(t, fs, clock)
+	defer q.Close()
+	c, err = q.Consumer("g", nil)
+	require.NoError(t, err)
+	clock.Advance(time.Minute)
+	d = receive(t, c)
+	require.Equal(t, "later", d.Message.ID)
+	require.Equal(t, 2, d.Attempt, "its first delivery was counted before the restart")
+}

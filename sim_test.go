@@ -44,13 +44,6 @@ import (
 // (default 150). A failing seed is shrunk to the fewest steps that still
 // fail, and its steps are printed.
 
-// simDelayedAttemptsExempt leaves delayed messages out of the attempts
-// check: recovery takes a message whose DeliverAt is still ahead (the clock
-// went back) and whose attempts were not written for one never delivered,
-// so it comes back as attempt 1 (seed 111). That is issue 16's path 3
-// (delayed messages and their attempts, across Close, crash and clock
-// jumps), fixed on another branch: set this to false once it is merged.
-const simDelayedAttemptsExempt = true
 
 const (
 	simDefaultSeeds = 300
@@ -463,7 +456,7 @@ func (s *sim) delivered(d *Delivery) error {
 		return fmt.Errorf("seq %d (%s) delivered with another body", d.Seq, d.Message.ID)
 	case s.gr.acked[d.Seq]:
 		return fmt.Errorf("resurrected: seq %d (%s) delivered again after its ack returned nil", d.Seq, d.Message.ID)
-	case d.Attempt <= s.gr.durable[d.Seq] && !(simDelayedAttemptsExempt && !d.Message.DeliverAt.IsZero()):
+	case d.Attempt <= s.gr.durable[d.Seq]:
 		return fmt.Errorf("attempts went back: seq %d (%s) delivered as attempt %d, the queue had made %d durable",
 			d.Seq, d.Message.ID, d.Attempt, s.gr.durable[d.Seq])
 	case d.Attempt > s.copts.MaxDeliveries:
