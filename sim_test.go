@@ -44,7 +44,6 @@ import (
 // (default 150). A failing seed is shrunk to the fewest steps that still
 // fail, and its steps are printed.
 
-
 const (
 	simDefaultSeeds = 300
 	simDefaultSteps = 150
