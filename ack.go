@@ -78,7 +78,8 @@ func (d *Delivery) Ack() error { return d.c.AckBatch(d) }
 // AckBatch acknowledges several deliveries of this consumer's group with one
 // record. Deliveries already acked are skipped; if some are no longer their
 // message's current delivery (ErrDeliveryExpired, as for Ack), the others
-// are still acked.
+// are still acked. A batch so large that its record would not fit in a
+// segment acks nothing (ErrRecordTooLarge).
 func (c *Consumer) AckBatch(ds ...*Delivery) error {
 	g := c.g
 	g.mu.Lock()
@@ -113,10 +114,13 @@ func (c *Consumer) AckBatch(ds ...*Delivery) error {
 	for i, u := range us {
 		positions[i] = u.pos
 	}
-	payload := g.ackPayload(positions)
+	payload, took := g.ackPayload(positions)
 	g.mu.Unlock()
 	_, err := g.writeRecord(context.Background(), record.TypeAck, payload)
 	g.mu.Lock()
+	if err != nil {
+		g.untake(took)
+	}
 	for _, u := range us {
 		u.busy = false
 		if err == nil {
@@ -250,6 +254,9 @@ func (g *group) moveOne(ctx context.Context, m move) error {
 	var payload []byte
 	if m.dead {
 		typ = record.TypeDeadLetter
+		if len(m.reason) > record.MaxReasonSize { // the options reserve room for so much
+			m.reason = m.reason[:record.MaxReasonSize]
+		}
 		payload = record.AppendDeadLetter(nil, &record.DeadLetter{Seq: u.seq, Source: u.pos,
 			Attempts: uint64(u.attempt), Reason: m.reason, Message: msg})
 	} else {
@@ -370,9 +377,15 @@ func (q *Queue) PurgeDeadLetters(ctx context.Context, name string, positions ...
 		positions = append(positions, dl.Pos)
 	}
 	g.mu.Lock()
-	payload := g.ackPayload(positions)
+	payload, took := g.ackPayload(positions)
 	g.mu.Unlock()
-	if pos, err := g.writeRecord(ctx, record.TypeAck, payload); pos == 0 {
+	pos, err := g.writeRecord(ctx, record.TypeAck, payload)
+	if err != nil {
+		g.mu.Lock()
+		g.untake(took)
+		g.mu.Unlock()
+	}
+	if pos == 0 {
 		return 0, err
 	} else if err != nil {
 		return len(dead), err

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/zerolossmq/zeroloss/internal/record"
 	"github.com/zerolossmq/zeroloss/internal/repl"
 	"github.com/zerolossmq/zeroloss/internal/vfs"
 )
@@ -114,7 +115,7 @@ func TestCancelledSendReportsItsOwnStatus(t *testing.T) {
 func TestCancelledSendUnderReplicateSyncReportsItsOwnStatus(t *testing.T) {
 	q := openLeader(t, Options{Replication: ReplicateSync, ReplicaTimeout: time.Hour})
 	a, b := net.Pipe()
-	f := startFakeFollower(t, b, DefaultMaxMessageSize) // never acks
+	f := startFakeFollower(t, b, DefaultMaxMessageSize+record.MaxMoveOverhead) // never acks
 	require.NoError(t, q.AttachReplica(a))
 	before := q.Stats().LastSeq
 	ctx, cancel := context.WithCancel(context.Background())

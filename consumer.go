@@ -354,10 +354,12 @@ func (c *Consumer) deliver(u *unacked, now time.Time) *Delivery {
 	u.timeout = c.opts.AckTimeout
 	c.g.expect(u.deadline)
 	u.token++
-	if u.attempt > 1 || u.pos != u.seq || u.delayed {
+	if u.attempt > 1 || u.pos != u.seq || u.delayed || !u.msg.DeliverAt.IsZero() {
 		// Counted lazily in the next ack record (a delivery from the
 		// retry stream always, so that recovery knows it was delivered;
-		// a delayed message never moved too, over its count of 0).
+		// a delayed message never moved too, over its count of 0; and any
+		// message with a DeliverAt, so that recovery never has to judge by
+		// a clock that may have gone back).
 		c.g.attempts[u.pos] = uint64(u.attempt)
 	}
 	return &Delivery{Message: u.msg, Seq: u.seq, Attempt: u.attempt, FirstDelivered: u.first, c: c, u: u, token: u.token, pos: u.pos}

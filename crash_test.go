@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/zerolossmq/zeroloss/internal/record"
 	"github.com/zerolossmq/zeroloss/internal/vfs"
 )
 
@@ -44,7 +45,7 @@ func crashWorkload(q *Queue) (ok map[string]uint64, attempted map[string][]byte)
 	return ok, attempted
 }
 
-var crashOptions = Options{Flush: FlushSync, SegmentSize: 4096 + 2048, MaxMessageSize: 2048, leaseChunk: 5, slotEverySync: true}
+var crashOptions = Options{Flush: FlushSync, SegmentSize: 4096 + 2048 + record.MaxMoveOverhead, MaxMessageSize: 2048, leaseChunk: 5, slotEverySync: true}
 
 // checkRecovered reopens fs and checks what must hold after a crash: Open
 // succeeds, every SendOK message is present with its body, nothing appears

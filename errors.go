@@ -22,6 +22,13 @@ var (
 	// ErrMessageTooLarge: the encoded message exceeds Options.MaxMessageSize.
 	// Nothing was appended.
 	ErrMessageTooLarge = errors.New("message too large")
+	// ErrRecordTooLarge: a record the queue writes about the messages it
+	// holds (an ack, a retry, a dead letter, a transaction's commit or
+	// check) would not fit in a segment. Only that record fails: nothing of
+	// it was appended, other writes are not affected and the queue is not
+	// poisoned. The options reserve room for every record about one message
+	// (see Options.SegmentSize), so only a huge AckBatch can meet it.
+	ErrRecordTooLarge = errors.New("record larger than a segment")
 	// ErrInvalidOptions: an option is out of range; the error names the field.
 	ErrInvalidOptions = errors.New("invalid options")
 	// ErrInvalidMessage: Send was given a nil message, or one whose ID is

@@ -140,16 +140,39 @@ func (g *group) owe(u *unacked) {
 }
 
 // ackPayload encodes an ack record for positions (the caller holds g.mu) and
-// takes the attempt counts it carries. The record's floor leaves out the
-// positions it acks: the one record does both.
-func (g *group) ackPayload(positions []uint64) []byte {
+// takes the attempt counts and the delivered mark it carries. The record's
+// floor leaves out the positions it acks: the one record does both. If the
+// record's write fails, the caller gives what it took back with untake.
+func (g *group) ackPayload(positions []uint64) ([]byte, taken) {
 	a := record.Ack{Floor: g.floor(positions), Mark: g.cursor, Acked: append([]uint64(nil), positions...)}
 	for s, n := range g.attempts {
 		a.Attempts = append(a.Attempts, record.Attempts{Seq: s, Count: n})
 	}
 	clear(g.attempts)
+	took := taken{attempts: a.Attempts, marked: g.marked, floored: g.floored}
 	g.marked, g.floored = g.cursor, a.Floor
-	return record.AppendAck(nil, &a)
+	return record.AppendAck(nil, &a), took
+}
+
+// taken is what an ack record took from the group's unwritten state: the
+// attempt counts, and the mark and floor written before it.
+type taken struct {
+	attempts        []record.Attempts
+	marked, floored uint64
+}
+
+// untake gives back what an ack record whose write failed took (the caller
+// holds g.mu): its attempt counts are written by a later record (a count
+// only grows: the larger one wins), and its mark and floor count as not
+// written, so flushMarks writes them again. Counts of messages that left
+// meanwhile are dropped.
+func (g *group) untake(t taken) {
+	for _, at := range t.attempts {
+		if g.pending[at.Seq] != nil {
+			g.attempts[at.Seq] = max(g.attempts[at.Seq], at.Count)
+		}
+	}
+	g.marked, g.floored = min(g.marked, t.marked), min(g.floored, t.floored)
 }
 
 // flushMarks writes an ack record, acking nothing, for every group whose
@@ -163,9 +186,14 @@ func (q *Queue) flushMarks(ctx context.Context) error {
 			g.mu.Unlock()
 			continue
 		}
-		payload := g.ackPayload(nil)
+		payload, took := g.ackPayload(nil)
 		g.mu.Unlock()
-		if _, err := g.writeRecord(ctx, record.TypeAck, payload); err != nil && !errors.Is(err, ErrGroupDeleted) {
+		if _, err := g.writeRecord(ctx, record.TypeAck, payload); errors.Is(err, ErrGroupDeleted) {
+			continue
+		} else if err != nil {
+			g.mu.Lock()
+			g.untake(took)
+			g.mu.Unlock()
 			return err
 		}
 	}
@@ -391,6 +419,7 @@ type replayState struct {
 	afterGap                bool     // past a gap, before a checkpoint
 	unknown                 map[uint16]int
 	now, dedupSince         time.Time
+	checkpoint              record.CheckpointJoiner
 }
 
 // newReplay starts a replay of a log whose first segment chains to deleted
@@ -420,10 +449,20 @@ func (q *Queue) replay(rs *replayState, rec *record.Record) error {
 		return nil // the history file holds the terms (epoch.go)
 	}
 	if rec.Type == record.TypeCheckpoint {
-		rs.seenCheckpoint, rs.afterGap = true, false
-		c, err := record.DecodeCheckpoint(rec.Payload)
+		// A checkpoint is written in parts (record.SplitCheckpoint) and
+		// counts once its last part is read; one cut short by a crash
+		// does not count.
+		payload, start, done, err := rs.checkpoint.Add(rec.Seq, rec.Payload)
 		if err != nil {
-			return fmt.Errorf("zeroloss: checkpoint at seq %d: %w", rec.Seq, err)
+			return fmt.Errorf("zeroloss: checkpoint part at seq %d: %w", rec.Seq, err)
+		}
+		if !done {
+			return nil
+		}
+		rs.seenCheckpoint, rs.afterGap = true, false
+		c, err := record.DecodeCheckpoint(payload)
+		if err != nil {
+			return fmt.Errorf("zeroloss: checkpoint at seq %d: %w", start, err)
 		}
 		if q.dedup != nil {
 			for _, e := range c.Dedup {
@@ -433,6 +472,8 @@ func (q *Queue) replay(rs *replayState, rec *record.Record) error {
 		for _, h := range c.Halves {
 			q.tx.recoverHalf(h.Seq, h.Message, unixTime(h.Time), int(h.Checks))
 		}
+		q.ledger.load(&c)
+		return nil
 	} else if rs.afterGap {
 		known, err := q.ledger.applyAfterGap(rec)
 		if !known {

@@ -64,14 +64,6 @@ func newLedgerGroup(id uint16, name string, start uint64) *ledgerGroup {
 func (l *ledger) apply(rec *record.Record) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if rec.Type == record.TypeCheckpoint {
-		c, err := record.DecodeCheckpoint(rec.Payload)
-		if err != nil {
-			return fmt.Errorf("zeroloss: checkpoint at seq %d: %w", rec.Seq, err)
-		}
-		l.restore(&c)
-		return nil
-	}
 	if rec.Type == record.TypeGroup {
 		gr, err := record.DecodeGroup(rec.Payload)
 		if err != nil {
@@ -206,6 +198,14 @@ func (l *ledger) checkpoint() record.Checkpoint {
 		c.Groups = append(c.Groups, gs)
 	}
 	return c
+}
+
+// load replaces the ledger with a checkpoint's state (replay joins its
+// parts; see record.CheckpointJoiner).
+func (l *ledger) load(c *record.Checkpoint) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.restore(c)
 }
 
 // restore replaces the ledger with a checkpoint's state (the caller holds mu).

@@ -120,7 +120,8 @@ type Options struct {
 	FlushTimeout time.Duration
 	// SegmentSize is the size of each preallocated segment file.
 	// Default 64 MiB; it must hold a header block of 4 KiB plus one message
-	// of MaxMessageSize.
+	// of MaxMessageSize plus the 95 bytes by which a retry or dead-letter
+	// record may exceed the message it carries.
 	SegmentSize int64
 	// MaxMessageSize bounds the encoded size of one message: frame header,
 	// ID, key, headers and body. Default 4 MiB.
@@ -261,15 +262,15 @@ func (o *Options) withDefaults() (Options, error) {
 	if out.SegmentSize < 0 {
 		return out, invalid("SegmentSize", "is negative (%d)", out.SegmentSize)
 	}
+	// A segment must hold its header and the largest record the queue
+	// writes: a retry or dead-letter record of a message of MaxMessageSize.
+	minSegment := int64(out.MaxMessageSize) + segmentOverhead + record.MaxMoveOverhead
 	if out.SegmentSize == 0 {
-		out.SegmentSize = DefaultSegmentSize
-		if min := int64(out.MaxMessageSize) + segmentOverhead; out.SegmentSize < min {
-			out.SegmentSize = min
-		}
+		out.SegmentSize = max(DefaultSegmentSize, minSegment)
 	}
-	if min := int64(out.MaxMessageSize) + segmentOverhead; out.SegmentSize < min {
-		return out, invalid("SegmentSize", "is %d, too small for MaxMessageSize %d plus the %d-byte segment header (minimum %d)",
-			out.SegmentSize, out.MaxMessageSize, segmentOverhead, min)
+	if out.SegmentSize < minSegment {
+		return out, invalid("SegmentSize", "is %d, too small for MaxMessageSize %d plus the %d-byte segment header and the %d bytes a retry or dead-letter record adds to a message (minimum %d)",
+			out.SegmentSize, out.MaxMessageSize, segmentOverhead, record.MaxMoveOverhead, minSegment)
 	}
 	if out.MaxBytes < 0 {
 		return out, invalid("MaxBytes", "is negative (%d)", out.MaxBytes)

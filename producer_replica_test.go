@@ -8,6 +8,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/zerolossmq/zeroloss/internal/record"
 )
 
 // idsIn returns how many times each message ID is in the queue's log, and
@@ -45,7 +47,7 @@ func TestStrictProducerSpoolsOnReplicaStatuses(t *testing.T) {
 			var silent net.Conn
 			if tc.status == FlushReplicaTimeout {
 				a, b := net.Pipe()
-				startFakeFollower(t, b, DefaultMaxMessageSize) // reads, never acks
+				startFakeFollower(t, b, DefaultMaxMessageSize+record.MaxMoveOverhead) // reads, never acks
 				require.NoError(t, q.AttachReplica(a))
 				silent = b
 			}

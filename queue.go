@@ -482,12 +482,21 @@ func (q *Queue) send(ctx context.Context, msgs []*Message, ids []string, now tim
 // FlushSync, the fdatasync: the path of every record the queue appends,
 // messages and consumer records alike. limited says whether MaxBytes applies
 // (it does not to acks, which must get through to drain a full queue). It
-// returns the first seq, how many frames were appended and their status.
+// returns the first seq, how many frames were appended and their status. A
+// single record larger than a segment is refused (ErrRecordTooLarge) before it
+// joins a batch, so that it fails alone.
 //
 // Under ReplicateSync, records of the main stream (messages, transactional
 // halves and commits) also wait for the follower's ack; consumer and internal
 // records (other streams) are replicated without waiting.
 func (q *Queue) submit(ctx context.Context, size int64, count int, limited bool, encode func([]byte) []byte) (uint64, int, SendStatus, error) {
+	if limit := int64(q.log.MaxFrameSize()); count == 1 && size > limit {
+		// Refused before it joins a batch: the log would fail the whole
+		// batch with it. (Messages are refused above MaxMessageSize, which
+		// the options keep below a segment's room.)
+		return 0, 0, 0, fmt.Errorf("zeroloss: a record of %d bytes does not fit in a segment (at most %d): %w",
+			size, limit, ErrRecordTooLarge)
+	}
 	select {
 	case q.slots <- struct{}{}:
 	case <-ctx.Done():

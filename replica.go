@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -226,8 +227,9 @@ func (q *Queue) AttachReplica(link io.ReadWriteCloser) error {
 	switch {
 	case !repl.VerifyFollower(q.opts.ReplicaSecret, hello.Hello.Nonce, &auth, &h):
 		return refuse("the follower did not prove it holds the leader's secret (Options.ReplicaSecret and FollowOptions.Secret must be the same key, or both unset)")
-	case int(h.MaxFrame) < q.opts.MaxMessageSize:
-		return refuse("follower accepts frames of at most %d bytes, below the leader's MaxMessageSize %d", h.MaxFrame, q.opts.MaxMessageSize)
+	case int(h.MaxFrame) < q.opts.MaxMessageSize+record.MaxMoveOverhead:
+		return refuse("follower accepts frames of at most %d bytes, below the leader's MaxMessageSize %d plus %d for a retry or dead-letter record",
+			h.MaxFrame, q.opts.MaxMessageSize, record.MaxMoveOverhead)
 	}
 	common, err := repl.Common(q.epochs, q.log.LastSeq(), h.Epochs, h.LastSeq)
 	if err != nil {
@@ -474,7 +476,8 @@ type FollowOptions struct {
 	Flush FlushMode
 	// SegmentSize is the size of the follower's segment files; the largest
 	// frame it accepts is SegmentSize minus the 4 KiB header, and it must be
-	// at least the leader's MaxMessageSize. Default 64 MiB.
+	// at least the leader's MaxMessageSize plus 95 bytes (the most a retry or
+	// dead-letter record adds to a message). Default 64 MiB.
 	SegmentSize int64
 	// Logger receives recovery reports. Default: discard.
 	Logger *slog.Logger
@@ -666,8 +669,11 @@ type follower struct {
 	last  uint64 // last seq appended
 	acked uint64
 	trim  uint64 // the leader deleted its segments below this seq (Trim)
-	ckpt  uint64 // seq of the latest checkpoint record appended
-	done  uint64 // every group of that checkpoint is done with the seqs below this
+	// ckpt is the seq of the first part of the latest whole checkpoint
+	// appended, ckptEnd that of its last part; ckpts joins the parts. done:
+	// every group of that checkpoint is done with the seqs below it.
+	ckpt, ckptEnd, done uint64
+	ckpts               record.CheckpointJoiner
 }
 
 type readResult struct {
@@ -830,9 +836,7 @@ func (f *follower) apply(res readResult) error {
 	if _, err := f.log.AppendFrames(m.Frames); err != nil {
 		return fmt.Errorf("zeroloss: follow: append: %w", err)
 	}
-	if seq, done := lastCheckpoint(m.Frames); seq > 0 {
-		f.ckpt, f.done = seq, done
-	}
+	f.noteCheckpoints(m.Frames)
 	f.last = m.LastSeq
 	return nil
 }
@@ -859,19 +863,20 @@ func (f *follower) ack() error {
 }
 
 // retain deletes the segments the leader deleted (Trim), once the copy holds
-// a durable checkpoint that has every group done with them: below the
-// Trim's seq, the checkpoint's lowest group floor and the checkpoint itself.
-// Recovery starts at the first checkpoint of a trimmed log, so the segments
-// below must hold nothing that checkpoint still owes; and until the copy
-// holds such a checkpoint, its own older records are the only consumer
-// state it has (a Trim comes before the frames of a catch-up that jumps over
-// deleted segments, ahead of the leader's checkpoint). Under FlushAsync acked
-// is only written: the checkpoint is synced before anything is deleted.
+// a durable whole checkpoint that has every group done with them: below the
+// Trim's seq, the checkpoint's lowest group floor and the checkpoint's first
+// part. Recovery starts at the first whole checkpoint of a trimmed log, so
+// the segments below must hold nothing that checkpoint still owes; and until
+// the copy holds such a checkpoint, its own older records are the only
+// consumer state it has (a Trim comes before the frames of a catch-up that
+// jumps over deleted segments, ahead of the leader's checkpoint). Under
+// FlushAsync acked is only written: the checkpoint is synced before anything
+// is deleted.
 func (f *follower) retain() error {
-	if f.trim == 0 || f.ckpt == 0 || f.ckpt > f.acked {
+	if f.trim == 0 || f.ckpt == 0 || f.ckptEnd > f.acked {
 		return nil
 	}
-	if f.log.SyncedSeq() < f.ckpt {
+	if f.log.SyncedSeq() < f.ckptEnd {
 		if _, err := f.log.Sync(); err != nil {
 			return fmt.Errorf("zeroloss: follow: syncing checkpoint %d before deleting segments: %w", f.ckpt, err)
 		}
@@ -887,38 +892,33 @@ func (f *follower) retain() error {
 	return nil
 }
 
-// lastCheckpoint returns the seq of the last checkpoint record among frames
-// (already checked), 0 if none, and the lowest floor of its groups (every
-// group is done with the main-stream seqs below it; retries and dead letters
-// are in the checkpoint). It reads headers only, but for that record.
-func lastCheckpoint(frames []byte) (seq, done uint64) {
-	at := -1
+// noteCheckpoints follows the checkpoint parts among frames (already
+// checked, in log order) and notes where the latest whole checkpoint starts
+// and ends, and the lowest floor of its groups (every group is done with the
+// main-stream seqs below it; retries and dead letters are in the checkpoint).
+func (f *follower) noteCheckpoints(frames []byte) {
 	for off := 0; off+record.HeaderSize <= len(frames); {
 		size, err := record.FrameSize(frames[off:], 0)
-		if err != nil {
-			break
+		if err != nil || off+size > len(frames) {
+			return
 		}
 		if h := frames[off : off+record.HeaderSize]; record.Type(h[9]) == record.TypeCheckpoint {
-			at = off
+			seq := binary.LittleEndian.Uint64(h[16:24])
+			// A malformed part counts as no checkpoint: the follower
+			// then keeps more, never less.
+			payload, start, whole, err := f.ckpts.Add(seq, frames[off+record.HeaderSize:off+size])
+			if err == nil && whole {
+				if c, err := record.DecodeCheckpoint(payload); err == nil {
+					done := uint64(math.MaxUint64)
+					for _, g := range c.Groups {
+						done = min(done, g.Floor)
+					}
+					f.ckpt, f.ckptEnd, f.done = start, seq, done
+				}
+			}
 		}
 		off += size
 	}
-	if at < 0 {
-		return 0, 0
-	}
-	rec, _, err := record.Decode(frames[at:], 0)
-	if err != nil {
-		return 0, 0
-	}
-	c, err := record.DecodeCheckpoint(rec.Payload)
-	if err != nil {
-		return 0, 0
-	}
-	done = math.MaxUint64
-	for _, g := range c.Groups {
-		done = min(done, g.Floor)
-	}
-	return rec.Seq, done
 }
 
 // isProtocolError reports whether err is the other side breaking the

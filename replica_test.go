@@ -317,7 +317,7 @@ func (f *fakeFollower) ack(seq uint64) error {
 func TestReplicateSyncFollowerStopsAckingIsFlushReplicaTimeout(t *testing.T) {
 	q := openLeader(t, Options{Replication: ReplicateSync, ReplicaTimeout: 200 * time.Millisecond})
 	a, b := net.Pipe()
-	f := startFakeFollower(t, b, DefaultMaxMessageSize)
+	f := startFakeFollower(t, b, DefaultMaxMessageSize+record.MaxMoveOverhead)
 	require.NoError(t, q.AttachReplica(a))
 
 	res, err := q.Send(context.Background(), &Message{Body: []byte("acked")})
@@ -357,7 +357,7 @@ func TestReplicateSyncConsumersSeeOnlyAcked(t *testing.T) {
 	c, err := q.Consumer("g", nil)
 	require.NoError(t, err)
 	a, b := net.Pipe()
-	f := startFakeFollower(t, b, DefaultMaxMessageSize)
+	f := startFakeFollower(t, b, DefaultMaxMessageSize+record.MaxMoveOverhead)
 	require.NoError(t, q.AttachReplica(a))
 	require.Equal(t, repl.TypeWelcome, (<-f.frames).Type)
 
@@ -741,7 +741,7 @@ func TestFollowerDeletesWhatTheLeaderDeleted(t *testing.T) {
 func TestRetentionWaitsForTheAttachedFollower(t *testing.T) {
 	q := openLeader(t, Options{Replication: ReplicateAsync, SegmentSize: 64 << 10, MaxMessageSize: 4096})
 	a, b := net.Pipe()
-	f := startFakeFollower(t, b, 4096) // acks only when told
+	f := startFakeFollower(t, b, 4096+record.MaxMoveOverhead) // acks only when told
 	require.NoError(t, q.AttachReplica(a))
 	var received atomic.Uint64 // the last seq the fake follower was sent
 	go func() {

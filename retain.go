@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 
 	"github.com/zerolossmq/zeroloss/internal/record"
 )
@@ -134,8 +135,9 @@ func (q *Queue) forceRetention(cut uint64) error {
 			}
 		}
 		var payload []byte
+		var took taken
 		if skipped > 0 || g.floored < cut {
-			payload = g.ackPayload(nil)
+			payload, took = g.ackPayload(nil)
 		}
 		g.mu.Unlock()
 		if payload == nil {
@@ -144,6 +146,9 @@ func (q *Queue) forceRetention(cut uint64) error {
 		if _, err := g.writeRecord(ctx, record.TypeAck, payload); errors.Is(err, ErrGroupDeleted) {
 			continue
 		} else if err != nil {
+			g.mu.Lock()
+			g.untake(took)
+			g.mu.Unlock()
 			return err
 		}
 		if skipped > 0 {
@@ -186,9 +191,9 @@ func (g *group) countMessages(from, to uint64) int {
 
 // checkpoint appends a checkpoint of the ledger and waits until it is
 // durable. It returns the lowest group floor it holds (MaxUint64 with no
-// group) and its seq. It writes one with no group too: recovery of a
-// trimmed log needs a checkpoint, and the dedup IDs and pending halves of
-// the segments about to go live on in it.
+// group) and its seq (that of its first part). It writes one with no group
+// too: recovery of a trimmed log needs a checkpoint, and the dedup IDs and
+// pending halves of the segments about to go live on in it.
 func (q *Queue) checkpoint(ctx context.Context) (floor, seq uint64, err error) {
 	q.recMu.Lock() // no other consumer record in flight: the ledger is the log's
 	defer q.recMu.Unlock()
@@ -203,9 +208,28 @@ func (q *Queue) checkpoint(ctx context.Context) (floor, seq uint64, err error) {
 	for _, g := range cp.Groups {
 		floor = min(floor, g.Floor)
 	}
-	seq, err = q.appendRecord(ctx, record.TypeCheckpoint, internalStream, record.AppendCheckpoint(nil, &cp))
+	// A checkpoint holds every dead letter and retry with its message, so
+	// it may outgrow a segment: it is written in parts of at most
+	// MaxMessageSize (a frame a follower accepts), all in one write.
+	// Recovery counts it only once every part is there.
+	maxPart := min(q.opts.MaxMessageSize, q.log.MaxFrameSize()) - record.HeaderSize
+	parts := record.SplitCheckpoint(record.AppendCheckpoint(nil, &cp), rand.Uint64(), maxPart)
+	var size int64
+	for _, p := range parts {
+		size += int64(record.HeaderSize + len(p))
+	}
+	now := q.opts.now().UnixNano()
+	seq, n, status, err := q.submit(context.WithoutCancel(ctx), size, len(parts), false, func(buf []byte) []byte {
+		for _, p := range parts {
+			buf = record.AppendFrame(buf, record.TypeCheckpoint, internalStream, now, p)
+		}
+		return buf
+	})
+	if err == nil && status != SendOK {
+		err = fmt.Errorf("written but not confirmed durable (%v): %w", status, ErrNotDurable)
+	}
 	if err != nil {
-		return 0, 0, fmt.Errorf("zeroloss: checkpoint: %w", err)
+		return 0, 0, fmt.Errorf("zeroloss: checkpoint (%d parts, %d appended): %w", len(parts), n, err)
 	}
 	if q.opts.Flush == FlushAsync {
 		// Appended, not yet synced: sync now, before anything is deleted.
@@ -213,8 +237,8 @@ func (q *Queue) checkpoint(ctx context.Context) (floor, seq uint64, err error) {
 		if err != nil {
 			return 0, 0, fmt.Errorf("zeroloss: checkpoint: %w", err)
 		}
-		if synced < seq {
-			return 0, 0, fmt.Errorf("zeroloss: checkpoint at seq %d not synced (synced up to %d)", seq, synced)
+		if last := seq + uint64(n) - 1; synced < last {
+			return 0, 0, fmt.Errorf("zeroloss: checkpoint at seqs %d-%d not synced (synced up to %d)", seq, last, synced)
 		}
 	}
 	q.stats.checkpoints.Add(1)

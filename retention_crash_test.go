@@ -9,10 +9,11 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/zerolossmq/zeroloss/internal/record"
 	"github.com/zerolossmq/zeroloss/internal/vfs"
 )
 
-var retentionCrashOptions = Options{Flush: FlushSync, SegmentSize: 4096 + 2048, MaxMessageSize: 2048, leaseChunk: 5, slotEverySync: true}
+var retentionCrashOptions = Options{Flush: FlushSync, SegmentSize: 4096 + 2048 + record.MaxMoveOverhead, MaxMessageSize: 2048, leaseChunk: 5, slotEverySync: true}
 
 // consumeOutcome is what the consume workload was told before the crash.
 type consumeOutcome struct {

@@ -127,7 +127,7 @@ func crashDuringDivergentTailCut(t *testing.T, base *vfs.MemFS, keep uint64) {
 	// FlushSync).
 	durable := base.Clone()
 	durable.Crash(vfs.DropUnsynced, nil)
-	q, err := Open("/f", &Options{fs: durable, SegmentSize: truncateCrashSegment, MaxMessageSize: 4 << 10})
+	q, err := Open("/f", &Options{fs: durable, SegmentSize: truncateCrashSegment, MaxMessageSize: 4000})
 	require.NoError(t, err)
 	must := min(uint64(len(readBackUncapped(t, q))), keep)
 	require.NoError(t, q.Close())
@@ -155,7 +155,7 @@ func crashDuringDivergentTailCut(t *testing.T, base *vfs.MemFS, keep uint64) {
 			_ = followScript(fs, "/f", keep+1, keep+20, framesFrom(keep+1, keep+20, "new"))
 			fs.Crash(mode, rng)
 			label := fmt.Sprintf("Follow crashed after op %d/%d, %v", k, total, mode)
-			q, err := Open("/f", &Options{fs: fs, SegmentSize: truncateCrashSegment, MaxMessageSize: 4 << 10})
+			q, err := Open("/f", &Options{fs: fs, SegmentSize: truncateCrashSegment, MaxMessageSize: 4000})
 			require.NoError(t, err, label)
 			got := readBackUncapped(t, q)
 			require.GreaterOrEqual(t, uint64(len(got)), must, label)

@@ -4,10 +4,12 @@ import (
 	"encoding/binary"
 )
 
-// A TypeCheckpoint record holds the queue's whole internal state as of its
-// position in the log, so that the segments before it can be deleted
-// (retention) and recovery can start from it. Its payload is a sequence of
-// sections, each a tag and a length-prefixed body (uvarints):
+// A checkpoint holds the queue's whole internal state as of its position in
+// the log, so that the segments before it can be deleted (retention) and
+// recovery can start from it. It is written as TypeCheckpoint parts (see
+// SplitCheckpoint below); the payload they carry, as AppendCheckpoint
+// encodes it (and as a format-1 checkpoint, one record, holds it), is a
+// sequence of sections, each a tag and a length-prefixed body (uvarints):
 //
 //	tag 1  a consumer group, as GroupState below
 //	tag 2  the dedup table: count n, n × (ID (uvarint length + bytes), seq, time (varint))
@@ -23,7 +25,7 @@ import (
 //	retry count r, r × (position, length, TypeRetry payload)
 //	dead count d, d × (position, time (varint), length, TypeDeadLetter payload)
 
-// Checkpoint is the payload of a TypeCheckpoint record.
+// Checkpoint is a checkpoint's state.
 type Checkpoint struct {
 	Groups []GroupState
 	Dedup  []DedupEntry
@@ -244,4 +246,116 @@ func decodeGroupState(p []byte) (GroupState, error) {
 		return g, ErrBadConsumerRecord
 	}
 	return g, nil
+}
+
+// Checkpoint parts (format 2). A checkpoint may outgrow a segment (it holds
+// every dead letter and retry with its whole message), and a frame never
+// spans segments, so the queue writes its payload, as AppendCheckpoint
+// encodes it, cut into parts: consecutive TypeCheckpoint records each
+// holding
+//
+//	0 (the part marker: a format-1 payload starts with a section tag, never 0),
+//	checkpoint id, part index, part count (uvarints), then a piece of the payload
+//
+// A checkpoint counts only once every part is there, in order (index 0 to
+// count-1, one id); the state it holds is as of its first part. A format-1
+// checkpoint, one record holding the payload itself, is still read.
+const partMarker = 0
+
+// partHeaderMax is the most bytes a part's header takes.
+const partHeaderMax = 1 + 3*binary.MaxVarintLen64
+
+// SplitCheckpoint cuts payload (AppendCheckpoint's encoding) into the
+// payloads of the parts of checkpoint id, each at most maxPart bytes
+// (maxPart is at least 64).
+func SplitCheckpoint(payload []byte, id uint64, maxPart int) [][]byte {
+	room := max(maxPart-partHeaderMax, 1)
+	count := max((len(payload)+room-1)/room, 1)
+	parts := make([][]byte, 0, count)
+	for i := 0; i < count; i++ {
+		piece := payload[min(i*room, len(payload)):min((i+1)*room, len(payload))]
+		p := make([]byte, 0, partHeaderMax+len(piece))
+		p = append(p, partMarker)
+		p = binary.AppendUvarint(p, id)
+		p = binary.AppendUvarint(p, uint64(i))
+		p = binary.AppendUvarint(p, uint64(count))
+		parts = append(parts, append(p, piece...))
+	}
+	return parts
+}
+
+// CheckpointPart is a decoded part header; Data aliases the payload.
+type CheckpointPart struct {
+	ID, Index, Count uint64
+	Data             []byte
+}
+
+// DecodeCheckpointPart decodes the payload of a TypeCheckpoint record: a
+// part (ok), or a format-1 checkpoint (not ok, no error), whose payload
+// DecodeCheckpoint reads as it is.
+func DecodeCheckpointPart(p []byte) (part CheckpointPart, ok bool, err error) {
+	if len(p) == 0 || p[0] != partMarker {
+		return part, false, nil
+	}
+	d := decoder{p: p[1:]}
+	part.ID, part.Index, part.Count = d.uvarint(), d.uvarint(), d.uvarint()
+	if d.bad || part.Count == 0 || part.Index >= part.Count {
+		return part, true, ErrBadConsumerRecord
+	}
+	part.Data = d.p
+	return part, true, nil
+}
+
+// CheckpointJoiner puts checkpoints back together from the TypeCheckpoint
+// records of a log, fed to Add in log order. A checkpoint whose parts are
+// not all there (a crash cut its write short) is dropped when the next one
+// starts.
+type CheckpointJoiner struct {
+	// HeadersOnly: track which checkpoints are whole without keeping
+	// their payloads (Add returns a nil payload).
+	HeadersOnly bool
+
+	active   bool
+	id, next uint64
+	count    uint64
+	start    uint64
+	data     []byte
+}
+
+// Add takes the payload of the TypeCheckpoint record at seq. When the record
+// completes a checkpoint, Add returns done, the seq of the checkpoint's first
+// part, and its payload as AppendCheckpoint encoded it (unless HeadersOnly).
+// The payload is only valid until the next call.
+func (j *CheckpointJoiner) Add(seq uint64, p []byte) (payload []byte, start uint64, done bool, err error) {
+	part, ok, err := DecodeCheckpointPart(p)
+	if err != nil {
+		j.active = false
+		return nil, 0, false, err
+	}
+	if !ok { // format 1: whole in one record
+		j.active = false
+		if j.HeadersOnly {
+			return nil, seq, true, nil
+		}
+		return p, seq, true, nil
+	}
+	switch {
+	case part.Index == 0:
+		j.active, j.id, j.count, j.next, j.start, j.data = true, part.ID, part.Count, 0, seq, j.data[:0]
+	case !j.active || part.ID != j.id || part.Count != j.count || part.Index != j.next:
+		j.active = false // a part of a checkpoint that is not whole
+		return nil, 0, false, nil
+	}
+	j.next++
+	if !j.HeadersOnly {
+		j.data = append(j.data, part.Data...)
+	}
+	if j.next < j.count {
+		return nil, 0, false, nil
+	}
+	j.active = false
+	if j.HeadersOnly {
+		return nil, j.start, true, nil
+	}
+	return j.data, j.start, true, nil
 }

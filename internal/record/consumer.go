@@ -343,3 +343,17 @@ func DecodeTxOp(p []byte) (TxOp, error) {
 	}
 	return o, nil
 }
+
+// MaxReasonSize bounds the reason of a dead letter the queue writes.
+const MaxReasonSize = 64
+
+// MaxMoveOverhead is the most by which a record the queue writes about a
+// message it holds exceeds the message's own frame: a TypeRetry record (five
+// varints ahead of the message), a TypeDeadLetter (three uvarints and a
+// reason of at most MaxReasonSize bytes with its length), or a committed
+// transactional message (its half's seq, one uvarint more than the half). A
+// segment that holds a message of the queue's largest size plus this holds
+// every record about it.
+const MaxMoveOverhead = max(5*binary.MaxVarintLen64,
+	3*binary.MaxVarintLen64+1+MaxReasonSize,
+	binary.MaxVarintLen64)

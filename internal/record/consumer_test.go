@@ -2,6 +2,8 @@ package record
 
 import (
 	"bytes"
+	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -57,7 +59,22 @@ func FuzzConsumerRecords(f *testing.F) {
 	cp := sampleCheckpoint()
 	f.Add(AppendCheckpoint(nil, &cp))
 	f.Add(AppendRetry(nil, &cp.Groups[0].Retries[0].Retry))
+	for _, part := range SplitCheckpoint(AppendCheckpoint(nil, &cp), 7, 100) {
+		f.Add(part)
+	}
 	f.Fuzz(func(t *testing.T, p []byte) {
+		if part, ok, err := DecodeCheckpointPart(p); ok && err == nil {
+			// A part that is a whole checkpoint by itself decodes as the
+			// payload it carries.
+			var j CheckpointJoiner
+			payload, _, done, err := j.Add(5, p)
+			if err != nil || done != (part.Count == 1 && part.Index == 0) {
+				t.Fatalf("joining a lone part: done %v, %v", done, err)
+			}
+			if done && !bytes.Equal(payload, part.Data) {
+				t.Fatal("a lone part's payload differs")
+			}
+		}
 		if a, err := DecodeAck(p); err == nil {
 			again, err := DecodeAck(AppendAck(nil, &a))
 			if err != nil || again.Floor != a.Floor || len(again.Acked) != len(a.Acked) {
@@ -158,4 +175,94 @@ func TestGroupDeletedPayload(t *testing.T) {
 	}
 	require.True(t, TypeGroupDeleted.Valid())
 	require.Equal(t, "group-deleted", TypeGroupDeleted.String())
+}
+
+// TestMaxMoveOverhead: the records the queue writes about a message exceed
+// its frame by at most MaxMoveOverhead, with every varint at its longest.
+func TestMaxMoveOverhead(t *testing.T) {
+	m := Message{ID: "id", Body: []byte("body"), DeliverAt: time.Unix(0, -1), HalfSeq: math.MaxUint64}
+	plain := m
+	plain.HalfSeq = 0
+	reason := strings.Repeat("r", MaxReasonSize)
+	retry := AppendRetry(nil, &Retry{Seq: math.MaxUint64, Source: math.MaxUint64, Attempts: math.MaxUint64,
+		Due: math.MinInt64, First: math.MinInt64, Message: plain})
+	dead := AppendDeadLetter(nil, &DeadLetter{Seq: math.MaxUint64, Source: math.MaxUint64, Attempts: math.MaxUint64,
+		Reason: reason, Message: plain})
+	size := MessageSize(&plain)
+	require.LessOrEqual(t, len(retry)-size, MaxMoveOverhead)
+	require.Equal(t, MaxMoveOverhead, len(dead)-size, "the dead letter is the largest")
+	require.LessOrEqual(t, MessageSize(&m)-size, MaxMoveOverhead, "a commit carries its half's seq")
+}
+
+// TestCheckpointParts: a checkpoint cut into parts of any size joins back
+// into its payload, only once every part is there in order; a format-1
+// checkpoint is read as before.
+func TestCheckpointParts(t *testing.T) {
+	cp := sampleCheckpoint()
+	payload := AppendCheckpoint(nil, &cp)
+	for _, maxPart := range []int{64, 100, len(payload) / 2, len(payload) + partHeaderMax, 1 << 20} {
+		parts := SplitCheckpoint(payload, 42, maxPart)
+		require.Equal(t, max((len(payload)+maxPart-partHeaderMax-1)/(maxPart-partHeaderMax), 1), len(parts))
+		var j CheckpointJoiner
+		for i, p := range parts {
+			require.LessOrEqual(t, len(p), maxPart)
+			got, start, done, err := j.Add(uint64(100+i), p)
+			require.NoError(t, err)
+			require.Equal(t, i == len(parts)-1, done, "part %d of %d", i, len(parts))
+			if done {
+				require.Equal(t, uint64(100), start, "a checkpoint is at its first part")
+				c, err := DecodeCheckpoint(got)
+				require.NoError(t, err)
+				require.Equal(t, cp, c)
+			}
+		}
+	}
+
+	parts := SplitCheckpoint(payload, 1, 64)
+	require.Greater(t, len(parts), 2)
+	second := SplitCheckpoint(payload, 2, 64)
+	cases := []struct {
+		name string
+		feed [][]byte
+	}{
+		{"torn: the last part missing", parts[:len(parts)-1]},
+		{"a part missing", append(append([][]byte{}, parts[:1]...), parts[2:]...)},
+		{"parts of two checkpoints", append(append([][]byte{}, parts[:2]...), second[2:]...)},
+		{"no first part", parts[1:]},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var j CheckpointJoiner
+			for i, p := range tc.feed {
+				_, _, done, err := j.Add(uint64(i+1), p)
+				require.NoError(t, err)
+				require.False(t, done)
+			}
+			// The next whole checkpoint counts.
+			for i, p := range second {
+				_, start, done, err := j.Add(uint64(50+i), p)
+				require.NoError(t, err)
+				require.Equal(t, i == len(second)-1, done)
+				if done {
+					require.Equal(t, uint64(50), start)
+				}
+			}
+		})
+	}
+
+	j := CheckpointJoiner{HeadersOnly: true}
+	got, start, done, err := j.Add(9, payload) // format 1
+	require.NoError(t, err)
+	require.True(t, done)
+	require.Equal(t, uint64(9), start)
+	require.Nil(t, got)
+	var k CheckpointJoiner
+	got, _, done, err = k.Add(9, payload)
+	require.NoError(t, err)
+	require.True(t, done)
+	require.Equal(t, payload, got)
+	_, _, _, err = k.Add(10, []byte{partMarker, 1, 3, 3})
+	require.ErrorIs(t, err, ErrBadConsumerRecord, "index beyond count")
+	_, _, _, err = k.Add(10, []byte{partMarker, 1})
+	require.ErrorIs(t, err, ErrBadConsumerRecord, "truncated header")
 }

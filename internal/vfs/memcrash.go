@@ -87,6 +87,19 @@ func (m *MemFS) Crash(mode CrashMode, rng *rand.Rand) {
 	}
 }
 
+// Kill simulates the process dying (kill -9) while the machine stays up:
+// every file handle and lock obtained before it becomes dead, as after a
+// Crash, but nothing is lost: the operating system keeps every write in its
+// page cache, still unsynced (a later Crash may lose it), and every
+// directory change. The op limit is removed.
+func (m *MemFS) Kill() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.epoch++
+	m.locks = make(map[string]*memLock)
+	m.opLimit = -1
+}
+
 // crash replaces the node's content, durable and current, with what mode says
 // survives of its unsynced operations.
 func (n *memNode) crash(mode CrashMode, rng *rand.Rand) {

@@ -496,3 +496,31 @@ func memTree(t *testing.T, m *MemFS, dir string) map[string]string {
 	}
 	return tree
 }
+
+// TestKillKeepsThePageCache: after Kill, handles and locks are dead, every
+// write and directory change is still there and still unsynced.
+func TestKillKeepsThePageCache(t *testing.T) {
+	m := NewMem()
+	require.NoError(t, m.MkdirAll("/d", 0o755))
+	lock, err := m.Lock("/d/LOCK")
+	require.NoError(t, err)
+	f, err := m.Create("/d/f")
+	require.NoError(t, err)
+	_, err = f.WriteAt([]byte("unsynced"), 0)
+	require.NoError(t, err)
+
+	m.Kill()
+	_, err = f.WriteAt([]byte("x"), 0)
+	require.ErrorIs(t, err, ErrCrashed, "the dead process's handle")
+	require.NoError(t, lock.Close())
+	again, err := m.Lock("/d/LOCK")
+	require.NoError(t, err, "the lock died with the process")
+	require.NoError(t, again.Close())
+	data, err := m.ReadFile("/d/f")
+	require.NoError(t, err)
+	require.Equal(t, "unsynced", string(data), "the page cache survives")
+
+	m.Crash(DropUnsynced, nil)
+	_, err = m.ReadFile("/d/f")
+	require.Error(t, err, "still unsynced: a power loss after the kill loses it")
+}
