@@ -57,10 +57,6 @@ func (fl *followerLog) greet(link io.ReadWriteCloser) (*handshake, error) {
 	}
 	fl.mu.Lock()
 	held := fl.identity.Queue
-	latest := fl.seen
-	if n := len(fl.epochs); n > 0 {
-		latest = max(latest, fl.epochs[n-1].Num)
-	}
 	fl.mu.Unlock()
 	if queueID(hs.auth.Queue).isZero() {
 		return refuse("the leader's auth names no queue ID")
@@ -68,11 +64,29 @@ func (fl *followerLog) greet(link io.ReadWriteCloser) (*handshake, error) {
 	if queue := queueID(hs.auth.Queue); !held.isZero() && queue != held {
 		return refuse("this follower holds a copy of queue %s; the leader is queue %s (empty the follower's directory to copy another queue)", held, queue)
 	}
-	if hs.auth.Epoch.Num < latest {
-		return refuse("%v: the follower has seen epoch %d, the leader's latest is %d; restart the leader as a follower",
-			repl.ErrStaleLeader, latest, hs.auth.Epoch.Num)
+	if err := fl.checkEpoch(hs.auth.Epoch); err != nil {
+		return refuse("%v", err)
 	}
 	return hs, nil
+}
+
+// checkEpoch returns an error if a leader whose latest epoch is leader is
+// stale: older than the latest epoch this follower has seen. greet checks
+// it, and the welcome again: ServeFollower greets a connection while
+// another leader's session runs, and that session may take a later epoch
+// before the greeted connection's starts.
+func (fl *followerLog) checkEpoch(leader repl.Epoch) error {
+	fl.mu.Lock()
+	latest := fl.seen
+	if n := len(fl.epochs); n > 0 {
+		latest = max(latest, fl.epochs[n-1].Num)
+	}
+	fl.mu.Unlock()
+	if leader.Num < latest {
+		return fmt.Errorf("%w: the follower has seen epoch %d, the leader's latest is %d; restart the leader as a follower",
+			repl.ErrStaleLeader, latest, leader.Num)
+	}
+	return nil
 }
 
 // adopt makes dir the leader's follower copy, once the handshake is done and

@@ -136,7 +136,9 @@ func (l *ledger) apply(rec *record.Record) error {
 // record's floor, mark and attempt counts are not: a floor may have moved
 // past messages that went to the retry stream in the gap. It returns false
 // for a record of a group the copy does not know (declared in the gap),
-// which it ignores.
+// which it ignores. A deletion naming another group than the one the copy
+// knows under its id is such a record: the known group was deleted in the
+// gap and, after a restart of the leader, its id given to a new one.
 func (l *ledger) applyAfterGap(rec *record.Record) (known bool, err error) {
 	l.mu.Lock()
 	g := l.groups[rec.Stream]
@@ -146,6 +148,15 @@ func (l *ledger) applyAfterGap(rec *record.Record) (known bool, err error) {
 		return true, l.apply(rec)
 	case g == nil:
 		return false, nil
+	case rec.Type == record.TypeGroupDeleted:
+		name, err := record.DecodeGroupDeleted(rec.Payload)
+		if err != nil {
+			return true, fmt.Errorf("zeroloss: group deletion record at seq %d: %w", rec.Seq, err)
+		}
+		if name != g.name {
+			return false, nil
+		}
+		return true, l.apply(rec)
 	case rec.Type != record.TypeAck:
 		return true, l.apply(rec)
 	}

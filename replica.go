@@ -772,6 +772,11 @@ func (f *follower) welcome(w *repl.Welcome) error {
 	if err := repl.CheckHistory(w.Epochs); err != nil || len(w.Epochs) == 0 || w.Epochs[len(w.Epochs)-1] != f.hs.auth.Epoch {
 		return protoErr("the leader's welcome carries a history that does not end with the epoch of its auth (%d)", f.hs.auth.Epoch.Num)
 	}
+	if err := f.checkEpoch(f.hs.auth.Epoch); err != nil {
+		// Greeted while an earlier session ran, which met a later leader.
+		tellBriefly(f.link, err.Error())
+		return protoErr("%v", err)
+	}
 	if err := f.adopt(queueID(f.hs.auth.Queue)); err != nil {
 		return err
 	}
