@@ -52,7 +52,7 @@ func TestGroupIDReusedAcrossAGapInAFollowersCopy(t *testing.T) {
 			repl.AppendMessage(nil, &repl.Message{Type: repl.TypeTrim, Seq: 10}),
 			framesMsg(after))
 		require.ErrorIs(t, err, io.EOF) // the leader closed the link once 11 was acked
-		q, err := Open("/f", &Options{fs: fsys, SegmentSize: truncateCrashSegment, MaxMessageSize: 4 << 10})
+		q, err := Open("/f", &Options{fs: fsys, SegmentSize: truncateCrashSegment, MaxMessageSize: 4000})
 		require.NoError(t, err, "the promoted copy opens")
 		require.NoError(t, q.Close())
 	})
