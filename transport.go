@@ -149,9 +149,12 @@ func checkServerTLS(addr string, tlsConf *tls.Config) error {
 
 // ListenFollower returns a listener for a follower at addr, "unix:PATH" or
 // "tcp:HOST:PORT", for ServeFollower. With a non-nil tlsConf every
-// connection is TLS (on either network); without, TCP is refused unless the
-// host is a loopback address (the error, matching ErrInvalidOptions, names
-// the address), and ServeFollower then requires FollowOptions.Secret.
+// connection is TLS (on either network); on TCP, ServeFollower then requires
+// FollowOptions.Secret unless tlsConf.ClientAuth is
+// RequireAndVerifyClientCert (mutual TLS). Without tlsConf, TCP is refused
+// unless the host is a loopback address (the error, matching
+// ErrInvalidOptions, names the address), and ServeFollower then requires
+// FollowOptions.Secret.
 //
 // A Unix socket is created with mode 0600, never more permissive in between
 // (see the comment at the top of transport.go for how, and for Windows). A
@@ -187,17 +190,26 @@ func ListenFollower(addr string, tlsConf *tls.Config) (net.Listener, error) {
 		return nil, fmt.Errorf("zeroloss: listen %s: %w", addr, err)
 	}
 	if tlsConf != nil {
-		return tls.NewListener(ln, tlsConf), nil
+		ln = tls.NewListener(ln, tlsConf)
+		if network == "tcp" && tlsConf.ClientAuth != tls.RequireAndVerifyClientCert {
+			return unauthenticatedListener{ln, "TLS without client certificates (tls.Config.ClientAuth is not RequireAndVerifyClientCert)"}, nil
+		}
+		return ln, nil
 	}
 	if network == "tcp" {
-		return plainTCPListener{ln}, nil
+		return unauthenticatedListener{ln, "plain TCP"}, nil
 	}
 	return ln, nil
 }
 
-// plainTCPListener marks a listener of ListenFollower on TCP without TLS:
-// ServeFollower refuses it without a secret.
-type plainTCPListener struct{ net.Listener }
+// unauthenticatedListener marks a listener of ListenFollower on TCP that
+// does not authenticate the leader by itself (plain TCP, or TLS that does
+// not verify a client certificate): ServeFollower refuses it without a
+// secret.
+type unauthenticatedListener struct {
+	net.Listener
+	what string
+}
 
 // listenUnix binds a Unix socket at path with mode 0600.
 func listenUnix(path string) (net.Listener, error) {
@@ -348,8 +360,8 @@ func ServeFollower(ctx context.Context, dir string, ln net.Listener, opts *Serve
 	if o.MaxHandshakes < 0 {
 		return fmt.Errorf("zeroloss: serve follower: %w: MaxHandshakes is %d", ErrInvalidOptions, o.MaxHandshakes)
 	}
-	if _, plain := ln.(plainTCPListener); plain && len(o.Follow.Secret) == 0 {
-		return fmt.Errorf("zeroloss: serve follower: %w: plain TCP on %s needs FollowOptions.Secret (or use TLS or a Unix socket)", ErrInvalidOptions, ln.Addr())
+	if u, ok := ln.(unauthenticatedListener); ok && len(o.Follow.Secret) == 0 {
+		return fmt.Errorf("zeroloss: serve follower: %w: %s on %s authenticates no leader: it needs FollowOptions.Secret (or mutual TLS, or a Unix socket)", ErrInvalidOptions, u.what, ln.Addr())
 	}
 	if o.Follow.Logger == nil {
 		o.Follow.Logger = slog.New(slog.DiscardHandler)

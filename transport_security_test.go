@@ -341,6 +341,26 @@ func TestPlainTCPNeedsASecret(t *testing.T) {
 	require.ErrorIs(t, err, ErrInvalidOptions)
 	assert.Contains(t, err.Error(), "FollowOptions.Secret")
 
+	// TLS that verifies no client certificate authenticates no leader
+	// either; mutual TLS does.
+	pki := newTestPKI(t)
+	oneWay := pki.serverTLS(pki.server)
+	oneWay.ClientAuth = tls.VerifyClientCertIfGiven
+	ln, err = ListenFollower("tcp:127.0.0.1:0", oneWay)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	err = ServeFollower(ctx, t.TempDir(), ln, nil) // refused at once, or served until ctx ends
+	cancel()
+	require.ErrorIs(t, err, ErrInvalidOptions)
+	assert.Contains(t, err.Error(), "without client certificates")
+	ln.Close()
+	ln, err = ListenFollower("tcp:127.0.0.1:0", pki.serverTLS(pki.server))
+	require.NoError(t, err)
+	ctx, cancel = context.WithTimeout(context.Background(), 50*time.Millisecond)
+	err = ServeFollower(ctx, t.TempDir(), ln, nil)
+	cancel()
+	require.NotErrorIs(t, err, ErrInvalidOptions, "mutual TLS needs no secret")
+
 	_, err = Open(t.TempDir(), &Options{Replication: ReplicateSync, ReplicaSecret: []byte("short")})
 	require.ErrorIs(t, err, ErrInvalidOptions)
 	assert.Contains(t, err.Error(), "ReplicaSecret is 5 bytes")
