@@ -83,6 +83,15 @@ func (d *Delivery) Ack() error { return d.c.AckBatch(d) }
 func (c *Consumer) AckBatch(ds ...*Delivery) error {
 	g := c.g
 	g.mu.Lock()
+	for g.acking(ds) {
+		// Another Ack of one of these deliveries is being written: its
+		// outcome decides (acked: nil, as for a second Ack; failed: ack it
+		// here). Its end closes changed.
+		changed := g.changed
+		g.mu.Unlock()
+		<-changed
+		g.mu.Lock()
+	}
 	if g.deleted.Load() {
 		g.mu.Unlock()
 		return fmt.Errorf("zeroloss: ack: group %q: %w", g.name, ErrGroupDeleted)
@@ -102,7 +111,7 @@ func (c *Consumer) AckBatch(ds ...*Delivery) error {
 		case err != nil:
 			expired = err
 		default:
-			u.busy = true
+			u.busy, u.acking = true, true
 			us = append(us, u)
 		}
 	}
@@ -122,7 +131,7 @@ func (c *Consumer) AckBatch(ds ...*Delivery) error {
 		g.untake(took)
 	}
 	for _, u := range us {
-		u.busy = false
+		u.busy, u.acking = false, false
 		if err == nil {
 			delete(g.pending, u.pos)
 		}
@@ -137,6 +146,18 @@ func (c *Consumer) AckBatch(ds ...*Delivery) error {
 		return err
 	}
 	return expired
+}
+
+// acking says whether one of ds is its message's current delivery and an
+// Ack of it is being written (the caller holds g.mu).
+func (g *group) acking(ds []*Delivery) bool {
+	for _, d := range ds {
+		u := d.u
+		if d.c.g == g && u.acking && u.token == d.token && u.pos == d.pos && g.pending[u.pos] == u {
+			return true
+		}
+	}
+	return false
 }
 
 // Nack reports that handling failed: the message is delivered again after

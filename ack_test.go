@@ -80,3 +80,36 @@ func TestDoubleAckIsIdempotent(t *testing.T) {
 	clock.Advance(time.Hour)
 	nothing(t, c)
 }
+
+// TestConcurrentAckOfOneDeliveryIsIdempotent: a second Ack of a delivery
+// whose first Ack is still being written (waiting for its fdatasync) waits
+// for that Ack and returns nil, as a second Ack after it does; it used to
+// return ErrDeliveryExpired ("nothing was changed", as if the message would
+// come back) while the first Ack acked it.
+func TestConcurrentAckOfOneDeliveryIsIdempotent(t *testing.T) {
+	fs := newHeldSyncFS()
+	q := consumerQueue(t, fs, nil)
+	defer q.Close()
+	sendN(t, q, "m", 1)
+	c, err := q.Consumer("g", nil)
+	require.NoError(t, err)
+	d := receive(t, c)
+	close(fs.armed) // the first Ack's fdatasync holds
+	first := make(chan error, 1)
+	go func() { first <- d.Ack() }()
+	within(t, fs.entered, "the first Ack's fdatasync")
+	second := make(chan error, 1)
+	go func() { second <- c.AckBatch(d) }()
+	early := false
+	select {
+	case err := <-second:
+		early = true
+		second <- err
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(fs.release)
+	require.NoError(t, within(t, first, "the first Ack"))
+	require.NoError(t, within(t, second, "the second Ack"), "the message was acked")
+	assert.False(t, early, "the second Ack returned while the first was being written")
+	nothing(t, c)
+}

@@ -213,6 +213,12 @@ func (c *Consumer) next(now time.Time) (d *Delivery, moves []move, wake time.Tim
 		// own closed check before Close began must not open another.
 		return nil, nil, wake, fmt.Errorf("zeroloss: receive: %w", ErrClosed)
 	}
+	if g.deleted.Load() {
+		// DeleteGroup has closed the reader and dropped pending; a
+		// ReceiveBatch past Receive's deleted check must not open another
+		// reader (nothing would close it) nor deliver the group's messages.
+		return nil, nil, wake, fmt.Errorf("zeroloss: receive: group %q: %w", g.name, ErrGroupDeleted)
+	}
 	if g.quiet && !now.Before(g.scanned) && (g.quietUntil.IsZero() || now.Before(g.quietUntil)) {
 		// Nothing in pending needs a look yet: straight to the main
 		// stream, without going through every message in flight.

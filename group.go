@@ -74,6 +74,7 @@ type unacked struct {
 	timeout  time.Duration // the ack timeout that set deadline, likewise
 	token    uint64        // changes on every delivery: stale Delivery handles
 	busy     bool          // a record about it (ack, retry, dead letter) is being written
+	acking   bool          // that record is an Ack's (busy too): a second Ack waits for it
 	dead     bool          // dead-lettered (and out of pending): an Ack of its delivery is expired
 	// delayed: read with a future DeliverAt and not delivered then; the
 	// group's ack records say so (an attempt count of 0) until it moves

@@ -239,7 +239,10 @@ func TestDeleteGroupWhileConsumersAck(t *testing.T) {
 						done <- err
 						return
 					}
-					acked <- struct{}{}
+					select { // not drained after the deletion: never block on it
+					case acked <- struct{}{}:
+					default:
+					}
 				}
 			}()
 		}
@@ -287,4 +290,31 @@ func TestDeleteGroupWhileConsumersAck(t *testing.T) {
 		q = memQueue(t, fs, o)
 		require.NoError(t, q.Close(), "round %d", round)
 	}
+}
+
+// TestReceiveBatchOnADeletedGroupOpensNoReader: ReceiveBatch takes the
+// messages after its first one under the group's lock, past Receive's
+// deleted check. If DeleteGroup ran in between (it closed the group's reader
+// and dropped its pending messages), it must neither deliver the deleted
+// group's messages nor open a reader again: nobody would close it (Close
+// closes the readers of the groups it holds), and its file would stay open.
+func TestReceiveBatchOnADeletedGroupOpensNoReader(t *testing.T) {
+	fs := &handleFS{heldSyncFS: newHeldSyncFS()}
+	q, err := Open("/q", &Options{SegmentSize: 64 << 10, MaxMessageSize: 1024, fs: fs})
+	require.NoError(t, err)
+	sendIDs(t, q, "m", 3, SendOK)
+	c, err := q.Consumer("g", nil)
+	require.NoError(t, err)
+	receive(t, c) // the group's reader is open
+	require.NoError(t, q.DeleteGroup("g"))
+
+	// What ReceiveBatch does once its first Receive returned, with the
+	// deletion in between.
+	c.g.mu.Lock()
+	d, _, _, err := c.next(q.opts.now())
+	c.g.mu.Unlock()
+	assert.ErrorIs(t, err, ErrGroupDeleted)
+	assert.True(t, d == nil, "a message of the deleted group delivered")
+	require.NoError(t, q.Close())
+	assert.Zero(t, fs.handles(), "a reader of the deleted group left open after Close")
 }
