@@ -189,16 +189,29 @@ func (q *Queue) flushMarks(ctx context.Context) error {
 		}
 		payload, took := g.ackPayload(nil)
 		g.mu.Unlock()
-		if _, err := g.writeRecord(ctx, record.TypeAck, payload); errors.Is(err, ErrGroupDeleted) {
-			continue
-		} else if err != nil {
-			g.mu.Lock()
-			g.untake(took)
-			g.mu.Unlock()
+		if _, err := g.writeTaken(ctx, payload, took); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// writeTaken writes an ack record whose payload took what took names from
+// the group (ackPayload). If the write fails, the group gets it back, so
+// that a later record carries it. A deleted group's record is not written
+// and is no error: written reports whether it was.
+func (g *group) writeTaken(ctx context.Context, payload []byte, took taken) (written bool, err error) {
+	_, err = g.writeRecord(ctx, record.TypeAck, payload)
+	switch {
+	case errors.Is(err, ErrGroupDeleted):
+		return false, nil
+	case err != nil:
+		g.mu.Lock()
+		g.untake(took)
+		g.mu.Unlock()
+		return false, err
+	}
+	return true, nil
 }
 
 // groupList returns the groups, in no particular order.

@@ -2,7 +2,6 @@ package zeroloss
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -143,13 +142,10 @@ func (q *Queue) forceRetention(cut uint64) error {
 		if payload == nil {
 			continue
 		}
-		if _, err := g.writeRecord(ctx, record.TypeAck, payload); errors.Is(err, ErrGroupDeleted) {
-			continue
-		} else if err != nil {
-			g.mu.Lock()
-			g.untake(took)
-			g.mu.Unlock()
+		if written, err := g.writeTaken(ctx, payload, took); err != nil {
 			return err
+		} else if !written {
+			continue
 		}
 		if skipped > 0 {
 			q.stats.retentionSkipped.Add(uint64(skipped))
