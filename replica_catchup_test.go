@@ -186,6 +186,7 @@ func TestFollowerPromotedDuringCatchUpAcrossDeletedSegments(t *testing.T) {
 			t.Logf("%d cuts; %d redeliveries of messages the leader had acked", cuts, duplicates)
 			first := slices.IndexFunc(msgs, func(m repl.Message) bool { return m.Type == repl.TypeFrames })
 			require.GreaterOrEqual(t, first, 0)
+			crashDuringCatchUp(t, fsys, tc.base, welcome, msgs, segment, acked, groups)
 			restartAfterPromotion(t, fsys, tc.base, welcome, msgs[:first+1], segment)
 			catchUpFromPromoted(t, fsys, tc.base, welcome, beforeCheckpoint(t, msgs), segment, acked, groups)
 		})
