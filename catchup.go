@@ -137,3 +137,35 @@ func (q *Queue) latestCheckpoint() ([]byte, error) {
 		}
 	}
 }
+
+// catchUp takes parts of the leader's latest checkpoint, sent ahead of a
+// jump over records the leader deleted, and once it has them all makes the
+// checkpoint durable in dir's CATCHUP file (catchup.go), before any frame
+// after the jump is appended: recovery takes it as the consumer state after
+// the gap until a checkpoint of the log follows the gap.
+func (f *follower) catchUp(frames []byte) error {
+	for off := 0; off < len(frames); {
+		rec, n, err := record.Decode(frames[off:], f.maxFrame)
+		if err != nil || rec.Type != record.TypeCheckpoint {
+			return protoErr("the leader's checkpoint rejected: a %v frame at byte %d (%v)", rec.Type, off, err)
+		}
+		off += n
+		f.snapping = true
+		payload, start, whole, err := f.snap.Add(rec.Seq, rec.Payload)
+		if err != nil {
+			return protoErr("the leader's checkpoint rejected: part at seq %d: %v", rec.Seq, err)
+		}
+		if !whole {
+			continue
+		}
+		f.snapping = false
+		if _, err := record.DecodeCheckpoint(payload); err != nil {
+			return protoErr("the leader's checkpoint at seq %d rejected: %v", start, err)
+		}
+		if err := writeCatchup(f.fs, f.dir, start, payload); err != nil {
+			return fmt.Errorf("zeroloss: follow: %w", err)
+		}
+		f.logger.Info("zeroloss: follow: took the leader's checkpoint ahead of a jump over deleted records", "checkpoint_seq", start)
+	}
+	return nil
+}
