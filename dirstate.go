@@ -137,7 +137,11 @@ func readDirState(fsys vfs.FS, dir string) (DirState, error) {
 	if len(res.Segments) > 0 {
 		chained, firstSeq = res.Segments[0].PrevLastSeq > 0, res.Segments[0].BaseSeq
 	}
-	rs := q.newReplay(chained, firstSeq, gaps)
+	cu, err := catchupFor(fsys, dir, gaps)
+	if err != nil {
+		return out, err
+	}
+	rs := q.newReplay(chained, firstSeq, gaps, cu)
 	mainSeqs := map[uint64]bool{} // main-stream message seqs, to count unacked ones
 	for _, seg := range res.Segments {
 		err := wal.ReadFrames(fsys, dir, seg, func(_ int64, rec *record.Record) error {

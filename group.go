@@ -341,8 +341,13 @@ func (q *Queue) appendRecord(ctx context.Context, typ record.Type, stream uint16
 // stop is due again at once, with its attempts counted; retries keep their
 // due times. afterGap says the log ends after a gap with no checkpoint
 // after it (replayState).
-func (q *Queue) recoverGroups() (afterGap bool, err error) {
-	rs := q.newReplay(q.log.Trimmed(), q.log.FirstSeq(), q.log.Gaps())
+func (q *Queue) recoverGroups(dir string) (afterGap bool, err error) {
+	gaps := q.log.Gaps()
+	cu, err := catchupFor(q.opts.fs, dir, gaps)
+	if err != nil {
+		return false, err
+	}
+	rs := q.newReplay(q.log.Trimmed(), q.log.FirstSeq(), gaps, cu)
 	r := q.log.NewUncappedReader(0) // this node's own state, committed or not
 	defer r.Close()
 	for {
@@ -406,7 +411,7 @@ func (q *Queue) recoverGroups() (afterGap bool, err error) {
 			q.logger.Info("zeroloss: unacked messages will be delivered again", "group", g.name, "count", n)
 		}
 	}
-	return rs.afterGap, nil
+	return rs.afterGap || rs.fromCatchup, nil
 }
 
 // replayState is the state of a replay of the log's records (recovery, or
@@ -427,19 +432,30 @@ func (q *Queue) recoverGroups() (afterGap bool, err error) {
 //     messages, group declarations, retries and dead letters of known
 //     groups (they carry their message), acked positions. Messages the
 //     leader acked may then be delivered again; none the copy holds is lost.
+//     But when the copy holds the checkpoint its leader sent ahead of the
+//     jump (its CATCHUP file, catchup.go), that checkpoint replaces the
+//     state at the last gap: the consumer records after the gap below the
+//     checkpoint's seq are skipped, those at or above it applied in full,
+//     as a trimmed log does at its first checkpoint. A checkpoint in the
+//     log after the gap replaces it in turn.
 type replayState struct {
 	trimmed, seenCheckpoint bool
 	gaps                    []uint64 // base seqs of the segments after a gap not passed yet
 	afterGap                bool     // past a gap, before a checkpoint
+	catchup                 *catchup // the leader's checkpoint for the last gap, not loaded yet
+	skipBelow               uint64   // loaded: consumer records below its seq are skipped
+	fromCatchup             bool     // the state is the catch-up checkpoint's, no checkpoint of the log since
 	unknown                 map[uint16]int
 	now, dedupSince         time.Time
 	checkpoint              record.CheckpointJoiner
 }
 
 // newReplay starts a replay of a log whose first segment chains to deleted
-// ones (firstChained) and whose segments at gaps start at the given seqs.
-func (q *Queue) newReplay(firstChained bool, firstSeq uint64, gaps []uint64) *replayState {
-	rs := &replayState{gaps: gaps, now: q.opts.now()}
+// ones (firstChained) and whose segments at gaps start at the given seqs;
+// cu is the leader's checkpoint sent ahead of the last gap (catchupFor), or
+// nil.
+func (q *Queue) newReplay(firstChained bool, firstSeq uint64, gaps []uint64, cu *catchup) *replayState {
+	rs := &replayState{gaps: gaps, now: q.opts.now(), catchup: cu}
 	// A copy that starts past deleted records starts after a gap, with no
 	// state: it is not a log whose own retention lost its checkpoint.
 	rs.trimmed = firstChained && (len(gaps) == 0 || gaps[0] != firstSeq)
@@ -455,6 +471,11 @@ func (q *Queue) replay(rs *replayState, rec *record.Record) error {
 	for len(rs.gaps) > 0 && rec.Seq >= rs.gaps[0] {
 		rs.gaps = rs.gaps[1:]
 		rs.afterGap = true
+		if len(rs.gaps) == 0 && rs.catchup != nil {
+			q.loadCheckpoint(rs, &rs.catchup.c)
+			rs.afterGap, rs.fromCatchup, rs.skipBelow = false, true, rs.catchup.seq
+			rs.catchup = nil
+		}
 	}
 	if rec.Stream == 0 || (rec.Stream == internalStream && rec.Type == record.TypeTxOp) {
 		return q.recoverMainRecord(rec, rs.now, rs.dedupSince)
@@ -474,20 +495,15 @@ func (q *Queue) replay(rs *replayState, rec *record.Record) error {
 			return nil
 		}
 		rs.seenCheckpoint, rs.afterGap = true, false
+		rs.fromCatchup, rs.skipBelow = false, 0
 		c, err := record.DecodeCheckpoint(payload)
 		if err != nil {
 			return fmt.Errorf("zeroloss: checkpoint at seq %d: %w", start, err)
 		}
-		if q.dedup != nil {
-			for _, e := range c.Dedup {
-				q.dedup.recovered(e.ID, e.Seq, unixTime(e.Time), rs.now)
-			}
-		}
-		for _, h := range c.Halves {
-			q.tx.recoverHalf(h.Seq, h.Message, unixTime(h.Time), int(h.Checks))
-		}
-		q.ledger.load(&c)
+		q.loadCheckpoint(rs, &c)
 		return nil
+	} else if rec.Seq < rs.skipBelow {
+		return nil // the catch-up checkpoint holds its effect
 	} else if rs.afterGap {
 		known, err := q.ledger.applyAfterGap(rec)
 		if !known {
@@ -501,6 +517,20 @@ func (q *Queue) replay(rs *replayState, rec *record.Record) error {
 		return nil
 	}
 	return q.ledger.apply(rec)
+}
+
+// loadCheckpoint makes c the consumer state and adds its dedup entries and
+// pending halves.
+func (q *Queue) loadCheckpoint(rs *replayState, c *record.Checkpoint) {
+	if q.dedup != nil {
+		for _, e := range c.Dedup {
+			q.dedup.recovered(e.ID, e.Seq, unixTime(e.Time), rs.now)
+		}
+	}
+	for _, h := range c.Halves {
+		q.tx.recoverHalf(h.Seq, h.Message, unixTime(h.Time), int(h.Checks))
+	}
+	q.ledger.load(c)
 }
 
 // finishReplay ends a replay: it checks that a trimmed log had a checkpoint,

@@ -56,4 +56,37 @@ func TestGroupIDReusedAcrossAGapInAFollowersCopy(t *testing.T) {
 		require.NoError(t, err, "the promoted copy opens")
 		require.NoError(t, q.Close())
 	})
+
+	// With the leader's checkpoint sent ahead of the jump, the copy knows
+	// the id is h's: h's retry after the gap goes to h, not to g.
+	t.Run("the leader's checkpoint names the new group", func(t *testing.T) {
+		consumer := func(seq uint64, typ record.Type, stream uint16, payload []byte) []byte {
+			f := record.AppendFrame(nil, typ, stream, 1, payload)
+			record.SetSeq(f, seq)
+			return f
+		}
+		const id = 1
+		before := append(consumer(1, record.TypeGroup, id, record.AppendGroup(nil, &record.Group{Name: "g"})), testFrame(2, "two")...)
+		held := record.Retry{Seq: 5, Attempts: 2, Due: 1, Message: record.Message{ID: "held", Body: []byte("held")}}
+		// The leader's latest checkpoint, at seq 12: h (g's id) retries
+		// "held" at position 11.
+		c := record.Checkpoint{Groups: []record.GroupState{{ID: id, Name: "h", Start: 3, Floor: 12, Mark: 12,
+			Retries: []record.RetryState{{Pos: 11, Retry: held}}}}}
+		after := append(testFrame(10, "ten"), consumer(11, record.TypeRetry, id, record.AppendRetry(nil, &held))...)
+		fsys := vfs.NewMem()
+		err := followScript(fsys, "/f", 1, 11,
+			framesMsg(before),
+			repl.AppendMessage(nil, &repl.Message{Type: repl.TypeCheckpoint, Frames: checkpointFrames(&c, 12, 1000)}),
+			repl.AppendMessage(nil, &repl.Message{Type: repl.TypeTrim, Seq: 10}),
+			framesMsg(after))
+		require.ErrorIs(t, err, io.EOF)
+		q, err := Open("/f", &Options{fs: fsys, SegmentSize: truncateCrashSegment, MaxMessageSize: 4000})
+		require.NoError(t, err, "the promoted copy opens")
+		defer q.Close()
+		require.Equal(t, []string{"h"}, q.Groups())
+		h, err := q.Consumer("h", nil)
+		require.NoError(t, err)
+		d := receive(t, h)
+		require.Equal(t, "held", d.Message.ID)
+	})
 }

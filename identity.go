@@ -170,7 +170,7 @@ func replaceFile(fsys vfs.FS, dir, name string, b []byte) error {
 // (IDENTITY, EPOCHS, FOLLOWER, and the .new files replaceFile writes).
 func ownedFile(name string) bool {
 	switch name {
-	case identityFile, identityFile + ".new", epochsFile, epochsFile + ".new", followerFile:
+	case identityFile, identityFile + ".new", epochsFile, epochsFile + ".new", followerFile, catchupFile, catchupFile + ".new":
 		return true
 	}
 	return wal.OwnsFile(name)

@@ -218,7 +218,7 @@ func Open(dir string, opts *Options) (*Queue, error) {
 	} else {
 		q.committed.Store(log.SyncedSeq())
 	}
-	afterGap, err := q.recoverGroups()
+	afterGap, err := q.recoverGroups(dir)
 	if err != nil {
 		log.Close()
 		return nil, err

@@ -335,6 +335,37 @@ func (r *replica) sendLoop() {
 		trimmed = max(trimmed, seq)
 		return true
 	}
+	// catchUp sends the leader's latest whole checkpoint ahead of a jump:
+	// the follower keeps it and recovers from it until a checkpoint of its
+	// log follows the jump (catchup.go).
+	catchUp := func() bool {
+		cp, err := r.q.latestCheckpoint()
+		if err != nil {
+			r.fail(fmt.Errorf("reading the latest checkpoint for the follower: %w", err))
+			return false
+		}
+		for off := 0; off < len(cp); {
+			n := 0
+			for off+n < len(cp) {
+				size, err := record.FrameSize(cp[off+n:], 0)
+				if err != nil {
+					r.fail(fmt.Errorf("reading the latest checkpoint for the follower: %w", err))
+					return false
+				}
+				if n > 0 && n+size > limit {
+					break
+				}
+				n += size
+			}
+			msg = repl.AppendMessage(msg[:0], &repl.Message{Type: repl.TypeCheckpoint, Frames: cp[off : off+n]})
+			if _, err := r.link.Write(msg); err != nil {
+				r.fail(fmt.Errorf("writing a checkpoint: %w", err))
+				return false
+			}
+			off += n
+		}
+		return true
+	}
 	for {
 		changed := r.q.repl.syncedChanged()
 		for len(frames) < limit {
@@ -357,14 +388,16 @@ func (r *replica) sendLoop() {
 				// from this log, a copy itself): it must know before the
 				// frames after the jump, so that its copy marks the gap
 				// (recovery then does not apply the consumer records after
-				// it to a state that never saw the deleted ones).
+				// it to a state that never saw the deleted ones), and it
+				// gets the leader's latest checkpoint first: the consumer
+				// state that names the groups declared in what it jumps.
 				if len(frames) > 0 {
 					if !send(len(frames), last) {
 						return
 					}
 					frames = frames[:0]
 				}
-				if !trim(rec.Seq) {
+				if !catchUp() || !trim(rec.Seq) {
 					return
 				}
 			}
@@ -674,6 +707,11 @@ type follower struct {
 	// every group of that checkpoint is done with the seqs below it.
 	ckpt, ckptEnd, done uint64
 	ckpts               record.CheckpointJoiner
+	// snap joins the parts of a checkpoint the leader sends ahead of a
+	// jump (repl.TypeCheckpoint); snapping: some of its parts arrived, not
+	// all.
+	snap     record.CheckpointJoiner
+	snapping bool
 }
 
 type readResult struct {
@@ -825,6 +863,12 @@ func (f *follower) apply(res readResult) error {
 		return protoErr("message from the leader rejected, nothing of it written: %v", fmtErr(res.err))
 	}
 	m := &res.m
+	if m.Type == repl.TypeCheckpoint {
+		return f.catchUp(m.Frames)
+	}
+	if f.snapping && m.Type != repl.TypeError {
+		return protoErr("%v from the leader before the rest of its checkpoint, nothing of it written", m.Type)
+	}
 	if m.Type == repl.TypeTrim {
 		f.trim = max(f.trim, m.Seq)
 		// Frames that jump from below it cross records the leader deleted

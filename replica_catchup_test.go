@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"path/filepath"
 	"slices"
@@ -109,7 +110,10 @@ func TestFollowerPromotedDuringCatchUpAcrossDeletedSegments(t *testing.T) {
 	handle(g, "g", map[string]time.Duration{"b-010": time.Second, "b-020": time.Second}, ids("b", 80)...)
 	clock.Advance(2 * time.Second)
 	handle(g, "g", map[string]time.Duration{"b-010": 3 * time.Hour, "b-020": 3 * time.Hour}, "b-010", "b-020")
-	handle(h, "h", nil, append(ids("a", 30), ids("b", 80)...)...)
+	// h moves b-030 and b-040 to its retry stream, here.
+	handle(h, "h", map[string]time.Duration{"b-030": time.Second, "b-040": time.Second}, append(ids("a", 30), ids("b", 80)...)...)
+	clock.Advance(2 * time.Second)
+	handle(h, "h", map[string]time.Duration{"b-030": 90 * time.Minute, "b-040": 90 * time.Minute}, "b-030", "b-040")
 	// What retention keeps starts here: c-000 holds g back. After it, before
 	// the checkpoint: group k is declared, b-010 and b-020 move on in the
 	// retry stream, a-003 and a-013 to the dead letters, h retries c-005.
@@ -124,9 +128,14 @@ func TestFollowerPromotedDuringCatchUpAcrossDeletedSegments(t *testing.T) {
 	handle(g, "g", map[string]time.Duration{"b-010": time.Hour, "b-020": time.Hour}, "b-010", "b-020")
 	clock.Advance(2 * time.Hour)
 	handle(g, "g", map[string]time.Duration{"a-003": 0, "a-013": 0, "b-010": time.Hour, "b-020": time.Hour}, "a-003", "a-013")
-	handle(h, "h", map[string]time.Duration{"c-005": time.Second}, append(ids("c", 20), ids("d", 10)...)...)
+	// h, declared in the deleted segments, retries b-030 (its main-stream
+	// record deleted) and c-005 here, and b-040 goes to its dead letters.
+	handle(h, "h", map[string]time.Duration{"c-005": time.Second, "b-030": 10 * time.Hour, "b-040": time.Hour},
+		append(ids("c", 20), append(ids("d", 10), "b-030", "b-040")...)...)
 	clock.Advance(2 * time.Second)
-	handle(h, "h", map[string]time.Duration{"c-005": time.Hour}, "c-005")
+	handle(h, "h", map[string]time.Duration{"c-005": 10 * time.Hour}, "c-005")
+	clock.Advance(time.Hour)
+	handle(h, "h", map[string]time.Duration{"b-040": 0}, "b-040")
 	require.NoError(t, q.flushMarks(ctx))
 	require.NoError(t, q.retain())
 	require.Greater(t, q.log.FirstSeq(), uint64(1), "retention deleted segments")
@@ -134,6 +143,10 @@ func TestFollowerPromotedDuringCatchUpAcrossDeletedSegments(t *testing.T) {
 	handle(g, "g", map[string]time.Duration{"a-023": 48 * time.Hour, "b-010": time.Hour, "b-020": time.Hour, "c-000": 24 * time.Hour},
 		ids("e", 5)...)
 	require.NoError(t, q.flushMarks(ctx))
+	dead, err := q.DeadLetters("h")
+	require.NoError(t, err)
+	require.Len(t, dead, 1, "h's dead letter")
+	groups := leaderGroups(q)
 
 	for _, tc := range []struct {
 		name string
@@ -144,16 +157,20 @@ func TestFollowerPromotedDuringCatchUpAcrossDeletedSegments(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			welcome, msgs := recordCatchUp(t, q, fsys, tc.base, segment)
-			var frames, trims int
+			var frames, trims, checkpoints int
 			for _, m := range msgs {
-				if m.Type == repl.TypeTrim {
+				switch m.Type {
+				case repl.TypeTrim:
 					trims++
-				} else {
+				case repl.TypeCheckpoint:
+					checkpoints++
+				default:
 					frames += len(splitFrames(t, m.Frames))
 				}
 			}
-			t.Logf("catch-up: %d frames in %d messages, %d trims; the leader's log starts at seq %d",
-				frames, len(msgs)-trims, trims, q.log.FirstSeq())
+			require.Positive(t, checkpoints, "the leader sends its checkpoint ahead of the jump")
+			t.Logf("catch-up: %d frames in %d messages, %d trims, %d checkpoint messages; the leader's log starts at seq %d",
+				frames, len(msgs)-trims-checkpoints, trims, checkpoints, q.log.FirstSeq())
 			duplicates := 0
 			cuts := 0
 			for i := range msgs {
@@ -166,17 +183,30 @@ func TestFollowerPromotedDuringCatchUpAcrossDeletedSegments(t *testing.T) {
 				}
 				for _, n := range steps {
 					prefix := append(slices.Clone(msgs[:i]), cutMessage(t, msgs[i], n))
-					duplicates += promoteAfter(t, fsys, tc.base, welcome, prefix, segment, acked)
+					duplicates += promoteAfter(t, fsys, tc.base, welcome, prefix, segment, acked, groups)
 					cuts++
 				}
 			}
 			t.Logf("%d cuts; %d redeliveries of messages the leader had acked", cuts, duplicates)
 			first := slices.IndexFunc(msgs, func(m repl.Message) bool { return m.Type == repl.TypeFrames })
 			require.GreaterOrEqual(t, first, 0)
+			crashDuringCatchUp(t, fsys, tc.base, welcome, msgs, segment, acked, groups)
 			restartAfterPromotion(t, fsys, tc.base, welcome, msgs[:first+1], segment)
-			catchUpFromPromoted(t, fsys, tc.base, welcome, beforeCheckpoint(t, msgs), segment, acked)
+			catchUpFromPromoted(t, fsys, tc.base, welcome, beforeCheckpoint(t, msgs), segment, acked, groups)
 		})
 	}
+}
+
+// leaderGroups returns q's groups by id (the names and starts of the
+// groups a copy may not name).
+func leaderGroups(q *Queue) map[uint16]record.Group {
+	groups := map[uint16]record.Group{}
+	q.ledger.mu.Lock()
+	defer q.ledger.mu.Unlock()
+	for id, lg := range q.ledger.groups {
+		groups[id] = record.Group{Name: lg.name, StartSeq: lg.start}
+	}
+	return groups
 }
 
 // beforeCheckpoint returns msgs up to the first checkpoint frame, without it.
@@ -206,7 +236,7 @@ func beforeCheckpoint(t *testing.T, msgs []repl.Message) []repl.Message {
 // catch up from it, cut after every frame: the promoted queue's sender tells
 // the new follower about the gap it holds, so that each of its copies opens
 // and delivers what it holds as well.
-func catchUpFromPromoted(t *testing.T, fsys *vfs.MemFS, base string, welcome repl.Message, msgs []repl.Message, segment int64, acked map[string]map[string]bool) {
+func catchUpFromPromoted(t *testing.T, fsys *vfs.MemFS, base string, welcome repl.Message, msgs []repl.Message, segment int64, acked map[string]map[string]bool, groups map[uint16]record.Group) {
 	t.Helper()
 	dir := copyMemDir(t, fsys, base)
 	fl, err := openFollower(dir, &FollowOptions{SegmentSize: segment, fs: fsys})
@@ -240,7 +270,7 @@ func catchUpFromPromoted(t *testing.T, fsys *vfs.MemFS, base string, welcome rep
 		}
 		for _, n := range steps {
 			prefix := append(slices.Clone(msgs2[:i]), cutMessage(t, msgs2[i], n))
-			promoteAfter(t, fsys, "", welcome2, prefix, segment, acked)
+			promoteAfter(t, fsys, "", welcome2, prefix, segment, acked, groups)
 			cuts++
 		}
 	}
@@ -426,7 +456,7 @@ func copyMemDir(t *testing.T, fsys *vfs.MemFS, src string) string {
 // the copy and checks that every message it holds that the leader never
 // acked is delivered or a dead letter, for every group the copy knows. It
 // returns how many messages the leader had acked were delivered again.
-func promoteAfter(t *testing.T, fsys *vfs.MemFS, base string, welcome repl.Message, msgs []repl.Message, segment int64, acked map[string]map[string]bool) int {
+func promoteAfter(t *testing.T, fsys *vfs.MemFS, base string, welcome repl.Message, msgs []repl.Message, segment int64, acked map[string]map[string]bool, groups map[uint16]record.Group) int {
 	t.Helper()
 	dir := copyMemDir(t, fsys, base)
 	fl, err := openFollower(dir, &FollowOptions{SegmentSize: segment, fs: fsys})
@@ -444,28 +474,40 @@ func promoteAfter(t *testing.T, fsys *vfs.MemFS, base string, welcome repl.Messa
 	if n := len(msgs); n > 0 {
 		at = fmt.Sprintf("after %d messages, the last up to seq %d", n, msgs[n-1].LastSeq)
 	}
-	return checkPromoted(t, fsys, dir, at, segment, acked)
+	return checkPromoted(t, fsys, dir, at, segment, acked, groups)
 }
 
 // checkPromoted promotes dir and checks that every message it holds that
 // the leader never acked is delivered or a dead letter, for every group
 // the copy knows. It returns how many messages the leader had acked were
 // delivered again.
-func checkPromoted(t *testing.T, fsys *vfs.MemFS, dir, at string, segment int64, acked map[string]map[string]bool) int {
+func checkPromoted(t *testing.T, fsys *vfs.MemFS, dir, at string, segment int64, acked map[string]map[string]bool, groups map[uint16]record.Group) int {
 	t.Helper()
-	held := heldMessages(t, fsys, dir)
+	held := heldMessages(t, fsys, dir, groups)
 	clock := newFakeClock()
 	clock.Advance(30 * 24 * time.Hour) // every retry is due
 	p, err := Open(dir, &Options{SegmentSize: segment, MaxMessageSize: 4096, fs: fsys, now: clock.Now})
 	require.NoError(t, err, "the promoted copy opens (%s)", at)
 	defer p.Close()
 	duplicates := 0
-	for _, name := range p.Groups() {
+	names := p.Groups()
+	for name := range held {
+		if !slices.Contains(names, name) {
+			names = append(names, name)
+		}
+	}
+	for _, name := range names {
 		must := map[string]bool{}
 		for id := range held[name] {
 			if !acked[name][id] {
 				must[id] = true
 			}
+		}
+		if len(must) > 0 && !slices.Contains(p.Groups(), name) {
+			t.Fatalf("the copy promoted %s does not know group %s, whose messages %v it holds", at, name, slices.Sorted(maps.Keys(must)))
+		}
+		if !slices.Contains(p.Groups(), name) {
+			continue
 		}
 		dead, err := p.DeadLetters(name)
 		require.NoError(t, err)
@@ -501,9 +543,10 @@ func checkPromoted(t *testing.T, fsys *vfs.MemFS, dir, at string, segment int64,
 // heldMessages reads dir's log as stored and returns, by group name, the
 // IDs of the messages it holds a copy of for that group: every main-stream
 // message from the group's start on, and the messages in the group's retry and dead-letter records and
-// in its checkpointed retries and dead letters. Groups it cannot name (no
-// declaration or checkpoint held) are left out.
-func heldMessages(t *testing.T, fsys vfs.FS, dir string) map[string]map[string]bool {
+// in its checkpointed retries and dead letters. A group the copy cannot
+// name (its declaration is in records the copy jumped over) is named by
+// groups, the leader's groups by id (ids are not reused here).
+func heldMessages(t *testing.T, fsys vfs.FS, dir string, groups map[uint16]record.Group) map[string]map[string]bool {
 	t.Helper()
 	res, err := wal.Scan(fsys, dir)
 	require.NoError(t, err)
@@ -557,6 +600,11 @@ func heldMessages(t *testing.T, fsys vfs.FS, dir string) map[string]map[string]b
 			}
 			return nil
 		}))
+	}
+	for id, g := range groups {
+		if _, ok := names[id]; !ok {
+			names[id], starts[id] = g.Name, g.StartSeq
+		}
 	}
 	out := map[string]map[string]bool{}
 	for id, name := range names {
@@ -818,6 +866,9 @@ func TestFollowerBehindForcedRetentionJumpsOverTheGap(t *testing.T) {
 		msgs = append(msgs, m)
 	}
 	require.True(t, jumped, "the session jumped over deleted records")
+	require.True(t, slices.ContainsFunc(msgs, func(m repl.Message) bool { return m.Type == repl.TypeCheckpoint }),
+		"the leader sends its checkpoint ahead of the jump")
+	groups := leaderGroups(q)
 	cuts := 0
 	for i := range msgs {
 		steps := []int{0}
@@ -829,7 +880,7 @@ func TestFollowerBehindForcedRetentionJumpsOverTheGap(t *testing.T) {
 		}
 		for _, n := range steps {
 			prefix := append(slices.Clone(msgs[:i]), cutMessage(t, msgs[i], n))
-			promoteAfter(t, fsys, "", welcome, prefix, segment, acked)
+			promoteAfter(t, fsys, "", welcome, prefix, segment, acked, groups)
 			cuts++
 		}
 	}

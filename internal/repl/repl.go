@@ -60,10 +60,17 @@
 //	           frames jump over; the follower marks such a jump as a gap and
 //	           may delete its segments below min(seq, its latest durable
 //	           checkpoint record, that checkpoint's lowest group floor)
+//	9 Checkpoint leader → follower, before the Trim of a jump over deleted
+//	           records: the leader's latest whole checkpoint as its
+//	           TypeCheckpoint frames (as Frames: whole, checked, seqs
+//	           increasing, each at most maxFrame bytes), in one or more
+//	           messages of at most MaxBody(maxFrame) bytes; the follower keeps
+//	           it (its CATCHUP file) once it has every part, before the frames
+//	           after the jump
 //	5 Error    either way, then the link is closed: a UTF-8 reason, at most
 //	           1024 bytes
 //
-// After the handshake the leader sends only Frames and Trims (or Error), the
+// After the handshake the leader sends only Frames, Checkpoints and Trims (or Error), the
 // follower only Acks (or Error). A Frames body is at most MaxBody(maxFrame)
 // bytes, where maxFrame is the follower's limit from Hello; every frame in it
 // is at most maxFrame bytes. Frames across messages have increasing seqs
@@ -104,6 +111,9 @@ const (
 	TypeTrim     Type = 6
 	TypeAuth     Type = 7
 	TypePosition Type = 8
+	// TypeCheckpoint: the parts of the leader's latest whole checkpoint,
+	// sent ahead of a jump over deleted records.
+	TypeCheckpoint Type = 9
 )
 
 func (t Type) String() string {
@@ -124,6 +134,8 @@ func (t Type) String() string {
 		return "auth"
 	case TypePosition:
 		return "position"
+	case TypeCheckpoint:
+		return "checkpoint"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
@@ -184,7 +196,7 @@ type Message struct {
 	Auth     Auth
 	Position Position
 	Welcome  Welcome
-	// Frames holds whole frames (TypeFrames); FirstSeq, LastSeq and Count
+	// Frames holds whole frames (TypeFrames, TypeCheckpoint); FirstSeq, LastSeq and Count
 	// describe them (set by ReadMessage and CheckFrames).
 	Frames   []byte
 	FirstSeq uint64
@@ -214,7 +226,7 @@ func AppendMessage(dst []byte, m *Message) []byte {
 		dst = binary.LittleEndian.AppendUint16(dst, m.Welcome.Version)
 		dst = binary.LittleEndian.AppendUint64(dst, m.Welcome.From)
 		dst = appendEpochs(dst, m.Welcome.Epochs)
-	case TypeFrames:
+	case TypeFrames, TypeCheckpoint:
 		dst = append(dst, m.Frames...)
 	case TypeAck, TypeTrim:
 		dst = binary.LittleEndian.AppendUint64(dst, m.Seq)
@@ -337,7 +349,7 @@ func decodeBody(body []byte, maxFrame int) (Message, error) {
 			From:    binary.LittleEndian.Uint64(p[2:10]),
 			Epochs:  epochs,
 		}
-	case TypeFrames:
+	case TypeFrames, TypeCheckpoint:
 		m.Frames = p
 		var err error
 		if m.FirstSeq, m.LastSeq, m.Count, err = CheckFrames(p, maxFrame, 0); err != nil {

@@ -35,6 +35,7 @@ func samples() []Message {
 		{Type: TypeFrames, Frames: frames(43, 44, 50), FirstSeq: 43, LastSeq: 50, Count: 3},
 		{Type: TypeAck, Seq: 50},
 		{Type: TypeTrim, Seq: 20},
+		{Type: TypeCheckpoint, Frames: frames(60, 61), FirstSeq: 60, LastSeq: 61, Count: 2},
 		{Type: TypeError, Text: "follower accepts frames of 64 bytes, leader needs 4194304"},
 	}
 }
