@@ -71,9 +71,10 @@
 // normal Queue: the promotion begins a new epoch, and the old leader, run
 // with Follow against it, cuts what it never replicated and catches up. A
 // follower that missed segments its leader's retention deleted jumps over
-// them; promoted before the leader's next checkpoint reaches it, it still
-// delivers every message it holds that the leader had not acked (some that
-// it had, again), but not to groups declared in the deleted segments.
+// them, after taking the leader's latest checkpoint (kept in its CATCHUP
+// file); promoted at any point of its catch-up, it delivers every message
+// it holds that the leader had not acked, to every group, those declared
+// in the deleted segments included.
 // ARCHITECTURE.md has what SendOK means for every flush and replication
 // mode.
 //
