@@ -239,17 +239,7 @@ func beforeCheckpoint(t *testing.T, msgs []repl.Message) []repl.Message {
 func catchUpFromPromoted(t *testing.T, fsys *vfs.MemFS, base string, welcome repl.Message, msgs []repl.Message, segment int64, acked map[string]map[string]bool, groups map[uint16]record.Group) {
 	t.Helper()
 	dir := copyMemDir(t, fsys, base)
-	fl, err := openFollower(dir, &FollowOptions{SegmentSize: segment, fs: fsys})
-	require.NoError(t, err)
-	fw := &follower{followerLog: fl, ctx: context.Background(), link: discardLink{}, hs: &handshake{auth: welcome.Auth}}
-	fw.last = fl.log.LastSeq()
-	fw.acked = fw.last
-	require.NoError(t, fw.welcome(&welcome.Welcome))
-	for _, m := range msgs {
-		require.NoError(t, fw.apply(readResult{m: m}))
-		require.NoError(t, fw.ack())
-	}
-	require.NoError(t, fl.close())
+	replayOnCopy(t, fsys, dir, welcome, msgs, segment)
 	clock := newFakeClock()
 	clock.Advance(30 * 24 * time.Hour)
 	p, err := Open(dir, &Options{Replication: ReplicateAsync, SegmentSize: segment, MaxMessageSize: 4096, fs: fsys, now: clock.Now})
@@ -291,17 +281,7 @@ func restartAfterPromotion(t *testing.T, fsys *vfs.MemFS, base string, welcome r
 		msgs = append(slices.Clone(msgs[:len(msgs)-1]), cutMessage(t, last, 1))
 	}
 	dir := copyMemDir(t, fsys, base)
-	fl, err := openFollower(dir, &FollowOptions{SegmentSize: segment, fs: fsys})
-	require.NoError(t, err)
-	fw := &follower{followerLog: fl, ctx: context.Background(), link: discardLink{}, hs: &handshake{auth: welcome.Auth}}
-	fw.last = fl.log.LastSeq()
-	fw.acked = fw.last
-	require.NoError(t, fw.welcome(&welcome.Welcome))
-	for _, m := range msgs {
-		require.NoError(t, fw.apply(readResult{m: m}))
-		require.NoError(t, fw.ack())
-	}
-	require.NoError(t, fl.close())
+	replayOnCopy(t, fsys, dir, welcome, msgs, segment)
 	clock := newFakeClock()
 	clock.Advance(30 * 24 * time.Hour)
 	opts := &Options{SegmentSize: segment, MaxMessageSize: 4096, fs: fsys, now: clock.Now}
@@ -459,17 +439,7 @@ func copyMemDir(t *testing.T, fsys *vfs.MemFS, src string) string {
 func promoteAfter(t *testing.T, fsys *vfs.MemFS, base string, welcome repl.Message, msgs []repl.Message, segment int64, acked map[string]map[string]bool, groups map[uint16]record.Group) int {
 	t.Helper()
 	dir := copyMemDir(t, fsys, base)
-	fl, err := openFollower(dir, &FollowOptions{SegmentSize: segment, fs: fsys})
-	require.NoError(t, err)
-	fw := &follower{followerLog: fl, ctx: context.Background(), link: discardLink{}, hs: &handshake{auth: welcome.Auth}}
-	fw.last = fl.log.LastSeq()
-	fw.acked = fw.last
-	require.NoError(t, fw.welcome(&welcome.Welcome))
-	for _, m := range msgs {
-		require.NoError(t, fw.apply(readResult{m: m}))
-		require.NoError(t, fw.ack())
-	}
-	require.NoError(t, fl.close())
+	replayOnCopy(t, fsys, dir, welcome, msgs, segment)
 	at := ""
 	if n := len(msgs); n > 0 {
 		at = fmt.Sprintf("after %d messages, the last up to seq %d", n, msgs[n-1].LastSeq)
@@ -900,4 +870,22 @@ func readAuthAndWelcome(t *testing.T, br *bufio.Reader) repl.Message {
 	require.Equal(t, repl.TypeWelcome, welcome.Type)
 	welcome.Auth = auth.Auth
 	return welcome
+}
+
+// replayOnCopy has a follower on dir (in fsys) take welcome and then msgs,
+// acking after each as its session would, and closes it: what the copy
+// holds when the link fails right after them.
+func replayOnCopy(t *testing.T, fsys *vfs.MemFS, dir string, welcome repl.Message, msgs []repl.Message, segment int64) {
+	t.Helper()
+	fl, err := openFollower(dir, &FollowOptions{SegmentSize: segment, fs: fsys})
+	require.NoError(t, err)
+	fw := &follower{followerLog: fl, ctx: context.Background(), link: discardLink{}, hs: &handshake{auth: welcome.Auth}}
+	fw.last = fl.log.LastSeq()
+	fw.acked = fw.last
+	require.NoError(t, fw.welcome(&welcome.Welcome))
+	for _, m := range msgs {
+		require.NoError(t, fw.apply(readResult{m: m}))
+		require.NoError(t, fw.ack())
+	}
+	require.NoError(t, fl.close())
 }
