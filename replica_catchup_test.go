@@ -172,21 +172,9 @@ func TestFollowerPromotedDuringCatchUpAcrossDeletedSegments(t *testing.T) {
 			t.Logf("catch-up: %d frames in %d messages, %d trims, %d checkpoint messages; the leader's log starts at seq %d",
 				frames, len(msgs)-trims-checkpoints, trims, checkpoints, q.log.FirstSeq())
 			duplicates := 0
-			cuts := 0
-			for i := range msgs {
-				steps := []int{0}
-				if msgs[i].Type == repl.TypeFrames {
-					steps = nil
-					for n := range splitFrames(t, msgs[i].Frames) {
-						steps = append(steps, n+1)
-					}
-				}
-				for _, n := range steps {
-					prefix := append(slices.Clone(msgs[:i]), cutMessage(t, msgs[i], n))
-					duplicates += promoteAfter(t, fsys, tc.base, welcome, prefix, segment, acked, groups)
-					cuts++
-				}
-			}
+			cuts := forEachCut(t, msgs, func(prefix []repl.Message) {
+				duplicates += promoteAfter(t, fsys, tc.base, welcome, prefix, segment, acked, groups)
+			})
 			t.Logf("%d cuts; %d redeliveries of messages the leader had acked", cuts, duplicates)
 			first := slices.IndexFunc(msgs, func(m repl.Message) bool { return m.Type == repl.TypeFrames })
 			require.GreaterOrEqual(t, first, 0)
@@ -249,21 +237,9 @@ func catchUpFromPromoted(t *testing.T, fsys *vfs.MemFS, base string, welcome rep
 	welcome2, msgs2 := recordCatchUp(t, p, fsys, "", segment)
 	require.True(t, slices.ContainsFunc(msgs2, func(m repl.Message) bool { return m.Type == repl.TypeTrim }),
 		"the sender tells the new follower about the gap")
-	cuts := 0
-	for i := range msgs2 {
-		steps := []int{0}
-		if msgs2[i].Type == repl.TypeFrames {
-			steps = nil
-			for n := range splitFrames(t, msgs2[i].Frames) {
-				steps = append(steps, n+1)
-			}
-		}
-		for _, n := range steps {
-			prefix := append(slices.Clone(msgs2[:i]), cutMessage(t, msgs2[i], n))
-			promoteAfter(t, fsys, "", welcome2, prefix, segment, acked, groups)
-			cuts++
-		}
-	}
+	cuts := forEachCut(t, msgs2, func(prefix []repl.Message) {
+		promoteAfter(t, fsys, "", welcome2, prefix, segment, acked, groups)
+	})
 	t.Logf("a new follower of the promoted copy: %d cuts", cuts)
 }
 
@@ -839,21 +815,9 @@ func TestFollowerBehindForcedRetentionJumpsOverTheGap(t *testing.T) {
 	require.True(t, slices.ContainsFunc(msgs, func(m repl.Message) bool { return m.Type == repl.TypeCheckpoint }),
 		"the leader sends its checkpoint ahead of the jump")
 	groups := leaderGroups(q)
-	cuts := 0
-	for i := range msgs {
-		steps := []int{0}
-		if msgs[i].Type == repl.TypeFrames {
-			steps = nil
-			for n := range splitFrames(t, msgs[i].Frames) {
-				steps = append(steps, n+1)
-			}
-		}
-		for _, n := range steps {
-			prefix := append(slices.Clone(msgs[:i]), cutMessage(t, msgs[i], n))
-			promoteAfter(t, fsys, "", welcome, prefix, segment, acked, groups)
-			cuts++
-		}
-	}
+	cuts := forEachCut(t, msgs, func(prefix []repl.Message) {
+		promoteAfter(t, fsys, "", welcome, prefix, segment, acked, groups)
+	})
 	t.Logf("%d messages in the session, %d cuts; the leader's log starts at seq %d", len(msgs), cuts, q.log.FirstSeq())
 }
 
@@ -888,4 +852,26 @@ func replayOnCopy(t *testing.T, fsys *vfs.MemFS, dir string, welcome repl.Messag
 		require.NoError(t, fw.ack())
 	}
 	require.NoError(t, fl.close())
+}
+
+// forEachCut calls f with every prefix of msgs a link failure can leave:
+// each message whole, and a Frames message cut after each of its frames.
+// It returns how many prefixes there were.
+func forEachCut(t *testing.T, msgs []repl.Message, f func(prefix []repl.Message)) int {
+	t.Helper()
+	cuts := 0
+	for i := range msgs {
+		steps := []int{0}
+		if msgs[i].Type == repl.TypeFrames {
+			steps = nil
+			for n := range splitFrames(t, msgs[i].Frames) {
+				steps = append(steps, n+1)
+			}
+		}
+		for _, n := range steps {
+			f(append(slices.Clone(msgs[:i]), cutMessage(t, msgs[i], n)))
+			cuts++
+		}
+	}
+	return cuts
 }

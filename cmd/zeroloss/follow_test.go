@@ -252,17 +252,7 @@ func TestFollowCommandMutualTLS(t *testing.T) {
 	require.True(t, ok, "status %d: %s", status, stderr.String())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stdout syncWriter
-	done := make(chan int, 1)
-	go func() { done <- follow(ctx, cfg, &stdout, &stderr) }()
-	var addr string
-	require.Eventually(t, func() bool {
-		m := startLine.FindStringSubmatch(stdout.String())
-		if m != nil {
-			addr = m[2]
-		}
-		return m != nil
-	}, 10*time.Second, time.Millisecond)
+	addr, stdout, done := startFollow(t, ctx, cfg, &stderr)
 	assert.Contains(t, stdout.String(), "(mutual TLS, flush=sync)")
 
 	q, err := zeroloss.Open(t.TempDir(), &zeroloss.Options{Replication: zeroloss.ReplicateSync})
@@ -311,17 +301,7 @@ func TestFollowCommandSecret(t *testing.T) {
 	require.True(t, ok, "status %d: %s", status, stderr.String())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stdout syncWriter
-	done := make(chan int, 1)
-	go func() { done <- follow(ctx, cfg, &stdout, &stderr) }()
-	var addr string
-	require.Eventually(t, func() bool {
-		m := startLine.FindStringSubmatch(stdout.String())
-		if m != nil {
-			addr = m[2]
-		}
-		return m != nil
-	}, 10*time.Second, time.Millisecond)
+	addr, stdout, done := startFollow(t, ctx, cfg, &stderr)
 	assert.Contains(t, stdout.String(), "(plain TCP on loopback + shared secret, flush=sync)")
 
 	// Another key: refused.
@@ -426,4 +406,23 @@ func writeTestPKI(t *testing.T) testPKIFiles {
 	clientDER, clientKey := issue(3, x509.ExtKeyUsageClientAuth)
 	f.client = tls.Certificate{Certificate: [][]byte{clientDER}, PrivateKey: clientKey}
 	return f
+}
+
+// startFollow runs the follow command with cfg until ctx ends and waits for
+// the line saying where it listens. It returns that address, the command's
+// output, and a channel that receives its exit status.
+func startFollow(t *testing.T, ctx context.Context, cfg followConfig, stderr *syncWriter) (string, *syncWriter, chan int) {
+	t.Helper()
+	stdout := &syncWriter{}
+	done := make(chan int, 1)
+	go func() { done <- follow(ctx, cfg, stdout, stderr) }()
+	var addr string
+	require.Eventually(t, func() bool {
+		m := startLine.FindStringSubmatch(stdout.String())
+		if m != nil {
+			addr = m[2]
+		}
+		return m != nil
+	}, 10*time.Second, time.Millisecond)
+	return addr, stdout, done
 }
