@@ -313,7 +313,7 @@ func (g *group) moveOne(ctx context.Context, m move) error {
 }
 
 func toRecord(m *Message) record.Message {
-	return record.Message{ID: m.ID, Key: m.Key, Headers: m.Headers, Body: m.Body, DeliverAt: m.DeliverAt}
+	return record.Message{ID: m.ID, Topic: m.Topic, Tag: m.Tag, Key: m.Key, Headers: m.Headers, Body: m.Body, DeliverAt: m.DeliverAt}
 }
 
 // DeadLetter is a message a group gave up on.

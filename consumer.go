@@ -57,6 +57,20 @@ type ConsumerOptions struct {
 	// Start says where a group that does not exist yet starts. Default
 	// StartOldest.
 	Start StartPosition
+	// Topic is the topic the group reads ("", the default, is the default
+	// topic: every message sent without a Topic). Names: 1 to
+	// MaxTopicLength bytes of ASCII letters, digits and . _ - : /.
+	Topic string
+	// Tags, if not empty, limits the group to the messages of its topic
+	// whose Message.Tag is listed (at most MaxGroupTags, each a name as
+	// for Topic; order and repeats do not matter). Empty: every message of
+	// the topic, with or without a tag.
+	//
+	// Topic and Tags are part of the group's durable declaration: a
+	// Consumer of an existing group must ask for the same ones (an error
+	// naming the field otherwise). To change them, DeleteGroup and declare
+	// the group anew.
+	Tags []string
 }
 
 // WithDefaults returns a copy of o (nil: the zero value) with every zero
@@ -85,6 +99,11 @@ func (o *ConsumerOptions) WithDefaults() (ConsumerOptions, error) {
 			return out, invalid("Backoff", "[%d] is negative (%v)", i, b)
 		}
 	}
+	sel, err := newSelection(out.Topic, out.Tags)
+	if err != nil {
+		return out, fmt.Errorf("zeroloss: %w", err)
+	}
+	out.Tags = sel.tags
 	if out.AckTimeout == 0 {
 		out.AckTimeout = 30 * time.Second
 	}
@@ -101,7 +120,7 @@ func (o *ConsumerOptions) WithDefaults() (ConsumerOptions, error) {
 }
 
 // Consumer receives the messages of one consumer group. Every group receives
-// every message; the Consumers of one group, in any number of goroutines,
+// every message of its topic (and tags); the Consumers of one group, in any number of goroutines,
 // share its messages, and a message is never held by two of them at once
 // while its ack deadline is live. A Consumer is safe for concurrent use.
 //
@@ -124,7 +143,7 @@ func (q *Queue) Consumer(name string, opts *ConsumerOptions) (*Consumer, error) 
 	if name == "" || len(name) > 255 {
 		return nil, fmt.Errorf("zeroloss: %w: group name must be 1 to 255 bytes, got %d", ErrInvalidOptions, len(name))
 	}
-	g, err := q.groupNamed(context.Background(), name, o.Start)
+	g, err := q.groupNamed(context.Background(), name, selection{topic: o.Topic, tags: o.Tags}, o.Start)
 	if err != nil {
 		return nil, err
 	}
@@ -319,13 +338,33 @@ func (c *Consumer) failed(u *unacked, delay time.Duration, now time.Time, reason
 	return move{}, false
 }
 
-// readNext reads the next main-stream message at or after the cursor that
-// is durable, and adds it to pending (the caller holds g.mu).
+// readNext reads the next message of the group's topic (and tags) at or
+// after the cursor that is durable, and adds it to pending (the caller holds
+// g.mu). The topic index says where the group's messages are: the reader
+// seeks to the next one, and the cursor passes the positions in between
+// (other topics' messages, consumer records) without reading them.
 func (g *group) readNext(now time.Time) (*unacked, error) {
-	if g.reader == nil {
-		g.reader = g.q.log.NewReader(g.cursor)
-	}
 	for {
+		h, found, indexed := g.q.topics.next(&g.sel, g.cursor)
+		// Nothing of the group's lies between the cursor and h.seq (or, if
+		// none was found, up to what the index covers): pass it, but not
+		// what is not committed yet.
+		to := min(indexed, g.q.committedSeq()) + 1
+		if found {
+			to = min(h.seq, to)
+		}
+		g.cursor = max(g.cursor, to)
+		if !found || h.seq > g.cursor {
+			return nil, nil
+		}
+		if g.reader == nil {
+			g.reader = g.q.log.NewReader(h.seq)
+			g.readerAt = 0
+		}
+		if g.readerAt != h.seq {
+			g.reader.Seek(h.seq, h.at, h.off)
+			g.readerAt = h.seq
+		}
 		rec, err := g.reader.Next()
 		if err == io.EOF {
 			return nil, nil
@@ -333,21 +372,32 @@ func (g *group) readNext(now time.Time) (*unacked, error) {
 		if err != nil {
 			return nil, fmt.Errorf("zeroloss: group %q reading the log: %w", g.name, err)
 		}
-		if rec.Seq < g.cursor || rec.Type != record.TypeMessage || rec.Stream != 0 {
+		g.readerAt = rec.Seq + 1
+		if rec.Seq < g.cursor {
+			continue
+		}
+		g.cursor = rec.Seq + 1
+		if rec.Type != record.TypeMessage || rec.Stream != 0 {
+			continue // (the index never names one: Seek checks the frame)
+		}
+		topic, tag, err := record.MessageRoute(rec.Payload)
+		if err != nil {
+			return nil, fmt.Errorf("zeroloss: message at seq %d: %w", rec.Seq, err)
+		}
+		if !g.sel.matches(topic, tag) {
 			continue
 		}
 		if g.skip[rec.Seq] {
 			delete(g.skip, rec.Seq)
-			g.cursor = rec.Seq + 1
 			continue
 		}
 		m, err := record.DecodeMessage(rec.Payload)
 		if err != nil {
 			return nil, fmt.Errorf("zeroloss: message at seq %d: %w", rec.Seq, err)
 		}
-		g.cursor = rec.Seq + 1
 		u := &unacked{pos: rec.Seq, seq: rec.Seq, msg: fromRecord(m), first: now}
 		g.owe(u)
+		g.unmarked, g.lastOwn = true, rec.Seq+1
 		return u, nil
 	}
 }

@@ -28,7 +28,7 @@ type dedupTable struct {
 	max    int
 
 	mu      sync.Mutex
-	byID    map[string]*dedupEntry
+	byID    map[dedupKey]*dedupEntry
 	order   []*dedupEntry // by claim time, oldest first, from head
 	head    int
 	pending int // entries of byID whose Send is not decided yet
@@ -37,8 +37,12 @@ type dedupTable struct {
 	duplicates uint64 // Sends answered as duplicates
 }
 
+// dedupKey is what the table deduplicates by: a message's ID within its
+// topic (the same ID on two topics is two messages).
+type dedupKey struct{ topic, id string }
+
 type dedupEntry struct {
-	id       string
+	key      dedupKey
 	seq      uint64        // set once appended
 	at       time.Time     // when appended (or claimed, until then)
 	pending  bool          // the claiming Send does not know yet whether it appended
@@ -48,11 +52,11 @@ type dedupEntry struct {
 }
 
 func newDedupTable(window time.Duration, max int) *dedupTable {
-	return &dedupTable{window: window, max: max, byID: map[string]*dedupEntry{}}
+	return &dedupTable{window: window, max: max, byID: map[dedupKey]*dedupEntry{}}
 }
 
 // claimAll claims the IDs of one Send or SendBatch under one hold of the
-// lock. ids[i] == "" stands for a message that is not deduplicated here.
+// lock. An empty ids[i].id stands for a message that is not deduplicated here.
 // entries[i] receives a new claim (fresh[i] set), which the caller must
 // settle or drop, or the entry of an ID appended before (a duplicate).
 //
@@ -62,18 +66,18 @@ func newDedupTable(window time.Duration, max int) *dedupTable {
 // message on its own, after the rest, if the other Send was withdrawn;
 // and since a caller waits holding no claim, two batches cannot wait for
 // each other.
-func (t *dedupTable) claimAll(ids []string, now time.Time, entries []*dedupEntry, fresh []bool) (wait *dedupEntry) {
+func (t *dedupTable) claimAll(ids []dedupKey, now time.Time, entries []*dedupEntry, fresh []bool) (wait *dedupEntry) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.expire(now)
 	for _, id := range ids {
-		if e := t.byID[id]; id != "" && e != nil && e.pending {
+		if e := t.byID[id]; id.id != "" && e != nil && e.pending {
 			return e
 		}
 	}
 	for i, id := range ids {
 		entries[i], fresh[i] = nil, false
-		if id == "" {
+		if id.id == "" {
 			continue
 		}
 		if e := t.byID[id]; e != nil {
@@ -81,7 +85,7 @@ func (t *dedupTable) claimAll(ids []string, now time.Time, entries []*dedupEntry
 			entries[i] = e
 			continue
 		}
-		entries[i], fresh[i] = &dedupEntry{id: id, at: now, pending: true}, true
+		entries[i], fresh[i] = &dedupEntry{key: id, at: now, pending: true}, true
 		t.add(entries[i])
 	}
 	return nil
@@ -93,7 +97,7 @@ func (t *dedupTable) claimAll(ids []string, now time.Time, entries []*dedupEntry
 // does after a restart. An entry appended before is hidden by the claim and
 // restored if the commit is not appended. If a Send not decided yet holds
 // id, claimCommit claims nothing and returns that entry to wait for.
-func (t *dedupTable) claimCommit(id string, now time.Time) (e, wait *dedupEntry) {
+func (t *dedupTable) claimCommit(id dedupKey, now time.Time) (e, wait *dedupEntry) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.expire(now)
@@ -101,7 +105,7 @@ func (t *dedupTable) claimCommit(id string, now time.Time) (e, wait *dedupEntry)
 	if old != nil && old.pending {
 		return nil, old
 	}
-	e = &dedupEntry{id: id, at: now, pending: true, replaced: old}
+	e = &dedupEntry{key: id, at: now, pending: true, replaced: old}
 	t.add(e)
 	return e, nil
 }
@@ -111,7 +115,7 @@ func (t *dedupTable) claimCommit(id string, now time.Time) (e, wait *dedupEntry)
 // restart would remember it), so the table evicts when an entry is settled
 // (evict).
 func (t *dedupTable) add(e *dedupEntry) {
-	t.byID[e.id] = e
+	t.byID[e.key] = e
 	t.order = append(t.order, e)
 	if e.pending {
 		t.pending++
@@ -128,11 +132,11 @@ func (t *dedupTable) add(e *dedupEntry) {
 func (t *dedupTable) evict() {
 	for len(t.byID)-t.pending > t.max && t.head < len(t.order) {
 		old := t.order[t.head]
-		if t.byID[old.id] == old {
+		if t.byID[old.key] == old {
 			if old.pending {
 				return
 			}
-			delete(t.byID, old.id)
+			delete(t.byID, old.key)
 			t.evictions++
 		}
 		old.popped = true
@@ -153,8 +157,8 @@ func (t *dedupTable) expire(now time.Time) {
 		e.popped = true
 		t.order[t.head] = nil
 		t.head++
-		if t.byID[e.id] == e {
-			delete(t.byID, e.id)
+		if t.byID[e.key] == e {
+			delete(t.byID, e.key)
 		}
 	}
 }
@@ -180,11 +184,11 @@ func (t *dedupTable) decided(e *dedupEntry) {
 // drop records that e's message was not appended.
 func (t *dedupTable) drop(e *dedupEntry) {
 	t.mu.Lock()
-	if t.byID[e.id] == e {
+	if t.byID[e.key] == e {
 		if r := e.replaced; r != nil && !r.popped {
-			t.byID[e.id] = r
+			t.byID[e.key] = r
 		} else {
-			delete(t.byID, e.id)
+			delete(t.byID, e.key)
 		}
 	}
 	t.decided(e)
@@ -209,7 +213,7 @@ func (t *dedupTable) waitFor(e *dedupEntry) <-chan struct{} {
 // entries are older than the messages after it, and may be older than the
 // messages before it). Of two entries for one ID the later seq is kept, as
 // the running table held it. finishRecovery then puts them in order.
-func (t *dedupTable) recovered(id string, seq uint64, at time.Time, now time.Time) {
+func (t *dedupTable) recovered(id dedupKey, seq uint64, at time.Time, now time.Time) {
 	if at.Before(now.Add(-t.window)) {
 		return
 	}
@@ -218,7 +222,7 @@ func (t *dedupTable) recovered(id string, seq uint64, at time.Time, now time.Tim
 	if old := t.byID[id]; old != nil && old.seq >= seq {
 		return
 	}
-	t.byID[id] = &dedupEntry{id: id, seq: seq, at: at}
+	t.byID[id] = &dedupEntry{key: id, seq: seq, at: at}
 }
 
 // finishRecovery orders the entries read back by seq, oldest first, and
@@ -237,7 +241,7 @@ func (t *dedupTable) finishRecovery() {
 	slices.SortFunc(live, func(a, b *dedupEntry) int { return compareSeq(a.seq, b.seq) })
 	if over := len(live) - t.max; over > 0 {
 		for _, e := range live[:over] {
-			delete(t.byID, e.id)
+			delete(t.byID, e.key)
 		}
 		live = live[over:]
 	}
@@ -261,8 +265,8 @@ func (t *dedupTable) snapshot(now time.Time) []record.DedupEntry {
 	t.expire(now)
 	var out []record.DedupEntry
 	for _, e := range t.order[t.head:] {
-		if t.byID[e.id] == e && e.seq != 0 && !e.pending {
-			out = append(out, record.DedupEntry{ID: e.id, Seq: e.seq, Time: e.at.UnixNano()})
+		if t.byID[e.key] == e && e.seq != 0 && !e.pending {
+			out = append(out, record.DedupEntry{Topic: e.key.topic, ID: e.key.id, Seq: e.seq, Time: e.at.UnixNano()})
 		}
 	}
 	return out
@@ -277,7 +281,7 @@ func (t *dedupTable) counts() (entries int, evictions, duplicates uint64) {
 // duplicate answers a Send of a message whose ID e holds (appended before):
 // the original seq and its durability now, waiting for it like a Send would.
 func (q *Queue) duplicate(ctx context.Context, e *dedupEntry) SendResult {
-	return SendResult{Seq: e.seq, ID: e.id, Status: q.durableStatus(ctx, e.seq), Duplicate: true}
+	return SendResult{Seq: e.seq, ID: e.key.id, Status: q.durableStatus(ctx, e.seq), Duplicate: true}
 }
 
 // durableStatus is the status a Send of seq would report now: SendOK once it

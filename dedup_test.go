@@ -230,8 +230,8 @@ func dedupContents(q *Queue) []string {
 	defer t.mu.Unlock()
 	var out []string
 	for _, e := range t.order[t.head:] {
-		if t.byID[e.id] == e {
-			out = append(out, fmt.Sprintf("%s@%d/%d", e.id, e.seq, e.at.UnixNano()))
+		if t.byID[e.key] == e {
+			out = append(out, fmt.Sprintf("%s@%d/%d", e.key.id, e.seq, e.at.UnixNano()))
 		}
 	}
 	return out
@@ -379,7 +379,7 @@ func TestSendBatchKeepsItsOrderWhenAClaimingSendIsWithdrawn(t *testing.T) {
 		q.mu.Unlock()
 		q.dedup.mu.Lock()
 		defer q.dedup.mu.Unlock()
-		e := q.dedup.byID["x"]
+		e := q.dedup.byID[dedupKey{id: "x"}]
 		return joined || (e != nil && e.wait != nil)
 	}, 5*time.Second, time.Millisecond, "the SendBatch is waiting")
 	cancel()
@@ -408,7 +408,7 @@ func TestDedupCommitClaimReplacesOrRestores(t *testing.T) {
 	e, _ := claimOne(table, "x", now)
 	table.settle(e, 5, now)
 
-	c, wait := table.claimCommit("x", now)
+	c, wait := table.claimCommit(dedupKey{id: "x"}, now)
 	require.Nil(t, wait)
 	got, isNew := claimOne(table, "x", now)
 	require.False(t, isNew)
@@ -417,7 +417,7 @@ func TestDedupCommitClaimReplacesOrRestores(t *testing.T) {
 	got, _ = claimOne(table, "x", now)
 	assert.Equal(t, uint64(5), got.seq, "not appended: the earlier entry is back")
 
-	c, _ = table.claimCommit("x", now)
+	c, _ = table.claimCommit(dedupKey{id: "x"}, now)
 	table.settle(c, 9, now)
 	got, _ = claimOne(table, "x", now)
 	assert.Equal(t, uint64(9), got.seq)
@@ -430,7 +430,7 @@ func TestDedupCommitClaimReplacesOrRestores(t *testing.T) {
 func claimOne(t *dedupTable, id string, now time.Time) (e *dedupEntry, new bool) {
 	var entries [1]*dedupEntry
 	var fresh [1]bool
-	if wait := t.claimAll([]string{id}, now, entries[:], fresh[:]); wait != nil {
+	if wait := t.claimAll([]dedupKey{{id: id}}, now, entries[:], fresh[:]); wait != nil {
 		return wait, false
 	}
 	return entries[0], fresh[0]

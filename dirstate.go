@@ -124,7 +124,7 @@ func readDirState(fsys vfs.FS, dir string) (DirState, error) {
 	}
 	out.Kind, out.QueueID = identityStrings(id, hasID)
 	q := &Queue{opts: Options{now: time.Now, TxTimeout: DefaultTxTimeout, TxCheckInterval: DefaultTxCheckInterval},
-		ledger: newLedger(), tx: newTxTable(), dedup: newDedupTable(DefaultDedupWindow, 1<<62),
+		ledger: newLedger(), topics: newTopicIndex(), tx: newTxTable(), dedup: newDedupTable(DefaultDedupWindow, 1<<62),
 		logger: slog.New(slog.DiscardHandler)}
 	var gaps []uint64
 	for _, seg := range res.Segments {

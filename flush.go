@@ -273,6 +273,7 @@ func (q *Queue) commit(b *batch) {
 	}
 	first, n, err := q.log.Append(b.buf)
 	b.err = err
+	q.indexFrames(b.buf, first, n, q.log.Offsets())
 	seq, index := first, 0
 	for i := range b.entries {
 		e := &b.entries[i]

@@ -26,15 +26,19 @@ type group struct {
 	q       *Queue
 	id      uint16
 	name    string
+	sel     selection   // the topic (and tags) it reads; fixed for its life
 	deleted atomic.Bool // DeleteGroup: no record is written for it any more
 
 	mu       sync.Mutex
 	cursor   uint64              // next main-stream seq to consider for a first delivery
-	reader   *wal.Reader         // positioned at cursor; nil until needed
+	reader   *wal.Reader         // nil until needed
+	readerAt uint64              // the seq the reader's next frame is at or after
 	closed   bool                // Close closed reader: none may be opened again
 	pending  map[uint64]*unacked // by position: delivered (or due again), not acked
 	attempts map[uint64]uint64   // by position: attempt counts not yet written in an ack record
 	marked   uint64              // the cursor last written in an ack record
+	unmarked bool                // the cursor passed a message the group owes since
+	lastOwn  uint64              // the seq after the last message of the group's read
 	floored  uint64              // the floor last written in an ack record
 	skip     map[uint64]bool     // main-stream seqs at or above cursor already done (acked or moved before a restart)
 	order    []uint64            // main-stream positions as they entered pending, ascending; some may have left it since (floor's index)
@@ -81,8 +85,8 @@ type unacked struct {
 	delayed bool
 }
 
-func newGroup(q *Queue, id uint16, name string, cursor uint64) *group {
-	return &group{q: q, id: id, name: name, cursor: cursor, marked: cursor, floored: cursor, pending: map[uint64]*unacked{},
+func newGroup(q *Queue, id uint16, name string, sel selection, cursor uint64) *group {
+	return &group{q: q, id: id, name: name, sel: sel, cursor: cursor, marked: cursor, floored: cursor, pending: map[uint64]*unacked{},
 		attempts: map[uint64]uint64{}, changed: make(chan struct{})}
 }
 
@@ -150,8 +154,8 @@ func (g *group) ackPayload(positions []uint64) ([]byte, taken) {
 		a.Attempts = append(a.Attempts, record.Attempts{Seq: s, Count: n})
 	}
 	clear(g.attempts)
-	took := taken{attempts: a.Attempts, marked: g.marked, floored: g.floored}
-	g.marked, g.floored = g.cursor, a.Floor
+	took := taken{attempts: a.Attempts, marked: g.marked, floored: g.floored, unmarked: g.unmarked}
+	g.marked, g.floored, g.unmarked = g.cursor, a.Floor, false
 	return record.AppendAck(nil, &a), took
 }
 
@@ -160,6 +164,7 @@ func (g *group) ackPayload(positions []uint64) ([]byte, taken) {
 type taken struct {
 	attempts        []record.Attempts
 	marked, floored uint64
+	unmarked        bool
 }
 
 // untake gives back what an ack record whose write failed took (the caller
@@ -174,16 +179,28 @@ func (g *group) untake(t taken) {
 		}
 	}
 	g.marked, g.floored = min(g.marked, t.marked), min(g.floored, t.floored)
+	g.unmarked = g.unmarked || t.unmarked
 }
 
 // flushMarks writes an ack record, acking nothing, for every group whose
 // delivered mark or attempt counts are not written yet, so that a restart
-// counts their deliveries. Close calls it, and markLoop every second: a crash
-// can undercount only the deliveries of the last second.
+// counts their deliveries, or whose floor moved past messages of the group
+// or the end of a segment retention could delete. Close calls it, and
+// markLoop every second: a crash can undercount only the deliveries of the
+// last second. A floor that only passed records that are not the group's
+// (other topics' messages, consumer records: its own ack records among
+// them) needs no record unless retention waits for it.
 func (q *Queue) flushMarks(ctx context.Context) error {
+	var segments []wal.SegmentSpan
+	removable := func() []wal.SegmentSpan {
+		if segments == nil {
+			segments = q.log.Removable()
+		}
+		return segments
+	}
 	for _, g := range q.groupList() {
 		g.mu.Lock()
-		if g.cursor == g.marked && len(g.attempts) == 0 && g.floor(nil) == g.floored {
+		if !g.marksDue(removable) {
 			g.mu.Unlock()
 			continue
 		}
@@ -194,6 +211,34 @@ func (q *Queue) flushMarks(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// marksDue says whether the group has marks to write (the caller holds g.mu;
+// see flushMarks): attempt counts, a mark past messages it owes, or a floor
+// past its messages or past the end of one of the removable segments.
+func (g *group) marksDue(removable func() []wal.SegmentSpan) bool {
+	if g.unmarked || len(g.attempts) > 0 {
+		return true
+	}
+	floor := g.floor(nil)
+	switch {
+	case floor <= g.floored:
+		return false
+	case g.floored < g.lastOwn:
+		return true
+	}
+	return frees(removable(), g.floored, floor)
+}
+
+// frees says whether a floor moving from old to new passes the last seq of
+// one of segments.
+func frees(segments []wal.SegmentSpan, old, new uint64) bool {
+	for _, s := range segments {
+		if old <= s.LastSeq && s.LastSeq < new {
+			return true
+		}
+	}
+	return false
 }
 
 // writeTaken writes an ack record whose payload took what took names from
@@ -361,6 +406,9 @@ func (q *Queue) recoverGroups(dir string) (afterGap bool, err error) {
 		if err := q.replay(rs, &rec); err != nil {
 			return false, err
 		}
+		if err := q.topics.indexRecord(&rec, r.Offset()); err != nil {
+			return false, err
+		}
 	}
 	if err := q.finishReplay(rs); err != nil {
 		return false, err
@@ -376,7 +424,7 @@ func (q *Queue) recoverGroups(dir string) (afterGap bool, err error) {
 	q.ledger.mu.Lock()
 	defer q.ledger.mu.Unlock()
 	for _, lg := range q.ledger.groups {
-		g := newGroup(q, lg.id, lg.name, lg.mark)
+		g := newGroup(q, lg.id, lg.name, lg.sel, lg.mark)
 		g.floored = lg.floor
 		// A retry or dead-letter record acks the position it leaves without
 		// moving the mark: those positions must not be read as new.
@@ -524,7 +572,7 @@ func (q *Queue) replay(rs *replayState, rec *record.Record) error {
 func (q *Queue) loadCheckpoint(rs *replayState, c *record.Checkpoint) {
 	if q.dedup != nil {
 		for _, e := range c.Dedup {
-			q.dedup.recovered(e.ID, e.Seq, unixTime(e.Time), rs.now)
+			q.dedup.recovered(dedupKey{e.Topic, e.ID}, e.Seq, unixTime(e.Time), rs.now)
 		}
 	}
 	for _, h := range c.Halves {
@@ -566,7 +614,11 @@ func (q *Queue) recoverMainRecord(rec *record.Record, now, dedupSince time.Time)
 			q.tx.recoverCommit(half, SendResult{Seq: rec.Seq, ID: id, Status: SendOK})
 		}
 		if q.dedup != nil && !generated && !unixTime(rec.Time).Before(dedupSince) {
-			q.dedup.recovered(id, rec.Seq, unixTime(rec.Time), now)
+			topic, _, err := record.MessageRoute(rec.Payload)
+			if err != nil {
+				return fmt.Errorf("zeroloss: message at seq %d: %w", rec.Seq, err)
+			}
+			q.dedup.recovered(dedupKey{string(topic), id}, rec.Seq, unixTime(rec.Time), now)
 		}
 	case record.TypeHalf:
 		m, err := record.DecodeMessage(rec.Payload)
@@ -607,6 +659,9 @@ func (g *group) recoverPending(lg *ledgerGroup, now time.Time) error {
 		if err != nil {
 			return fmt.Errorf("zeroloss: message at seq %d: %w", rec.Seq, err)
 		}
+		if !lg.sel.matches([]byte(m.Topic), []byte(m.Tag)) {
+			continue // another topic's (or a tag the group does not take)
+		}
 		n, counted := lg.attempts[rec.Seq]
 		u := &unacked{pos: rec.Seq, seq: rec.Seq, msg: fromRecord(m), attempt: int(max(n, 1)), first: now, due: now}
 		if counted && n == 0 {
@@ -625,10 +680,21 @@ func (g *group) recoverPending(lg *ledgerGroup, now time.Time) error {
 func unixTime(ns int64) time.Time { return time.Unix(0, ns) }
 
 // groupNamed returns the group called name, declaring it durably if it is new.
-func (q *Queue) groupNamed(ctx context.Context, name string, start StartPosition) (*group, error) {
+// A group reads one topic, and only the tags it listed, for its whole life:
+// asking for an existing group with another topic or tags is an error naming
+// the option (DeleteGroup, then declare it anew, to change them).
+func (q *Queue) groupNamed(ctx context.Context, name string, sel selection, start StartPosition) (*group, error) {
 	q.groupsMu.Lock()
 	defer q.groupsMu.Unlock()
 	if g := q.groups[name]; g != nil {
+		if g.sel.topic != sel.topic {
+			return nil, fmt.Errorf("zeroloss: ConsumerOptions.Topic: consumer group %q reads topic %q, not %q (delete the group to change it): %w",
+				name, g.sel.topic, sel.topic, ErrInvalidOptions)
+		}
+		if !g.sel.equal(sel) {
+			return nil, fmt.Errorf("zeroloss: ConsumerOptions.Tags: consumer group %q takes tags %q, not %q (delete the group to change them): %w",
+				name, g.sel.tags, sel.tags, ErrInvalidOptions)
+		}
 		return g, nil
 	}
 	if q.nextGroupID == 0 || q.nextGroupID == ^uint16(0) {
@@ -638,8 +704,9 @@ func (q *Queue) groupNamed(ctx context.Context, name string, start StartPosition
 	if start == StartLatest {
 		startSeq = q.log.LastSeq() + 1
 	}
-	g := newGroup(q, q.nextGroupID, name, startSeq)
-	if _, err := g.writeRecord(ctx, record.TypeGroup, record.AppendGroup(nil, &record.Group{Name: name, StartSeq: startSeq})); err != nil {
+	g := newGroup(q, q.nextGroupID, name, sel, startSeq)
+	decl := record.Group{Name: name, StartSeq: startSeq, Topic: sel.topic, Tags: sel.tags}
+	if _, err := g.writeRecord(ctx, record.TypeGroup, record.AppendGroup(nil, &decl)); err != nil {
 		return nil, err
 	}
 	q.nextGroupID++
@@ -660,7 +727,7 @@ func (q *Queue) Groups() []string {
 }
 
 func fromRecord(m record.Message) Message {
-	return Message{ID: m.ID, Key: m.Key, Headers: m.Headers, Body: m.Body, DeliverAt: m.DeliverAt}
+	return Message{ID: m.ID, Topic: m.Topic, Tag: m.Tag, Key: m.Key, Headers: m.Headers, Body: m.Body, DeliverAt: m.DeliverAt}
 }
 
 // GroupStats describes a consumer group at one moment.

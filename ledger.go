@@ -40,6 +40,7 @@ type ledger struct {
 type ledgerGroup struct {
 	id                 uint16
 	name               string
+	sel                selection // the topic and tags it reads
 	start, floor, mark uint64
 	attempts           map[uint64]uint64 // position → deliveries, at or above floor
 	acked              map[uint64]bool   // main-stream positions acked, at or above floor
@@ -54,8 +55,8 @@ type deadEntry struct {
 
 func newLedger() *ledger { return &ledger{groups: map[uint16]*ledgerGroup{}} }
 
-func newLedgerGroup(id uint16, name string, start uint64) *ledgerGroup {
-	return &ledgerGroup{id: id, name: name, start: start, floor: start, mark: start,
+func newLedgerGroup(id uint16, name string, sel selection, start uint64) *ledgerGroup {
+	return &ledgerGroup{id: id, name: name, sel: sel, start: start, floor: start, mark: start,
 		attempts: map[uint64]uint64{}, acked: map[uint64]bool{},
 		retries: map[uint64]*record.Retry{}, dead: map[uint64]*deadEntry{}}
 }
@@ -69,7 +70,7 @@ func (l *ledger) apply(rec *record.Record) error {
 		if err != nil {
 			return fmt.Errorf("zeroloss: group record at seq %d: %w", rec.Seq, err)
 		}
-		l.groups[rec.Stream] = newLedgerGroup(rec.Stream, gr.Name, gr.StartSeq)
+		l.groups[rec.Stream] = newLedgerGroup(rec.Stream, gr.Name, selection{topic: gr.Topic, tags: gr.Tags}, gr.StartSeq)
 		return nil
 	}
 	g := l.groups[rec.Stream]
@@ -194,7 +195,7 @@ func (l *ledger) checkpoint() record.Checkpoint {
 	var c record.Checkpoint
 	for _, id := range slices.Sorted(maps.Keys(l.groups)) {
 		g := l.groups[id]
-		gs := record.GroupState{ID: g.id, Name: g.name, Start: g.start, Floor: g.floor, Mark: g.mark,
+		gs := record.GroupState{ID: g.id, Name: g.name, Topic: g.sel.topic, Tags: g.sel.tags, Start: g.start, Floor: g.floor, Mark: g.mark,
 			Acked: slices.Collect(maps.Keys(g.acked))}
 		for _, s := range slices.Sorted(maps.Keys(g.attempts)) {
 			gs.Attempts = append(gs.Attempts, record.Attempts{Seq: s, Count: g.attempts[s]})
@@ -224,7 +225,7 @@ func (l *ledger) restore(c *record.Checkpoint) {
 	clear(l.groups)
 	for i := range c.Groups {
 		gs := &c.Groups[i]
-		g := newLedgerGroup(gs.ID, gs.Name, gs.Start)
+		g := newLedgerGroup(gs.ID, gs.Name, selection{topic: gs.Topic, tags: gs.Tags}, gs.Start)
 		g.floor, g.mark = gs.Floor, gs.Mark
 		for _, a := range gs.Attempts {
 			g.attempts[a.Seq] = a.Count

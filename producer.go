@@ -578,7 +578,7 @@ func (p *Producer) checkSize(m *Message) error {
 	if err := checkMessage(0, m); err != nil {
 		return fmt.Errorf("zeroloss: producer: %w", err)
 	}
-	rm := record.Message{ID: m.ID, Key: m.Key, Headers: m.Headers, Body: m.Body, DeliverAt: m.DeliverAt}
+	rm := toRecord(m)
 	n := frameSize(&rm)
 	limit, whose := p.opts.MaxMessageSize, "ProducerOptions.MaxMessageSize"
 	if q := p.queue(); q != nil && q.opts.MaxMessageSize < limit {
@@ -618,7 +618,7 @@ func (p *Producer) sleep(ctx context.Context, d time.Duration) error {
 // spool appends m to the spool and waits for its fdatasync.
 func (p *Producer) spool(m *Message, cause error) (ProduceResult, error) {
 	failed := ProduceResult{SendResult: SendResult{ID: m.ID}}
-	rm := record.Message{ID: m.ID, Key: m.Key, Headers: m.Headers, Body: m.Body, DeliverAt: m.DeliverAt}
+	rm := toRecord(m)
 	size := int64(frameSize(&rm))
 	p.spoolMu.Lock()
 	if max := p.opts.MaxSpoolBytes; max > 0 && p.spoolBytes+size > max {

@@ -22,6 +22,14 @@ type Message struct {
 	// ID identifies the message. Send fills an empty ID with a unique one.
 	// At most MaxIDLength bytes.
 	ID string
+	// Topic is the topic the message is sent to: the consumer groups of
+	// that topic receive it. Empty: the default topic. At most
+	// MaxTopicLength bytes of ASCII letters, digits and . _ - : /.
+	Topic string
+	// Tag is an optional label within the topic (RocketMQ's tag): a group
+	// may take only the tags it lists (ConsumerOptions.Tags). At most
+	// MaxTagLength bytes, of the characters a Topic may hold.
+	Tag string
 	// Key is an application key (for ordering or routing); optional. At
 	// most MaxKeyLength bytes.
 	Key string
@@ -125,6 +133,7 @@ type Queue struct {
 	groupsMu    sync.Mutex
 	groups      map[string]*group
 	ledger      *ledger     // consumer state as the log holds it (ledger.go)
+	topics      *topicIndex // where each topic's messages are (topics.go)
 	dedup       *dedupTable // IDs sent within the dedup window (dedup.go); nil if off
 	tx          *txTable    // pending transactional half messages (tx.go)
 	txDone      chan struct{}
@@ -192,6 +201,7 @@ func Open(dir string, opts *Options) (*Queue, error) {
 		groups:        map[string]*group{},
 		nextGroupID:   1,
 		ledger:        newLedger(),
+		topics:        newTopicIndex(),
 		dedup:         newDedupTable(o.DedupWindow, o.DedupEntries),
 		tx:            newTxTable(),
 		txDone:        make(chan struct{}),
@@ -294,16 +304,16 @@ func (q *Queue) sendMessages(ctx context.Context, msgs []*Message) ([]SendResult
 		}
 	}
 	var (
-		ids     []string      // per message: its ID to claim, or ""
+		ids     []dedupKey    // per message: its topic and ID to claim, or none
 		entries []*dedupEntry // per message: its claim, or the entry of the original
 		fresh   []bool        // per message: entries[i] is its own claim
 		earlier map[int]int   // message index → index of an earlier message with its ID in this call
-		oneID   [1]string
+		oneID   [1]dedupKey
 		oneE    [1]*dedupEntry
 		oneF    [1]bool
 	)
 	if q.dedup != nil {
-		byID := map[string]int(nil)
+		byID := map[dedupKey]int(nil)
 		for i, m := range msgs {
 			if m.ID == "" {
 				continue
@@ -312,11 +322,12 @@ func (q *Queue) sendMessages(ctx context.Context, msgs []*Message) ([]SendResult
 				if len(msgs) == 1 {
 					ids, entries, fresh = oneID[:], oneE[:], oneF[:]
 				} else {
-					ids, entries, fresh = make([]string, len(msgs)), make([]*dedupEntry, len(msgs)), make([]bool, len(msgs))
+					ids, entries, fresh = make([]dedupKey, len(msgs)), make([]*dedupEntry, len(msgs)), make([]bool, len(msgs))
 				}
 			}
+			key := dedupKey{m.Topic, m.ID}
 			if len(msgs) > 1 {
-				if j, ok := byID[m.ID]; ok {
+				if j, ok := byID[key]; ok {
 					if earlier == nil {
 						earlier = map[int]int{}
 					}
@@ -324,11 +335,11 @@ func (q *Queue) sendMessages(ctx context.Context, msgs []*Message) ([]SendResult
 					continue
 				}
 				if byID == nil {
-					byID = map[string]int{}
+					byID = map[dedupKey]int{}
 				}
-				byID[m.ID] = i
+				byID[key] = i
 			}
-			ids[i] = m.ID
+			ids[i] = key
 		}
 	}
 	var now time.Time // read when a message needs it: a clock read costs ~0.1µs here
@@ -427,6 +438,9 @@ func checkMessage(i int, m *Message) error {
 		return fmt.Errorf("zeroloss: message %d (ID %q): Key of %d bytes, above MaxKeyLength %d: %w",
 			i, m.ID, len(m.Key), MaxKeyLength, ErrInvalidMessage)
 	}
+	if err := checkRoute(m.Topic, m.Tag); err != nil {
+		return fmt.Errorf("zeroloss: message %d (ID %q): %w", i, m.ID, err)
+	}
 	return nil
 }
 
@@ -453,7 +467,7 @@ func (q *Queue) send(ctx context.Context, msgs []*Message, ids []string, now tim
 		if m == nil {
 			return 0, 0, 0, fmt.Errorf("zeroloss: message %d is nil: %w", i, ErrInvalidMessage)
 		}
-		encoded[i] = record.Message{ID: m.ID, Key: m.Key, Headers: m.Headers, Body: m.Body, DeliverAt: m.DeliverAt}
+		encoded[i] = toRecord(m)
 		if encoded[i].ID == "" {
 			encoded[i].ID, encoded[i].GeneratedID = q.newID(), true
 		}

@@ -75,6 +75,7 @@ func (q *Queue) remove(below, checkpointSeq uint64) error {
 		return fmt.Errorf("zeroloss: retention: %w", err)
 	}
 	if n > 0 {
+		q.topics.trim(q.log.FirstSeq())
 		q.stats.segmentsDeleted.Add(uint64(n))
 		q.logger.Debug("zeroloss: segments deleted", "count", n, "below_seq", below, "checkpoint_seq", checkpointSeq)
 		if q.opts.Replication != ReplicateNone {

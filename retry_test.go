@@ -449,7 +449,7 @@ func receiveAfterSend(t *testing.T, q *Queue, c *Consumer, id string) *Delivery 
 // out of order for the index to be rebuilt many times.
 func TestFloorIndexMatchesTheLowestOwedPosition(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 7))
-	g := newGroup(nil, 1, "g", 1)
+	g := newGroup(nil, 1, "g", selection{}, 1)
 	walk := func(acking []uint64) uint64 {
 		f := g.cursor
 		for pos, u := range g.pending {

@@ -270,7 +270,7 @@ func (q *Queue) claimCommit(ctx context.Context, m *record.Message) (*dedupEntry
 		return nil, nil
 	}
 	for {
-		claim, wait := q.dedup.claimCommit(m.ID, q.opts.now())
+		claim, wait := q.dedup.claimCommit(dedupKey{m.Topic, m.ID}, q.opts.now())
 		if wait == nil {
 			return claim, nil
 		}

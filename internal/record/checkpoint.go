@@ -15,6 +15,9 @@ import (
 //	tag 2  the dedup table: count n, n × (ID (uvarint length + bytes), seq, time (varint))
 //	tag 3  pending transactional half messages: count n, n × (seq, time (varint),
 //	       checks, length, message payload)
+//	tag 4  the dedup table's entries on named topics: count n, n × (topic, ID
+//	       (each uvarint length + bytes), seq, time (varint)); tag 2 holds the
+//	       default topic's
 //
 // An unknown tag is an error: a reader that skipped state it does not
 // understand would lose it. The group section is:
@@ -24,6 +27,8 @@ import (
 //	acked count m, m positions (uvarint deltas, ascending)
 //	retry count r, r × (position, length, TypeRetry payload)
 //	dead count d, d × (position, time (varint), length, TypeDeadLetter payload)
+//	for a group on a named topic or with a tag filter: topic, tag count, tags
+//	(as in a TypeGroup record)
 
 // Checkpoint is a checkpoint's state.
 type Checkpoint struct {
@@ -43,15 +48,18 @@ type HalfState struct {
 
 // DedupEntry is a message ID the queue remembers for deduplication.
 type DedupEntry struct {
-	ID   string
-	Seq  uint64
-	Time int64 // Unix nanoseconds of the append
+	Topic string
+	ID    string
+	Seq   uint64
+	Time  int64 // Unix nanoseconds of the append
 }
 
 // GroupState is one consumer group's durable state.
 type GroupState struct {
 	ID                 uint16
 	Name               string
+	Topic              string
+	Tags               []string // sorted, no repeats; empty: every tag
 	Start, Floor, Mark uint64
 	Attempts           []Attempts
 	Acked              []uint64 // positions at or above Floor, ascending
@@ -73,9 +81,10 @@ type DeadState struct {
 }
 
 const (
-	sectionGroup = 1
-	sectionDedup = 2
-	sectionHalf  = 3
+	sectionGroup      = 1
+	sectionDedup      = 2
+	sectionHalf       = 3
+	sectionTopicDedup = 4
 )
 
 // AppendCheckpoint encodes c; slices in it are sorted in place.
@@ -87,14 +96,30 @@ func AppendCheckpoint(dst []byte, c *Checkpoint) []byte {
 		dst = binary.AppendUvarint(dst, uint64(len(body)))
 		dst = append(dst, body...)
 	}
-	if len(c.Dedup) > 0 {
-		body = binary.AppendUvarint(body[:0], uint64(len(c.Dedup)))
+	for _, section := range []uint64{sectionDedup, sectionTopicDedup} {
+		named := section == sectionTopicDedup
+		n := 0
 		for _, e := range c.Dedup {
+			if (e.Topic != "") == named {
+				n++
+			}
+		}
+		if n == 0 {
+			continue
+		}
+		body = binary.AppendUvarint(body[:0], uint64(n))
+		for _, e := range c.Dedup {
+			if (e.Topic != "") != named {
+				continue
+			}
+			if named {
+				body = appendString(body, e.Topic)
+			}
 			body = appendString(body, e.ID)
 			body = binary.AppendUvarint(body, e.Seq)
 			body = binary.AppendVarint(body, e.Time)
 		}
-		dst = binary.AppendUvarint(dst, sectionDedup)
+		dst = binary.AppendUvarint(dst, section)
 		dst = binary.AppendUvarint(dst, uint64(len(body)))
 		dst = append(dst, body...)
 	}
@@ -142,7 +167,7 @@ func appendGroupState(dst []byte, g *GroupState) []byte {
 		dst = binary.AppendUvarint(dst, uint64(len(item)))
 		dst = append(dst, item...)
 	}
-	return dst
+	return appendSubscription(dst, g.Topic, g.Tags)
 }
 
 // DecodeCheckpoint decodes a TypeCheckpoint payload.
@@ -155,10 +180,17 @@ func DecodeCheckpoint(p []byte) (Checkpoint, error) {
 		if dec.bad {
 			break
 		}
-		if tag == sectionDedup {
+		if tag == sectionDedup || tag == sectionTopicDedup {
 			d := decoder{p: body}
 			for n := d.count(3); n > 0 && !d.bad; n-- {
-				c.Dedup = append(c.Dedup, DedupEntry{ID: d.string(), Seq: d.uvarint(), Time: d.varint()})
+				var e DedupEntry
+				if tag == sectionTopicDedup {
+					if e.Topic = d.string(); e.Topic == "" {
+						return c, ErrBadConsumerRecord
+					}
+				}
+				e.ID, e.Seq, e.Time = d.string(), d.uvarint(), d.varint()
+				c.Dedup = append(c.Dedup, e)
 			}
 			if d.bad || len(d.p) != 0 {
 				return c, ErrBadConsumerRecord
@@ -242,8 +274,12 @@ func decodeGroupState(p []byte) (GroupState, error) {
 		}
 		g.Dead = append(g.Dead, DeadState{Pos: pos, Time: t, DeadLetter: d})
 	}
-	if dec.bad || len(dec.p) != 0 {
+	if dec.bad {
 		return g, ErrBadConsumerRecord
+	}
+	var err error
+	if g.Topic, g.Tags, err = decodeSubscription(dec.p); err != nil {
+		return g, err
 	}
 	return g, nil
 }

@@ -9,7 +9,12 @@ import (
 // Consumer group records. A group's records carry its group id in the frame's
 // stream field; their payloads are:
 //
-//	TypeGroup       name (uvarint length + bytes), start seq (uvarint)
+//	TypeGroup       name (uvarint length + bytes), start seq (uvarint), and
+//	                for a group on a named topic or with a tag filter: topic
+//	                (uvarint length + bytes), tag count, tags (each uvarint
+//	                length + bytes, sorted, no repeats); without them the group
+//	                reads the default topic, every tag (every group declared
+//	                before topics existed)
 //	TypeGroupDeleted  name (uvarint length + bytes): the group on this stream
 //	                is deleted; records of its stream id after this one belong
 //	                to a group declared anew (a TypeGroup record first)
@@ -31,12 +36,49 @@ var ErrBadConsumerRecord = errors.New("record: malformed consumer record payload
 type Group struct {
 	Name     string
 	StartSeq uint64
+	Topic    string
+	Tags     []string // sorted, no repeats; empty: every tag
 }
 
 // AppendGroup encodes g.
 func AppendGroup(dst []byte, g *Group) []byte {
 	dst = appendString(dst, g.Name)
-	return binary.AppendUvarint(dst, g.StartSeq)
+	dst = binary.AppendUvarint(dst, g.StartSeq)
+	return appendSubscription(dst, g.Topic, g.Tags)
+}
+
+// appendSubscription encodes a group's topic and tags, if it has any.
+func appendSubscription(dst []byte, topic string, tags []string) []byte {
+	if topic == "" && len(tags) == 0 {
+		return dst
+	}
+	dst = appendString(dst, topic)
+	dst = binary.AppendUvarint(dst, uint64(len(tags)))
+	for _, t := range tags {
+		dst = appendString(dst, t)
+	}
+	return dst
+}
+
+// decodeSubscription decodes what appendSubscription wrote (nothing, or a
+// topic and tags); it must use all of p.
+func decodeSubscription(p []byte) (topic string, tags []string, err error) {
+	if len(p) == 0 {
+		return "", nil, nil
+	}
+	dec := decoder{p: p}
+	topic = dec.string()
+	for n := dec.count(1); n > 0 && !dec.bad; n-- {
+		t := dec.string()
+		if len(tags) > 0 && t <= tags[len(tags)-1] {
+			return "", nil, ErrBadConsumerRecord // one encoding: sorted, no repeats
+		}
+		tags = append(tags, t)
+	}
+	if dec.bad || len(dec.p) != 0 || (topic == "" && len(tags) == 0) {
+		return "", nil, ErrBadConsumerRecord
+	}
+	return topic, tags, nil
 }
 
 // DecodeGroup decodes a TypeGroup payload.
@@ -47,10 +89,13 @@ func DecodeGroup(p []byte) (Group, error) {
 		return g, ErrBadConsumerRecord
 	}
 	v, n := binary.Uvarint(p)
-	if n <= 0 || n != len(p) {
+	if n <= 0 {
 		return g, ErrBadConsumerRecord
 	}
 	g.StartSeq = v
+	if g.Topic, g.Tags, err = decodeSubscription(p[n:]); err != nil {
+		return g, err
+	}
 	return g, nil
 }
 

@@ -39,6 +39,10 @@
 //	                  bit 1: the queue generated the ID (not deduplicated);
 //	                  bit 2: a committed transactional message: the seq of the
 //	                  half message it commits follows (uvarint, after DeliverAt);
+//	                  bit 3: the message has a topic or a tag: topic and tag
+//	                  follow (each uvarint length + bytes, after the half's seq);
+//	                  without it the message is in the default topic ("") with
+//	                  no tag, as every message written before topics existed;
 //	                  others 0
 //	idLen, keyLen, nHeader, kLen, vLen: unsigned varints (encoding/binary)
 //	body     the rest of the payload

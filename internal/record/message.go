@@ -10,6 +10,8 @@ import (
 // its encoding.
 type Message struct {
 	ID        string
+	Topic     string // "" is the default topic
+	Tag       string
 	Key       string
 	Headers   map[string]string
 	Body      []byte
@@ -26,7 +28,8 @@ const (
 	flagDeliverAt   = 1 << 0
 	flagGeneratedID = 1 << 1 // the queue made the ID up: no deduplication by it
 	flagHalf        = 1 << 2 // a committed transactional message: the half's seq follows
-	knownFlags      = flagDeliverAt | flagGeneratedID | flagHalf
+	flagRoute       = 1 << 3 // topic and tag follow (after the half's seq)
+	knownFlags      = flagDeliverAt | flagGeneratedID | flagHalf | flagRoute
 )
 
 // ErrBadMessage means a message payload does not decode.
@@ -46,6 +49,9 @@ func MessageSize(m *Message) int {
 	if m.HalfSeq != 0 {
 		n += uvarintLen(m.HalfSeq)
 	}
+	if m.Topic != "" || m.Tag != "" {
+		n += uvarintLen(uint64(len(m.Topic))) + len(m.Topic) + uvarintLen(uint64(len(m.Tag))) + len(m.Tag)
+	}
 	return n + len(m.Body)
 }
 
@@ -61,12 +67,19 @@ func AppendMessage(dst []byte, m *Message) []byte {
 	if m.HalfSeq != 0 {
 		flags |= flagHalf
 	}
+	if m.Topic != "" || m.Tag != "" {
+		flags |= flagRoute
+	}
 	dst = append(dst, flags)
 	if flags&flagDeliverAt != 0 {
 		dst = binary.LittleEndian.AppendUint64(dst, uint64(m.DeliverAt.UnixNano()))
 	}
 	if flags&flagHalf != 0 {
 		dst = binary.AppendUvarint(dst, m.HalfSeq)
+	}
+	if flags&flagRoute != 0 {
+		dst = appendString(dst, m.Topic)
+		dst = appendString(dst, m.Tag)
 	}
 	dst = appendString(dst, m.ID)
 	dst = appendString(dst, m.Key)
@@ -89,54 +102,82 @@ func MessageID(payload []byte) (id string, generated bool, err error) {
 // generated it and the half message it commits (0 if none), without
 // decoding the rest.
 func MessageMeta(payload []byte) (id string, generated bool, half uint64, err error) {
-	if len(payload) < 1 || payload[0]&^knownFlags != 0 {
-		return "", false, 0, ErrBadMessage
+	h, err := readHead(payload)
+	if err != nil {
+		return "", false, 0, err
 	}
-	flags, p := payload[0], payload[1:]
-	if flags&flagDeliverAt != 0 {
+	id, _, err = readString(h.rest)
+	return id, h.flags&flagGeneratedID != 0, h.half, err
+}
+
+// MessageRoute returns the topic and tag of a message payload without
+// decoding the rest. The slices alias payload.
+func MessageRoute(payload []byte) (topic, tag []byte, err error) {
+	h, err := readHead(payload)
+	return h.topic, h.tag, err
+}
+
+// head is the fixed part of a message payload before its ID.
+type head struct {
+	flags      byte
+	deliverAt  int64
+	half       uint64
+	topic, tag []byte
+	rest       []byte // from the ID on
+}
+
+func readHead(payload []byte) (head, error) {
+	var h head
+	if len(payload) < 1 || payload[0]&^knownFlags != 0 {
+		return h, ErrBadMessage
+	}
+	h.flags = payload[0]
+	p := payload[1:]
+	if h.flags&flagDeliverAt != 0 {
 		if len(p) < 8 {
-			return "", false, 0, ErrBadMessage
+			return h, ErrBadMessage
 		}
+		h.deliverAt = int64(binary.LittleEndian.Uint64(p))
 		p = p[8:]
 	}
-	if flags&flagHalf != 0 {
+	if h.flags&flagHalf != 0 {
 		v, n := binary.Uvarint(p)
 		if n <= 0 || v == 0 {
-			return "", false, 0, ErrBadMessage
+			return h, ErrBadMessage
 		}
-		half, p = v, p[n:]
+		h.half, p = v, p[n:]
 	}
-	id, _, err = readString(p)
-	return id, flags&flagGeneratedID != 0, half, err
+	if h.flags&flagRoute != 0 {
+		var err error
+		if h.topic, p, err = readBytes(p); err != nil {
+			return h, err
+		}
+		if h.tag, p, err = readBytes(p); err != nil {
+			return h, err
+		}
+		if len(h.topic) == 0 && len(h.tag) == 0 {
+			return h, ErrBadMessage // one encoding per message: no empty route
+		}
+	}
+	h.rest = p
+	return h, nil
 }
 
 // DecodeMessage decodes a message payload. Strings and Body are copied, so the
 // result does not alias payload.
 func DecodeMessage(payload []byte) (Message, error) {
 	var m Message
-	if len(payload) < 1 {
-		return m, ErrBadMessage
+	h, err := readHead(payload)
+	if err != nil {
+		return m, err
 	}
-	flags, p := payload[0], payload[1:]
-	if flags&^knownFlags != 0 {
-		return m, ErrBadMessage
+	m.GeneratedID = h.flags&flagGeneratedID != 0
+	if h.flags&flagDeliverAt != 0 {
+		m.DeliverAt = time.Unix(0, h.deliverAt).UTC()
 	}
-	m.GeneratedID = flags&flagGeneratedID != 0
-	if flags&flagDeliverAt != 0 {
-		if len(p) < 8 {
-			return m, ErrBadMessage
-		}
-		m.DeliverAt = time.Unix(0, int64(binary.LittleEndian.Uint64(p))).UTC()
-		p = p[8:]
-	}
-	if flags&flagHalf != 0 {
-		v, n := binary.Uvarint(p)
-		if n <= 0 || v == 0 {
-			return m, ErrBadMessage
-		}
-		m.HalfSeq, p = v, p[n:]
-	}
-	var err error
+	m.HalfSeq = h.half
+	m.Topic, m.Tag = string(h.topic), string(h.tag)
+	p := h.rest
 	if m.ID, p, err = readString(p); err != nil {
 		return m, err
 	}
@@ -174,6 +215,15 @@ func DecodeMessage(payload []byte) (Message, error) {
 func appendString(dst []byte, s string) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(s)))
 	return append(dst, s...)
+}
+
+func readBytes(p []byte) ([]byte, []byte, error) {
+	l, n := binary.Uvarint(p)
+	if n <= 0 || l > uint64(len(p)-n) {
+		return nil, nil, ErrBadMessage
+	}
+	end := n + int(l)
+	return p[n:end], p[end:], nil
 }
 
 func readString(p []byte) (string, []byte, error) {

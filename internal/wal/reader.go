@@ -25,6 +25,14 @@ type Reader struct {
 	rd   *record.Reader
 
 	uncapped bool // ignores CapReaders (NewUncappedReader)
+
+	last int64 // offset of the frame Next returned last, in its segment
+
+	// A Seek's hint: the frame with seq hintSeq starts at hintOff in its
+	// segment. It is checked, never trusted: a frame that is not there
+	// sends the reader back to the segment's start.
+	hintSeq uint64
+	hintOff int64
 }
 
 // NewReader returns a Reader positioned at the first durable frame with seq >=
@@ -56,6 +64,25 @@ func (l *Log) CapReaders(seq uint64) {
 	}
 }
 
+// Offset returns the offset, in its segment, of the frame Next returned last.
+func (r *Reader) Offset() int64 { return r.last }
+
+// Seek positions the reader at seq: Next returns the first durable frame with
+// a seq >= seq, as a new reader from seq would. The frame with seq at (at <=
+// seq, in the segment holding seq) starts at off, as Log.Offsets or Offset
+// gave it: the reader starts decoding there instead of at the segment's
+// start. A wrong hint costs a scan of the segment, never a wrong frame: the
+// frame at off must decode and carry seq at.
+func (r *Reader) Seek(seq, at uint64, off int64) {
+	r.next, r.hintSeq, r.hintOff = seq, at, off
+	if r.rd != nil && !r.log.holds(r.seg, at) {
+		r.closeSegment()
+	}
+	if r.rd != nil {
+		r.rd.Seek(off)
+	}
+}
+
 // Next returns the next durable frame. Its Payload is valid until the next
 // call. It returns io.EOF when it has caught up with the synced end of the
 // log; calling it again later returns frames synced since. Damage in durable
@@ -73,6 +100,19 @@ func (r *Reader) Next() (record.Record, error) {
 		}
 		off := r.rd.Offset()
 		rec, err := r.rd.Next()
+		if r.hintSeq != 0 && err != io.EOF {
+			// (At io.EOF the frame is not durable yet: the hint waits.)
+			hinted := r.hintSeq
+			r.hintSeq = 0
+			if off == r.hintOff && (err != nil || rec.Seq != hinted) {
+				// Not the frame the hint named: read the segment from
+				// its start instead.
+				r.log.seekMisses.Add(1)
+				limit, _, _ := r.log.segmentLimit(r.seg)
+				r.rd = record.NewReader(r.file, dataStart, limit, 0)
+				continue
+			}
+		}
 		if err == nil {
 			if rec.Seq < r.next {
 				continue
@@ -84,6 +124,7 @@ func (r *Reader) Next() (record.Record, error) {
 				return record.Record{}, io.EOF
 			}
 			r.next = rec.Seq + 1
+			r.last = off
 			return rec, nil
 		}
 		if err != io.EOF {
@@ -152,9 +193,27 @@ func (r *Reader) openSegment() (bool, error) {
 		}
 		limit, _, _ := l.segmentLimit(seg)
 		r.seg, r.file = seg, f
-		r.rd = record.NewReader(f, dataStart, limit, 0)
+		start := int64(dataStart)
+		if r.hintSeq != 0 && r.hintSeq <= r.next && seg.baseSeq <= r.hintSeq && r.hintOff >= dataStart && r.hintOff < limit {
+			start = r.hintOff
+		} else {
+			r.hintSeq = 0
+		}
+		r.rd = record.NewReader(f, start, limit, 0)
 		return true, nil
 	}
+}
+
+// holds says whether seq belongs in seg: seg is the last segment at or
+// below it.
+func (l *Log) holds(seg *segment, seq uint64) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if seq < seg.baseSeq {
+		return false
+	}
+	i := slices.Index(l.segments, seg)
+	return i >= 0 && (i == len(l.segments)-1 || l.segments[i+1].baseSeq > seq)
 }
 
 // removed says whether seg is no longer one of the log's segments

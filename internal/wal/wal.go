@@ -130,6 +130,7 @@ type Log struct {
 	rollGap   bool   // the next roll starts a segment after a gap (flagGap)
 	epoch     uint32 // stamped on every frame Append writes (SetEpoch)
 	sizes     []int
+	offsets   []int64 // where the last Append put each frame (Offsets)
 
 	// Slot throttling (under syncMu): when the last slot was written.
 	slotWritten time.Time
@@ -145,6 +146,7 @@ type Log struct {
 	prepRunning bool // the writer asked and no spare was taken since
 
 	frames, bytes, syncs, syncNanos, rolls, warmRolls atomic.Uint64
+	seekMisses                                        atomic.Uint64 // Reader.Seek hints that named no frame
 	syncLatency                                       latency
 
 	// Readers' cap (CapReaders).
@@ -405,11 +407,21 @@ func (l *Log) Append(buf []byte) (first uint64, n int, err error) {
 	return first, n, err
 }
 
+// SeekMisses counts the Reader.Seek hints that did not name the frame
+// sought (each cost a scan from its segment's start).
+func (l *Log) SeekMisses() uint64 { return l.seekMisses.Load() }
+
+// Offsets returns the offset of each frame the last Append wrote, in its
+// segment (the one holding its seq), in order: valid until the next Append,
+// and only on the appending goroutine. A Reader's Seek takes them.
+func (l *Log) Offsets() []int64 { return l.offsets }
+
 // write appends the frames of buf (sizes as frameSizes returned them) from
 // l.nextSeq on, rolling to new segments as needed; assign says whether to
 // set each frame's seq (Append) or keep the one it carries (AppendFrames).
 // The lease must already cover them.
 func (l *Log) write(buf []byte, sizes []int, assign bool) (n int, err error) {
+	l.offsets = l.offsets[:0]
 	for start := 0; n < len(sizes); {
 		if l.written+int64(sizes[n]) > l.opts.SegmentSize {
 			if err := l.roll(); err != nil {
@@ -422,6 +434,7 @@ func (l *Log) write(buf []byte, sizes []int, assign bool) (n int, err error) {
 			if assign {
 				record.SetSeqEpoch(buf[end:end+sizes[j]], seq, l.epoch)
 			}
+			l.offsets = append(l.offsets, l.written+int64(end-start))
 			seq++
 			end += sizes[j]
 		}
