@@ -733,9 +733,16 @@ func fromRecord(m record.Message) Message {
 // GroupStats describes a consumer group at one moment.
 type GroupStats struct {
 	Group string
+	// Topic and Tags are what the group reads (ConsumerOptions).
+	Topic string
+	Tags  []string
+	// Lag is how many messages of the group's topic (and tags) it has not
+	// acked yet: not delivered, in flight, waiting or retrying (dead
+	// letters are not counted). 0 when the group is caught up.
+	Lag uint64
 	// Behind is how many log positions lie between the group's cursor and
 	// the committed seq: an upper bound on the messages not yet delivered
-	// (consumer records take positions too).
+	// (other topics' messages and consumer records take positions too).
 	Behind uint64
 	// InFlight counts messages held by consumers until their ack deadline.
 	InFlight int
@@ -798,9 +805,15 @@ func pinnedBy(name string, floors map[string]uint64, segments []wal.SegmentSpan)
 func (g *group) stats(committed uint64) GroupStats {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	st := GroupStats{Group: g.name, DeadLetters: g.q.ledger.deadCount(g.id)}
+	st := GroupStats{Group: g.name, Topic: g.sel.topic, Tags: slices.Clone(g.sel.tags), DeadLetters: g.q.ledger.deadCount(g.id)}
 	if committed >= g.cursor {
 		st.Behind = committed - g.cursor + 1
+	}
+	st.Lag = uint64(len(g.pending)) + g.q.topics.count(&g.sel, g.cursor)
+	for s := range g.skip {
+		if s >= g.cursor && st.Lag > 0 {
+			st.Lag-- // done before a restart: not owed
+		}
 	}
 	for _, u := range g.pending {
 		if u.pos != u.seq {

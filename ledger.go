@@ -259,6 +259,17 @@ func (l *ledger) minFloor() (uint64, bool) {
 	return floor, ok
 }
 
+// topics returns the topics the groups read.
+func (l *ledger) topics() map[string]bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make(map[string]bool, len(l.groups))
+	for _, g := range l.groups {
+		out[g.sel.topic] = true
+	}
+	return out
+}
+
 // floors returns every group's floor, by name.
 func (l *ledger) floors() map[string]uint64 {
 	l.mu.Lock()

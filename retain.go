@@ -18,7 +18,10 @@ import (
 // that recovery would otherwise miss; recovery starts from the first
 // checkpoint of a trimmed log. With no consumer group, nothing is deleted
 // unless RetentionBytes or RetentionAge force it, and then a checkpoint
-// (holding no group) is written first all the same.
+// (holding no group) is written first all the same. Likewise a topic that
+// has no group keeps its messages (a group declared later with StartOldest
+// gets them): its oldest retained message holds retention back as a
+// group's floor would, until the limits force it.
 //
 // markLoop calls retain every second.
 
@@ -34,12 +37,12 @@ func (q *Queue) retain() error {
 	if !ok {
 		return nil
 	}
-	if floor, ok := q.ledger.minFloor(); ok && min(floor, q.replicaFloor()) > last {
+	if floor, ok := q.ledger.minFloor(); ok && min(floor, q.replicaFloor(), q.orphanFloor()) > last {
 		floor, seq, err := q.checkpoint(context.Background())
 		if err != nil {
 			return err
 		}
-		if err := q.remove(min(floor, q.replicaFloor()), seq); err != nil {
+		if err := q.remove(min(floor, q.replicaFloor(), q.orphanFloor()), seq); err != nil {
 			return err
 		}
 	}
@@ -52,6 +55,19 @@ func (q *Queue) retain() error {
 			return err
 		}
 	}
+}
+
+// orphanFloor bounds retention by the topics no group reads: the seq of the
+// oldest retained message of any of them (MaxUint64 if there is none).
+func (q *Queue) orphanFloor() uint64 {
+	read := q.ledger.topics()
+	floor := uint64(math.MaxUint64)
+	for topic, oldest := range q.topics.oldest() {
+		if !read[topic] {
+			floor = min(floor, oldest)
+		}
+	}
+	return floor
 }
 
 // replicaFloor bounds retention by the attached follower: segments it has
@@ -124,8 +140,9 @@ func (q *Queue) forceRetention(cut uint64) error {
 				g.reader = nil
 			}
 			if g.q.committedSeq() >= cut {
-				// Messages between the cursor and the cut were never delivered.
-				skipped += g.countMessages(g.cursor, cut)
+				// The group's messages between the cursor and the cut
+				// were never delivered.
+				skipped += int(g.q.topics.count(&g.sel, g.cursor) - g.q.topics.count(&g.sel, cut))
 			}
 			g.cursor = cut
 		}
@@ -167,23 +184,6 @@ func (q *Queue) forceRetention(cut uint64) error {
 func (q *Queue) hasGroups() bool {
 	_, ok := q.ledger.minFloor()
 	return ok
-}
-
-// countMessages counts main-stream messages in [from, to) (the caller holds
-// g.mu).
-func (g *group) countMessages(from, to uint64) int {
-	r := g.q.log.NewReader(from)
-	defer r.Close()
-	n := 0
-	for {
-		rec, err := r.Next()
-		if err != nil || rec.Seq >= to {
-			return n
-		}
-		if rec.Type == record.TypeMessage && rec.Stream == 0 {
-			n++
-		}
-	}
 }
 
 // checkpoint appends a checkpoint of the ledger and waits until it is

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/zerolossmq/zeroloss/internal/record"
 )
@@ -304,6 +305,18 @@ func (x *topicIndex) next(sel *selection, seq uint64) (h hit, ok bool, indexed u
 	return h, ok, x.indexed
 }
 
+// at returns a seek hint for the message at seq, of any topic.
+func (x *topicIndex) at(seq uint64) (h hit, ok bool, indexed uint64) {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	for _, e := range x.topics {
+		if r, found := e.all.find(seq); found && r.first <= seq {
+			return hit{seq: seq, at: r.first, off: r.off}, true, x.indexed
+		}
+	}
+	return hit{}, false, x.indexed
+}
+
 // count returns how many messages of sel are at or after seq.
 func (x *topicIndex) count(sel *selection, seq uint64) uint64 {
 	x.mu.RLock()
@@ -334,6 +347,20 @@ func (x *topicIndex) trim(seq uint64) {
 			rs.trim(seq)
 		}
 	}
+}
+
+// oldest returns the seq of the oldest retained message of every topic that
+// has one.
+func (x *topicIndex) oldest() map[string]uint64 {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	out := make(map[string]uint64, len(x.topics))
+	for name, e := range x.topics {
+		if len(e.all.list) > 0 {
+			out[name] = e.all.list[0].first
+		}
+	}
+	return out
 }
 
 // topicCounts is what the index says of one topic.
@@ -398,4 +425,64 @@ func (x *topicIndex) indexRecord(rec *record.Record, off int64) error {
 	}
 	x.passed(rec.Seq)
 	return nil
+}
+
+// TopicStats describes one topic at one moment.
+type TopicStats struct {
+	Topic string // "" is the default topic
+	// Messages and Bytes (whole frames) are the topic's retained messages:
+	// sent and not deleted by retention yet, acked or not.
+	Messages, Bytes uint64
+	// Groups counts the consumer groups reading the topic. A topic with
+	// none keeps its messages (within RetentionBytes and RetentionAge) for
+	// a group declared later with StartOldest.
+	Groups int
+	// OldestSeq and Oldest are the seq and append time of the oldest
+	// retained message (zero if none).
+	OldestSeq uint64
+	Oldest    time.Time
+}
+
+// TopicStats returns the stats of every topic that holds a retained message
+// or has a consumer group, by name (the default topic "" first).
+func (q *Queue) TopicStats() []TopicStats {
+	counts := q.topics.counts()
+	groups := map[string]int{}
+	for _, g := range q.groupList() {
+		groups[g.sel.topic]++
+	}
+	var out []TopicStats
+	for name, c := range counts {
+		if c.messages == 0 && groups[name] == 0 {
+			continue
+		}
+		out = append(out, TopicStats{Topic: name, Messages: c.messages, Bytes: c.bytes, Groups: groups[name], OldestSeq: c.oldest})
+	}
+	for name, n := range groups {
+		if _, ok := counts[name]; !ok {
+			out = append(out, TopicStats{Topic: name, Groups: n})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Topic < out[j].Topic })
+	for i := range out {
+		if out[i].OldestSeq != 0 {
+			out[i].Oldest = q.appendTime(out[i].OldestSeq)
+		}
+	}
+	return out
+}
+
+// appendTime returns when the record at seq was appended (zero if it is not
+// readable, e.g. deleted since).
+func (q *Queue) appendTime(seq uint64) time.Time {
+	r := q.log.NewUncappedReader(seq)
+	defer r.Close()
+	if h, ok, _ := q.topics.at(seq); ok {
+		r.Seek(seq, h.at, h.off)
+	}
+	rec, err := r.Next()
+	if err != nil || rec.Seq != seq {
+		return time.Time{}
+	}
+	return unixTime(rec.Time)
 }

@@ -100,6 +100,9 @@ func (r *Reader) Next() (record.Record, error) {
 		}
 		off := r.rd.Offset()
 		rec, err := r.rd.Next()
+		if err == nil {
+			r.log.framesRead.Add(1)
+		}
 		if r.hintSeq != 0 && err != io.EOF {
 			// (At io.EOF the frame is not durable yet: the hint waits.)
 			hinted := r.hintSeq

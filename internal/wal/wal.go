@@ -147,6 +147,7 @@ type Log struct {
 
 	frames, bytes, syncs, syncNanos, rolls, warmRolls atomic.Uint64
 	seekMisses                                        atomic.Uint64 // Reader.Seek hints that named no frame
+	framesRead                                        atomic.Uint64 // frames decoded by Readers
 	syncLatency                                       latency
 
 	// Readers' cap (CapReaders).
@@ -410,6 +411,9 @@ func (l *Log) Append(buf []byte) (first uint64, n int, err error) {
 // SeekMisses counts the Reader.Seek hints that did not name the frame
 // sought (each cost a scan from its segment's start).
 func (l *Log) SeekMisses() uint64 { return l.seekMisses.Load() }
+
+// FramesRead counts the frames Readers decoded (skipped ones included).
+func (l *Log) FramesRead() uint64 { return l.framesRead.Load() }
 
 // Offsets returns the offset of each frame the last Append wrote, in its
 // segment (the one holding its seq), in order: valid until the next Append,

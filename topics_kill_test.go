@@ -1,0 +1,193 @@
+package zeroloss
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// The topics of the kill test, and its groups: one per topic and one that
+// takes two of the tags of "orders".
+var (
+	killTopics = []string{"", "orders", "emails", "audit"}
+	killTags   = []string{"", "new", "paid", "void"}
+	killGroups = map[string]ConsumerOptions{
+		"g-default": {Topic: ""},
+		"g-orders":  {Topic: "orders"},
+		"g-emails":  {Topic: "emails"},
+		"g-audit":   {Topic: "audit"},
+		"g-paid":    {Topic: "orders", Tags: []string{"paid", "void"}},
+	}
+)
+
+// killTopic returns the topic and tag of the i-th message of sender g: a
+// pure function of the ID, so the parent knows them from the ID alone.
+func killRoute(id string) (topic, tag string) {
+	sum := 0
+	for _, c := range []byte(id) {
+		sum = sum*31 + int(c)
+	}
+	if sum < 0 {
+		sum = -sum
+	}
+	return killTopics[sum%len(killTopics)], killTags[(sum/7)%len(killTags)]
+}
+
+// takes says whether a group with opts receives a message with this route.
+func takes(opts ConsumerOptions, topic, tag string) bool {
+	return opts.Topic == topic && (len(opts.Tags) == 0 || slices.Contains(opts.Tags, tag))
+}
+
+// topicsChild sends from 8 goroutines to the kill test's topics under
+// FlushSync and consumes with every group, printing "ok ID SEQ" for every
+// SendOK, "acking GROUP ID" before every Ack, "acked GROUP ID" after every
+// Ack returned nil and "wrong GROUP ID"
+// for a delivery a group must not get, until it is killed.
+func topicsChild(dir string) {
+	q, err := Open(dir, &Options{Flush: FlushSync, SegmentSize: 256 << 10, MaxMessageSize: 4 << 10})
+	if err != nil {
+		fmt.Fprintln(os.Stdout, "open-error", err)
+		os.Exit(3)
+	}
+	run := os.Getenv(killChildDir + "_RUN")
+	var out sync.Mutex
+	say := func(line string) {
+		out.Lock()
+		os.Stdout.WriteString(line) // one write(2) per line
+		out.Unlock()
+	}
+	for g := 0; g < 8; g++ {
+		go func() {
+			for i := 0; ; i++ {
+				id := fmt.Sprintf("r%s-g%d-%d", run, g, i)
+				topic, tag := killRoute(id)
+				res, err := q.Send(context.Background(), &Message{ID: id, Topic: topic, Tag: tag, Body: bodyFor(id)})
+				if err == nil && res.Status == SendOK {
+					say(fmt.Sprintf("ok %s %d\n", id, res.Seq))
+				}
+			}
+		}()
+	}
+	for name, opts := range killGroups {
+		c, err := q.Consumer(name, &ConsumerOptions{Topic: opts.Topic, Tags: opts.Tags, AckTimeout: time.Minute})
+		if err != nil {
+			fmt.Fprintln(os.Stdout, "consumer-error", err)
+			os.Exit(3)
+		}
+		go func() {
+			for {
+				d, err := c.Receive(context.Background())
+				if err != nil {
+					continue
+				}
+				m := d.Message
+				if topic, tag := killRoute(m.ID); m.Topic != topic || m.Tag != tag || !takes(opts, topic, tag) ||
+					!bytes.Equal(m.Body, bodyFor(m.ID)) {
+					say("wrong " + name + " " + m.ID + "\n")
+				}
+				// The ack may land and the kill come before "acked" is
+				// printed: "acking" first says it may have.
+				say("acking " + name + " " + m.ID + "\n")
+				if d.Ack() == nil {
+					say("acked " + name + " " + m.ID + "\n")
+				}
+			}
+		}()
+	}
+	select {}
+}
+
+// TestKillNineWithTopics kills a FlushSync child that sends to several
+// topics and consumes them with a group per topic and a tag-filtered group,
+// 20 times on one directory. After each kill the parent reopens the queue
+// and drains every group: each message the child saw SendOK for is
+// delivered to each group of its topic (and tags), acked by the child
+// before the kill (or being acked when it came) or delivered after it, and
+// no group ever gets another
+// topic's message or an unlisted tag.
+func TestKillNineWithTopics(t *testing.T) {
+	runs := 20
+	if testing.Short() {
+		runs = 5
+	}
+	dir := t.TempDir()
+	rng := rand.New(rand.NewPCG(11, 12))
+	sent := map[string]bool{}
+	got := map[string]map[string]bool{}   // group → IDs acked (child) or delivered (parent)
+	maybe := map[string]map[string]bool{} // group → IDs whose Ack the kill may have cut short
+	for name := range killGroups {
+		got[name], maybe[name] = map[string]bool{}, map[string]bool{}
+	}
+	for run := 0; run < runs; run++ {
+		killAfter := 50 + rng.IntN(600) // lines to see before the kill
+		cmd := exec.Command(os.Args[0])
+		cmd.Env = append(os.Environ(), killChildDir+"="+dir, killChildDir+"_RUN="+strconv.Itoa(run), killChildDir+"_MODE=topics")
+		stdout, err := cmd.StdoutPipe()
+		require.NoError(t, err)
+		cmd.Stderr = os.Stderr
+		require.NoError(t, cmd.Start())
+		scanner := bufio.NewScanner(stdout)
+		seen, killed := 0, false
+		for scanner.Scan() {
+			fields := strings.Fields(scanner.Text())
+			switch {
+			case len(fields) == 3 && fields[0] == "ok":
+				sent[fields[1]] = true
+			case len(fields) == 3 && fields[0] == "acked":
+				got[fields[1]][fields[2]] = true
+			case len(fields) == 3 && fields[0] == "acking":
+				maybe[fields[1]][fields[2]] = true
+			case len(fields) == 3 && fields[0] == "wrong":
+				t.Fatalf("run %d: group %s got message %s", run, fields[1], fields[2])
+			case len(fields) > 0 && strings.HasSuffix(fields[0], "-error"):
+				t.Fatalf("run %d: child: %s", run, scanner.Text())
+			default:
+				continue
+			}
+			seen++
+			if seen == killAfter && !killed {
+				require.NoError(t, cmd.Process.Kill()) // SIGKILL
+				killed = true
+			}
+		}
+		_ = cmd.Wait()
+		require.True(t, killed, "run %d: the child stopped before %d lines", run, killAfter)
+
+		q := openQueue(t, dir, &Options{SegmentSize: 256 << 10, MaxMessageSize: 4 << 10})
+		for name, opts := range killGroups {
+			c, err := q.Consumer(name, &opts)
+			require.NoError(t, err)
+			for _, d := range drain(t, c) {
+				m := d.Message
+				topic, tag := killRoute(m.ID)
+				require.True(t, m.Topic == topic && m.Tag == tag && takes(opts, topic, tag),
+					"run %d: group %s got %s (topic %q, tag %q)", run, name, m.ID, m.Topic, m.Tag)
+				require.Equal(t, bodyFor(m.ID), m.Body)
+				got[name][m.ID] = true
+			}
+		}
+		for id := range sent {
+			topic, tag := killRoute(id)
+			for name, opts := range killGroups {
+				if takes(opts, topic, tag) {
+					require.True(t, got[name][id] || maybe[name][id], "run %d: SendOK message %s (topic %q, tag %q) never reached group %s",
+						run, id, topic, tag, name)
+				}
+			}
+		}
+		require.NoError(t, q.Close())
+	}
+	require.Greater(t, len(sent), runs*20)
+}

@@ -1,0 +1,404 @@
+package zeroloss
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/zerolossmq/zeroloss/internal/record"
+	"github.com/zerolossmq/zeroloss/internal/vfs"
+)
+
+// topicMessage is what a test sent: its ID, topic and tag.
+type topicMessage struct{ id, topic, tag string }
+
+// sendTopics sends msgs in batches of random sizes (1 to 16), so that one
+// batch (one write, one fdatasync) carries many topics.
+func sendTopics(t *testing.T, q *Queue, rng *rand.Rand, msgs []topicMessage) {
+	t.Helper()
+	for i := 0; i < len(msgs); {
+		n := min(1+rng.IntN(16), len(msgs)-i)
+		batch := make([]*Message, n)
+		for j := range batch {
+			m := msgs[i+j]
+			batch[j] = &Message{ID: m.id, Topic: m.topic, Tag: m.tag, Body: []byte(m.id)}
+		}
+		res, err := q.SendBatch(context.Background(), batch)
+		require.NoError(t, err)
+		for _, r := range res {
+			require.Equal(t, SendOK, r.Status)
+		}
+		i += n
+	}
+}
+
+// randomTopicMessages returns n messages spread over topics (the default
+// topic among them) and tags a, b, c or none.
+func randomTopicMessages(rng *rand.Rand, n int, topics []string) []topicMessage {
+	tags := []string{"", "a", "b", "c"}
+	out := make([]topicMessage, n)
+	for i := range out {
+		topic := topics[rng.IntN(len(topics))]
+		out[i] = topicMessage{id: fmt.Sprintf("%s-%05d", topic, i), topic: topic, tag: tags[rng.IntN(len(tags))]}
+	}
+	return out
+}
+
+// want returns the IDs of msgs a group on topic with tags (none: all)
+// receives, in order.
+func want(msgs []topicMessage, topic string, tags ...string) []string {
+	var out []string
+	for _, m := range msgs {
+		if m.topic == topic && (len(tags) == 0 || slices.Contains(tags, m.tag)) {
+			out = append(out, m.id)
+		}
+	}
+	return out
+}
+
+// drainIDs receives and acks everything the consumer has now, checking each
+// message's topic and tag against the group's, and returns the IDs in order.
+func drainIDs(t *testing.T, c *Consumer, topic string, tags ...string) []string {
+	t.Helper()
+	var ids []string
+	for _, d := range drain(t, c) {
+		m := d.Message
+		require.Equal(t, topic, m.Topic, "group %s got message %s of another topic", c.Group(), m.ID)
+		if len(tags) > 0 {
+			require.Contains(t, tags, m.Tag, "group %s got message %s with an unlisted tag", c.Group(), m.ID)
+		}
+		ids = append(ids, m.ID)
+	}
+	return ids
+}
+
+func TestTopicsAreIsolated(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	topics := []string{""}
+	for i := range 11 {
+		topics = append(topics, fmt.Sprintf("topic.%02d", i))
+	}
+	q := consumerQueue(t, vfs.NewMem(), nil)
+	defer q.Close()
+	msgs := randomTopicMessages(rng, 3000, topics)
+	sendTopics(t, q, rng, msgs)
+	for _, topic := range topics {
+		for _, group := range []string{"one", "two"} { // two groups on a topic each get all of it
+			c, err := q.Consumer(group+"@"+topic, &ConsumerOptions{Topic: topic})
+			require.NoError(t, err)
+			assert.Equal(t, want(msgs, topic), drainIDs(t, c, topic), "group %s", c.Group())
+		}
+		c, err := q.Consumer("tagged@"+topic, &ConsumerOptions{Topic: topic, Tags: []string{"c", "a", "a"}})
+		require.NoError(t, err)
+		assert.Equal(t, want(msgs, topic, "a", "c"), drainIDs(t, c, topic, "a", "c"))
+	}
+	for _, st := range q.GroupStats() {
+		assert.Zero(t, st.Lag, "group %s is caught up", st.Group)
+	}
+}
+
+func TestTopicsAfterRestart(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	topics := []string{"", "orders", "emails", "audit"}
+	fs := vfs.NewMem()
+	q := consumerQueue(t, fs, nil)
+	first := randomTopicMessages(rng, 1200, topics)
+	sendTopics(t, q, rng, first)
+	got := map[string][]string{}
+	consumers := map[string]*ConsumerOptions{}
+	for _, topic := range topics {
+		consumers["g@"+topic] = &ConsumerOptions{Topic: topic, AckTimeout: time.Minute}
+	}
+	consumers["tagged"] = &ConsumerOptions{Topic: "orders", Tags: []string{"b"}, AckTimeout: time.Minute}
+	// Each group takes some of its messages, acks half of what it took
+	// and holds the rest when the queue closes.
+	for name, opts := range consumers {
+		c, err := q.Consumer(name, opts)
+		require.NoError(t, err)
+		for i := 0; i < 40; i++ {
+			d := receive(t, c)
+			require.Equal(t, opts.Topic, d.Message.Topic)
+			if i%2 == 0 {
+				require.NoError(t, d.Ack())
+				got[name] = append(got[name], d.Message.ID)
+			}
+		}
+	}
+	require.NoError(t, q.Close())
+
+	q = consumerQueue(t, fs, nil)
+	defer q.Close()
+	second := randomTopicMessages(rng, 600, topics)
+	for i := range second {
+		second[i].id += "-after"
+	}
+	sendTopics(t, q, rng, second)
+	all := append(append([]topicMessage(nil), first...), second...)
+	for name, opts := range consumers {
+		c, err := q.Consumer(name, opts)
+		require.NoError(t, err)
+		got[name] = append(got[name], drainIDs(t, c, opts.Topic, opts.Tags...)...)
+		slices.Sort(got[name])
+		wanted := want(all, opts.Topic, opts.Tags...)
+		slices.Sort(wanted)
+		assert.Equal(t, wanted, got[name], "group %s: every message of its topic once (the held ones again)", name)
+	}
+	// A group declared now, from the oldest, gets its whole topic.
+	c, err := q.Consumer("late", &ConsumerOptions{Topic: "emails"})
+	require.NoError(t, err)
+	assert.Equal(t, want(all, "emails"), drainIDs(t, c, "emails"))
+}
+
+func TestGroupKeepsItsTopicAndTags(t *testing.T) {
+	fs := vfs.NewMem()
+	q := consumerQueue(t, fs, nil)
+	_, err := q.Consumer("g", &ConsumerOptions{Topic: "orders", Tags: []string{"paid", "new"}})
+	require.NoError(t, err)
+	fresh := 0
+	check := func(q *Queue) {
+		t.Helper()
+		fresh++
+		_, err := q.Consumer("g", &ConsumerOptions{Topic: "orders", Tags: []string{"new", "paid", "new"}})
+		require.NoError(t, err, "the same tags in another order")
+		_, err = q.Consumer("g", &ConsumerOptions{Topic: "emails", Tags: []string{"paid", "new"}})
+		require.ErrorIs(t, err, ErrInvalidOptions)
+		assert.ErrorContains(t, err, "ConsumerOptions.Topic")
+		_, err = q.Consumer("g", &ConsumerOptions{Topic: "orders"})
+		require.ErrorIs(t, err, ErrInvalidOptions)
+		assert.ErrorContains(t, err, "ConsumerOptions.Tags")
+		_, err = q.Consumer("g", nil)
+		require.ErrorIs(t, err, ErrInvalidOptions)
+		assert.ErrorContains(t, err, "ConsumerOptions.Topic")
+	}
+	check(q)
+	require.NoError(t, q.Close())
+	q = consumerQueue(t, fs, nil) // the declaration is durable
+	check(q)
+	// A checkpoint carries it too: force one and reopen.
+	_, _, err = q.checkpoint(context.Background())
+	require.NoError(t, err)
+	require.NoError(t, q.Close())
+	q = consumerQueue(t, fs, nil)
+	defer q.Close()
+	check(q)
+	// Deleting the group frees the name for another topic.
+	require.NoError(t, q.DeleteGroup("g"))
+	_, err = q.Consumer("g", &ConsumerOptions{Topic: "emails"})
+	require.NoError(t, err)
+}
+
+func TestTopicAndTagNames(t *testing.T) {
+	q := consumerQueue(t, vfs.NewMem(), nil)
+	defer q.Close()
+	long := string(make([]byte, MaxTopicLength+1))
+	for i := range []byte(long) {
+		long = long[:i] + "x" + long[i+1:]
+	}
+	for _, tc := range []struct {
+		name, topic, tag, field string
+	}{
+		{"space in topic", "a b", "", "Message.Topic"},
+		{"wildcard in topic", "orders.*", "", "Message.Topic"},
+		{"long topic", long, "", "Message.Topic"},
+		{"non-ASCII tag", "", "é", "Message.Tag"},
+		{"NUL in tag", "t", "a\x00", "Message.Tag"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := q.Send(context.Background(), &Message{Topic: tc.topic, Tag: tc.tag, Body: []byte("x")})
+			require.ErrorIs(t, err, ErrInvalidMessage)
+			assert.ErrorContains(t, err, tc.field)
+		})
+	}
+	res, err := q.Send(context.Background(), &Message{Topic: "Orders/eu-1:v2.x_y", Tag: "t.1", Body: []byte("x")})
+	require.NoError(t, err)
+	assert.Equal(t, SendOK, res.Status)
+
+	for _, tc := range []struct {
+		name  string
+		opts  ConsumerOptions
+		field string
+	}{
+		{"bad topic", ConsumerOptions{Topic: "a>b"}, "ConsumerOptions.Topic"},
+		{"empty tag", ConsumerOptions{Topic: "t", Tags: []string{""}}, "ConsumerOptions.Tags"},
+		{"bad tag", ConsumerOptions{Topic: "t", Tags: []string{"ok", "not ok"}}, "ConsumerOptions.Tags"},
+		{"too many tags", ConsumerOptions{Tags: manyTags(MaxGroupTags + 1)}, "ConsumerOptions.Tags"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := q.Consumer("g-"+tc.name, &tc.opts)
+			require.ErrorIs(t, err, ErrInvalidOptions)
+			assert.ErrorContains(t, err, tc.field)
+		})
+	}
+	assert.Empty(t, q.Groups(), "no group was declared by a refused Consumer")
+}
+
+func manyTags(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprint("t", i)
+	}
+	return out
+}
+
+func TestDedupIsPerTopic(t *testing.T) {
+	fs := vfs.NewMem()
+	q := consumerQueue(t, fs, nil)
+	ctx := context.Background()
+	a, err := q.Send(ctx, &Message{ID: "same", Topic: "a", Body: []byte("1")})
+	require.NoError(t, err)
+	b, err := q.Send(ctx, &Message{ID: "same", Topic: "b", Body: []byte("2")})
+	require.NoError(t, err)
+	assert.False(t, b.Duplicate, "the same ID on another topic is another message")
+	assert.NotEqual(t, a.Seq, b.Seq)
+	again, err := q.Send(ctx, &Message{ID: "same", Topic: "a", Body: []byte("1")})
+	require.NoError(t, err)
+	assert.True(t, again.Duplicate)
+	assert.Equal(t, a.Seq, again.Seq)
+	fresh := 0
+	check := func(q *Queue) {
+		t.Helper()
+		fresh++
+		for topic, seq := range map[string]uint64{"a": a.Seq, "b": b.Seq} {
+			res, err := q.Send(ctx, &Message{ID: "same", Topic: topic, Body: []byte("x")})
+			require.NoError(t, err)
+			assert.True(t, res.Duplicate, "topic %s", topic)
+			assert.Equal(t, seq, res.Seq, "topic %s", topic)
+		}
+		res, err := q.Send(ctx, &Message{ID: "same", Topic: fmt.Sprint("c", fresh), Body: []byte("x")})
+		require.NoError(t, err)
+		assert.False(t, res.Duplicate, "a new topic")
+	}
+	require.NoError(t, q.Close())
+	q = consumerQueue(t, fs, nil) // rebuilt from the log
+	check(q)
+	_, _, err = q.checkpoint(ctx) // and from a checkpoint
+	require.NoError(t, err)
+	var topics []string
+	for _, e := range q.dedup.snapshot(time.Now()) {
+		if e.ID == "same" {
+			topics = append(topics, e.Topic)
+		}
+	}
+	assert.ElementsMatch(t, []string{"a", "b", "c1"}, topics, "the checkpoint's dedup entries name their topics")
+	require.NoError(t, q.Close())
+	q = consumerQueue(t, fs, nil)
+	defer q.Close()
+	check(q)
+}
+
+func TestRareTopicSeeksToItsMessages(t *testing.T) {
+	q := consumerQueue(t, vfs.NewMem(), nil)
+	defer q.Close()
+	rng := rand.New(rand.NewPCG(5, 6))
+	var msgs []topicMessage
+	for i := range 20000 {
+		topic := "busy"
+		if rng.IntN(100) == 0 {
+			topic = "rare"
+		}
+		msgs = append(msgs, topicMessage{id: fmt.Sprint(i), topic: topic})
+	}
+	sendTopics(t, q, rng, msgs)
+	c, err := q.Consumer("g", &ConsumerOptions{Topic: "rare"})
+	require.NoError(t, err)
+	before := q.log.FramesRead()
+	got := drainIDs(t, c, "rare")
+	require.Equal(t, want(msgs, "rare"), got)
+	read := q.log.FramesRead() - before
+	// Each message is read once; its ack record may be read once too (the
+	// reader passes it on the way to the next run), nothing of "busy".
+	assert.LessOrEqual(t, read, uint64(2*len(got)+2), "frames read for %d messages of 1%% of the log", len(got))
+	assert.Zero(t, q.log.SeekMisses())
+}
+
+// TestTopicIndexAgreesWithTheLog checks the index against a scan of the log,
+// for every selection and cursor, after sends mixed with consumer records,
+// restarts and retention.
+func TestTopicIndexAgreesWithTheLog(t *testing.T) {
+	fs := vfs.NewMem()
+	rng := rand.New(rand.NewPCG(7, 8))
+	topics := []string{"", "x", "y"}
+	open := func() *Queue {
+		q, err := Open("/q", &Options{SegmentSize: 32 << 10, MaxMessageSize: 4 << 10, fs: fs})
+		require.NoError(t, err)
+		return q
+	}
+	q := open()
+	selections := []selection{{topic: ""}, {topic: "x"}, {topic: "y"}, {topic: "x", tags: []string{"a"}}, {topic: "y", tags: []string{"b", "c"}}, {topic: "none"}}
+	for round := range 6 {
+		msgs := randomTopicMessages(rng, 400, topics)
+		for i := range msgs {
+			msgs[i].id = fmt.Sprint(round, "-", msgs[i].id)
+		}
+		sendTopics(t, q, rng, msgs)
+		for _, topic := range topics {
+			c, err := q.Consumer("reader@"+topic, &ConsumerOptions{Topic: topic})
+			require.NoError(t, err)
+			drain(t, c) // ack records between the messages
+		}
+		checkIndex(t, q, selections)
+		if round >= 3 {
+			// Every topic has a group that acked everything: retention
+			// deletes the old segments, and the index drops their runs.
+			require.NoError(t, q.flushMarks(context.Background()))
+			require.NoError(t, q.retain())
+			require.Greater(t, q.log.FirstSeq(), uint64(1000), "retention deleted segments")
+			checkIndex(t, q, selections)
+		}
+		if round%2 == 1 {
+			require.NoError(t, q.Close())
+			q = open()
+			checkIndex(t, q, selections)
+		}
+	}
+	require.NoError(t, q.Close())
+}
+
+// checkIndex compares q's topic index with a scan of its log.
+func checkIndex(t *testing.T, q *Queue, selections []selection) {
+	t.Helper()
+	type entry struct {
+		seq        uint64
+		topic, tag string
+	}
+	var log []entry
+	r := q.log.NewUncappedReader(0)
+	defer r.Close()
+	for {
+		rec, err := r.Next()
+		if err != nil {
+			break
+		}
+		if rec.Type == record.TypeMessage && rec.Stream == 0 {
+			topic, tag, err := record.MessageRoute(rec.Payload)
+			require.NoError(t, err)
+			log = append(log, entry{rec.Seq, string(topic), string(tag)})
+		}
+	}
+	first, last := q.log.FirstSeq(), q.log.LastSeq()
+	for _, sel := range selections {
+		for c := first; c <= last+1; c++ {
+			var wantSeq, wantCount uint64
+			for _, e := range log {
+				if e.seq >= c && sel.matches([]byte(e.topic), []byte(e.tag)) {
+					if wantSeq == 0 {
+						wantSeq = e.seq
+					}
+					wantCount++
+				}
+			}
+			h, ok, _ := q.topics.next(&sel, c)
+			require.Equal(t, wantSeq != 0, ok, "%v from %d", sel, c)
+			if ok {
+				require.Equal(t, wantSeq, h.seq, "%v from %d", sel, c)
+			}
+			require.Equal(t, wantCount, q.topics.count(&sel, c), "%v from %d", sel, c)
+		}
+	}
+}
