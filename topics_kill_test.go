@@ -16,6 +16,9 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/zerolossmq/zeroloss/internal/record"
+	"github.com/zerolossmq/zeroloss/internal/vfs"
 )
 
 // The topics of the kill test, and its groups: one per topic and one that
@@ -190,4 +193,154 @@ func TestKillNineWithTopics(t *testing.T) {
 		require.NoError(t, q.Close())
 	}
 	require.Greater(t, len(sent), runs*20)
+}
+
+// crashTopicGroups are the groups of the topics crash workload.
+var crashTopicGroups = map[string]ConsumerOptions{
+	"g-a":    {Topic: "a"},
+	"g-b":    {Topic: "b"},
+	"g-b-x":  {Topic: "b", Tags: []string{"x"}},
+	"g-dflt": {Topic: ""},
+}
+
+// crashTopicsWorkload declares the groups, then sends to topics "", a and b
+// (tags x, y or none) in single Sends and batches, and after every few
+// sends lets each group take two messages and ack the second. It returns the IDs
+// that got SendOK, every ID attempted, and per group the IDs whose Ack was
+// called (acked or not).
+func crashTopicsWorkload(q *Queue) (ok map[string]uint64, attempted map[string][]byte, acking map[string]map[string]bool) {
+	ok, attempted, acking = map[string]uint64{}, map[string][]byte{}, map[string]map[string]bool{}
+	ctx := context.Background()
+	consumers := map[string]*Consumer{}
+	for name, opts := range crashTopicGroups {
+		c, err := q.Consumer(name, &ConsumerOptions{Topic: opts.Topic, Tags: opts.Tags, AckTimeout: time.Minute})
+		if err != nil {
+			return ok, attempted, acking
+		}
+		consumers[name], acking[name] = c, map[string]bool{}
+	}
+	n := 0
+	next := func() *Message {
+		n++
+		id := fmt.Sprintf("m%03d", n)
+		body := bodyFor(id)[:(n*37)%300+1]
+		attempted[id] = body
+		return &Message{ID: id, Topic: []string{"", "a", "b"}[n%3], Tag: []string{"", "x", "y"}[(n/3)%3], Body: body}
+	}
+	for round := 0; round < 18; round++ {
+		if round%3 == 2 {
+			results, _ := q.SendBatch(ctx, []*Message{next(), next(), next()})
+			for _, r := range results {
+				if r.Status == SendOK {
+					ok[r.ID] = r.Seq
+				}
+			}
+			for name, c := range consumers {
+				// Take two, ack the second, hold the first: recovery
+				// must redeliver it, and only it, of what lies between
+				// the group's floor and its mark.
+				held, err := c.Receive(doneContext) // what is there now, without waiting
+				if err != nil {
+					continue
+				}
+				d, err := c.Receive(doneContext)
+				if err != nil {
+					d = held // only one there: ack it
+				}
+				acking[name][d.Message.ID] = true
+				_ = d.Ack()
+			}
+			continue
+		}
+		if res, err := q.Send(ctx, next()); err == nil && res.Status == SendOK {
+			ok[res.ID] = res.Seq
+		}
+	}
+	return ok, attempted, acking
+}
+
+// TestCrashAtEveryOperationWithTopics crashes the topics workload after
+// every I/O operation in every crash mode: after recovery, each group
+// receives every SendOK message of its topic and tags that it was not
+// acking, and nothing of another topic or tag.
+func TestCrashAtEveryOperationWithTopics(t *testing.T) {
+	fs := vfs.NewMem()
+	opts := crashOptions
+	opts.fs = fs
+	q, err := Open("/q", &opts)
+	require.NoError(t, err)
+	ok, _, acking := crashTopicsWorkload(q)
+	require.NoError(t, q.Close())
+	require.Len(t, ok, 30, "without a crash every Send is SendOK")
+	for name := range crashTopicGroups {
+		require.NotEmpty(t, acking[name], "group %s consumed during the workload", name)
+	}
+	total := fs.OpCount()
+
+	rng := rand.New(rand.NewPCG(13, 17))
+	for limit := 0; limit <= total; limit++ {
+		for _, mode := range vfs.CrashModes {
+			label := fmt.Sprintf("crash after op %d/%d, %v", limit, total, mode)
+			fs := vfs.NewMem()
+			opts := crashOptions
+			opts.fs = fs
+			fs.SetOpLimit(limit)
+			var ok map[string]uint64
+			var acking map[string]map[string]bool
+			if q, err := Open("/q", &opts); err == nil {
+				ok, _, acking = crashTopicsWorkload(q)
+				_ = q.Close()
+			}
+			fs.Crash(mode, rng)
+			opts.fs = fs
+			q, err := Open("/q", &opts)
+			require.NoError(t, err, label)
+			bySeq := map[string]*record.Message{}
+			for _, s := range readBack(t, q) {
+				m := s.Msg
+				bySeq[s.Msg.ID] = &m
+			}
+			for name, gopts := range crashTopicGroups {
+				c, err := q.Consumer(name, &gopts)
+				require.NoError(t, err, label)
+				got := map[string]bool{}
+				for _, d := range drainNow(t, c) {
+					m := d.Message
+					require.True(t, takes(gopts, m.Topic, m.Tag), "%s: group %s got %s (topic %q, tag %q)", label, name, m.ID, m.Topic, m.Tag)
+					got[m.ID] = true
+				}
+				for id := range ok {
+					m := bySeq[id]
+					require.NotNil(t, m, "%s: SendOK message %s lost", label, id)
+					if takes(gopts, m.Topic, m.Tag) && !acking[name][id] {
+						require.True(t, got[id], "%s: SendOK message %s never reached group %s", label, id, name)
+					}
+				}
+			}
+			require.NoError(t, q.Close(), label)
+		}
+	}
+}
+
+// doneContext is a context that has ended: a Receive with it returns what
+// it finds at once, or the context's error.
+var doneContext = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
+
+// drainNow receives and acks everything the group has now, without waiting.
+func drainNow(t *testing.T, c *Consumer) []*Delivery {
+	t.Helper()
+	var out []*Delivery
+	for {
+		d, err := c.Receive(doneContext)
+		if err != nil {
+			require.ErrorIs(t, err, context.Canceled)
+			return out
+		}
+		require.NoError(t, d.Ack())
+		out = append(out, d)
+	}
 }
