@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -399,6 +400,121 @@ func checkIndex(t *testing.T, q *Queue, selections []selection) {
 				require.Equal(t, wantSeq, h.seq, "%v from %d", sel, c)
 			}
 			require.Equal(t, wantCount, q.topics.count(&sel, c), "%v from %d", sel, c)
+		}
+	}
+}
+
+// A directory written before topics (testdata/v2-queue-before-topics, by the
+// code of 72b1c42: messages m1-m5, a committed transaction tx1, group
+// "workers" that acked m1 and dead-lettered m2) opens with every message in
+// the default topic, and its group reads the default topic.
+func TestOpenDirectoryWrittenBeforeTopics(t *testing.T) {
+	dir := copyDir(t, filepath.Join("testdata", "v2-queue-before-topics"))
+	q := openQueue(t, dir, &Options{SegmentSize: 64 << 10, MaxMessageSize: 1 << 10})
+	_, err := q.Consumer("workers", &ConsumerOptions{Topic: "orders"})
+	require.ErrorIs(t, err, ErrInvalidOptions, "the old group reads the default topic")
+	c, err := q.Consumer("workers", nil)
+	require.NoError(t, err)
+	var got []string
+	for _, d := range drainNow(t, c) {
+		assert.Empty(t, d.Message.Topic)
+		got = append(got, d.Message.ID)
+	}
+	assert.Equal(t, []string{"m3", "m4", "tx1", "m5"}, got)
+	dead, err := q.DeadLetters("workers")
+	require.NoError(t, err)
+	require.Len(t, dead, 1)
+	assert.Equal(t, "m2", dead[0].Message.ID)
+	res, err := q.Send(context.Background(), &Message{ID: "m4", Body: []byte("again")})
+	require.NoError(t, err)
+	assert.True(t, res.Duplicate, "old IDs deduplicate in the default topic")
+	res, err = q.Send(context.Background(), &Message{ID: "m4", Topic: "orders", Body: []byte("new")})
+	require.NoError(t, err)
+	assert.False(t, res.Duplicate)
+	fresh, err := q.Consumer("fresh", nil)
+	require.NoError(t, err)
+	assert.Len(t, drainNow(t, fresh), 6, "a new group on the default topic gets every old message")
+	orders, err := q.Consumer("orders", &ConsumerOptions{Topic: "orders"})
+	require.NoError(t, err)
+	only := drainNow(t, orders)
+	require.Len(t, only, 1)
+	assert.Equal(t, "new", string(only[0].Message.Body))
+	stats := q.TopicStats()
+	require.Len(t, stats, 2)
+	assert.Equal(t, TopicStats{Topic: "", Messages: 6, Bytes: stats[0].Bytes, Groups: 2, OldestSeq: stats[0].OldestSeq, Oldest: stats[0].Oldest}, stats[0])
+	assert.Equal(t, uint64(1), stats[1].Messages)
+	assert.False(t, stats[0].Oldest.IsZero())
+	require.NoError(t, q.Close())
+}
+
+// TestRetentionWithSeveralTopics: segments go once every group of every
+// topic is done with them; a lagging group holds them (nothing it needs is
+// deleted) until it catches up; a topic with no group keeps its messages
+// until RetentionAge.
+func TestRetentionWithSeveralTopics(t *testing.T) {
+	clock := newFakeClock()
+	q, err := Open("/q", &Options{SegmentSize: 16 << 10, MaxMessageSize: 4 << 10, RetentionAge: time.Hour, fs: vfs.NewMem(), now: clock.Now})
+	require.NoError(t, err)
+	defer q.Close()
+	ctx := context.Background()
+	fast, err := q.Consumer("fast", &ConsumerOptions{Topic: "a"})
+	require.NoError(t, err)
+	slow, err := q.Consumer("slow", &ConsumerOptions{Topic: "b"})
+	require.NoError(t, err)
+	retain := func() int {
+		t.Helper()
+		require.NoError(t, q.flushMarks(ctx))
+		require.NoError(t, q.retain())
+		return q.Stats().Segments
+	}
+	send := func(topic string, n int) {
+		t.Helper()
+		for i := range n {
+			_, err := q.Send(ctx, &Message{Topic: topic, Body: make([]byte, 500+i%7)})
+			require.NoError(t, err)
+		}
+	}
+	// The slow group's first message, in the first segment, holds it all.
+	send("b", 1)
+	for range 10 {
+		send("a", 40)
+		drainNow(t, fast)
+	}
+	held := retain()
+	require.Greater(t, held, 10, "the slow group needs the first segment: nothing is deleted")
+	got := drainNow(t, slow)
+	require.Len(t, got, 1, "the message the slow group needed is there")
+	assert.LessOrEqual(t, retain(), 2, "once it caught up only the active segment (and maybe one) is left")
+
+	// Topic c has no group: its messages stay, with the others flowing.
+	send("c", 3)
+	for range 10 {
+		send("a", 40)
+		drainNow(t, fast)
+		drainNow(t, slow)
+	}
+	assert.Greater(t, retain(), 10, "topic c's messages are kept for a group declared later")
+	late, err := q.Consumer("late", &ConsumerOptions{Topic: "c"})
+	require.NoError(t, err)
+	assert.Len(t, drainNow(t, late), 3, "it gets them")
+	assert.LessOrEqual(t, retain(), 2)
+
+	// A group deleted while it lags leaves a topic with no group: its
+	// messages go at RetentionAge, like any message no group reads.
+	send("b", 2)
+	for range 10 {
+		send("a", 40)
+		drainNow(t, fast)
+	}
+	require.NoError(t, q.DeleteGroup("slow"))
+	require.NoError(t, q.DeleteGroup("late"))
+	assert.Greater(t, retain(), 10)
+	clock.Advance(2 * time.Hour)
+	assert.LessOrEqual(t, retain(), 2, "past RetentionAge")
+	stats := q.TopicStats()
+	for _, st := range stats {
+		if st.Topic == "b" {
+			assert.Zero(t, st.Messages, "b's messages went with their segments")
 		}
 	}
 }
