@@ -12,8 +12,9 @@ var (
 	// ErrClosed: the queue was closed. Returned by Send and SendBatch after
 	// Close; the message was not appended.
 	ErrClosed = wal.ErrClosed
-	// ErrLocked: Open found the directory open by another Queue, in this
-	// process or another.
+	// ErrLocked: Open found the directory open by another Queue (or
+	// Producer, or follower), in this process or another; the error says
+	// which ("already open in this process", "locked by another process").
 	ErrLocked = wal.ErrLocked
 	// ErrCorrupt: Open found damage in data that had been made durable. The
 	// error is a *CorruptError naming the file and byte offset. Nothing was
