@@ -33,6 +33,17 @@ type Message struct {
 	// consumers until then (delayed delivery). It is stored with the
 	// message as a wall-clock time and survives restarts.
 	DeliverAt time.Time
+	// NoDedup opts this one send out of deduplication: the message is
+	// appended even if its ID was sent within the dedup window, and its ID
+	// is not remembered, now or after a restart, so a later Send of the
+	// same ID is not answered from it. Set it when the ID names the message
+	// rather than the attempt to send it (an event's UUID that may be
+	// published again on purpose, as Watermill does). A resend of a NoDedup
+	// message after an unconfirmed status may store it twice. Other
+	// messages of the queue, and other sends of the same ID without
+	// NoDedup, are deduplicated as usual. A Producer refuses it (its
+	// resends rely on deduplication). Consumers receive it false.
+	NoDedup bool
 }
 
 // SendStatus says how far a message appended by Send is guaranteed. Only
@@ -305,7 +316,7 @@ func (q *Queue) sendMessages(ctx context.Context, msgs []*Message) ([]SendResult
 	if q.dedup != nil {
 		byID := map[string]int(nil)
 		for i, m := range msgs {
-			if m.ID == "" {
+			if m.ID == "" || m.NoDedup {
 				continue
 			}
 			if ids == nil {
@@ -453,7 +464,10 @@ func (q *Queue) send(ctx context.Context, msgs []*Message, ids []string, now tim
 		if m == nil {
 			return 0, 0, 0, fmt.Errorf("zeroloss: message %d is nil: %w", i, ErrInvalidMessage)
 		}
-		encoded[i] = record.Message{ID: m.ID, Key: m.Key, Headers: m.Headers, Body: m.Body, DeliverAt: m.DeliverAt}
+		// A NoDedup message carries the flag of a generated ID: neither
+		// is remembered for deduplication, also when Open rebuilds the
+		// table from the log.
+		encoded[i] = record.Message{ID: m.ID, Key: m.Key, Headers: m.Headers, Body: m.Body, DeliverAt: m.DeliverAt, GeneratedID: m.NoDedup}
 		if encoded[i].ID == "" {
 			encoded[i].ID, encoded[i].GeneratedID = q.newID(), true
 		}
