@@ -161,25 +161,48 @@ func (g *group) acking(ds []*Delivery) bool {
 }
 
 // Nack reports that handling failed: the message is delivered again after
-// delay, or after the consumer's backoff for this attempt when delay is 0;
-// on its last allowed delivery it goes to the dead letters instead. A
-// message that fails more than once moves to the group's retry stream, so it
-// does not hold back retention. It returns ErrDeliveryExpired if the
-// delivery is no longer held, and an error matching ErrInvalidOptions for a
-// negative delay.
+// delay, or after the consumer's backoff for this attempt when delay is 0
+// (NackNow delivers it again at once); on its last allowed delivery it goes
+// to the dead letters instead. A message that fails more than once moves to
+// the group's retry stream, so it does not hold back retention. It returns
+// ErrDeliveryExpired if the delivery is no longer held, and an error
+// matching ErrInvalidOptions for a negative delay.
 func (d *Delivery) Nack(delay time.Duration) error {
 	if delay < 0 {
 		return invalid("Nack delay", "is negative (%v)", delay)
 	}
+	return d.nack("nack", delay)
+}
+
+// NackNow is Nack with no delay at all: handling failed and the message is
+// to be delivered again at once, not after the backoff. It is a failed
+// delivery like any Nack: the attempt counts towards MaxDeliveries (on the
+// last allowed delivery the message goes to the dead letters), and a
+// message that fails more than once moves to the retry stream, due at once.
+// To give a message back without counting a failed attempt, use Release.
+//
+// It is a method rather than a value of Nack's delay because Nack(0) already
+// means "the backoff", and a sentinel duration would be easy to pass by
+// accident (a computed delay that came out negative) and would have to be
+// understood by every Backend.
+func (d *Delivery) NackNow() error { return d.nack("nack now", redeliverNow) }
+
+// redeliverNow, as the delay of Consumer.failed, means at once: not the
+// backoff that a delay of 0 means there.
+const redeliverNow time.Duration = -1
+
+// nack is Nack and NackNow: a failed delivery, redelivered after delay
+// (redeliverNow: at once; 0: the backoff).
+func (d *Delivery) nack(op string, delay time.Duration) error {
 	c := d.c
 	g := c.g
 	g.mu.Lock()
 	if g.deleted.Load() {
 		g.mu.Unlock()
-		return fmt.Errorf("zeroloss: nack of seq %d: group %q: %w", d.Seq, g.name, ErrGroupDeleted)
+		return fmt.Errorf("zeroloss: %s of seq %d: group %q: %w", op, d.Seq, g.name, ErrGroupDeleted)
 	}
 	u := d.u
-	if err := d.held("nack"); err != nil {
+	if err := d.held(op); err != nil {
 		g.mu.Unlock()
 		return err
 	}

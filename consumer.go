@@ -302,9 +302,13 @@ func (c *Consumer) nextNew(now, wake time.Time) (d *Delivery, moves []move, _ ti
 // cleared u.out): after its last allowed delivery u goes to the dead
 // letters, after a failed redelivery to the retry stream (returned as a
 // move, u marked busy); after a failed first delivery it waits in memory,
-// at its position. delay 0 means the backoff for the attempt.
+// at its position. delay 0 means the backoff for the attempt,
+// redeliverNow no delay at all.
 func (c *Consumer) failed(u *unacked, delay time.Duration, now time.Time, reason string) (move, bool) {
-	if delay <= 0 {
+	switch {
+	case delay == redeliverNow:
+		delay = 0
+	case delay <= 0:
 		delay = c.backoff(u.attempt)
 	}
 	if u.attempt >= c.opts.MaxDeliveries {
@@ -315,7 +319,7 @@ func (c *Consumer) failed(u *unacked, delay time.Duration, now time.Time, reason
 		u.busy = true
 		return move{u: u, due: now.Add(delay), wait: delay}, true
 	}
-	u.due, u.wait = now.Add(delay), delay
+	c.g.dueAgain(u, now.Add(delay), delay)
 	return move{}, false
 }
 

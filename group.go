@@ -86,6 +86,16 @@ func newGroup(q *Queue, id uint16, name string, cursor uint64) *group {
 		attempts: map[uint64]uint64{}, changed: make(chan struct{})}
 }
 
+// dueAgain makes u, a message of pending that no consumer holds, due for
+// delivery again at due, wait after now (the caller holds g.mu and calls
+// notify). Every message given back at its position passes here: a failed
+// first delivery (Nack, NackNow, an ack deadline that passed) and a
+// released one (Delivery.Release, Consumer.Close); one given back from the
+// retry stream gets its due time when its move is written (moveOne).
+func (g *group) dueAgain(u *unacked, due time.Time, wait time.Duration) {
+	u.due, u.wait = due, wait
+}
+
 // notify wakes the Receives waiting on g, and makes the next one look
 // through pending again (the caller holds g.mu).
 func (g *group) notify() {
