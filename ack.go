@@ -136,6 +136,19 @@ func (c *Consumer) AckBatch(ds ...*Delivery) error {
 			delete(g.pending, u.pos)
 		}
 	}
+	now := c.q.opts.now()
+	for _, d := range ds {
+		switch {
+		case err == nil:
+			if d.c.held[d.u] == d.token {
+				delete(d.c.held, d.u)
+			}
+		case d.c.closed && d.u.out && d.u.token == d.token && !d.u.busy && g.pending[d.u.pos] == d.u:
+			// Its consumer closed while the Ack was written: released now,
+			// as Close would have.
+			g.giveBack(d.u, now)
+		}
+	}
 	if err == nil {
 		g.wakeReceivers() // acked messages leave pending: nothing new is due
 	} else {
@@ -207,6 +220,7 @@ func (d *Delivery) nack(op string, delay time.Duration) error {
 		return err
 	}
 	u.out = false
+	delete(c.held, u)
 	m, ok := c.failed(u, delay, c.q.opts.now(), "nacked on the last allowed delivery")
 	g.notify()
 	g.mu.Unlock()
@@ -214,6 +228,36 @@ func (d *Delivery) nack(op string, delay time.Duration) error {
 		return nil
 	}
 	return c.moveAll(context.Background(), []move{m})
+}
+
+// Release gives the message back at once without a failed attempt: the
+// consumer did not handle it (it is stopping, or the message came too soon)
+// rather than failed to. The message is due again at once for the group's
+// consumers, before newer messages, and the attempt is taken back: it does
+// not count towards MaxDeliveries and the next delivery has the same
+// Attempt. Nothing is written: a release is noted in the group's next ack
+// record (at most a second later, or at Close). A crash before that, or
+// after a redelivery's count was already written, makes the restart count
+// the released delivery as one attempt, exactly as it counts a delivery held
+// at the crash; never more than that one. It returns ErrDeliveryExpired if
+// the delivery is no longer held (acked, nacked, released, past its ack
+// deadline, delivered again). Consumer.Close releases every delivery its
+// consumer holds.
+func (d *Delivery) Release() error {
+	c := d.c
+	g := c.g
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.deleted.Load() {
+		return fmt.Errorf("zeroloss: release of seq %d: group %q: %w", d.Seq, g.name, ErrGroupDeleted)
+	}
+	if err := d.held("release"); err != nil {
+		return err
+	}
+	g.giveBack(d.u, c.q.opts.now())
+	delete(c.held, d.u)
+	g.notify()
+	return nil
 }
 
 // Extend moves the ack deadline to by from now, for long work. It returns

@@ -72,6 +72,11 @@ var (
 	// nothing more is written for the group. Queue.Consumer with the same
 	// name declares a new group, which starts as ConsumerOptions.Start says.
 	ErrGroupDeleted = errors.New("consumer group deleted")
+	// ErrConsumerClosed: the Consumer was closed (Consumer.Close). Its
+	// Receive, ReceiveBatch and Consume return it; the queue and the group
+	// go on (another Consumer of the group receives what it released).
+	// It is not ErrClosed, which says the queue itself is closed.
+	ErrConsumerClosed = errors.New("consumer closed")
 )
 
 // CorruptError is the error Open returns for damaged durable data: the file

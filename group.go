@@ -76,8 +76,9 @@ type unacked struct {
 	busy     bool          // a record about it (ack, retry, dead letter) is being written
 	acking   bool          // that record is an Ack's (busy too): a second Ack waits for it
 	dead     bool          // dead-lettered (and out of pending): an Ack of its delivery is expired
-	// delayed: read with a future DeliverAt and not delivered then; the
-	// group's ack records say so (an attempt count of 0) until it moves
+	// delayed: read with a future DeliverAt and not delivered then, or
+	// its first delivery released (giveBack); the group's ack records say
+	// so (an attempt count of 0) until it moves or is delivered again
 	delayed bool
 }
 
@@ -94,6 +95,31 @@ func newGroup(q *Queue, id uint16, name string, cursor uint64) *group {
 // retry stream gets its due time when its move is written (moveOne).
 func (g *group) dueAgain(u *unacked, due time.Time, wait time.Duration) {
 	u.due, u.wait = due, wait
+}
+
+// giveBack undoes the delivery of u, held by a consumer and not busy
+// (Delivery.Release, Consumer.Close; the caller holds g.mu and calls
+// notify): u is due again at once and its attempt is taken back, so it
+// does not count towards MaxDeliveries. The attempt count the group's next
+// ack record carries for it is taken back too: a first delivery's becomes
+// 0 (read, never delivered, as for a delayed message: a restart does not
+// count it, and its next delivery writes its count again), a redelivery's
+// the attempts before it. A count already written cannot be taken back
+// (the ledger keeps the larger of two counts): a restart then counts the
+// released delivery as one attempt, as it counts a delivery held at a
+// crash. So a crash counts at most one attempt more than were failed.
+func (g *group) giveBack(u *unacked, now time.Time) {
+	counted := u.attempt > 1 || u.pos != u.seq || u.delayed || !u.msg.DeliverAt.IsZero() // as deliver
+	u.out = false
+	u.attempt--
+	switch {
+	case u.pos == u.seq && u.attempt == 0:
+		u.delayed = true
+		g.attempts[u.pos] = 0
+	case counted:
+		g.attempts[u.pos] = uint64(u.attempt)
+	}
+	g.dueAgain(u, now, 0)
 }
 
 // notify wakes the Receives waiting on g, and makes the next one look
