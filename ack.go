@@ -136,17 +136,35 @@ func (c *Consumer) AckBatch(ds ...*Delivery) error {
 			delete(g.pending, u.pos)
 		}
 	}
-	now := c.q.opts.now()
+	g.ackWritten(ds, err)
+	g.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return expired
+}
+
+// ackWritten ends the write of an ack record for ds (the caller holds g.mu):
+// with err nil, the acked messages have left pending and their consumers'
+// held entries go; otherwise a delivery whose consumer closed meanwhile is
+// released, as Close would have. Either way the Receives are woken.
+func (g *group) ackWritten(ds []*Delivery, err error) {
+	now := g.q.opts.now()
 	for _, d := range ds {
+		u := d.u
+		if u.acking && u.token == d.token { // an async ack's (AckBatch cleared its own)
+			u.busy, u.acking = false, false
+			if err == nil {
+				delete(g.pending, u.pos)
+			}
+		}
 		switch {
 		case err == nil:
-			if d.c.held[d.u] == d.token {
-				delete(d.c.held, d.u)
+			if d.c.held[u] == d.token {
+				delete(d.c.held, u)
 			}
-		case d.c.closed && d.u.out && d.u.token == d.token && !d.u.busy && g.pending[d.u.pos] == d.u:
-			// Its consumer closed while the Ack was written: released now,
-			// as Close would have.
-			g.giveBack(d.u, now)
+		case d.c.closed && u.out && u.token == d.token && !u.busy && g.pending[u.pos] == u:
+			g.giveBack(u, now)
 		}
 	}
 	if err == nil {
@@ -154,11 +172,6 @@ func (c *Consumer) AckBatch(ds ...*Delivery) error {
 	} else {
 		g.notify()
 	}
-	g.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	return expired
 }
 
 // acking says whether one of ds is its message's current delivery and an

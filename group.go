@@ -41,6 +41,9 @@ type group struct {
 	changed  chan struct{}       // closed and replaced when pending changes
 	claimed  map[uint64]bool     // dead-letter positions a redrive or purge is writing a record about (claimDead)
 
+	asyncAcks    []*Delivery // acked by AckAsync, not in a record yet (their messages busy and acking)
+	asyncWriting bool        // writeAsyncAcks is running for the group
+
 	// What the last look through pending found (Consumer.next): while
 	// quiet, nothing in pending is to be delivered or has an expired ack
 	// deadline before quietUntil (zero: no time set), so Receive need not

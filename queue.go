@@ -132,6 +132,7 @@ type Queue struct {
 	handlersMu     sync.Mutex     // guards handlersClosed and Adds to handlers
 	handlersClosed bool           // Close began: Consume starts no more workers
 	handlers       sync.WaitGroup // Consume workers running (consumer.go)
+	asyncAckers    sync.WaitGroup // writeAsyncAcks goroutines running (ackasync.go); Adds under handlersMu
 
 	groupsMu    sync.Mutex
 	groups      map[string]*group
@@ -633,6 +634,7 @@ func (q *Queue) Close() error {
 	q.closeOnce.Do(func() {
 		close(q.done) // Receives return: Consume loops stop taking messages
 		q.waitHandlers()
+		q.asyncAckers.Wait() // AckAsync's records land before the committer stops
 		<-q.markerDone
 		<-q.txDone
 		if err := q.flushMarks(context.Background()); err != nil {
