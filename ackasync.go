@@ -2,6 +2,7 @@ package zeroloss
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/zerolossmq/zeroloss/internal/record"
@@ -28,7 +29,8 @@ import (
 // It returns the errors Ack returns before writing anything
 // (ErrDeliveryExpired, ErrGroupDeleted), and nil for a delivery already
 // acked or being acked. Once the queue is closing it writes the record
-// itself before returning, as Ack does.
+// itself before returning, as Ack does, and returns its error (ErrClosed
+// once the queue is closed).
 func (d *Delivery) AckAsync() error {
 	c := d.c
 	g := c.g
@@ -58,8 +60,8 @@ func (d *Delivery) AckAsync() error {
 				defer c.q.asyncAckers.Done()
 				g.writeAsyncAcks()
 			}()
-		} else {
-			g.writeAsyncAcks() // closing: no goroutine may start
+		} else if err := g.writeAsyncAcks(); err != nil { // closing: no goroutine may start
+			return err
 		}
 	}
 	return nil
@@ -79,15 +81,16 @@ func (q *Queue) startAsyncAcker() bool {
 
 // writeAsyncAcks writes the group's async acks until none is left: each
 // record acks every one queued while the previous was written, at most
-// maxAsyncAcks of them. One runs per group at a time (asyncWriting).
-func (g *group) writeAsyncAcks() {
+// maxAsyncAcks of them. One runs per group at a time (asyncWriting). It
+// returns the first error (also logged).
+func (g *group) writeAsyncAcks() (first error) {
 	limit := max(1, min(maxAsyncAcks, g.q.opts.MaxMessageSize/16))
 	for {
 		g.mu.Lock()
 		if len(g.asyncAcks) == 0 {
 			g.asyncWriting = false
 			g.mu.Unlock()
-			return
+			return first
 		}
 		ds := g.asyncAcks[:min(len(g.asyncAcks), limit)]
 		g.asyncAcks = append([]*Delivery(nil), g.asyncAcks[len(ds):]...)
@@ -104,7 +107,10 @@ func (g *group) writeAsyncAcks() {
 		}
 		g.ackWritten(ds, err)
 		g.mu.Unlock()
-		if err != nil {
+		if err != nil && first == nil {
+			first = err
+		}
+		if err != nil && !errors.Is(err, ErrGroupDeleted) {
 			g.q.logger.Warn("zeroloss: async acks not written; their messages will be delivered again",
 				"group", g.name, "count", len(ds), "error", err)
 		}

@@ -135,3 +135,13 @@ func TestAckAsyncCrashRedeliversNeverLoses(t *testing.T) {
 		})
 	}
 }
+
+// TestAckAsyncAfterClose: once the queue is closed, AckAsync writes (and
+// fails) at once, as Ack does, rather than queueing an ack nothing will
+// write.
+func TestAckAsyncAfterClose(t *testing.T) {
+	_, q, c := clockedConsumer(t, 1, nil)
+	d := receive(t, c)
+	require.NoError(t, q.Close())
+	require.ErrorIs(t, d.AckAsync(), ErrClosed)
+}
