@@ -195,7 +195,8 @@ func (c *Consumer) Group() string { return c.g.name }
 
 // Receive returns the next message for the group, blocking until one is
 // available (durable, as the queue's flush mode promises, and due), ctx ends
-// (ctx's error) or the queue is closed (ErrClosed). The caller must Ack the
+// (ctx's error), the queue is closed (ErrClosed) or the consumer is
+// (ErrConsumerClosed). The caller must Ack the
 // delivery after handling it, or Nack it; otherwise it is delivered again
 // after AckTimeout. Once the group is deleted (Queue.DeleteGroup) it returns
 // ErrGroupDeleted.
