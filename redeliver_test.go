@@ -221,3 +221,51 @@ func TestConsumerCloseStopsConsume(t *testing.T) {
 	}
 	require.NoError(t, again.Ack())
 }
+
+// TestConsumerForgetsStaleDeliveries: what a consumer keeps for Close
+// stays bounded by what it holds: acks, nacks and releases drop their
+// entries, and entries of deliveries that expired and went to another
+// consumer are swept out as it delivers more (once its entries have
+// doubled since the last sweep), so rounds of expiries do not pile up.
+func TestConsumerForgetsStaleDeliveries(t *testing.T) {
+	const rounds, perRound = 6, 100
+	noBackoff := []time.Duration{0}
+	clock, q, c1 := clockedConsumer(t, rounds*perRound+30, &ConsumerOptions{AckTimeout: time.Second, Backoff: noBackoff})
+	c2, err := q.Consumer("g", &ConsumerOptions{AckTimeout: time.Hour, Backoff: noBackoff})
+	require.NoError(t, err)
+	held := func(c *Consumer) int {
+		c.g.mu.Lock()
+		defer c.g.mu.Unlock()
+		return len(c.held)
+	}
+	for range rounds {
+		for range perRound { // to expire and go to c2
+			receive(t, c1)
+		}
+		clock.Advance(2 * time.Second)
+		for range perRound {
+			require.NoError(t, receive(t, c2).Ack())
+		}
+		assert.Zero(t, held(c2), "acked deliveries are forgotten")
+	}
+	assert.LessOrEqual(t, held(c1), 2*perRound+minSweep, "expired deliveries of earlier rounds were swept out")
+	for i := range 30 {
+		d := receive(t, c1)
+		switch i % 3 {
+		case 0:
+			require.NoError(t, d.Ack())
+		case 1:
+			require.NoError(t, d.Release())
+			require.NoError(t, receive(t, c1).Ack())
+		case 2:
+			require.NoError(t, d.NackNow())
+			require.NoError(t, receive(t, c1).Ack())
+		}
+	}
+	nothing(t, c1)
+	c1.g.mu.Lock()
+	for u, token := range c1.held {
+		assert.False(t, u.token == token && u.out, "seq %d: nothing is held, yet an entry is current", u.seq)
+	}
+	c1.g.mu.Unlock()
+}
