@@ -2,6 +2,7 @@ package zeroloss
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -144,4 +145,27 @@ func TestAckAsyncAfterClose(t *testing.T) {
 	d := receive(t, c)
 	require.NoError(t, q.Close())
 	require.ErrorIs(t, d.AckAsync(), ErrClosed)
+}
+
+// TestAckAsyncFailingOnAClosedConsumer: an AckAsync whose record cannot be
+// written (every write fails) leaves the message owed; if its consumer was
+// closed meanwhile (Close skips a delivery whose ack is being written), the
+// failure releases it at once, for the group's other consumers, instead of
+// leaving it to its ack timeout.
+func TestAckAsyncFailingOnAClosedConsumer(t *testing.T) {
+	fault := vfs.NewFault(vfs.NewMem())
+	q := consumerQueue(t, fault, nil)
+	defer q.Close()
+	sendN(t, q, "m", 1)
+	c1, err := q.Consumer("g", &ConsumerOptions{AckTimeout: time.Hour})
+	require.NoError(t, err)
+	c2, err := q.Consumer("g", nil)
+	require.NoError(t, err)
+	d := receive(t, c1)
+	fault.FailFrom(vfs.OpWrite, 1, errors.New("injected write failure"))
+	require.NoError(t, d.AckAsync(), "AckAsync does not wait for the write")
+	require.NoError(t, c1.Close())
+	again := receive(t, c2)
+	require.Equal(t, "m-000", again.Message.ID, "not acked: owed, and released at once")
+	assert.Equal(t, 1, again.Attempt)
 }
