@@ -136,16 +136,42 @@ func (c *Consumer) AckBatch(ds ...*Delivery) error {
 			delete(g.pending, u.pos)
 		}
 	}
-	if err == nil {
-		g.wakeReceivers() // acked messages leave pending: nothing new is due
-	} else {
-		g.notify()
-	}
+	g.ackWritten(ds, err)
 	g.mu.Unlock()
 	if err != nil {
 		return err
 	}
 	return expired
+}
+
+// ackWritten ends the write of an ack record for ds (the caller holds g.mu):
+// with err nil, the acked messages have left pending and their consumers'
+// held entries go; otherwise a delivery whose consumer closed meanwhile is
+// released, as Close would have. Either way the Receives are woken.
+func (g *group) ackWritten(ds []*Delivery, err error) {
+	now := g.q.opts.now()
+	for _, d := range ds {
+		u := d.u
+		if u.acking && u.token == d.token { // an async ack's (AckBatch cleared its own)
+			u.busy, u.acking = false, false
+			if err == nil {
+				delete(g.pending, u.pos)
+			}
+		}
+		switch {
+		case err == nil:
+			if d.c.held[u] == d.token {
+				delete(d.c.held, u)
+			}
+		case d.c.closed && u.out && u.token == d.token && !u.busy && g.pending[u.pos] == u:
+			g.giveBack(u, now)
+		}
+	}
+	if err == nil {
+		g.wakeReceivers() // acked messages leave pending: nothing new is due
+	} else {
+		g.notify()
+	}
 }
 
 // acking says whether one of ds is its message's current delivery and an
@@ -161,29 +187,53 @@ func (g *group) acking(ds []*Delivery) bool {
 }
 
 // Nack reports that handling failed: the message is delivered again after
-// delay, or after the consumer's backoff for this attempt when delay is 0;
-// on its last allowed delivery it goes to the dead letters instead. A
-// message that fails more than once moves to the group's retry stream, so it
-// does not hold back retention. It returns ErrDeliveryExpired if the
-// delivery is no longer held, and an error matching ErrInvalidOptions for a
-// negative delay.
+// delay, or after the consumer's backoff for this attempt when delay is 0
+// (NackNow delivers it again at once); on its last allowed delivery it goes
+// to the dead letters instead. A message that fails more than once moves to
+// the group's retry stream, so it does not hold back retention. It returns
+// ErrDeliveryExpired if the delivery is no longer held, and an error
+// matching ErrInvalidOptions for a negative delay.
 func (d *Delivery) Nack(delay time.Duration) error {
 	if delay < 0 {
 		return invalid("Nack delay", "is negative (%v)", delay)
 	}
+	return d.nack("nack", delay)
+}
+
+// NackNow is Nack with no delay at all: handling failed and the message is
+// to be delivered again at once, not after the backoff. It is a failed
+// delivery like any Nack: the attempt counts towards MaxDeliveries (on the
+// last allowed delivery the message goes to the dead letters), and a
+// message that fails more than once moves to the retry stream, due at once.
+// To give a message back without counting a failed attempt, use Release.
+//
+// It is a method rather than a value of Nack's delay because Nack(0) already
+// means "the backoff", and a sentinel duration would be easy to pass by
+// accident (a computed delay that came out negative) and would have to be
+// understood by every Backend.
+func (d *Delivery) NackNow() error { return d.nack("nack now", redeliverNow) }
+
+// redeliverNow, as the delay of Consumer.failed, means at once: not the
+// backoff that a delay of 0 means there.
+const redeliverNow time.Duration = -1
+
+// nack is Nack and NackNow: a failed delivery, redelivered after delay
+// (redeliverNow: at once; 0: the backoff).
+func (d *Delivery) nack(op string, delay time.Duration) error {
 	c := d.c
 	g := c.g
 	g.mu.Lock()
 	if g.deleted.Load() {
 		g.mu.Unlock()
-		return fmt.Errorf("zeroloss: nack of seq %d: group %q: %w", d.Seq, g.name, ErrGroupDeleted)
+		return fmt.Errorf("zeroloss: %s of seq %d: group %q: %w", op, d.Seq, g.name, ErrGroupDeleted)
 	}
 	u := d.u
-	if err := d.held("nack"); err != nil {
+	if err := d.held(op); err != nil {
 		g.mu.Unlock()
 		return err
 	}
 	u.out = false
+	delete(c.held, u)
 	m, ok := c.failed(u, delay, c.q.opts.now(), "nacked on the last allowed delivery")
 	g.notify()
 	g.mu.Unlock()
@@ -191,6 +241,36 @@ func (d *Delivery) Nack(delay time.Duration) error {
 		return nil
 	}
 	return c.moveAll(context.Background(), []move{m})
+}
+
+// Release gives the message back at once without a failed attempt: the
+// consumer did not handle it (it is stopping, or the message came too soon)
+// rather than failed to. The message is due again at once for the group's
+// consumers, before newer messages, and the attempt is taken back: it does
+// not count towards MaxDeliveries and the next delivery has the same
+// Attempt. Nothing is written: a release is noted in the group's next ack
+// record (at most a second later, or at Close). A crash before that, or
+// after a redelivery's count was already written, makes the restart count
+// the released delivery as one attempt, exactly as it counts a delivery held
+// at the crash; never more than that one. It returns ErrDeliveryExpired if
+// the delivery is no longer held (acked, nacked, released, past its ack
+// deadline, delivered again). Consumer.Close releases every delivery its
+// consumer holds.
+func (d *Delivery) Release() error {
+	c := d.c
+	g := c.g
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.deleted.Load() {
+		return fmt.Errorf("zeroloss: release of seq %d: group %q: %w", d.Seq, g.name, ErrGroupDeleted)
+	}
+	if err := d.held("release"); err != nil {
+		return err
+	}
+	g.giveBack(d.u, c.q.opts.now())
+	delete(c.held, d.u)
+	g.notify()
+	return nil
 }
 
 // Extend moves the ack deadline to by from now, for long work. It returns

@@ -130,6 +130,12 @@ type Consumer struct {
 	q    *Queue
 	g    *group
 	opts ConsumerOptions
+
+	done chan struct{} // closed by Close: its Receives return
+	// Guarded by g.mu:
+	closed bool                // Close ran: nothing more is delivered through it
+	held   map[*unacked]uint64 // its deliveries by token, for Close to release; some stale (sweepHeld)
+	sweep  int                 // len(held) at which deliver sweeps stale entries out
 }
 
 // Consumer returns a consumer of the group called name, creating the group
@@ -147,7 +153,60 @@ func (q *Queue) Consumer(name string, opts *ConsumerOptions) (*Consumer, error) 
 	if err != nil {
 		return nil, err
 	}
-	return &Consumer{q: q, g: g, opts: o}, nil
+	return &Consumer{q: q, g: g, opts: o, done: make(chan struct{}), held: map[*unacked]uint64{}, sweep: minSweep}, nil
+}
+
+// minSweep is the fewest held entries at which deliver sweeps stale ones.
+const minSweep = 64
+
+// Close stops the consumer, not the group nor the queue: its Receives
+// (and ReceiveBatch, Consume) return an error matching ErrConsumerClosed,
+// now and later, and every delivery it handed out that is not acked is
+// released at once (see Delivery.Release: due again for the group's other
+// consumers, its attempt not counted as a failed one). A delivery whose Ack
+// or Nack is being written is left to it (if that Ack fails, the message is
+// released then). An Ack of a released delivery still counts unless the
+// message was delivered again meanwhile (ErrDeliveryExpired then, as after
+// an ack deadline). To let running Consume handlers finish and ack first,
+// cancel Consume's context and wait for it to return before Close. Close is
+// idempotent and returns nil.
+func (c *Consumer) Close() error {
+	g := c.g
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if c.closed {
+		return nil
+	}
+	c.closed = true
+	close(c.done)
+	now := c.q.opts.now()
+	released := false
+	for u, token := range c.held {
+		if u.token == token && u.out && !u.busy && g.pending[u.pos] == u {
+			g.giveBack(u, now)
+			released = true
+		}
+	}
+	clear(c.held)
+	if released {
+		g.notify()
+	}
+	return nil
+}
+
+// sweepHeld drops the entries of held that are no longer deliveries this
+// consumer holds (acked, nacked, expired, delivered again), once held has
+// doubled since the last sweep (the caller holds g.mu).
+func (c *Consumer) sweepHeld() {
+	if len(c.held) < c.sweep {
+		return
+	}
+	for u, token := range c.held {
+		if u.token != token || !u.out || c.g.pending[u.pos] != u {
+			delete(c.held, u)
+		}
+	}
+	c.sweep = max(minSweep, 2*len(c.held))
 }
 
 // Group returns the consumer's group name.
@@ -155,7 +214,8 @@ func (c *Consumer) Group() string { return c.g.name }
 
 // Receive returns the next message for the group, blocking until one is
 // available (durable, as the queue's flush mode promises, and due), ctx ends
-// (ctx's error) or the queue is closed (ErrClosed). The caller must Ack the
+// (ctx's error), the queue is closed (ErrClosed) or the consumer is
+// (ErrConsumerClosed). The caller must Ack the
 // delivery after handling it, or Nack it; otherwise it is delivered again
 // after AckTimeout. Once the group is deleted (Queue.DeleteGroup) it returns
 // ErrGroupDeleted.
@@ -165,6 +225,8 @@ func (c *Consumer) Receive(ctx context.Context) (*Delivery, error) {
 		select {
 		case <-c.q.done:
 			return nil, fmt.Errorf("zeroloss: receive: %w", ErrClosed)
+		case <-c.done:
+			return nil, c.closedError()
 		default:
 		}
 		// Take the channel before looking at the log, so a commit that lands
@@ -208,6 +270,8 @@ func (c *Consumer) Receive(ctx context.Context) (*Delivery, error) {
 		case <-fire:
 		case <-c.q.done:
 			err = fmt.Errorf("zeroloss: receive: %w", ErrClosed)
+		case <-c.done:
+			err = c.closedError()
 		case <-ctx.Done():
 			err = ctx.Err()
 		}
@@ -231,6 +295,11 @@ func (c *Consumer) next(now time.Time) (d *Delivery, moves []move, wake time.Tim
 		// Close has closed the group's reader; a Receive that passed its
 		// own closed check before Close began must not open another.
 		return nil, nil, wake, fmt.Errorf("zeroloss: receive: %w", ErrClosed)
+	}
+	if c.closed {
+		// Consumer.Close has released what it held: nothing more goes
+		// out through it (a Receive past its check, a ReceiveBatch).
+		return nil, nil, wake, c.closedError()
 	}
 	if g.deleted.Load() {
 		// DeleteGroup has closed the reader and dropped pending; a
@@ -321,9 +390,13 @@ func (c *Consumer) nextNew(now, wake time.Time) (d *Delivery, moves []move, _ ti
 // cleared u.out): after its last allowed delivery u goes to the dead
 // letters, after a failed redelivery to the retry stream (returned as a
 // move, u marked busy); after a failed first delivery it waits in memory,
-// at its position. delay 0 means the backoff for the attempt.
+// at its position. delay 0 means the backoff for the attempt,
+// redeliverNow no delay at all.
 func (c *Consumer) failed(u *unacked, delay time.Duration, now time.Time, reason string) (move, bool) {
-	if delay <= 0 {
+	switch {
+	case delay == redeliverNow:
+		delay = 0
+	case delay <= 0:
 		delay = c.backoff(u.attempt)
 	}
 	if u.attempt >= c.opts.MaxDeliveries {
@@ -334,7 +407,7 @@ func (c *Consumer) failed(u *unacked, delay time.Duration, now time.Time, reason
 		u.busy = true
 		return move{u: u, due: now.Add(delay), wait: delay}, true
 	}
-	u.due, u.wait = now.Add(delay), delay
+	c.g.dueAgain(u, now.Add(delay), delay)
 	return move{}, false
 }
 
@@ -402,6 +475,11 @@ func (g *group) readNext(now time.Time) (*unacked, error) {
 	}
 }
 
+// closedError is what a closed consumer's Receive returns.
+func (c *Consumer) closedError() error {
+	return fmt.Errorf("zeroloss: receive: consumer of group %q: %w", c.g.name, ErrConsumerClosed)
+}
+
 // deliver hands u to a consumer (the caller holds g.mu).
 func (c *Consumer) deliver(u *unacked, now time.Time) *Delivery {
 	u.attempt++
@@ -410,6 +488,8 @@ func (c *Consumer) deliver(u *unacked, now time.Time) *Delivery {
 	u.timeout = c.opts.AckTimeout
 	c.g.expect(u.deadline)
 	u.token++
+	c.sweepHeld()
+	c.held[u] = u.token
 	if u.attempt > 1 || u.pos != u.seq || u.delayed || !u.msg.DeliverAt.IsZero() {
 		// Counted lazily in the next ack record (a delivery from the
 		// retry stream always, so that recovery knows it was delivered;

@@ -36,7 +36,20 @@
 // after FlushDiskTimeout, an error or a restart is therefore safe. The table
 // is rebuilt from the log on Open, so it never remembers a message the log
 // lost, and holds what the running queue held (the newest DedupEntries IDs).
-// A committed transactional half counts from its commit.
+// A committed transactional half counts from its commit. Message.NoDedup
+// opts one send out: it is appended whatever the table holds, and its ID is
+// not remembered (for IDs that name an event rather than a send attempt).
+//
+// # Acks
+//
+// Delivery.Ack returns once the ack is durable as the flush mode promises,
+// sharing the fdatasync with concurrent acks and Sends. Delivery.AckAsync is
+// weaker: it returns at once, and the group's async acks share its next ack
+// record; a crash before that record is durable delivers those messages
+// again, and none is ever lost. Nack and NackNow fail a delivery (NackNow
+// delivers it again at once, not after the backoff); Release and
+// Consumer.Close give deliveries back at once without counting a failed
+// attempt.
 //
 // # Strict producer
 //

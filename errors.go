@@ -12,8 +12,9 @@ var (
 	// ErrClosed: the queue was closed. Returned by Send and SendBatch after
 	// Close; the message was not appended.
 	ErrClosed = wal.ErrClosed
-	// ErrLocked: Open found the directory open by another Queue, in this
-	// process or another.
+	// ErrLocked: Open found the directory open by another Queue (or
+	// Producer, or follower), in this process or another; the error says
+	// which ("already open in this process", "locked by another process").
 	ErrLocked = wal.ErrLocked
 	// ErrCorrupt: Open found damage in data that had been made durable. The
 	// error is a *CorruptError naming the file and byte offset. Nothing was
@@ -71,6 +72,11 @@ var (
 	// nothing more is written for the group. Queue.Consumer with the same
 	// name declares a new group, which starts as ConsumerOptions.Start says.
 	ErrGroupDeleted = errors.New("consumer group deleted")
+	// ErrConsumerClosed: the Consumer was closed (Consumer.Close). Its
+	// Receive, ReceiveBatch and Consume return it; the queue and the group
+	// go on (another Consumer of the group receives what it released).
+	// It is not ErrClosed, which says the queue itself is closed.
+	ErrConsumerClosed = errors.New("consumer closed")
 )
 
 // CorruptError is the error Open returns for damaged durable data: the file

@@ -45,6 +45,9 @@ type group struct {
 	changed  chan struct{}       // closed and replaced when pending changes
 	claimed  map[uint64]bool     // dead-letter positions a redrive or purge is writing a record about (claimDead)
 
+	asyncAcks    []*Delivery // acked by AckAsync, not in a record yet (their messages busy and acking)
+	asyncWriting bool        // writeAsyncAcks is running for the group
+
 	// What the last look through pending found (Consumer.next): while
 	// quiet, nothing in pending is to be delivered or has an expired ack
 	// deadline before quietUntil (zero: no time set), so Receive need not
@@ -80,14 +83,50 @@ type unacked struct {
 	busy     bool          // a record about it (ack, retry, dead letter) is being written
 	acking   bool          // that record is an Ack's (busy too): a second Ack waits for it
 	dead     bool          // dead-lettered (and out of pending): an Ack of its delivery is expired
-	// delayed: read with a future DeliverAt and not delivered then; the
-	// group's ack records say so (an attempt count of 0) until it moves
+	// delayed: read with a future DeliverAt and not delivered then, or
+	// its first delivery released (giveBack); the group's ack records say
+	// so (an attempt count of 0) until it moves or is delivered again
 	delayed bool
 }
 
 func newGroup(q *Queue, id uint16, name string, sel selection, cursor uint64) *group {
 	return &group{q: q, id: id, name: name, sel: sel, cursor: cursor, marked: cursor, floored: cursor, pending: map[uint64]*unacked{},
 		attempts: map[uint64]uint64{}, changed: make(chan struct{})}
+}
+
+// dueAgain makes u, a message of pending that no consumer holds, due for
+// delivery again at due, wait after now (the caller holds g.mu and calls
+// notify). Every message given back at its position passes here: a failed
+// first delivery (Nack, NackNow, an ack deadline that passed) and a
+// released one (Delivery.Release, Consumer.Close); one given back from the
+// retry stream gets its due time when its move is written (moveOne).
+func (g *group) dueAgain(u *unacked, due time.Time, wait time.Duration) {
+	u.due, u.wait = due, wait
+}
+
+// giveBack undoes the delivery of u, held by a consumer and not busy
+// (Delivery.Release, Consumer.Close; the caller holds g.mu and calls
+// notify): u is due again at once and its attempt is taken back, so it
+// does not count towards MaxDeliveries. The attempt count the group's next
+// ack record carries for it is taken back too: a first delivery's becomes
+// 0 (read, never delivered, as for a delayed message: a restart does not
+// count it, and its next delivery writes its count again), a redelivery's
+// the attempts before it. A count already written cannot be taken back
+// (the ledger keeps the larger of two counts): a restart then counts the
+// released delivery as one attempt, as it counts a delivery held at a
+// crash. So a crash counts at most one attempt more than were failed.
+func (g *group) giveBack(u *unacked, now time.Time) {
+	counted := u.attempt > 1 || u.pos != u.seq || u.delayed || !u.msg.DeliverAt.IsZero() // as deliver
+	u.out = false
+	u.attempt--
+	switch {
+	case u.pos == u.seq && u.attempt == 0:
+		u.delayed = true
+		g.attempts[u.pos] = 0
+	case counted:
+		g.attempts[u.pos] = uint64(u.attempt)
+	}
+	g.dueAgain(u, now, 0)
 }
 
 // notify wakes the Receives waiting on g, and makes the next one look

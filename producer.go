@@ -457,10 +457,18 @@ func (p *Producer) recoverSpool() error {
 // status with a nil error, as Queue.Send does.
 //
 // Send does not modify m; an empty ID is filled in, before the first attempt,
-// in the message sent and in the result.
+// in the message sent and in the result. A message with NoDedup set is
+// refused with ErrInvalidMessage: the retries and the spool's replay are
+// safe only because the queue deduplicates them by ID.
 func (p *Producer) Send(ctx context.Context, m *Message) (ProduceResult, error) {
 	if m == nil {
 		return ProduceResult{}, fmt.Errorf("zeroloss: producer: nil message: %w", ErrInvalidMessage)
+	}
+	if m.NoDedup {
+		// Resending until SendOK, and replaying the spool after a restart,
+		// are safe only because the queue deduplicates the resends.
+		return ProduceResult{}, fmt.Errorf("zeroloss: producer: message %q: NoDedup is refused: the producer's resends rely on deduplication by ID: %w",
+			m.ID, ErrInvalidMessage)
 	}
 	if err := p.enter(); err != nil {
 		return ProduceResult{}, err

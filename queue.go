@@ -41,6 +41,17 @@ type Message struct {
 	// consumers until then (delayed delivery). It is stored with the
 	// message as a wall-clock time and survives restarts.
 	DeliverAt time.Time
+	// NoDedup opts this one send out of deduplication: the message is
+	// appended even if its ID was sent within the dedup window, and its ID
+	// is not remembered, now or after a restart, so a later Send of the
+	// same ID is not answered from it. Set it when the ID names the message
+	// rather than the attempt to send it (an event's UUID that may be
+	// published again on purpose, as Watermill does). A resend of a NoDedup
+	// message after an unconfirmed status may store it twice. Other
+	// messages of the queue, and other sends of the same ID without
+	// NoDedup, are deduplicated as usual. A Producer refuses it (its
+	// resends rely on deduplication). Consumers receive it false.
+	NoDedup bool
 }
 
 // SendStatus says how far a message appended by Send is guaranteed. Only
@@ -129,6 +140,7 @@ type Queue struct {
 	handlersMu     sync.Mutex     // guards handlersClosed and Adds to handlers
 	handlersClosed bool           // Close began: Consume starts no more workers
 	handlers       sync.WaitGroup // Consume workers running (consumer.go)
+	asyncAckers    sync.WaitGroup // writeAsyncAcks goroutines running (ackasync.go); Adds under handlersMu
 
 	groupsMu    sync.Mutex
 	groups      map[string]*group
@@ -315,7 +327,7 @@ func (q *Queue) sendMessages(ctx context.Context, msgs []*Message) ([]SendResult
 	if q.dedup != nil {
 		byID := map[dedupKey]int(nil)
 		for i, m := range msgs {
-			if m.ID == "" {
+			if m.ID == "" || m.NoDedup {
 				continue
 			}
 			if ids == nil {
@@ -467,7 +479,11 @@ func (q *Queue) send(ctx context.Context, msgs []*Message, ids []string, now tim
 		if m == nil {
 			return 0, 0, 0, fmt.Errorf("zeroloss: message %d is nil: %w", i, ErrInvalidMessage)
 		}
+		// A NoDedup message carries the flag of a generated ID: neither
+		// is remembered for deduplication, also when Open rebuilds the
+		// table from the log.
 		encoded[i] = toRecord(m)
+		encoded[i].GeneratedID = m.NoDedup
 		if encoded[i].ID == "" {
 			encoded[i].ID, encoded[i].GeneratedID = q.newID(), true
 		}
@@ -633,6 +649,7 @@ func (q *Queue) Close() error {
 	q.closeOnce.Do(func() {
 		close(q.done) // Receives return: Consume loops stop taking messages
 		q.waitHandlers()
+		q.asyncAckers.Wait() // AckAsync's records land before the committer stops
 		<-q.markerDone
 		<-q.txDone
 		if err := q.flushMarks(context.Background()); err != nil {

@@ -214,6 +214,9 @@ func TestSecondOpenFailsWithErrLocked(t *testing.T) {
 	q := openQueue(t, dir, nil)
 	_, err := Open(dir, nil)
 	require.ErrorIs(t, err, ErrLocked)
+	// It says what happened: this process has it open, not another one.
+	require.ErrorContains(t, err, "already open in this process")
+	require.NotContains(t, err.Error(), "another process")
 	require.NoError(t, q.Close())
 	q = openQueue(t, dir, nil)
 	require.NoError(t, q.Close())

@@ -18,7 +18,8 @@ import (
 )
 
 // A seeded model-based simulation of the queue: random sends, resends of
-// an ID, batches, receives, acks, nacks, extends, clock jumps, redrives,
+// an ID, batches, receives, acks (and async ones), nacks (and NackNow),
+// releases, consumer closes, extends, clock jumps, redrives,
 // purges, mark flushes, retention, power losses in every MemFS crash mode,
 // process kills (the page cache survives), clean restarts, disk-full
 // episodes and messages of MaxMessageSize, on two consumer groups. After
@@ -142,6 +143,7 @@ type simGroup struct {
 	name    string
 	c       *Consumer
 	held    []*Delivery
+	given   []*Delivery     // every delivery through c (Close releases those still held)
 	acked   map[uint64]bool // Ack or purge returned nil
 	maybe   map[uint64]bool // an ack or purge failed uncertainly: may be gone
 	last    map[uint64]int  // highest Attempt delivered
@@ -216,7 +218,7 @@ func (s *sim) open() error {
 			q.Close()
 			return fmt.Errorf("consumer %s: %w", sg.name, err)
 		}
-		sg.c, sg.held = c, nil
+		sg.c, sg.held, sg.given = c, nil, nil
 	}
 	s.q = q
 	if os.Getenv("SIMDEBUG") != "" {
@@ -282,6 +284,12 @@ func (s *sim) randomStep() error {
 	case n < 60:
 		return s.ack()
 	case n < 67:
+		switch s.rng.IntN(5) {
+		case 0:
+			return s.release()
+		case 1:
+			return s.closeConsumer()
+		}
 		return s.nack()
 	case n < 70:
 		if d := s.pick(); d != nil {
@@ -438,6 +446,7 @@ func (s *sim) receive(max int) error {
 			return verr
 		}
 		s.gr.held = append(s.gr.held, d)
+		s.gr.given = append(s.gr.given, d)
 	}
 	s.step("%s receive %d: %v %v", s.gr.name, max, got, err)
 	return s.allowed("receive", err, context.Canceled)
@@ -496,6 +505,9 @@ func (s *sim) pick() *Delivery {
 }
 
 func (s *sim) ack() error {
+	if s.rng.IntN(4) == 0 {
+		return s.ackAsync()
+	}
 	var ds []*Delivery
 	for n := 1 + s.rng.IntN(3); n > 0; n-- {
 		if d := s.pick(); d != nil {
@@ -560,10 +572,82 @@ func (s *sim) nack() error {
 	if d == nil {
 		return nil
 	}
+	if s.rng.IntN(3) == 0 {
+		err := d.NackNow()
+		s.step("%s nack now seq %d attempt %d: %v", s.gr.name, d.Seq, d.Attempt, err)
+		return s.allowed("nack now", err, ErrDeliveryExpired)
+	}
 	delay := []time.Duration{0, time.Second, time.Minute}[s.rng.IntN(3)]
 	err := d.Nack(delay)
 	s.step("%s nack seq %d attempt %d delay %v: %v", s.gr.name, d.Seq, d.Attempt, delay, err)
 	return s.allowed("nack", err, ErrDeliveryExpired)
+}
+
+// ackAsync acks one held delivery with AckAsync: nil promises nothing
+// durable (a crash may bring the message back; a failed write brings it
+// back in this process too), so the message may be gone or owed from then
+// on.
+func (s *sim) ackAsync() error {
+	d := s.pick()
+	if d == nil {
+		return nil
+	}
+	err := d.AckAsync()
+	s.step("%s ack async seq %d attempt %d: %v", s.gr.name, d.Seq, d.Attempt, err)
+	if err == nil {
+		s.gr.maybe[d.Seq] = true
+	}
+	return s.allowed("ack async", err, ErrDeliveryExpired)
+}
+
+// release gives one held delivery back without a failed attempt.
+func (s *sim) release() error {
+	d := s.pick()
+	if d == nil {
+		return nil
+	}
+	err := d.Release()
+	s.step("%s release seq %d attempt %d: %v", s.gr.name, d.Seq, d.Attempt, err)
+	if err == nil {
+		s.released(d)
+	}
+	return s.allowed("release", err, ErrDeliveryExpired)
+}
+
+// released notes that d was released: its attempt is taken back, so the
+// next delivery may have the same Attempt, also over a count already
+// durable (which a restart still counts).
+func (s *sim) released(d *Delivery) {
+	s.gr.last[d.Seq] = d.Attempt - 1
+	s.gr.durable[d.Seq] = min(s.gr.durable[d.Seq], d.Attempt-1)
+}
+
+// closeConsumer closes the step's group's consumer, which releases every
+// delivery it holds, and opens another.
+func (s *sim) closeConsumer() error {
+	g := s.gr.c.g
+	var held []*Delivery
+	g.mu.Lock()
+	for _, d := range s.gr.given {
+		if d.held("release") == nil {
+			held = append(held, d)
+		}
+	}
+	g.mu.Unlock()
+	err := s.gr.c.Close()
+	s.step("%s close consumer, releasing %d: %v", s.gr.name, len(held), err)
+	if err != nil {
+		return fmt.Errorf("consumer close: %w", err)
+	}
+	for _, d := range held {
+		s.released(d)
+	}
+	c, err := s.q.Consumer(s.gr.name, &s.copts)
+	if err != nil {
+		return fmt.Errorf("consumer %s: %w", s.gr.name, err)
+	}
+	s.gr.c, s.gr.given = c, nil
+	return nil
 }
 
 func (s *sim) redrive(ctx context.Context) error {

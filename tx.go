@@ -117,6 +117,7 @@ func (q *Queue) SendHalf(ctx context.Context, m *Message) (*Half, SendResult, er
 		return nil, SendResult{}, fmt.Errorf("zeroloss: half message: %w", err)
 	}
 	rm := toRecord(m)
+	rm.GeneratedID = m.NoDedup // its commit does not claim the ID either
 	if rm.ID == "" {
 		rm.ID, rm.GeneratedID = q.newID(), true
 	}

@@ -26,6 +26,7 @@
 //	BenchmarkGuarantees/op=send/ids=generated|set, op=strict, op=interleaved, op=tx
 //	BenchmarkConsume/flush=sync|async/size=1KiB/consumers=1|16/ack=single|batch
 //	BenchmarkConsumeInFlight/inflight=16|1000|10000
+//	BenchmarkAckAsync/ack=sync|async
 //
 // The benchmarks write to b.TempDir(), so TMPDIR chooses the disk measured;
 // point it at the file system the queue will really use (tmpfs makes every

@@ -370,6 +370,10 @@ func (b *Backend) encode(m *zeroloss.Message) (*nats.Msg, string, error) {
 	if !m.DeliverAt.IsZero() {
 		return nil, "", fmt.Errorf("%w: Message.DeliverAt (delayed delivery)", ErrUnsupported)
 	}
+	if m.NoDedup {
+		// The ID travels as Nats-Msg-Id, which the stream deduplicates by.
+		return nil, "", fmt.Errorf("%w: Message.NoDedup (the ID is the stream's dedup key)", ErrUnsupported)
+	}
 	h := nats.Header{}
 	for k, v := range m.Headers {
 		if reserved(k) {

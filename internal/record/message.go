@@ -16,8 +16,9 @@ type Message struct {
 	Headers   map[string]string
 	Body      []byte
 	DeliverAt time.Time // zero: deliver at once
-	// GeneratedID says the queue made the ID up (flag bit 1): such IDs are
-	// not remembered for deduplication.
+	// GeneratedID says the ID is not remembered for deduplication (flag
+	// bit 1): the queue made it up, or the sender opted the message out
+	// (zeroloss.Message.NoDedup).
 	GeneratedID bool
 	// HalfSeq, on a TypeMessage record, is the seq of the transactional
 	// half message this record commits (flag bit 2); 0 otherwise.

@@ -329,9 +329,10 @@ func (m *MemFS) SyncDir(dir string) error {
 
 // Lock takes the in-memory exclusive lock on name without blocking, creating
 // the file (not durably, and without counting an operation) if it is missing.
-// It returns ErrLocked while another holder has the lock, and ErrCrashed if it
-// would have to create the file while the file system is frozen. A Crash
-// releases every lock.
+// It returns an error matching ErrLocked while another holder has the lock
+// (saying it is in this process: every holder of a MemFS is), and ErrCrashed
+// if it would have to create the file while the file system is frozen. A
+// Crash releases every lock.
 func (m *MemFS) Lock(name string) (io.Closer, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -344,7 +345,7 @@ func (m *MemFS) Lock(name string) (io.Closer, error) {
 	}
 	key := filepath.Clean(name)
 	if m.locks[key] != nil {
-		return nil, ErrLocked
+		return nil, errLockedHere
 	}
 	if parent.current[base] == nil {
 		if m.frozen() {

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"sync"
 	"syscall"
 )
 
@@ -58,7 +59,68 @@ func (osFS) List(dir string) ([]string, error) {
 
 func (osFS) SyncDir(dir string) error { return syncDir(dir) }
 
-func (osFS) Lock(name string) (io.Closer, error) { return lockFile(name) }
+// Lock takes the operating system's lock (flock, LockFileEx). Those locks
+// belong to an open file, so a second Lock in the same process conflicts
+// like one from another process; the locks this process holds are kept in
+// heldLocks, by file identity, so that the error can say which it was.
+func (osFS) Lock(name string) (io.Closer, error) {
+	l, err := lockFile(name)
+	if errors.Is(err, ErrLocked) {
+		if heldHere(name) {
+			return nil, errLockedHere
+		}
+		return nil, errLockedElsewhere
+	}
+	if err != nil {
+		return nil, err
+	}
+	info, err := os.Stat(name)
+	if err != nil {
+		l.Close()
+		return nil, err
+	}
+	h := &heldLock{Closer: l, info: info}
+	heldMu.Lock()
+	heldLocks[h] = true
+	heldMu.Unlock()
+	return h, nil
+}
+
+var (
+	heldMu    sync.Mutex
+	heldLocks = map[*heldLock]bool{} // the OS locks this process holds
+)
+
+// heldLock is an OS lock this process holds, with the identity of its file.
+type heldLock struct {
+	io.Closer
+	info os.FileInfo
+}
+
+// Close releases the lock.
+func (h *heldLock) Close() error {
+	heldMu.Lock()
+	delete(heldLocks, h)
+	heldMu.Unlock()
+	return h.Closer.Close()
+}
+
+// heldHere says whether this process holds a lock on the file name (the
+// same file under any path: os.SameFile).
+func heldHere(name string) bool {
+	info, err := os.Stat(name)
+	if err != nil {
+		return false
+	}
+	heldMu.Lock()
+	defer heldMu.Unlock()
+	for h := range heldLocks {
+		if os.SameFile(h.info, info) {
+			return true
+		}
+	}
+	return false
+}
 
 func (f osFile) Sync() error               { return datasync(f.File) }
 func (f osFile) Allocate(size int64) error { return allocate(f.File, size) }

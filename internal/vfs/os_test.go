@@ -1,10 +1,13 @@
 package vfs
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -37,11 +40,53 @@ func TestOSLockTwiceInProcess(t *testing.T) {
 	for range 2 {
 		_, err = OS.Lock(name)
 		require.ErrorIs(t, err, ErrLocked)
+		require.ErrorContains(t, err, "already open in this process")
 	}
+	// The same file under another path is the same lock.
+	_, err = OS.Lock(filepath.Join(filepath.Dir(name), ".", "LOCK"))
+	require.ErrorContains(t, err, "already open in this process")
 	require.NoError(t, first.Close())
 	second, err := OS.Lock(name)
 	require.NoError(t, err)
 	require.NoError(t, second.Close())
+	third, err := OS.Lock(name)
+	require.NoError(t, err, "a closed lock is forgotten")
+	require.NoError(t, third.Close())
+}
+
+// TestOSLockHeldByAnotherProcess runs this test binary again as a child
+// that holds the lock until its stdin closes: the error says another
+// process holds it, not this one.
+func TestOSLockHeldByAnotherProcess(t *testing.T) {
+	if name := os.Getenv("VFS_TEST_HOLD_LOCK"); name != "" {
+		l, err := OS.Lock(name)
+		if err != nil {
+			fmt.Println("error:", err)
+			os.Exit(1)
+		}
+		fmt.Println("locked")
+		io.Copy(io.Discard, os.Stdin) // until the parent closes it
+		l.Close()
+		os.Exit(0)
+	}
+	name := filepath.Join(t.TempDir(), "LOCK")
+	child := exec.Command(os.Args[0], "-test.run=^TestOSLockHeldByAnotherProcess$")
+	child.Env = append(os.Environ(), "VFS_TEST_HOLD_LOCK="+name)
+	stdin, err := child.StdinPipe()
+	require.NoError(t, err)
+	stdout, err := child.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, child.Start())
+	defer child.Wait()
+	defer stdin.Close()
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	require.NoError(t, err)
+	require.Equal(t, "locked\n", line)
+
+	_, err = OS.Lock(name)
+	require.ErrorIs(t, err, ErrLocked)
+	require.ErrorContains(t, err, "another process")
+	require.NotContains(t, err.Error(), "this process")
 }
 
 func TestOSAllocate(t *testing.T) {

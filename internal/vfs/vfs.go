@@ -13,8 +13,28 @@ import (
 	"os"
 )
 
-// ErrLocked is returned by Lock when another holder has the lock.
-var ErrLocked = errors.New("vfs: locked by another process")
+// ErrLocked is matched (errors.Is) by the error Lock returns when another
+// holder has the lock. That error says which: another process, or this one
+// (the file is locked twice here: a directory opened twice, the first not
+// closed yet).
+var ErrLocked = errors.New("vfs: locked")
+
+// lockedError is Lock's ErrLocked, saying where the holder is.
+type lockedError struct{ here bool }
+
+func (e lockedError) Error() string {
+	if e.here {
+		return "vfs: locked: already open in this process (a Queue, Producer or follower on it is not closed yet)"
+	}
+	return "vfs: locked by another process"
+}
+
+func (e lockedError) Is(target error) bool { return target == ErrLocked }
+
+var (
+	errLockedHere      error = lockedError{here: true}
+	errLockedElsewhere error = lockedError{}
+)
 
 // FS is a file system. Implementations are safe for concurrent use.
 type FS interface {
@@ -37,7 +57,8 @@ type FS interface {
 	// SyncDir makes the directory's entries (creates, renames, removes) durable.
 	SyncDir(dir string) error
 	// Lock takes an exclusive lock on the file name (created if missing),
-	// without blocking: if another holder has it, it returns ErrLocked.
+	// without blocking: if another holder has it, it returns an error
+	// matching ErrLocked that says whether the holder is in this process.
 	// Closing the returned io.Closer releases the lock.
 	Lock(name string) (io.Closer, error)
 }

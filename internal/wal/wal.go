@@ -185,7 +185,7 @@ func Open(dir string, opts Options) (*Log, *Recovery, error) {
 	lock, err := l.fs.Lock(filepath.Join(dir, lockName))
 	if err != nil {
 		if errors.Is(err, vfs.ErrLocked) {
-			return nil, nil, fmt.Errorf("wal: %s: %w", dir, ErrLocked)
+			return nil, nil, fmt.Errorf("wal: %s: %w", dir, err) // says whether this process holds it
 		}
 		return nil, nil, err
 	}
