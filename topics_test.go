@@ -410,7 +410,9 @@ func checkIndex(t *testing.T, q *Queue, selections []selection) {
 // the default topic, and its group reads the default topic.
 func TestOpenDirectoryWrittenBeforeTopics(t *testing.T) {
 	dir := copyDir(t, filepath.Join("testdata", "v2-queue-before-topics"))
-	q := openQueue(t, dir, &Options{SegmentSize: 64 << 10, MaxMessageSize: 1 << 10})
+	// A minute after it was written: its IDs are within the dedup window.
+	written := func() time.Time { return time.Date(2026, 12, 6, 23, 37, 55, 0, time.UTC) }
+	q := openQueue(t, dir, &Options{SegmentSize: 64 << 10, MaxMessageSize: 1 << 10, now: written})
 	_, err := q.Consumer("workers", &ConsumerOptions{Topic: "orders"})
 	require.ErrorIs(t, err, ErrInvalidOptions, "the old group reads the default topic")
 	c, err := q.Consumer("workers", nil)

@@ -229,8 +229,8 @@ func NewReader(r io.ReaderAt, offset, limit int64, maxSize int) *Reader {
 // Offset returns the offset of the next frame Next will decode.
 func (rd *Reader) Offset() int64 { return rd.offset }
 
-// Seek makes offset the next frame's; bytes already read ahead are kept.
-func (rd *Reader) Seek(offset int64) { rd.offset = offset }
+// SetOffset makes offset the next frame's; bytes already read ahead are kept.
+func (rd *Reader) SetOffset(offset int64) { rd.offset = offset }
 
 // SetLimit moves the limit, for a file that has grown since.
 func (rd *Reader) SetLimit(limit int64) { rd.limit = limit }

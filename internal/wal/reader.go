@@ -79,7 +79,7 @@ func (r *Reader) Seek(seq, at uint64, off int64) {
 		r.closeSegment()
 	}
 	if r.rd != nil {
-		r.rd.Seek(off)
+		r.rd.SetOffset(off)
 	}
 }
 
