@@ -956,7 +956,7 @@ func (p *Producer) fill(rd *wal.Reader, pend []spoolEntry) ([]spoolEntry, error)
 			return pend, fmt.Errorf("spool seq %d: %w", rec.Seq, err)
 		}
 		pend = append(pend, spoolEntry{seq: rec.Seq, size: rec.Size(), spooled: time.Unix(0, rec.Time),
-			msg: &Message{ID: m.ID, Key: m.Key, Headers: m.Headers, Body: m.Body, DeliverAt: m.DeliverAt}})
+			msg: &Message{ID: m.ID, Topic: m.Topic, Tag: m.Tag, Key: m.Key, Headers: m.Headers, Body: m.Body, DeliverAt: m.DeliverAt}})
 		bytes += rec.Size()
 	}
 	return pend, nil

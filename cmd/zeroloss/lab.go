@@ -27,9 +27,19 @@ kills it with SIGKILL after a random number of acknowledged messages, recovers
 the queue and reads every message back. It counts the acknowledged messages
 that are lost, duplicated or corrupt, checks the count a second, independent
 way, and prints one row per configuration and failure: the acknowledged,
-lost and duplicated messages, the throughput and a verdict, in 100 columns
-for the default set. --wide prints every column (refused, corrupt, phantom,
-unacked, recovered, the cross-check), as --json and --html always do.
+lost and duplicated messages, what the topics' consumer groups got, the
+throughput and a verdict, in 100 columns for the default set. --wide prints
+every column (refused, corrupt, phantom, undelivered, isolation, unacked,
+recovered, the cross-check), as --json and --html always do; they also
+count each consumer group.
+
+The child sends to 4 topics (the default one, orders, emails, audit; the
+orders messages carry a tag) and declares a consumer group per topic, plus
+one on orders that takes only the tags paid and shipped. After recovery the
+lab drains every group: each must deliver every acknowledged message of its
+topic (and tags) that the log holds (undelivered otherwise), and none of
+another topic or tag (isolation), whatever the configuration. The
+consumer-crash and tx-crash children use the default topic only.
 While it runs, it shows on a terminal a line rewritten before each run;
 when standard error is not a terminal (a CI log, a pipe), one line per
 finished row instead.
@@ -95,8 +105,8 @@ makes the flush=sync runs longer.
 
 Exit status: 0 every configuration kept its promises, 1 one lost or
 corrupted an acknowledged message it promised to keep, or delivered a
-phantom (or the lab's two counts disagree, or the lab could not measure),
-2 a usage error.
+phantom, or a consumer group missed or crossed topics (or the lab's two
+counts disagree, or the lab could not measure), 2 a usage error.
 `
 
 func init() {
@@ -209,7 +219,7 @@ func runLab(args []string, stdout, stderr io.Writer) int {
 	}
 	for _, row := range rep.Rows {
 		if row.Broken() {
-			fmt.Fprintf(stderr, "zeroloss lab: %s lost or corrupted acknowledged messages (or delivered phantoms) under %s, which it promises not to\n", row.Config, row.Failure)
+			fmt.Fprintf(stderr, "zeroloss lab: %s lost or corrupted acknowledged messages (or delivered phantoms, or a consumer group missed or crossed topics) under %s, which it promises not to\n", row.Config, row.Failure)
 		}
 		if row.CrossCheckMismatches > 0 {
 			fmt.Fprintf(stderr, "zeroloss lab: %s under %s: the two counts disagree in %d runs; the figures cannot be trusted\n", row.Config, row.Failure, row.CrossCheckMismatches)
@@ -248,7 +258,8 @@ func labReport(start time.Time, dir string, rep *lab.Report) *report.Report {
 	for i := range rep.Rows {
 		r := &rep.Rows[i]
 		t.Rows = append(t.Rows, []string{r.Config, r.Failure, fmt.Sprint(r.Runs), fmt.Sprint(r.Acknowledged),
-			fmt.Sprint(r.Refused), fmt.Sprint(r.Lost), fmt.Sprint(r.Duplicates), fmt.Sprint(r.Corrupt), fmt.Sprint(r.Phantom), fmt.Sprint(r.UnackedPresent),
+			fmt.Sprint(r.Refused), fmt.Sprint(r.Lost), fmt.Sprint(r.Duplicates), fmt.Sprint(r.Corrupt), fmt.Sprint(r.Phantom),
+			fmt.Sprint(r.Undelivered), fmt.Sprint(r.Isolation), fmt.Sprint(r.UnackedPresent),
 			fmt.Sprint(r.Recovered), fmt.Sprint(int64(math.Round(r.MedianThroughput))), r.CrossCheck(), r.Verdict()})
 		label := r.Config + " / " + r.Failure
 		note := ""
@@ -259,6 +270,9 @@ func labReport(start time.Time, dir string, rep *lab.Report) *report.Report {
 		throughput.Bars = append(throughput.Bars, report.Bar{Label: label, Value: r.MedianThroughput})
 	}
 	out.Tables = []report.Table{t}
+	if groups := labGroupsTable(rep); len(groups.Rows) > 0 {
+		out.Tables = append(out.Tables, groups)
+	}
 	if len(rep.Skipped) > 0 {
 		skipped := report.Table{Title: "Pairs skipped (they do not apply)", Columns: []string{"config", "failure", "reason"}}
 		for _, s := range rep.Skipped {
@@ -268,6 +282,34 @@ func labReport(start time.Time, dir string, rep *lab.Report) *report.Report {
 	}
 	out.Charts = []report.BarChart{lost, throughput}
 	return out
+}
+
+// labGroupsTable is the per-topic table of the lab's report: for each row
+// with topics, each consumer group's topic, tags and counts, summed over
+// the row's runs.
+func labGroupsTable(rep *lab.Report) report.Table {
+	t := report.Table{Title: "Consumer groups by topic (sums over the runs)",
+		Columns: []string{"config", "failure", "group", "topic", "tags", "acknowledged", "received", "undelivered", "isolation"},
+		Notes: []string{
+			"acknowledged: acked messages of the group's topic (and tags); received: deliveries, unacked messages and duplicates included.",
+			"undelivered: acked, in the recovered log, not delivered by the group; isolation: delivered to the group from another topic or an unlisted tag.",
+		}}
+	for i := range rep.Rows {
+		r := &rep.Rows[i]
+		for _, g := range r.Groups {
+			topic := g.Topic
+			if topic == "" {
+				topic = "(default)"
+			}
+			tags := strings.Join(g.Tags, ",")
+			if tags == "" {
+				tags = "all"
+			}
+			t.Rows = append(t.Rows, []string{r.Config, r.Failure, g.Group, topic, tags, fmt.Sprint(g.Acknowledged),
+				fmt.Sprint(g.Received), fmt.Sprint(g.Undelivered), fmt.Sprint(g.Isolation)})
+		}
+	}
+	return t
 }
 
 // errNoReference: the reference rows cannot be run here.

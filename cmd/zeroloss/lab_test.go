@@ -27,21 +27,21 @@ func TestLab(t *testing.T) {
 	r := runTool("lab", "--runs", "1", "--seed", "3", "--dir", dir, "--json", jsonFile, "--html", htmlFile,
 		"--reference", "--peers-dir", t.TempDir(), "--jetstream", "--jetstream-dir", t.TempDir())
 	require.Equal(t, exitOK, r.code, "stdout: %s\nstderr: %s", r.stdout, r.stderr)
-	assert.Regexp(t, `(?m)^config +failure +runs +acked +lost +dups +msgs/s +verdict$`, r.stdout)
-	// runs, acked, lost, dups, msgs/s
+	assert.Regexp(t, `(?m)^config +failure +acked +lost +dups +topics +msgs/s +verdict$`, r.stdout)
+	// acked, lost, dups, topics, msgs/s
 	for _, want := range []string{
-		`flush=sync +process-crash +1 +\d+ +0 +0 +\d+ +ok: zero loss`,
-		`flush=async +process-crash +1 +\d+ +0 +0 +\d+ +ok: zero loss`,
-		`flush=sync +power-loss +1 +\d+ +0 +0 +\d+ +ok: zero loss`,
-		`flush=async +power-loss +1 +\d+ +\d+ +0 +\d+ +measured`,
-		`flush=sync/repl=sync +power-loss +1 +\d+ +0 +0 +\d+ +ok: zero loss`,
-		`flush=sync/repl=sync +leader-disk-loss +1 +\d+ +0 +0 +\d+ +ok: zero loss`,
-		`flush=sync/repl=async +leader-disk-loss +1 +\d+ +\d+ +0 +\d+ +measured`,
-		`flush=sync/ack=after-handling +consumer-crash +1 +\d+ +0 +\d+ +\d+ +ok: zero loss`,
-		`flush=sync/ack=on-receive +consumer-crash +1 +\d+ +\d+ +0 +\d+ +measured`,
-		`flush=sync +queue-outage +1 +\d+ +0 +0 +\d+ +ok: zero loss`,
-		`flush=sync/producer=strict +queue-outage +1 +\d+ +0 +0 +\d+ +ok: zero loss`,
-		`flush=sync/producer=tx +tx-crash +1 +\d+ +0 +0 +\d+ +ok: zero loss`,
+		`flush=sync +process-crash +\d+ +0 +0 +ok +\d+ +ok: zero loss`,
+		`flush=async +process-crash +\d+ +0 +0 +ok +\d+ +ok: zero loss`,
+		`flush=sync +power-loss +\d+ +0 +0 +ok +\d+ +ok: zero loss`,
+		`flush=async +power-loss +\d+ +\d+ +0 +ok +\d+ +measured`,
+		`flush=sync/repl=sync +power-loss +\d+ +0 +0 +ok +\d+ +ok: zero loss`,
+		`flush=sync/repl=sync +leader-disk-loss +\d+ +0 +0 +ok +\d+ +ok: zero loss`,
+		`flush=sync/repl=async +leader-disk-loss +\d+ +\d+ +0 +ok +\d+ +measured`,
+		`flush=sync/ack=after-handling +consumer-crash +\d+ +0 +\d+ +- +\d+ +ok: zero loss`,
+		`flush=sync/ack=on-receive +consumer-crash +\d+ +\d+ +0 +- +\d+ +measured`,
+		`flush=sync +queue-outage +\d+ +0 +0 +ok +\d+ +ok: zero loss`,
+		`flush=sync/producer=strict +queue-outage +\d+ +0 +0 +ok +\d+ +ok: zero loss`,
+		`flush=sync/producer=tx +tx-crash +\d+ +0 +0 +- +\d+ +ok: zero loss`,
 	} {
 		assert.Regexp(t, "(?m)^"+want+"$", r.stdout)
 	}
@@ -64,17 +64,24 @@ func TestLab(t *testing.T) {
 	require.NoError(t, json.Unmarshal(data, &report))
 	assert.Equal(t, uint64(3), report.Seed)
 	require.Len(t, report.Rows, 12, "the default set: every row of the guarantee table, replication, consumer-crash twice, outage twice, tx-crash")
+	withTopics := 0
 	for _, row := range report.Rows {
 		require.Len(t, row.Results, 1)
 		assert.Positive(t, row.Results[0].Acknowledged, row.Config)
+		if len(row.Groups) > 0 {
+			withTopics++
+			assert.Len(t, row.Groups, 5, "%s %s: a group per topic and a tag-filtered one", row.Config, row.Failure)
+		}
 	}
+	assert.Equal(t, 9, withTopics, "every row whose child only sends has topics")
 	outage := report.Row("flush=sync", "queue-outage")
 	require.NotNil(t, outage)
 	assert.Positive(t, outage.Refused, "plain Send callers saw the outage: the JSON has every column")
 	html, err := os.ReadFile(htmlFile)
 	require.NoError(t, err)
 	assert.Equal(t, 2, strings.Count(string(html), "<svg "), "charts of lost messages and throughput")
-	assert.Equal(t, 12, strings.Count(string(html), "<tr><td>flush="), "one table row per configuration and failure")
+	assert.Equal(t, 12+9*5, strings.Count(string(html), "<tr><td>flush="), "one table row per configuration and failure, one per group of the rows with topics")
+	assert.Contains(t, string(html), "Consumer groups by topic")
 	assert.Contains(t, string(html), "<dt>seed</dt><dd>3</dd>")
 
 	entries, err := os.ReadDir(dir)
@@ -172,6 +179,9 @@ func TestLabReport(t *testing.T) {
 		{Config: "flush=sync", Failure: "power-loss", Promised: true, Runs: 2, Acknowledged: 900, Recovered: 905, MedianThroughput: 1234.4},
 		{Config: "flush=async", Failure: "power-loss", Runs: 2, Acknowledged: 5000, Lost: 37, Recovered: 4963, MedianThroughput: 45678},
 		{Config: "flush=<b>", Failure: "process-crash", Promised: true, Runs: 2, Acknowledged: 10, Lost: 1, CrossCheckMismatches: 1},
+		{Config: "flush=sync", Failure: "process-crash", Promised: true, Runs: 2, Acknowledged: 40, Recovered: 40, Undelivered: 3, Isolation: 2,
+			Groups: []lab.GroupCount{{Group: "default", Acknowledged: 10, Received: 9, Undelivered: 1},
+				{Group: "orders-paid-shipped", Topic: "orders", Tags: []string{"paid", "shipped"}, Acknowledged: 5, Received: 5, Undelivered: 2, Isolation: 2}}},
 	}}
 	out := labReport(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), t.TempDir(), rep)
 	var b strings.Builder
@@ -186,12 +196,17 @@ func TestLabReport(t *testing.T) {
 		"<td>DISAGREES(1)</td><td>BROKEN: promised zero loss</td>",
 		"<h2>Acknowledged messages lost</h2>", ">flush=async / power-loss</text>", "37 msgs", "of 5000 acknowledged",
 		"flush=&lt;b&gt;",
+		`>undelivered</th>`, `>isolation</th>`,
+		`<td class="num">3</td><td class="num">2</td>`, "<td>BROKEN: a group missed or crossed topics</td>",
+		"<h2>Consumer groups by topic (sums over the runs)</h2>",
+		`<tr><td>flush=sync</td><td>process-crash</td><td>default</td><td>(default)</td><td>all</td><td class="num">10</td><td class="num">9</td><td class="num">1</td><td class="num">0</td></tr>`,
+		`<td>orders-paid-shipped</td><td>orders</td><td>paid,shipped</td>`,
 	} {
 		assert.True(t, strings.Contains(html, want), "the HTML report lacks %q", want)
 	}
 	assert.NotContains(t, html, "<b>")
 	assert.Equal(t, 2, strings.Count(html, "<svg "))
-	assert.Equal(t, 6, strings.Count(html, "<rect "), "one bar per row in each chart")
+	assert.Equal(t, 8, strings.Count(html, "<rect "), "one bar per row in each chart")
 }
 
 func TestLabUsage(t *testing.T) {

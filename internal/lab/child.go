@@ -241,6 +241,12 @@ func ChildMain(args []string) int {
 			return childOpen
 		}
 	}
+	if cf.workload == workloadProduce {
+		if err := declareGroups(q); err != nil {
+			fmt.Fprintf(os.Stderr, "%s: %v\n", ChildCommand, err)
+			return childOpen
+		}
+	}
 	var strict *zeroloss.Producer
 	if cfg.Producer == ProducerStrict {
 		strict, err = zeroloss.NewProducer(q, &zeroloss.ProducerOptions{Strict: true, SpoolDir: dirs.spool,
@@ -314,7 +320,7 @@ func attachFollower(q *zeroloss.Queue, dir string, failed chan<- error) error {
 var produce = func(q *zeroloss.Queue, run, producer int, acks *ackWriter) error {
 	for i := 0; ; i++ {
 		id := messageID(run, producer, i)
-		res, err := q.Send(context.Background(), &zeroloss.Message{ID: id, Body: bodyFor(id)})
+		res, err := q.Send(context.Background(), messageFor(id))
 		if err != nil {
 			return fmt.Errorf("send %s: %w", id, err)
 		}

@@ -217,47 +217,29 @@ func recoverConsumer(res *RunResult, runDir string, cfg Config, acked map[string
 // not nil) and acks it. It returns what it received: the digests of the
 // bodies, by ID.
 func drain(q *zeroloss.Queue, handle func(*zeroloss.Message) error) (map[string][]digest, error) {
-	c, err := q.Consumer(labGroup, nil)
+	got := map[string][]digest{}
+	err := drainGroup(q, labGroup, nil, true, func(m *zeroloss.Message) error {
+		if handle != nil {
+			if err := handle(m); err != nil {
+				return err
+			}
+		}
+		got[m.ID] = append(got[m.ID], sha256.Sum256(m.Body))
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	got := map[string][]digest{}
-	deadline := time.Now().Add(drainTimeout)
-	for time.Now().Before(deadline) {
-		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-		ds, err := c.ReceiveBatch(ctx, drainBatch)
-		cancel()
-		if errors.Is(err, context.DeadlineExceeded) {
-			if groupDone(q, labGroup) {
-				return got, nil
-			}
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		for _, d := range ds {
-			if handle != nil {
-				if err := handle(&d.Message); err != nil {
-					return nil, err
-				}
-			}
-			got[d.Message.ID] = append(got[d.Message.ID], sha256.Sum256(d.Message.Body))
-		}
-		// Every message of the batch is handled: one ack record for all.
-		if err := c.AckBatch(ds...); err != nil {
-			return nil, err
-		}
-	}
-	return nil, fmt.Errorf("the group still owed messages after %v", drainTimeout)
+	return got, nil
 }
 
-// groupDone reports whether group holds no message waiting for a delivery
-// or an ack (called when a Receive found nothing to deliver).
-func groupDone(q *zeroloss.Queue, group string) bool {
+// groupDone reports whether group holds no message waiting for a delivery,
+// and no delivery in flight but the held ones the caller did not ack
+// (called when a Receive found nothing to deliver).
+func groupDone(q *zeroloss.Queue, group string, held int) bool {
 	for _, st := range q.GroupStats() {
 		if st.Group == group {
-			return st.InFlight == 0 && st.Waiting == 0
+			return st.InFlight == held && st.Waiting == 0
 		}
 	}
 	return false

@@ -24,6 +24,13 @@ type Counts struct {
 	// UnackedPresent is the number of distinct IDs found that were never
 	// acknowledged: sent, then killed before the ack was printed. Allowed.
 	UnackedPresent int `json:"unacked_present"`
+	// Undelivered and Isolation are, for the produce workload's topics,
+	// the sums over its consumer groups of GroupCount's: acknowledged
+	// messages in the log that a group of their topic (and tag) did not
+	// deliver, and deliveries of a message of another topic or of an
+	// unlisted tag. Always 0 for the other workloads.
+	Undelivered int `json:"undelivered"`
+	Isolation   int `json:"isolation"`
 	// Phantom is, for tx-crash, the number of distinct IDs delivered though
 	// their local transaction did not commit (they are not counted in
 	// UnackedPresent). Always 0 for the other failures.
@@ -35,7 +42,8 @@ type storedMessage struct {
 	Seq  uint64
 	ID   string
 	Body []byte
-	Bad  bool // the payload did not decode: ID and Body are empty
+	route
+	Bad bool // the payload did not decode: ID, Body and route are empty
 }
 
 // readLog reads every message record of the log in dir through the log's
@@ -52,7 +60,7 @@ func readLog(dir string) ([]storedMessage, error) {
 			out = append(out, storedMessage{Seq: rec.Seq, Bad: true})
 			return nil
 		}
-		out = append(out, storedMessage{Seq: rec.Seq, ID: m.ID, Body: bytes.Clone(m.Body)})
+		out = append(out, storedMessage{Seq: rec.Seq, ID: m.ID, Body: bytes.Clone(m.Body), route: route{m.Topic, m.Tag}})
 		return nil
 	})
 	return out, err
@@ -116,12 +124,13 @@ type digest [sha256.Size]byte
 
 // scanDigests reads the log in dir a second way, for the cross-check: with the
 // read-only scanner (no lock, no recovery, no Log), collecting for every
-// message ID the digests of the bodies found under it. undecodable counts the
-// message payloads that do not decode.
-func scanDigests(dir string) (found map[string][]digest, undecodable int, err error) {
+// message ID the digests of the bodies found under it, and every record's ID
+// and stored route, in log order. undecodable counts the message payloads
+// that do not decode.
+func scanDigests(dir string) (found map[string][]digest, records []routed, undecodable int, err error) {
 	scan, err := wal.Scan(vfs.OS, dir)
 	if err != nil {
-		return nil, 0, err
+		return nil, nil, 0, err
 	}
 	found = map[string][]digest{}
 	for _, seg := range scan.Segments {
@@ -135,13 +144,14 @@ func scanDigests(dir string) (found map[string][]digest, undecodable int, err er
 				return nil
 			}
 			found[m.ID] = append(found[m.ID], sha256.Sum256(m.Body))
+			records = append(records, routed{m.ID, route{m.Topic, m.Tag}})
 			return nil
 		})
 		if err != nil {
-			return nil, 0, err
+			return nil, nil, 0, err
 		}
 	}
-	return found, undecodable, nil
+	return found, records, undecodable, nil
 }
 
 // crossCheck is the independent count: it compares the set of (ID, body

@@ -156,7 +156,7 @@ func TestReadBack(t *testing.T) {
 		assert.Equal(t, acked[m.ID], m.Seq)
 	}
 	assert.Equal(t, Counts{Recovered: len(ids)}, count(acked, got))
-	found, undecodable, err := scanDigests(dir)
+	found, _, undecodable, err := scanDigests(dir)
 	require.NoError(t, err)
 	assert.Equal(t, Counts{Recovered: len(ids)}, crossCheck(acked, found, undecodable))
 

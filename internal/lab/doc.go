@@ -10,10 +10,12 @@
 //
 //  1. The lab starts a child process (the running program re-executed with
 //     ChildCommand and ChildEnv; see ChildMain) that opens a queue in a fresh
-//     directory and sends from 8 goroutines. Every message's body is derived
-//     from its ID (a SHA-256 of the ID, repeated), so a wrong body is
-//     detectable. For every Send that returns SendOK the child prints one line
-//     "ok ID SEQ" on its stdout, in one write.
+//     directory, declares a consumer group per topic and a tag-filtered one
+//     (see Topics below), and sends from 8 goroutines to 4 topics. Every
+//     message's body, topic and tag are derived from its ID (a SHA-256 of the
+//     ID), so a wrong body or a message in the wrong place is detectable.
+//     For every Send that returns SendOK the child prints one line "ok ID
+//     SEQ" on its stdout, in one write.
 //  2. The parent reads those lines: each is an acknowledged message. After a
 //     random number of them (drawn from a math/rand/v2 PCG seeded by
 //     Options.Seed, so a seed reproduces the kill points, though not the
@@ -29,9 +31,13 @@
 //     the read-only scanner (wal.Scan and wal.ReadFrames) and compares the set
 //     of (ID, SHA-256 of the body) found against the acknowledged set. The two
 //     counts must agree; if they do not, the lab itself is wrong.
+//  5. It opens the queue again and drains every consumer group, and counts
+//     per group what it delivered against what it owes (see Topics); the
+//     records the scanner read, with the topic and tag each was stored
+//     with, are the second count of that.
 //
 // A run that lost data its configuration was promised to keep, corrupted
-// data, or failed, keeps its directory for inspection (zeroloss inspect,
+// data, mixed up topics, or failed, keeps its directory for inspection (zeroloss inspect,
 // zeroloss verify); the others are removed unless Options.KeepDirs is set.
 //
 // # Failures
@@ -111,12 +117,47 @@
 // the number drawn by 20, and tx-crash by 80, because their workloads
 // acknowledge that much slower.
 //
+// # Topics
+//
+// The produce workload (every failure but consumer-crash and tx-crash)
+// sends each message to one of 4 topics: the default topic "" and orders,
+// emails and audit; an orders message also carries one of the tags new,
+// paid and shipped, or none. Both are drawn from the SHA-256 of the ID
+// (routeFor), so about a quarter of the messages go to each topic. Before
+// its first send the child declares 5 consumer groups: default, orders,
+// emails and audit, each reading its topic, and orders-paid-shipped,
+// reading orders with the tags paid and shipped only. Nobody consumes in the
+// child. After the counts above, the parent opens the queue once more and
+// drains the 5 groups concurrently, without acking (so that retention
+// leaves a kept directory whole); a group the failure erased (its
+// declaration not durable yet: only FlushAsync under power-loss) is declared
+// again from the oldest message. It counts, per group (GroupCount, in
+// RunResult.Groups and summed in Row.Groups):
+//
+//   - acknowledged: the acknowledged messages of its topic and tags;
+//   - undelivered: those of them the recovered log holds (by ID) that the
+//     group did not deliver; a message missing from the log is lost, not
+//     undelivered;
+//   - isolation: the deliveries of a message of another topic or of a tag
+//     the group does not list, judged both by the ID's route and by the
+//     topic and tag the message was delivered with.
+//
+// The cross-check takes the records of the raw scan with their stored topic
+// and tag: a group owes an acknowledged message of its topic and tags found
+// in the log, and delivers every record stored on its topic with a tag it
+// takes. A read path that hands a group another topic's record shows as an
+// isolation in the main count only, so as a disagreement too. Undelivered
+// and Isolation (the sums over the groups, in Counts) are promised 0 by
+// every configuration under every failure, whatever its loss: a row with
+// either is Broken.
+//
 // # consumer-crash
 //
 // The child (--workload consume) opens its queue in the subdirectory "q" of
 // the run directory and creates the consumer group "lab". 8 producers send
-// as above, printing an ack per SendOK, but wait while 128 of their messages
-// are not handled yet, so the group's backlog stays small. 4 consumers
+// as above, but to the default topic only, printing an ack per SendOK, and
+// wait while 128 of their messages are not handled yet, so the group's
+// backlog stays small. 4 consumers
 // receive. Handling a message means appending "ID HASH" (HASH: the hex
 // SHA-256 of the body received) to the file "processed" of the run
 // directory and fsyncing it, one line at a time. With ack=after-handling a
@@ -220,7 +261,8 @@
 // Failure.Promises says whether the library's documentation promises that a
 // configuration loses nothing under a failure. A row of the Report whose
 // configuration was promised zero loss and lost or corrupted an acknowledged
-// message, or delivered a phantom, is Broken; a row without a promise is
-// only measured. Every run, whatever its failure, also has its two counts
+// message, or delivered a phantom, is Broken, as is any row whose consumer
+// groups missed a message of their topic that the log holds or delivered one
+// of another topic or tag; a row without a promise is only measured. Every run, whatever its failure, also has its two counts
 // compared: a disagreement makes the report not OK.
 package lab

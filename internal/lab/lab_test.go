@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -44,8 +45,9 @@ func TestMain(m *testing.M) {
 
 // faultyProducer returns a producer that acknowledges falsely: every 50th
 // message of producer 0 is acknowledged without being sent ("phantom-ack"),
-// sent twice ("duplicate"), or sent with another message's body ("corrupt").
-// With "silent" it never sends; with "fail" it fails at once.
+// sent twice ("duplicate"), sent with another message's body ("corrupt"),
+// or sent to the next topic of labTopics, without a tag ("misroute"). With
+// "silent" it never sends; with "fail" it fails at once.
 func faultyProducer(fault string) func(*zeroloss.Queue, int, int, *ackWriter) error {
 	return func(q *zeroloss.Queue, run, producer int, acks *ackWriter) error {
 		switch fault {
@@ -57,7 +59,7 @@ func faultyProducer(fault string) func(*zeroloss.Queue, int, int, *ackWriter) er
 		for i := 0; ; i++ {
 			id := messageID(run, producer, i)
 			faulty := producer == 0 && i%50 == 0
-			body := bodyFor(id)
+			m := messageFor(id)
 			sends := 1
 			switch {
 			case faulty && fault == "phantom-ack":
@@ -68,12 +70,14 @@ func faultyProducer(fault string) func(*zeroloss.Queue, int, int, *ackWriter) er
 			case faulty && fault == "duplicate":
 				sends = 2
 			case faulty && fault == "corrupt":
-				body = bodyFor(id + "x")
+				m.Body = bodyFor(id + "x")
+			case faulty && fault == "misroute":
+				m.Topic, m.Tag = labTopics[(slices.Index(labTopics, m.Topic)+1)%len(labTopics)], ""
 			}
 			var res zeroloss.SendResult
 			for range sends {
 				var err error
-				res, err = q.Send(context.Background(), &zeroloss.Message{ID: id, Body: body})
+				res, err = q.Send(context.Background(), m)
 				if err != nil {
 					return err
 				}
@@ -124,7 +128,9 @@ func TestProcessCrashLosesNothing(t *testing.T) {
 			assert.Positive(t, res.Throughput, "%s run %d", name, res.Run)
 			assert.Equal(t, res.Counts, res.CrossCheck, "%s run %d: the cross-check disagrees", name, res.Run)
 			assert.Empty(t, res.Dir, "%s run %d: a clean run's directory is removed", name, res.Run)
+			checkGroups(t, &res, fmt.Sprintf("%s run %d", name, res.Run))
 		}
+		assert.Equal(t, "ok", row.TopicsSummary(), name)
 	}
 	assert.True(t, rep.OK())
 	// A bytes.Buffer is not a terminal: a plain line per finished row.
@@ -136,6 +142,33 @@ func TestProcessCrashLosesNothing(t *testing.T) {
 	entries, err := os.ReadDir(opts.Dir)
 	require.NoError(t, err)
 	assert.Empty(t, entries, "clean runs leave nothing behind")
+}
+
+// checkGroups checks what the topics' groups of a clean run of the produce
+// workload got: every group delivered all it owed and nothing else, the
+// topic groups' acknowledged messages add up to the run's (every message
+// has one topic), and every topic and the tag filter had messages.
+func checkGroups(t *testing.T, res *RunResult, name string) {
+	t.Helper()
+	require.Len(t, res.Groups, len(labGroups), name)
+	perTopic := 0
+	for i, g := range res.Groups {
+		assert.Equal(t, labGroups[i].Name, g.Group, name)
+		assert.Zero(t, g.Undelivered, "%s group %s", name, g.Group)
+		assert.Zero(t, g.Isolation, "%s group %s", name, g.Group)
+		assert.GreaterOrEqual(t, g.Received, g.Acknowledged, "%s group %s", name, g.Group)
+		if res.Acknowledged >= 100 {
+			assert.Positive(t, g.Acknowledged, "%s group %s: its topic got messages", name, g.Group)
+		}
+		if len(g.Tags) == 0 {
+			perTopic += g.Acknowledged
+		} else {
+			assert.Less(t, g.Acknowledged, res.Groups[slices.IndexFunc(res.Groups, func(o GroupCount) bool {
+				return o.Topic == g.Topic && len(o.Tags) == 0
+			})].Acknowledged, "%s: the tag filter takes a part of its topic", name)
+		}
+	}
+	assert.Equal(t, res.Acknowledged, perTopic, name)
 }
 
 // TestFlushSyncZeroLossAt50Points is the reduced lab the issue asks of go
@@ -169,6 +202,7 @@ func TestFlushSyncZeroLossAt50Points(t *testing.T) {
 			assert.Zero(t, res.Corrupt, "%s run %d", row.Failure, res.Run)
 			assert.Zero(t, res.Duplicates, "%s run %d", row.Failure, res.Run)
 			assert.Equal(t, res.Counts, res.CrossCheck, "%s run %d: the cross-check disagrees", row.Failure, res.Run)
+			checkGroups(t, &res, fmt.Sprintf("%s run %d", row.Failure, res.Run))
 		}
 	}
 	assert.Equal(t, 50, points)
@@ -200,6 +234,13 @@ func TestLabCatchesFaultyQueue(t *testing.T) {
 			assert.Zero(t, res.Duplicates)
 			assert.Positive(t, res.Corrupt)
 		}},
+		{"misroute", func(t *testing.T, res *RunResult) {
+			assert.Zero(t, res.Lost, "the messages are in the log, on the wrong topics")
+			assert.Zero(t, res.Duplicates)
+			assert.Zero(t, res.Corrupt)
+			assert.Positive(t, res.Undelivered, "their own topics' groups miss them")
+			assert.Positive(t, res.Isolation, "other topics' groups receive them")
+		}},
 	}
 	for _, tt := range tests {
 		t.Run("fault="+tt.fault, func(t *testing.T) {
@@ -217,6 +258,7 @@ func TestLabCatchesFaultyQueue(t *testing.T) {
 			assert.Equal(t, res.Counts, res.CrossCheck, "the cross-check sees the same fault")
 			if tt.fault != "duplicate" {
 				assert.True(t, row.Broken())
+				assert.Contains(t, row.Verdict(), "BROKEN")
 				assert.False(t, rep.OK())
 				assert.DirExists(t, res.Dir, "a run that lost or corrupted data keeps its directory")
 			}
@@ -308,9 +350,12 @@ func TestIsChild(t *testing.T) {
 
 func TestReportWriters(t *testing.T) {
 	rep := &Report{Seed: 7, RunsPerRow: 2}
+	tags := []string{"paid", "shipped"}
 	rep.addRow(Row{Config: "flush=sync", Failure: "process-crash", Promised: true, Results: []RunResult{
-		{Run: 1, Acknowledged: 100, Counts: Counts{Recovered: 103, UnackedPresent: 3}, CrossCheck: Counts{Recovered: 103, UnackedPresent: 3}, Throughput: 1000},
-		{Run: 2, Acknowledged: 200, Counts: Counts{Recovered: 201, UnackedPresent: 1}, CrossCheck: Counts{Recovered: 201, UnackedPresent: 1}, Throughput: 3000},
+		{Run: 1, Acknowledged: 100, Counts: Counts{Recovered: 103, UnackedPresent: 3}, CrossCheck: Counts{Recovered: 103, UnackedPresent: 3}, Throughput: 1000,
+			Groups: []GroupCount{{Group: "orders", Topic: "orders", Acknowledged: 30, Received: 31}, {Group: "orders-paid-shipped", Topic: "orders", Tags: tags, Acknowledged: 15, Received: 15}}},
+		{Run: 2, Acknowledged: 200, Counts: Counts{Recovered: 201, UnackedPresent: 1}, CrossCheck: Counts{Recovered: 201, UnackedPresent: 1}, Throughput: 3000,
+			Groups: []GroupCount{{Group: "orders", Topic: "orders", Acknowledged: 50, Received: 50}, {Group: "orders-paid-shipped", Topic: "orders", Tags: tags, Acknowledged: 25, Received: 25}}},
 	}})
 	rep.addRow(Row{Config: "flush=async", Failure: "process-crash", Promised: true, Results: []RunResult{
 		{Run: 1, Acknowledged: 50, Counts: Counts{Recovered: 49, Lost: 1}, CrossCheck: Counts{Recovered: 49, Lost: 1}, Throughput: 5000},
@@ -322,7 +367,8 @@ func TestReportWriters(t *testing.T) {
 	assert.Equal(t, Row{
 		Config: "flush=sync", Failure: "process-crash", Promised: true, Runs: 2, Acknowledged: 300,
 		UnackedPresent: 4, Recovered: 304, MedianThroughput: 2000, Results: sync.Results,
-	}, *sync)
+		Groups: []GroupCount{{Group: "orders", Topic: "orders", Acknowledged: 80, Received: 81}, {Group: "orders-paid-shipped", Topic: "orders", Tags: tags, Acknowledged: 40, Received: 40}},
+	}, *sync, "the groups summed run by run")
 	async := rep.Row("flush=async", "process-crash")
 	require.NotNil(t, async)
 	assert.Equal(t, 1, async.Lost)
@@ -332,13 +378,29 @@ func TestReportWriters(t *testing.T) {
 	assert.False(t, rep.OK())
 	assert.Nil(t, rep.Row("flush=sync", "power-loss"))
 
+	// A topic mixed up: broken, though the row has no promise of zero loss.
+	crossed := Counts{Recovered: 10, Lost: 5, Undelivered: 2, Isolation: 1}
+	rep.addRow(Row{Config: "flush=async", Failure: "power-loss", Results: []RunResult{{Run: 1, Acknowledged: 15,
+		Counts: crossed, CrossCheck: crossed, Groups: []GroupCount{{Group: "emails", Topic: "emails", Acknowledged: 4, Received: 3, Undelivered: 2, Isolation: 1}}}}})
+	power := rep.Row("flush=async", "power-loss")
+	require.NotNil(t, power)
+	assert.True(t, power.Broken())
+	assert.Equal(t, "BROKEN: a group missed or crossed topics", power.Verdict())
+	assert.Equal(t, "BROKEN", power.ShortVerdict())
+	assert.Equal(t, "3 bad", power.TopicsSummary())
+	power.Undelivered, power.Isolation = 0, 0
+	assert.False(t, power.Broken(), "its loss is only measured")
+	assert.Equal(t, "ok", power.TopicsSummary())
+	power.Undelivered, power.Isolation = 2, 1
+
 	var table bytes.Buffer
 	require.NoError(t, rep.WriteWideTable(&table))
 	lines := strings.Split(table.String(), "\n")
 	require.GreaterOrEqual(t, len(lines), 3, table.String())
-	assert.Regexp(t, `^config +failure +runs +acknowledged +refused +lost +duplicates +corrupt +phantom +unacked +recovered +msgs/s +cross-check +verdict$`, lines[0])
-	assert.Regexp(t, `^flush=sync +process-crash +2 +300 +0 +0 +0 +0 +0 +4 +304 +2000 +agrees +ok: zero loss, as promised$`, lines[1])
-	assert.Regexp(t, `^flush=async +process-crash +2 +100 +0 +1 +0 +0 +0 +0 +99 +6000 +DISAGREES\(1\) +BROKEN: promised zero loss$`, lines[2])
+	assert.Regexp(t, `^config +failure +runs +acknowledged +refused +lost +duplicates +corrupt +phantom +undelivered +isolation +unacked +recovered +msgs/s +cross-check +verdict$`, lines[0])
+	assert.Regexp(t, `^flush=sync +process-crash +2 +300 +0 +0 +0 +0 +0 +0 +0 +4 +304 +2000 +agrees +ok: zero loss, as promised$`, lines[1])
+	assert.Regexp(t, `^flush=async +process-crash +2 +100 +0 +1 +0 +0 +0 +0 +0 +0 +99 +6000 +DISAGREES\(1\) +BROKEN: promised zero loss$`, lines[2])
+	assert.Regexp(t, `^flush=async +power-loss +1 +15 +0 +5 +0 +0 +0 +2 +1 +0 +10 +0 +agrees +BROKEN: a group missed or crossed topics$`, lines[3])
 	// Text starts under its header, numbers end under theirs.
 	header := lines[0]
 	for i, cells := range [][3]string{{"process-crash", "300", "ok:"}, {"process-crash", "100", "BROKEN:"}} {
@@ -353,9 +415,10 @@ func TestReportWriters(t *testing.T) {
 	require.NoError(t, rep.WriteTable(&table))
 	lines = strings.Split(table.String(), "\n")
 	require.GreaterOrEqual(t, len(lines), 3, table.String())
-	assert.Regexp(t, `^config +failure +runs +acked +lost +dups +msgs/s +verdict$`, lines[0])
-	assert.Regexp(t, `^flush=sync +process-crash +2 +300 +0 +0 +2000 +ok: zero loss$`, lines[1])
-	assert.Regexp(t, `^flush=async +process-crash +2 +100 +1 +0 +6000 +BROKEN, counts differ$`, lines[2])
+	assert.Regexp(t, `^config +failure +acked +lost +dups +topics +msgs/s +verdict$`, lines[0])
+	assert.Regexp(t, `^flush=sync +process-crash +300 +0 +0 +ok +2000 +ok: zero loss$`, lines[1])
+	assert.Regexp(t, `^flush=async +process-crash +100 +1 +0 +- +6000 +BROKEN, counts differ$`, lines[2])
+	assert.Regexp(t, `^flush=async +power-loss +15 +5 +0 +3 bad +0 +BROKEN$`, lines[3])
 	assert.Contains(t, table.String(), "counts differ: see --wide", "the legend explains the verdict")
 	assert.Contains(t, table.String(), "seed 7, 2 runs per row")
 
@@ -408,9 +471,13 @@ func defaultRows() *Report {
 		{"flush=sync/producer=strict", "queue-outage", true, 49599, 0, 0, 0, 76, 49675, 5045},
 		{"flush=sync/producer=tx", "tx-crash", true, 1112, 0, 0, 0, 0, 1112, 891},
 	} {
-		rep.Rows = append(rep.Rows, Row{Config: r.config, Failure: r.failure, Promised: r.promised, Runs: 10,
+		row := Row{Config: r.config, Failure: r.failure, Promised: r.promised, Runs: 10,
 			Acknowledged: r.acked, Refused: r.refused, Lost: r.lost, Duplicates: r.dups, UnackedPresent: r.unacked,
-			Recovered: r.recovered, MedianThroughput: r.throughput})
+			Recovered: r.recovered, MedianThroughput: r.throughput}
+		if !strings.HasPrefix(r.failure, "consumer") && !strings.HasPrefix(r.failure, "tx") {
+			row.Groups = []GroupCount{{Group: "orders", Topic: "orders", Acknowledged: r.acked / 4, Received: r.acked / 4}}
+		}
+		rep.Rows = append(rep.Rows, row)
 	}
 	return rep
 }
@@ -427,6 +494,8 @@ func TestTableFitsIn100Columns(t *testing.T) {
 	}
 	broken := &rep.Rows[len(rep.Rows)-1]
 	broken.Phantom, broken.Acknowledged, broken.MedianThroughput = 3, 123456, 99999 // BROKEN, six digits
+	crossed := rep.Row("flush=sync/producer=strict", "queue-outage")
+	crossed.Undelivered, crossed.Isolation = 40, 12 // a topic mixed up
 
 	var table strings.Builder
 	require.NoError(t, rep.WriteTable(&table))
@@ -434,14 +503,17 @@ func TestTableFitsIn100Columns(t *testing.T) {
 	for _, line := range strings.Split(table.String(), "\n") {
 		assert.LessOrEqual(t, utf8.RuneCountInString(line), 100, "%q", line)
 	}
-	assert.Contains(t, table.String(), "flush=sync/producer=tx         tx-crash            10  123456      0     0   99999  BROKEN")
+	assert.Contains(t, table.String(), "flush=sync/producer=tx         tx-crash          123456      0     0  -        99999  BROKEN")
+	assert.Contains(t, table.String(), "flush=sync/producer=strict     queue-outage       49599      0     0  52 bad    5045  BROKEN")
+	assert.Contains(t, table.String(), "flush=sync                     queue-outage       52429      0     0  ok        8979  ok: zero loss")
 
 	var wide strings.Builder
 	require.NoError(t, rep.WriteWideTable(&wide))
 	header := strings.Fields(strings.SplitN(wide.String(), "\n", 2)[0])
 	assert.Equal(t, TableColumns, header, "the wide table has every column")
 	assert.Contains(t, wide.String(), "not acknowledged, never counted lost", "and the full legend")
-	assert.Regexp(t, `(?m)^flush=sync +queue-outage +10 +52429 +6381 +0 +0 +0 +0 +68 +52497 +8979 +agrees +ok: zero loss, as promised$`, wide.String())
+	assert.Regexp(t, `(?m)^flush=sync +queue-outage +10 +52429 +6381 +0 +0 +0 +0 +0 +0 +68 +52497 +8979 +agrees +ok: zero loss, as promised$`, wide.String())
+	assert.Regexp(t, `(?m)^flush=sync/producer=strict +queue-outage +10 +49599 +0 +0 +0 +0 +0 +40 +12 +76 +49675 +5045 +agrees +BROKEN: a group missed or crossed topics$`, wide.String())
 }
 
 // TestProgressLine: outside a terminal, nothing before each run and one

@@ -129,7 +129,7 @@ func (s sender) loop(run, producer int, acks *ackWriter) error {
 	ctx := context.Background()
 	for i := 0; ; i++ {
 		id := messageID(run, producer, i)
-		m := &zeroloss.Message{ID: id, Body: bodyFor(id)}
+		m := messageFor(id)
 		var (
 			err     error
 			outcome zeroloss.Outcome

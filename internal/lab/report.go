@@ -39,6 +39,10 @@ type RunResult struct {
 	Counts
 	// CrossCheck is the independent count; it must equal Counts.
 	CrossCheck Counts `json:"cross_check"`
+	// Groups is, for the produce workload, what each consumer group
+	// received after the failure (the main count's; their sums are
+	// Undelivered and Isolation).
+	Groups []GroupCount `json:"groups,omitempty"`
 	// Throughput is in acknowledged messages per second, between the first
 	// and the last ack the parent read.
 	Throughput float64 `json:"throughput"`
@@ -85,6 +89,11 @@ type Row struct {
 	Phantom        int `json:"phantom"`
 	UnackedPresent int `json:"unacked_present"`
 	Recovered      int `json:"recovered"`
+	Undelivered    int `json:"undelivered"`
+	Isolation      int `json:"isolation"`
+	// Groups sums, group by group, the runs' GroupCounts (the produce
+	// workload's consumer groups; none for the other workloads).
+	Groups []GroupCount `json:"groups,omitempty"`
 	// RecoveryErrors counts the runs whose queue refused to open.
 	RecoveryErrors int `json:"recovery_errors"`
 	// CrossCheckMismatches counts the runs whose two counts disagree.
@@ -102,10 +111,20 @@ type Row struct {
 // Broken reports whether the row breaks a promise: its configuration was
 // promised zero loss under its failure, and an acknowledged message was lost
 // or came back corrupt, or a message of a transaction that did not commit
-// was delivered.
-func (r *Row) Broken() bool {
+// was delivered; or, whatever the configuration, a consumer group did not
+// deliver an acknowledged message of its topic that the log holds, or
+// delivered one of another topic or of a tag it does not list.
+func (r *Row) Broken() bool { return r.lossBroken() || r.topicsBroken() }
+
+// lossBroken: the row lost or corrupted what its configuration was promised
+// to keep, or delivered a phantom.
+func (r *Row) lossBroken() bool {
 	return r.Promised && (r.Lost > 0 || r.Corrupt > 0 || r.Phantom > 0 || r.RecoveryErrors > 0)
 }
+
+// topicsBroken: a group missed a message of its own that the log holds, or
+// received another's. Every configuration promises neither happens.
+func (r *Row) topicsBroken() bool { return r.Undelivered > 0 || r.Isolation > 0 }
 
 // Report is what Run measured: one Row per (configuration, failure) pair, in
 // the order run.
@@ -135,6 +154,9 @@ func (rep *Report) addRow(row Row) {
 		row.Phantom += res.Phantom
 		row.UnackedPresent += res.UnackedPresent
 		row.Recovered += res.Recovered
+		row.Undelivered += res.Undelivered
+		row.Isolation += res.Isolation
+		row.Groups = addGroups(row.Groups, res.Groups)
 		if res.RecoveryError != "" {
 			row.RecoveryErrors++
 		}
@@ -145,6 +167,24 @@ func (rep *Report) addRow(row Row) {
 	}
 	row.MedianThroughput = median(throughputs)
 	rep.Rows = append(rep.Rows, row)
+}
+
+// addGroups adds each of runs' group counts to the sum of the same group in
+// sums (appended if it has none yet), and returns sums.
+func addGroups(sums, run []GroupCount) []GroupCount {
+	for _, g := range run {
+		i := slices.IndexFunc(sums, func(s GroupCount) bool { return s.Group == g.Group })
+		if i < 0 {
+			sums = append(sums, GroupCount{Group: g.Group, Topic: g.Topic, Tags: slices.Clone(g.Tags)})
+			i = len(sums) - 1
+		}
+		s := &sums[i]
+		s.Acknowledged += g.Acknowledged
+		s.Received += g.Received
+		s.Undelivered += g.Undelivered
+		s.Isolation += g.Isolation
+	}
+	return sums
 }
 
 // Row returns the row of a configuration label and failure name, or nil.
@@ -169,8 +209,9 @@ func (rep *Report) OK() bool {
 
 // WriteTable writes the report as the table a newcomer reads: the columns
 // that say what each row lost and whether it kept its promise (config,
-// failure, runs, acked, lost, dups, msgs/s and a short verdict), one line per
-// row, then a short legend and the seed. For the default set of rows every
+// failure, acked, lost, dups, what the topics' groups got, msgs/s and a short
+// verdict), one line per row, then a short legend and the seed (with the
+// runs per row). For the default set of rows every
 // line fits in 100 columns (longer configuration labels, as --all's, widen
 // the config column). WriteWideTable, WriteJSON and the HTML report have
 // every column.
@@ -179,7 +220,7 @@ func (rep *Report) WriteTable(w io.Writer) error {
 	notes := ShortTableNotes
 	for i := range rep.Rows {
 		r := &rep.Rows[i]
-		t.add(r.Config, r.Failure, r.Runs, r.Acknowledged, r.Lost, r.Duplicates, int(math.Round(r.MedianThroughput)), r.ShortVerdict())
+		t.add(r.Config, r.Failure, r.Acknowledged, r.Lost, r.Duplicates, r.TopicsSummary(), int(math.Round(r.MedianThroughput)), r.ShortVerdict())
 		if (r.RecoveryErrors > 0 || r.CrossCheckMismatches > 0) && len(notes) == len(ShortTableNotes) {
 			notes = append(slices.Clone(notes), shortVerdictNote)
 		}
@@ -195,7 +236,7 @@ func (rep *Report) WriteWideTable(w io.Writer) error {
 	for i := range rep.Rows {
 		r := &rep.Rows[i]
 		t.add(r.Config, r.Failure, r.Runs, r.Acknowledged, r.Refused, r.Lost, r.Duplicates, r.Corrupt, r.Phantom,
-			r.UnackedPresent, r.Recovered, int(math.Round(r.MedianThroughput)), r.CrossCheck(), r.Verdict())
+			r.Undelivered, r.Isolation, r.UnackedPresent, r.Recovered, int(math.Round(r.MedianThroughput)), r.CrossCheck(), r.Verdict())
 	}
 	return rep.writeTable(w, &t, TableNotes)
 }
@@ -219,11 +260,12 @@ func (rep *Report) writeTable(w io.Writer, t *table, notes []string) error {
 // its legend, for WriteWideTable and the HTML report.
 var (
 	TableColumns = []string{"config", "failure", "runs", "acknowledged", "refused", "lost", "duplicates",
-		"corrupt", "phantom", "unacked", "recovered", "msgs/s", "cross-check", "verdict"}
+		"corrupt", "phantom", "undelivered", "isolation", "unacked", "recovered", "msgs/s", "cross-check", "verdict"}
 	TableNotes = []string{
 		"acknowledged: SendOK (strict producer: also spooled); refused: sends answered with an error or another status, not acknowledged, never counted lost.",
 		"lost: acknowledged but missing after recovery (leader-disk-loss: from the promoted follower); consumer-crash: never handled; tx-crash: committed locally, not delivered.",
 		"duplicates: found (consumer-crash: handled) more than once; corrupt: body does not match its ID; phantom: delivered, local transaction did not commit (reference rows: an entry read back that nobody wrote).",
+		"undelivered: acknowledged, in the recovered log, but not delivered by a consumer group of its topic (and tag); isolation: deliveries of a message of another topic, or of a tag the group does not list. Every configuration promises both 0. The rows whose child sends (process-crash, power-loss, leader-disk-loss, queue-outage) send to 4 topics, each with a group, one of them with a second, tag-filtered group; JSON and HTML count each group.",
 		"unacked: found but never acknowledged (allowed); msgs/s: median over the runs of acks per second.",
 		"cross-check: a second, independent count (raw segment files; consumer-crash: the processed file before the drain plus what the drain received; jetstream rows: every stream sequence read directly, not through a consumer).",
 		"A verdict that ends with \"refused to open: N\" counts N runs whose directory did not open after the failure: all their acknowledged messages count as lost.",
@@ -233,13 +275,16 @@ var (
 // ShortTableColumns are the columns of WriteTable, and ShortTableNotes its
 // legend: each note fits in 100 columns.
 var (
-	ShortTableColumns = []string{"config", "failure", "runs", "acked", "lost", "dups", "msgs/s", "verdict"}
+	ShortTableColumns = []string{"config", "failure", "acked", "lost", "dups", "topics", "msgs/s", "verdict"}
 	ShortTableNotes   = []string{
 		"acked: acknowledged (SendOK; strict producer: also spooled; tx-crash: committed locally).",
 		"lost: acked but missing after recovery; dups: read (consumer-crash: handled) more than once.",
+		"topics: 4 topics, a group each, one more with a tag filter; ok: each group delivered all its acked",
+		"messages in the log and no other; N bad: N missed or crossed (see --wide); -: no topics.",
 		"msgs/s: median over the runs of acks per second.",
 		"ok: zero loss, as promised; measured: no promise, the loss is measured; BROKEN: promise broken.",
-		"--wide, --json and --html add refused, corrupt, phantom, unacked, recovered and the cross-check.",
+		"--wide, --json and --html add refused, corrupt, phantom, undelivered, isolation, unacked,",
+		"recovered and the cross-check; --json and --html count each group.",
 	}
 	// shortVerdictNote is added to ShortTableNotes when a verdict says it.
 	shortVerdictNote = "N unopened: N runs whose directory did not open (all their acks lost); counts differ: see --wide."
@@ -259,8 +304,12 @@ func (r *Row) CrossCheck() string {
 func (r *Row) Verdict() string {
 	v := "measured (no promise)"
 	switch {
-	case r.Broken():
+	case r.lossBroken() && r.topicsBroken():
+		v = "BROKEN: promised zero loss; a group missed or crossed topics"
+	case r.lossBroken():
 		v = "BROKEN: promised zero loss"
+	case r.topicsBroken():
+		v = "BROKEN: a group missed or crossed topics"
 	case r.Promised:
 		v = "ok: zero loss, as promised"
 	}
@@ -289,6 +338,20 @@ func (r *Row) ShortVerdict() string {
 		v += ", counts differ"
 	}
 	return v
+}
+
+// TopicsSummary says in a few characters, for WriteTable, what the consumer
+// groups of the row's topics got: "ok" (each delivered all its acknowledged
+// messages that the log holds, and no other), "N bad" (N = Undelivered +
+// Isolation) or "-" for a row without topics.
+func (r *Row) TopicsSummary() string {
+	switch {
+	case len(r.Groups) == 0:
+		return "-"
+	case r.topicsBroken():
+		return fmt.Sprintf("%d bad", r.Undelivered+r.Isolation)
+	}
+	return "ok"
 }
 
 // Summary says in one line what the row measured: its configuration and

@@ -227,7 +227,8 @@ func runOnce(ctx context.Context, o Options, labDir string, cfg Config, f Failur
 		// A loss without a promise (flush=async under power loss) is
 		// expected, and not worth the disk space.
 		lostPromised := (res.Lost > 0 || res.Phantom > 0) && f.Promises(cfg)
-		if err != nil || lostPromised || res.Corrupt > 0 || res.CrossCheck != res.Counts || res.RecoveryError != "" {
+		if err != nil || lostPromised || res.Corrupt > 0 || res.Undelivered > 0 || res.Isolation > 0 ||
+			res.CrossCheck != res.Counts || res.RecoveryError != "" {
 			keep = true
 		}
 		if keep {
@@ -305,11 +306,19 @@ func runOnce(ctx context.Context, o Options, labDir string, cfg Config, f Failur
 	}
 	res.Counts = count(acked, stored)
 	res.lostBelowKept = lostBelowKept(acked, stored)
-	found, undecodable, err := scanDigests(countDir)
+	found, records, undecodable, err := scanDigests(countDir)
 	if err != nil {
 		return res, fmt.Errorf("scanning the log for the cross-check: %w", err)
 	}
 	res.CrossCheck = crossCheck(acked, found, undecodable)
+	// The topics: what each group delivers, against what it owes.
+	received, err := drainGroups(countDir, cfg)
+	if err != nil {
+		return res, fmt.Errorf("draining the topics' groups: %w", err)
+	}
+	res.Groups = countGroups(acked, stored, received)
+	res.Undelivered, res.Isolation = groupTotals(res.Groups)
+	res.CrossCheck.Undelivered, res.CrossCheck.Isolation = crossCheckGroups(acked, records)
 	return res, nil
 }
 

@@ -229,7 +229,7 @@ func recoverTx(res *RunResult, runDir string, cfg Config, acked map[string]uint6
 		return fmt.Errorf("%d halves still pending %v after the restart", pending, txResolveTimeout)
 	}
 
-	found, undecodable, err := scanDigests(qdir)
+	found, _, undecodable, err := scanDigests(qdir)
 	if err != nil {
 		return fmt.Errorf("scanning the log for the cross-check: %w", err)
 	}
