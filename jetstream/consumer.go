@@ -53,9 +53,9 @@ func (b *Backend) Subscribe(group string, opts *zeroloss.ConsumerOptions) (zerol
 // queue: asking an existing group for others fails with
 // zeroloss.ErrInvalidOptions naming ConsumerOptions.Topic or
 // ConsumerOptions.Tags. More than one tag needs nats-server 2.10 or later
-// (FilterSubjects); an older server is refused with ErrUnsupported. It also subscribes to the group's
-// max-deliveries advisory, which dead-letters messages whose last delivery
-// timed out. It fails with zeroloss.ErrInvalidOptions for bad options or a
+// (FilterSubjects); an older server is refused with ErrUnsupported. It also
+// subscribes to the group's max-deliveries advisory, which dead-letters
+// messages whose last delivery timed out. It fails with zeroloss.ErrInvalidOptions for bad options or a
 // group name JetStream cannot hold.
 func (b *Backend) Consumer(group string, opts *zeroloss.ConsumerOptions) (*Consumer, error) {
 	if b.closed() {
