@@ -104,6 +104,27 @@ func TestTopicMapping(t *testing.T) {
 	})
 }
 
+// TestNamesAgree: the adapter refuses exactly the topic and tag names the
+// embedded queue refuses (its checkName copies the rule, so that a message
+// is refused before it is published; this keeps the copy honest).
+func TestNamesAgree(t *testing.T) {
+	const alphabet = "aZ9._-:/ *>%\t\u00e9\x00"
+	rng := rand.New(rand.NewPCG(3, 4))
+	names := []string{strings.Repeat("t", zeroloss.MaxTopicLength), strings.Repeat("t", zeroloss.MaxTopicLength+1)}
+	for range 3000 {
+		b := make([]byte, 1+rng.IntN(5))
+		for i := range b {
+			b[i] = alphabet[rng.IntN(len(alphabet))]
+		}
+		names = append(names, string(b))
+	}
+	for _, name := range names {
+		_, embedded := (&zeroloss.ConsumerOptions{Topic: name}).WithDefaults()
+		adapter := checkName("Message.Topic", name, zeroloss.MaxTopicLength, zeroloss.ErrInvalidMessage)
+		require.Equal(t, embedded == nil, adapter == nil, "name %q: embedded %v, adapter %v", name, embedded, adapter)
+	}
+}
+
 func sortedCopy(tags []string) []string {
 	if len(tags) == 0 {
 		return nil
