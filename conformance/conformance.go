@@ -24,6 +24,18 @@
 //	Closed                 Send and Next after Close fail with ErrClosed
 //	SendOKKept             CheckSendOK: a message confirmed with SendOK reaches groups created
 //	                       after it, and its resend is a duplicate
+//	TopicIsolation         topics interleaved in one SendBatch: a group on a topic receives
+//	                       exactly its messages, in order, with Topic and Tag as sent
+//	TopicTwoGroups         two groups on one topic each receive all of it
+//	TagFilter              a group listing tags receives exactly its topic's messages with
+//	                       one of them (not other tags, no tag, or another topic's)
+//	TopicReopen            reopening a group with another Topic or Tags fails with
+//	                       ErrInvalidOptions naming the field; bad names in ConsumerOptions too
+//	InvalidTopic           a bad topic or tag name fails with ErrInvalidMessage naming
+//	                       Message.Topic or Message.Tag; the longest names work
+//	TopicDedup             dedup is per topic: one ID on two topics is two messages, resent to
+//	                       one topic a duplicate
+//	TopicDeadLetter        a dead letter keeps its message's topic and tag
 //
 // Timings are short (AckTimeout 400ms, Backoff 100ms) and the subtests run in
 // parallel, each on a backend of its own, so the suite takes seconds.
@@ -90,6 +102,13 @@ func Run(t *testing.T, open Factory) {
 		{"StartLatest", testStartLatest},
 		{"Closed", testClosed},
 		{"SendOKKept", func(t *testing.T, b zeroloss.Backend) { CheckSendOK(t, b, 0) }},
+		{"TopicIsolation", testTopicIsolation},
+		{"TopicTwoGroups", testTopicTwoGroups},
+		{"TagFilter", testTagFilter},
+		{"TopicReopen", testTopicReopen},
+		{"InvalidTopic", testInvalidTopic},
+		{"TopicDedup", testTopicDedup},
+		{"TopicDeadLetter", testTopicDeadLetter},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -56,6 +56,8 @@ const (
 	headerSeq      = "Zeroloss-Seq"
 	headerAttempts = "Zeroloss-Attempts"
 	headerReason   = "Zeroloss-Reason"
+	headerTopic    = "Zeroloss-Topic" // dead letters: the original message's topic
+	headerTag      = "Zeroloss-Tag"   // and tag
 )
 
 // Requirement is what SendOK must mean. Besides it, SendOK always requires
@@ -85,10 +87,10 @@ type Requirement struct {
 // Options configure the adapter. The zero value, like nil, means every
 // default.
 type Options struct {
-	// Stream is the name of the stream holding the messages (subject
-	// "<Stream>.messages"); dead letters go to the stream "<Stream>_DLQ"
-	// (subjects "<Stream>.dlq.<group>"). Open creates them if missing.
-	// Default "ZEROLOSS".
+	// Stream is the name of the stream holding the messages (subjects
+	// "<Stream>.messages.<topic>.<tag>", see topics.go); dead letters go to
+	// the stream "<Stream>_DLQ" (subjects "<Stream>.dlq.<group>"). Open
+	// creates them if missing. Default "ZEROLOSS".
 	Stream string
 	// Replicas is the replica count of the streams Open creates (1 to 5).
 	// Existing streams keep theirs; Require.Replicas checks it. Default 1.
@@ -180,14 +182,16 @@ func validName(s string) bool {
 // Backend is the zeroloss API on NATS JetStream: a zeroloss.Backend. All
 // methods are safe for concurrent use.
 type Backend struct {
-	opts      Options
-	nc        *nats.Conn
-	js        natsjs.JetStream
-	stream    natsjs.Stream // the messages
-	dlq       natsjs.Stream // the dead letters
-	subject   string        // "<Stream>.messages"
-	guarantee atomic.Pointer[Guarantee]
-	logger    *slog.Logger
+	opts   Options
+	nc     *nats.Conn
+	js     natsjs.JetStream
+	stream natsjs.Stream // the messages
+	dlq    natsjs.Stream // the dead letters
+	// subjectPrefix is "<Stream>.messages.": a message's subject adds its
+	// topic's and tag's tokens (topics.go).
+	subjectPrefix string
+	guarantee     atomic.Pointer[Guarantee]
+	logger        *slog.Logger
 
 	closing   context.Context // cancelled by Close
 	close     context.CancelFunc
@@ -221,21 +225,21 @@ func Open(ctx context.Context, nc *nats.Conn, opts *Options) (*Backend, error) {
 		return nil, err
 	}
 	b := &Backend{
-		opts:       o,
-		nc:         nc,
-		js:         js,
-		subject:    o.Stream + ".messages",
-		logger:     o.Logger,
-		advisories: map[string]*nats.Subscription{},
-		idPrefix:   hex.EncodeToString(prefix[:]) + "-",
+		opts:          o,
+		nc:            nc,
+		js:            js,
+		subjectPrefix: o.Stream + ".messages.",
+		logger:        o.Logger,
+		advisories:    map[string]*nats.Subscription{},
+		idPrefix:      hex.EncodeToString(prefix[:]) + "-",
 	}
 	b.closing, b.close = context.WithCancel(context.Background())
 	ctx, cancel := b.bound(ctx)
 	defer cancel()
-	if b.stream, err = b.ensureStream(ctx, o.Stream, b.subject); err != nil {
+	if b.stream, err = b.ensureStream(ctx, o.Stream, b.subjectPrefix+"*.*", b.subjectPrefix+">"); err != nil {
 		return nil, err
 	}
-	if b.dlq, err = b.ensureStream(ctx, o.Stream+"_DLQ", o.Stream+".dlq.*"); err != nil {
+	if b.dlq, err = b.ensureStream(ctx, o.Stream+"_DLQ", o.Stream+".dlq.*", o.Stream+".dlq.*"); err != nil {
 		return nil, err
 	}
 	g, err := b.Check(ctx)
@@ -253,9 +257,10 @@ func Open(ctx context.Context, nc *nats.Conn, opts *Options) (*Backend, error) {
 }
 
 // ensureStream returns the stream called name, creating it (file storage,
-// opts.Replicas, the dedup window) if it does not exist. An existing stream
-// must capture subject.
-func (b *Backend) ensureStream(ctx context.Context, name, subject string) (natsjs.Stream, error) {
+// opts.Replicas, the dedup window) on subject if it does not exist. An
+// existing stream must capture subject or wider, one of its subjects
+// being subject or wider.
+func (b *Backend) ensureStream(ctx context.Context, name, subject, wider string) (natsjs.Stream, error) {
 	s, err := b.js.Stream(ctx, name)
 	if errors.Is(err, natsjs.ErrStreamNotFound) {
 		s, err = b.js.CreateStream(ctx, natsjs.StreamConfig{
@@ -271,12 +276,12 @@ func (b *Backend) ensureStream(ctx context.Context, name, subject string) (natsj
 		return nil, fmt.Errorf("jetstream: stream %s: %w", name, err)
 	}
 	for _, sub := range s.CachedInfo().Config.Subjects {
-		if sub == subject {
+		if sub == subject || sub == wider {
 			return s, nil
 		}
 	}
-	return nil, fmt.Errorf("jetstream: %w: the existing stream %s does not capture the subject %s",
-		zeroloss.ErrInvalidOptions, name, subject)
+	return nil, fmt.Errorf("jetstream: %w: the existing stream %s does not capture the subjects %s (a stream created by the adapter before topics captures only %smessages: see README.md, Topics)",
+		zeroloss.ErrInvalidOptions, name, subject, b.opts.Stream+".")
 }
 
 // bound gives ctx the adapter's Timeout if it has no deadline.
@@ -289,8 +294,9 @@ func (b *Backend) bound(ctx context.Context) (context.Context, context.CancelFun
 
 func (b *Backend) closed() bool { return b.closing.Err() != nil }
 
-// Send publishes m to the stream and waits for its PubAck. The Nats-Msg-Id
-// header carries m.ID (generated if empty), so a resend within the dedup
+// Send publishes m to the stream, on its topic's and tag's subject, and
+// waits for its PubAck. The Nats-Msg-Id header carries m.Topic and m.ID
+// (generated if empty), so a resend to the same topic within the dedup
 // window stores nothing and returns the original's seq with Duplicate set.
 //
 // The status is SendOK when the PubAck came (the message is stored by a
@@ -306,11 +312,12 @@ func (b *Backend) Send(ctx context.Context, m *zeroloss.Message) (zeroloss.SendR
 	if err != nil {
 		return zeroloss.SendResult{}, err
 	}
+	natsID := msgID(m.Topic, id)
 	ctx, cancel := b.bound(ctx)
 	defer cancel()
 	stop := context.AfterFunc(b.closing, cancel)
 	defer stop()
-	ack, err := b.js.PublishMsg(ctx, msg, natsjs.WithMsgID(id), natsjs.WithExpectStream(b.opts.Stream))
+	ack, err := b.js.PublishMsg(ctx, msg, natsjs.WithMsgID(natsID), natsjs.WithExpectStream(b.opts.Stream))
 	if err != nil {
 		return zeroloss.SendResult{}, b.publishError(err)
 	}
@@ -334,7 +341,7 @@ func (b *Backend) SendBatch(ctx context.Context, msgs []*zeroloss.Message) ([]ze
 			published = fmt.Errorf("message %d: %w", i, err)
 			break
 		}
-		f, err := b.js.PublishMsgAsync(msg, natsjs.WithMsgID(id), natsjs.WithExpectStream(b.opts.Stream))
+		f, err := b.js.PublishMsgAsync(msg, natsjs.WithMsgID(msgID(m.Topic, id)), natsjs.WithExpectStream(b.opts.Stream))
 		if err != nil {
 			published = b.publishError(err)
 			break
@@ -374,6 +381,9 @@ func (b *Backend) encode(m *zeroloss.Message) (*nats.Msg, string, error) {
 		// The ID travels as Nats-Msg-Id, which the stream deduplicates by.
 		return nil, "", fmt.Errorf("%w: Message.NoDedup (the ID is the stream's dedup key)", ErrUnsupported)
 	}
+	if err := checkRoute(m); err != nil {
+		return nil, "", err
+	}
 	h := nats.Header{}
 	for k, v := range m.Headers {
 		if reserved(k) {
@@ -384,11 +394,19 @@ func (b *Backend) encode(m *zeroloss.Message) (*nats.Msg, string, error) {
 	if m.Key != "" {
 		h[headerKey] = []string{m.Key}
 	}
+	// The ID rides in the Nats-Msg-Id header after the topic's token; a
+	// header value loses its trailing white space, and a line break would
+	// end it. Such an ID would come back changed, and be deduplicated
+	// with another.
+	if strings.ContainsAny(m.ID, "\r\n") || strings.TrimRight(m.ID, " \t") != m.ID {
+		return nil, "", fmt.Errorf("jetstream: Message.ID %q ends in white space or holds a line break, which a NATS header does not carry: %w",
+			m.ID, zeroloss.ErrInvalidMessage)
+	}
 	id := m.ID
 	if id == "" {
 		id = b.idPrefix + strconv.FormatUint(b.idCounter.Add(1), 36)
 	}
-	return &nats.Msg{Subject: b.subject, Header: h, Data: m.Body}, id, nil
+	return &nats.Msg{Subject: b.messageSubject(m.Topic, m.Tag), Header: h, Data: m.Body}, id, nil
 }
 
 func reserved(header string) bool {
@@ -443,7 +461,8 @@ func (b *Backend) DeadLetters(group string) ([]zeroloss.DeadLetter, error) {
 			return out, fmt.Errorf("jetstream: reading the dead letters of %s: %w", group, err)
 		}
 		m := decode(raw.Header, raw.Data)
-		m.ID = raw.Header.Get(headerID)
+		m.Topic, m.Tag = raw.Header.Get(headerTopic), raw.Header.Get(headerTag)
+		_, m.ID, _ = SplitMsgID(raw.Header.Get(headerID))
 		origSeq, _ := strconv.ParseUint(raw.Header.Get(headerSeq), 10, 64)
 		attempts, _ := strconv.Atoi(raw.Header.Get(headerAttempts))
 		out = append(out, zeroloss.DeadLetter{Pos: raw.Sequence, Seq: origSeq, Attempts: attempts,
@@ -454,11 +473,11 @@ func (b *Backend) DeadLetters(group string) ([]zeroloss.DeadLetter, error) {
 
 func (b *Backend) dlqSubject(group string) string { return b.opts.Stream + ".dlq." + group }
 
-// deadLetter publishes the message at stream seq seq (headers and body) to
-// the group's dead letters and waits for the PubAck. Its Nats-Msg-Id names
-// the group and seq, so the Nack path and the advisory path, or two
-// processes, store it once within the dedup window.
-func (b *Backend) deadLetter(ctx context.Context, group string, seq uint64, header nats.Header, body []byte, attempts int, reason string) error {
+// deadLetter publishes the message at stream seq seq (subject, headers and
+// body) to the group's dead letters and waits for the PubAck. Its
+// Nats-Msg-Id names the group and seq, so the Nack path and the advisory
+// path, or two processes, store it once within the dedup window.
+func (b *Backend) deadLetter(ctx context.Context, group string, seq uint64, subject string, header nats.Header, body []byte, attempts int, reason string) error {
 	h := nats.Header{}
 	for k, v := range header {
 		if !reserved(k) || k == headerKey {
@@ -469,6 +488,9 @@ func (b *Backend) deadLetter(ctx context.Context, group string, seq uint64, head
 	h[headerSeq] = []string{strconv.FormatUint(seq, 10)}
 	h[headerAttempts] = []string{strconv.Itoa(attempts)}
 	h[headerReason] = []string{reason}
+	if topic, tag, ok := b.route(subject); ok {
+		h[headerTopic], h[headerTag] = []string{topic}, []string{tag}
+	}
 	msg := &nats.Msg{Subject: b.dlqSubject(group), Header: h, Data: body}
 	id := "dlq-" + group + "-" + strconv.FormatUint(seq, 10)
 	if _, err := b.js.PublishMsg(ctx, msg, natsjs.WithMsgID(id), natsjs.WithExpectStream(b.opts.Stream+"_DLQ")); err != nil {
@@ -478,9 +500,20 @@ func (b *Backend) deadLetter(ctx context.Context, group string, seq uint64, head
 	return nil
 }
 
-// decode turns a stored message back into a zeroloss.Message.
+// decodeStored turns a message stored on subject back into a
+// zeroloss.Message: its topic and tag from the subject, its ID from the
+// Nats-Msg-Id.
+func (b *Backend) decodeStored(subject string, h nats.Header, body []byte) zeroloss.Message {
+	m := decode(h, body)
+	m.Topic, m.Tag, _ = b.route(subject)
+	return m
+}
+
+// decode turns the headers and body of a stored message back into a
+// zeroloss.Message (without its topic and tag).
 func decode(h nats.Header, body []byte) zeroloss.Message {
-	m := zeroloss.Message{ID: h.Get(natsjs.MsgIDHeader), Key: h.Get(headerKey), Body: body}
+	_, id, _ := SplitMsgID(h.Get(natsjs.MsgIDHeader))
+	m := zeroloss.Message{ID: id, Key: h.Get(headerKey), Body: body}
 	for k, v := range h {
 		if reserved(k) || len(v) == 0 {
 			continue

@@ -46,11 +46,16 @@ func (b *Backend) Subscribe(group string, opts *zeroloss.ConsumerOptions) (zerol
 
 // Consumer returns a consumer of the group called group, creating its
 // durable consumer if it does not exist (opts.Start: DeliverAll or
-// DeliverNew) and updating its AckWait, MaxDeliver and BackOff from opts
-// otherwise: those are the group's, so the last Consumer call of a group
-// sets them for every process. It also subscribes to the group's
-// max-deliveries advisory, which dead-letters messages whose last delivery
-// timed out. It fails with zeroloss.ErrInvalidOptions for bad options or a
+// DeliverNew; filtered on opts.Topic and opts.Tags, see topics.go) and
+// updating its AckWait, MaxDeliver and BackOff from opts otherwise: those
+// are the group's, so the last Consumer call of a group sets them for every
+// process. Its topic and tags are part of the group, as on the embedded
+// queue: asking an existing group for others fails with
+// zeroloss.ErrInvalidOptions naming ConsumerOptions.Topic or
+// ConsumerOptions.Tags. More than one tag needs nats-server 2.10 or later
+// (FilterSubjects); an older server is refused with ErrUnsupported. It also
+// subscribes to the group's max-deliveries advisory, which dead-letters
+// messages whose last delivery timed out. It fails with zeroloss.ErrInvalidOptions for bad options or a
 // group name JetStream cannot hold.
 func (b *Backend) Consumer(group string, opts *zeroloss.ConsumerOptions) (*Consumer, error) {
 	if b.closed() {
@@ -59,8 +64,11 @@ func (b *Backend) Consumer(group string, opts *zeroloss.ConsumerOptions) (*Consu
 	if !validName(group) {
 		return nil, invalid("group", "%q is not a valid consumer name (no spaces, '.', '*', '>', '/' or '\\', at most 200 bytes)", group)
 	}
-	o, err := opts.WithDefaults() // the embedded queue's defaults and checks
+	o, err := opts.WithDefaults() // the embedded queue's defaults and checks, tags sorted
 	if err != nil {
+		return nil, err
+	}
+	if err := checkMultiFilter(b.nc, o.Tags); err != nil {
 		return nil, err
 	}
 	c := &Consumer{b: b, group: group, opts: o, latest: map[uint64]*Delivery{}}
@@ -80,9 +88,9 @@ func (b *Backend) Consumer(group string, opts *zeroloss.ConsumerOptions) (*Consu
 		AckPolicy:     natsjs.AckExplicitPolicy,
 		AckWait:       c.ackWait[0],
 		MaxDeliver:    o.MaxDeliveries,
-		FilterSubject: b.subject,
 		DeliverPolicy: natsjs.DeliverAllPolicy,
 	}
+	setFilters(&cfg, b.filters(o.Topic, o.Tags))
 	if o.MaxDeliveries > 1 {
 		cfg.BackOff = c.ackWait
 	}
@@ -91,7 +99,7 @@ func (b *Backend) Consumer(group string, opts *zeroloss.ConsumerOptions) (*Consu
 	}
 	ctx, cancel := b.bound(context.Background())
 	defer cancel()
-	if c.cons, err = b.createOrUpdate(ctx, cfg); err != nil {
+	if c.cons, err = b.createOrUpdate(ctx, cfg, &o); err != nil {
 		return nil, err
 	}
 	if err := b.watchMaxDeliveries(group); err != nil {
@@ -101,11 +109,15 @@ func (b *Backend) Consumer(group string, opts *zeroloss.ConsumerOptions) (*Consu
 }
 
 // createOrUpdate creates the durable consumer, or updates an existing one
-// keeping its deliver policy (where a group starts is decided once).
-func (b *Backend) createOrUpdate(ctx context.Context, cfg natsjs.ConsumerConfig) (natsjs.Consumer, error) {
+// keeping its deliver policy (where a group starts is decided once) if it
+// selects the topic and tags o asks for.
+func (b *Backend) createOrUpdate(ctx context.Context, cfg natsjs.ConsumerConfig, o *zeroloss.ConsumerOptions) (natsjs.Consumer, error) {
 	for range 2 {
 		existing, err := b.stream.Consumer(ctx, cfg.Durable)
 		if err == nil {
+			if err := b.checkSelection(existing.CachedInfo().Config, o); err != nil {
+				return nil, err
+			}
 			cfg.DeliverPolicy = existing.CachedInfo().Config.DeliverPolicy
 			cfg.OptStartSeq, cfg.OptStartTime = existing.CachedInfo().Config.OptStartSeq, existing.CachedInfo().Config.OptStartTime
 			cons, err := b.stream.UpdateConsumer(ctx, cfg)
@@ -120,6 +132,15 @@ func (b *Backend) createOrUpdate(ctx context.Context, cfg natsjs.ConsumerConfig)
 		cons, err := b.stream.CreateConsumer(ctx, cfg)
 		if err == nil {
 			return cons, nil
+		}
+		if errors.Is(err, natsjs.ErrConsumerMultipleFilterSubjectsNotSupported) {
+			// The server created it without the filters: it would
+			// deliver every topic. Remove it.
+			if derr := b.stream.DeleteConsumer(ctx, cfg.Durable); derr != nil {
+				err = fmt.Errorf("%w; deleting the unfiltered consumer %s it created: %w", err, cfg.Durable, derr)
+			}
+			return nil, fmt.Errorf("%w: ConsumerOptions.Tags with %d tags needs FilterSubjects, nats-server 2.10 or later: %w",
+				ErrUnsupported, len(o.Tags), err)
 		}
 		if !errors.Is(err, natsjs.ErrConsumerExists) {
 			return nil, fmt.Errorf("jetstream: creating the consumer %s: %w", cfg.Durable, err)
@@ -157,7 +178,7 @@ func (b *Backend) watchMaxDeliveries(group string) error {
 		defer cancel()
 		raw, err := b.stream.GetMsg(ctx, adv.StreamSeq)
 		if err == nil {
-			err = b.deadLetter(ctx, group, adv.StreamSeq, raw.Header, raw.Data, int(adv.Deliveries),
+			err = b.deadLetter(ctx, group, adv.StreamSeq, raw.Subject, raw.Header, raw.Data, int(adv.Deliveries),
 				"not acked on the last allowed delivery")
 		}
 		if err != nil {
@@ -227,7 +248,7 @@ func (c *Consumer) newDelivery(msg natsjs.Msg) (*Delivery, error) {
 	}
 	now := time.Now()
 	d := &Delivery{
-		Message:        decode(msg.Headers(), msg.Data()),
+		Message:        c.b.decodeStored(msg.Subject(), msg.Headers(), msg.Data()),
 		Seq:            meta.Sequence.Stream,
 		Attempt:        int(meta.NumDelivered),
 		FirstDelivered: meta.Timestamp,

@@ -92,7 +92,7 @@ func (d *Delivery) Nack(delay time.Duration) error {
 	if d.Attempt >= d.c.opts.MaxDeliveries {
 		ctx, cancel := d.c.b.bound(context.Background())
 		defer cancel()
-		if err := d.c.b.deadLetter(ctx, d.c.group, d.Seq, d.msg.Headers(), d.msg.Data(), d.Attempt,
+		if err := d.c.b.deadLetter(ctx, d.c.group, d.Seq, d.msg.Subject(), d.msg.Headers(), d.msg.Data(), d.Attempt,
 			"nacked on the last allowed delivery"); err != nil {
 			return err // still held: the ack wait ends it, and the advisory dead-letters it
 		}

@@ -42,17 +42,21 @@
 // # Mapping
 //
 //	zeroloss                        JetStream                                      weaker or different
-//	queue                           stream <Stream> (subject <Stream>.messages),   limits retention: nothing is deleted when
-//	                                file storage, Options.Replicas                 every group acked; DiscardNew+MaxBytes
-//	                                                                               bounds it (or Require.AcceptEviction)
-//	Message.ID, DedupWindow         Nats-Msg-Id header, stream Duplicates window   -
+//	queue                           stream <Stream> (subjects                      limits retention: nothing is deleted when
+//	                                <Stream>.messages.*.*), file storage,          every group acked; DiscardNew+MaxBytes
+//	                                Options.Replicas                               bounds it (or Require.AcceptEviction)
+//	Message.Topic, Message.Tag      subject <Stream>.messages.<topic>.<tag>        '.' written %2E; "" (none) is _, "_" is %5F
+//	Message.ID, DedupWindow         Nats-Msg-Id header <topic>.<ID>, stream        dedup per topic, as embedded; an ID ending
+//	                                Duplicates window                              in white space or with a line break refused
 //	Message.Key, Headers            headers Zeroloss-Key and the message's own     Nats-* and Zeroloss-* names reserved
 //	Message.DeliverAt               not offered                                    Send returns ErrUnsupported
 //	Seq                             stream sequence                                -
 //	SendBatch                       asynchronous publishes, then every PubAck      not one write: seqs not consecutive; after
 //	                                                                               a failure, later messages may be stored
 //	consumer group                  durable pull consumer named after the group,   its options are the group's: the last
-//	                                explicit ack, filtered on <Stream>.messages    Consumer call sets them for all processes
+//	                                explicit ack, filtered on its topic            Consumer call sets them for all processes
+//	ConsumerOptions.Topic, Tags     FilterSubject <Stream>.messages.<topic>.*, or  part of the group, as embedded: another
+//	                                one subject per tag (FilterSubjects: 2.10+)    topic or tags is ErrInvalidOptions
 //	Start                           DeliverAll / DeliverNew, at creation           -
 //	AckTimeout, Backoff             BackOff[n-1] = AckTimeout + Backoff[n-1]:      redelivered at the same time, but Nack and
 //	                                the ack wait of delivery n                     Extend work until then, not AckTimeout

@@ -50,7 +50,7 @@ func TestInterestRetentionNoConsumer(t *testing.T) {
 	interest := func(cfg *natsjs.StreamConfig) { cfg.Retention = natsjs.InterestPolicy }
 
 	t.Run("messages", func(t *testing.T) {
-		createStream(t, nc, "INTEREST", "INTEREST.messages", interest)
+		createStream(t, nc, "INTEREST", "INTEREST.messages.*.*", interest)
 		b, err := jetstream.Open(context.Background(), nc, &jetstream.Options{Stream: "INTEREST", SystemConn: sys, Strict: true})
 		if err != nil {
 			require.ErrorIs(t, err, jetstream.ErrGuaranteeNotMet)
@@ -128,10 +128,12 @@ var streamSettings = []streamSetting{
 		set: func(c *natsjs.StreamConfig, _ string) { c.Duplicates = time.Second }},
 	{name: "SubjectTransform", short: "rewrites the subjects",
 		set: func(c *natsjs.StreamConfig, subject string) {
-			c.SubjectTransform = &natsjs.SubjectTransformConfig{Source: subject, Destination: "moved.{{wildcard(1)}}"}
-			if subject[len(subject)-1] != '*' {
-				c.SubjectTransform.Destination = "moved.one"
+			// Every wildcard of the source, moved under "moved".
+			dest := "moved"
+			for i := range strings.Count(subject, "*") {
+				dest += fmt.Sprintf(".{{wildcard(%d)}}", i+1)
 			}
+			c.SubjectTransform = &natsjs.SubjectTransformConfig{Source: subject, Destination: dest}
 		}},
 	{name: "Sealed", short: "sealed", sealed: true},
 	{name: "NoAck", short: "NoAck", noSend: true,
@@ -189,7 +191,7 @@ func TestStreamSettings(t *testing.T) {
 			n++
 			t.Run(tt.name+"/"+target, func(t *testing.T) {
 				stream := fmt.Sprintf("SET%d", n)
-				name, subject := stream, stream+".messages"
+				name, subject := stream, stream+".messages.*.*"
 				if target != "messages" {
 					name, subject = stream+"_DLQ", stream+".dlq.*"
 				}
@@ -269,7 +271,7 @@ func TestDiscardNewRefuses(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
-	createStream(t, nc, "FULL", "FULL.messages", func(c *natsjs.StreamConfig) {
+	createStream(t, nc, "FULL", "FULL.messages.*.*", func(c *natsjs.StreamConfig) {
 		c.Discard, c.MaxMsgs = natsjs.DiscardNew, 1
 	})
 	b, err := jetstream.Open(ctx, nc, &jetstream.Options{Stream: "FULL", SystemConn: sys, Strict: true})
@@ -286,7 +288,7 @@ func TestDiscardNewRefuses(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "one", d.Info().Message.ID, "the confirmed message is kept")
 
-	createStream(t, nc, "ORIGIN", "ORIGIN.messages", nil)
+	createStream(t, nc, "ORIGIN", "ORIGIN.messages.*.*", nil)
 	js, err := natsjs.New(nc)
 	require.NoError(t, err)
 	_, err = js.CreateStream(ctx, natsjs.StreamConfig{Name: "MIRROR", Storage: natsjs.FileStorage,

@@ -31,8 +31,8 @@ const (
 )
 
 // entry is a message as lab.ReadBack takes it: "ID\nBODY", the ID being the
-// message's (its Nats-Msg-Id header). An empty ID makes a foreign entry: a
-// message nobody in the lab sent.
+// message's (its Nats-Msg-Id header without the topic: jetstream.SplitMsgID).
+// An empty ID makes a foreign entry: a message nobody in the lab sent.
 func entry(id string, body []byte) []byte {
 	if id == "" {
 		return nil
@@ -82,7 +82,8 @@ func readBySeq(ctx context.Context, url string) (lab.ReadBack, error) {
 		if err != nil {
 			return rb, fmt.Errorf("seq %d: %w", seq, err)
 		}
-		rb.Add(entry(m.Header.Get(natsjs.MsgIDHeader), m.Data))
+		_, id, _ := jetstream.SplitMsgID(m.Header.Get(natsjs.MsgIDHeader))
+		rb.Add(entry(id, m.Data))
 	}
 	return rb, nil
 }

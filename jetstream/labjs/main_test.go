@@ -111,7 +111,7 @@ func TestCounts(t *testing.T) {
 	require.NoError(t, err)
 	js, err := natsjs.New(nc)
 	require.NoError(t, err)
-	_, err = js.Publish(ctx, jetstream.DefaultStream+".messages", []byte("nobody sent this")) // no Nats-Msg-Id
+	_, err = js.Publish(ctx, jetstream.DefaultStream+".messages._._", []byte("nobody sent this")) // no Nats-Msg-Id
 	require.NoError(t, err)
 	stream, err := js.Stream(ctx, jetstream.DefaultStream)
 	require.NoError(t, err)
