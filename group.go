@@ -41,6 +41,11 @@ type group struct {
 	changed  chan struct{}       // closed and replaced when pending changes
 	claimed  map[uint64]bool     // dead-letter positions a redrive or purge is writing a record about (claimDead)
 
+	// Ordered delivery (ordered.go): set by the group's first Consumer.
+	modeSet, ordered bool
+	lines            map[string]*keyLine // ordered: by key, the keys with something owed
+	blocked          map[uint64]*unacked // ordered: by position, messages waiting behind their key's head
+
 	// What the last look through pending found (Consumer.next): while
 	// quiet, nothing in pending is to be delivered or has an expired ack
 	// deadline before quietUntil (zero: no time set), so Receive need not
@@ -108,18 +113,20 @@ func (g *group) wakeReceivers() {
 // message retried for hours does not hold back retention.
 func (g *group) floor(acking []uint64) uint64 {
 	owed := func(pos uint64) bool {
-		u, ok := g.pending[pos]
-		return ok && u.seq == pos
+		u := g.owes(pos)
+		return u != nil && u.seq == pos
 	}
 	for len(g.order) > 0 && !owed(g.order[0]) {
 		g.order = g.order[1:]
 	}
-	if len(g.order) > 2*len(g.pending)+64 {
+	if len(g.order) > 2*(len(g.pending)+len(g.blocked))+64 {
 		// Mostly positions acked out of order: rebuild the index.
 		order := g.order[:0:0]
-		for pos, u := range g.pending {
-			if pos == u.seq {
-				order = append(order, pos)
+		for _, owed := range []map[uint64]*unacked{g.pending, g.blocked} {
+			for pos, u := range owed {
+				if pos == u.seq {
+					order = append(order, pos)
+				}
 			}
 		}
 		slices.Sort(order)
@@ -133,11 +140,12 @@ func (g *group) floor(acking []uint64) uint64 {
 	return g.cursor
 }
 
-// owe puts the main-stream message u in pending (the caller holds g.mu and
-// adds messages in seq order).
-func (g *group) owe(u *unacked) {
-	g.pending[u.seq] = u
+// owe puts the main-stream message u in pending, or in an ordered group
+// behind its key's head (the caller holds g.mu and adds messages in seq
+// order). It reports whether u can be delivered (put).
+func (g *group) owe(u *unacked) bool {
 	g.order = append(g.order, u.seq)
+	return g.put(u)
 }
 
 // ackPayload encodes an ack record for positions (the caller holds g.mu) and
@@ -169,7 +177,7 @@ type taken struct {
 // meanwhile are dropped.
 func (g *group) untake(t taken) {
 	for _, at := range t.attempts {
-		if g.pending[at.Seq] != nil {
+		if g.owes(at.Seq) != nil {
 			g.attempts[at.Seq] = max(g.attempts[at.Seq], at.Count)
 		}
 	}
@@ -298,6 +306,8 @@ func (q *Queue) DeleteGroup(name string) error {
 		g.reader = nil
 	}
 	clear(g.pending)
+	clear(g.blocked)
+	clear(g.lines)
 	clear(g.attempts)
 	g.notify() // waiting Receives return ErrGroupDeleted
 	g.mu.Unlock()
