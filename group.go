@@ -683,7 +683,8 @@ type GroupStats struct {
 	// InFlight counts messages held by consumers until their ack deadline.
 	InFlight int
 	// Waiting counts messages waiting to be delivered again (or, for a
-	// DeliverAt in the future, for the first time).
+	// DeliverAt in the future, for the first time), and in an Ordered
+	// group those read and waiting behind an earlier message of their key.
 	Waiting int
 	// Retrying counts messages held in the group's retry stream (waiting or
 	// in flight): failed more than once, or delayed.
@@ -754,6 +755,12 @@ func (g *group) stats(committed uint64) GroupStats {
 		} else {
 			st.Waiting++
 		}
+	}
+	for _, u := range g.blocked { // ordered: behind their keys' heads
+		if u.pos != u.seq {
+			st.Retrying++
+		}
+		st.Waiting++
 	}
 	return st
 }

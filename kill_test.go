@@ -40,6 +40,9 @@ func TestMain(m *testing.M) {
 		if os.Getenv(killChildDir+"_MODE") == "produce" {
 			produceChild(dir) // producer_test.go; never returns
 		}
+		if os.Getenv(killChildDir+"_MODE") == "ordered" {
+			orderedChild(dir) // ordered_kill_test.go; never returns
+		}
 		if os.Getenv(killChildDir+"_MODE") == "replica-leader" {
 			replicaLeaderChild(dir) // replica_kill_test.go; never returns
 		}

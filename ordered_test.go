@@ -378,3 +378,47 @@ func TestOrderedConsumeUnderFailures(t *testing.T) {
 	}
 	assert.Equal(t, perKey-4, after)
 }
+
+// A follower promoted after the leader's ordered group delivered heads and
+// moved one to the retry stream continues in the same order: the heads
+// first, then each key's later messages.
+func TestOrderedPromotedFollowerKeepsTheOrder(t *testing.T) {
+	q := openLeader(t, Options{Replication: ReplicateSync})
+	fdir := t.TempDir()
+	la, lb := linkKinds[0].pair(t)
+	f := startFollower(t, fdir, lb, nil)
+	require.NoError(t, q.AttachReplica(la))
+	ids := sendKeyed(t, q, "m", "a", "b", "a", "b")
+	opts := &ConsumerOptions{Ordered: true, Backoff: []time.Duration{time.Hour}}
+	c, err := q.Consumer("g", opts)
+	require.NoError(t, err)
+	a := receive(t, c)
+	require.Equal(t, ids[0], a.Message.ID)
+	require.NoError(t, a.Nack(1)) // due again at once: a's head waits in memory
+	a = receive(t, c)
+	require.Equal(t, ids[0], a.Message.ID)
+	require.NoError(t, a.Nack(time.Hour)) // a failed redelivery: to the retry stream
+	b := receive(t, c)
+	require.Equal(t, ids[1], b.Message.ID) // delivered, not acked
+	require.Nil(t, tryReceive(t, c))
+	require.NoError(t, q.flushMarks(context.Background()))
+	waitFollowerAcked(t, q, q.Stats().LastSeq, f)
+	require.ErrorIs(t, f.stop(), context.Canceled)
+
+	promoted, err := Open(fdir, nil)
+	require.NoError(t, err)
+	defer promoted.Close()
+	pc, err := promoted.Consumer("g", &ConsumerOptions{Ordered: true})
+	require.NoError(t, err)
+	d := receive(t, pc)
+	require.Equal(t, ids[1], d.Message.ID, "b's head first")
+	require.Nil(t, tryReceive(t, pc), "a's head waits in the retry stream; b's next waits for b's head")
+	require.NoError(t, d.Ack())
+	d = receive(t, pc)
+	require.Equal(t, ids[3], d.Message.ID)
+	require.NoError(t, d.Ack())
+	require.Nil(t, tryReceive(t, pc), "a's later message waits for a's head")
+	st := promoted.GroupStats()[0]
+	assert.Equal(t, 1, st.Retrying)
+	assert.Equal(t, 2, st.Waiting)
+}
