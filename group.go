@@ -704,6 +704,13 @@ type GroupStats struct {
 	HoldsOldest    bool
 	PinnedSegments int
 	PinnedBytes    int64
+	// BlockedKeys counts, in an Ordered group, the keys whose head (the
+	// message of the key being handled) has failed a delivery and is not
+	// acked yet: waiting for its backoff, or delivered again. Their later
+	// messages wait. BlockedKeyAge is how long the longest blocked of them
+	// has been: the time since its head was first delivered.
+	BlockedKeys   int
+	BlockedKeyAge time.Duration
 }
 
 // pinned fills the retention fields of st from the floors of every group
@@ -762,6 +769,7 @@ func (g *group) stats(committed uint64) GroupStats {
 		}
 		st.Waiting++
 	}
+	st.BlockedKeys, st.BlockedKeyAge = g.blockedKeys(g.q.opts.now())
 	return st
 }
 

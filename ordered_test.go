@@ -64,6 +64,7 @@ func TestOrderedHandsOutAKeyOneMessageAtATime(t *testing.T) {
 	// A failed first delivery waits for its backoff in place, ahead of
 	// a's later messages.
 	require.NoError(t, a0.Nack(0))
+	assert.Equal(t, 1, q.GroupStats()[0].BlockedKeys)
 	require.Nil(t, tryReceive(t, c))
 	clock.Advance(time.Second)
 	again := receive(t, c)
@@ -73,13 +74,17 @@ func TestOrderedHandsOutAKeyOneMessageAtATime(t *testing.T) {
 	require.NoError(t, again.Nack(0))
 	st := q.GroupStats()[0]
 	assert.Equal(t, 1, st.Retrying)
+	assert.Equal(t, 1, st.BlockedKeys)
+	assert.Equal(t, time.Second, st.BlockedKeyAge, "since the head's first delivery")
 	require.Nil(t, tryReceive(t, c), "a retry in the retry stream still holds its key")
 	clock.Advance(time.Second)
 	third := receive(t, c)
 	require.Equal(t, ids[0], third.Message.ID)
 	require.Equal(t, 3, third.Attempt)
 	require.Nil(t, tryReceive(t, c))
+	assert.Equal(t, 1, q.GroupStats()[0].BlockedKeys, "blocked while its redelivery is handled")
 	require.NoError(t, third.Ack())
+	assert.Zero(t, q.GroupStats()[0].BlockedKeys)
 
 	for _, want := range []string{ids[1], ids[3]} {
 		d := receive(t, c)
