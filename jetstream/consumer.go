@@ -63,6 +63,12 @@ func (b *Backend) Consumer(group string, opts *zeroloss.ConsumerOptions) (*Consu
 	if err != nil {
 		return nil, err
 	}
+	if o.Ordered {
+		// A shared durable consumer hands a subject's messages to any
+		// subscriber, redelivers a failed one after later ones, and has no
+		// per-key lock: per-key order cannot be offered honestly.
+		return nil, invalid("Ordered", "is not supported: JetStream has no per-key ordering for a shared durable consumer (see README.md)")
+	}
 	c := &Consumer{b: b, group: group, opts: o, latest: map[uint64]*Delivery{}}
 	// JetStream's BackOff replaces AckWait: BackOff[n-1] is the ack wait of
 	// delivery n, after which it is redelivered at once. AckTimeout plus
