@@ -427,3 +427,41 @@ func TestOrderedPromotedFollowerKeepsTheOrder(t *testing.T) {
 	assert.Equal(t, 1, st.Retrying)
 	assert.Equal(t, 2, st.Waiting)
 }
+
+// One slow key holds at most maxBlocked messages in memory: past them the
+// group reads no further, and reads on as the key moves on.
+func TestOrderedReadAheadIsBounded(t *testing.T) {
+	clock := newFakeClock()
+	q := consumerQueue(t, vfs.NewMem(), clock)
+	defer q.Close()
+	var batch []*Message
+	for i := range maxBlocked + 2 {
+		batch = append(batch, &Message{ID: fmt.Sprintf("a-%d", i), Key: "a"})
+	}
+	batch = append(batch, &Message{ID: "b", Key: "b"})
+	for len(batch) > 0 {
+		n := min(len(batch), 512)
+		_, err := q.SendBatch(context.Background(), batch[:n])
+		require.NoError(t, err)
+		batch = batch[n:]
+	}
+	c, err := q.Consumer("g", &ConsumerOptions{Ordered: true})
+	require.NoError(t, err)
+	head := receive(t, c)
+	require.Equal(t, "a-0", head.Message.ID)
+	require.Nil(t, tryReceive(t, c), "b lies past maxBlocked messages of a")
+	blocked := func() int {
+		c.g.mu.Lock()
+		defer c.g.mu.Unlock()
+		return len(c.g.blocked)
+	}
+	require.Equal(t, maxBlocked, blocked())
+	for i := 1; i <= 2; i++ {
+		require.NoError(t, head.Ack())
+		head = receive(t, c)
+		require.Equal(t, fmt.Sprintf("a-%d", i), head.Message.ID)
+	}
+	b := receive(t, c)
+	require.Equal(t, "b", b.Message.ID, "read once a moved on")
+	require.Equal(t, maxBlocked-1, blocked())
+}
