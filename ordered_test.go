@@ -465,3 +465,41 @@ func TestOrderedReadAheadIsBounded(t *testing.T) {
 	require.Equal(t, "b", b.Message.ID, "read once a moved on")
 	require.Equal(t, maxBlocked-1, blocked())
 }
+
+// Forced retention skipping an Ordered group's stalled key drops its head
+// and the messages read behind it: the key goes on with what is left.
+func TestOrderedForcedRetentionMovesTheKeyOn(t *testing.T) {
+	const segment = 16 << 10
+	q, err := Open("/q", &Options{SegmentSize: segment, MaxMessageSize: 4 << 10, fs: vfs.NewMem(), RetentionBytes: 3 * segment})
+	require.NoError(t, err)
+	defer q.Close()
+	ctx := context.Background()
+	c, err := q.Consumer("g", &ConsumerOptions{Ordered: true})
+	require.NoError(t, err)
+	for i := range 3 {
+		_, err := q.Send(ctx, &Message{ID: fmt.Sprintf("a-%d", i), Key: "a"})
+		require.NoError(t, err)
+	}
+	stalled := receive(t, c) // a's head, never acked
+	require.Equal(t, "a-0", stalled.Message.ID)
+	require.Nil(t, tryReceive(t, c)) // reads a-1 and a-2 behind it
+	for i := range 80 {
+		_, err := q.Send(ctx, &Message{ID: fmt.Sprintf("x-%d", i), Key: "x", Body: make([]byte, 2000)})
+		require.NoError(t, err)
+	}
+	_, err = q.Send(ctx, &Message{ID: "a-last", Key: "a"})
+	require.NoError(t, err)
+	require.NoError(t, q.retain())
+	require.Greater(t, q.Stats().RetentionSkipped, uint64(10))
+	for {
+		d := receive(t, c)
+		require.NoError(t, d.Ack())
+		if d.Message.Key == "a" {
+			require.Equal(t, "a-last", d.Message.ID, "a's skipped messages are gone, and the key goes on")
+			break
+		}
+	}
+	c.g.mu.Lock()
+	defer c.g.mu.Unlock()
+	assert.Empty(t, c.g.blocked)
+}
