@@ -85,6 +85,8 @@ type Row struct {
 	Phantom        int `json:"phantom"`
 	UnackedPresent int `json:"unacked_present"`
 	Recovered      int `json:"recovered"`
+	// OrderViolations: consumer-crash with ack=ordered (see Counts).
+	OrderViolations int `json:"order_violations"`
 	// RecoveryErrors counts the runs whose queue refused to open.
 	RecoveryErrors int `json:"recovery_errors"`
 	// CrossCheckMismatches counts the runs whose two counts disagree.
@@ -102,9 +104,10 @@ type Row struct {
 // Broken reports whether the row breaks a promise: its configuration was
 // promised zero loss under its failure, and an acknowledged message was lost
 // or came back corrupt, or a message of a transaction that did not commit
-// was delivered.
+// was delivered, or an ordered consumer handled a key's messages out of
+// order.
 func (r *Row) Broken() bool {
-	return r.Promised && (r.Lost > 0 || r.Corrupt > 0 || r.Phantom > 0 || r.RecoveryErrors > 0)
+	return r.Promised && (r.Lost > 0 || r.Corrupt > 0 || r.Phantom > 0 || r.OrderViolations > 0 || r.RecoveryErrors > 0)
 }
 
 // Report is what Run measured: one Row per (configuration, failure) pair, in
@@ -133,6 +136,7 @@ func (rep *Report) addRow(row Row) {
 		row.Duplicates += res.Duplicates
 		row.Corrupt += res.Corrupt
 		row.Phantom += res.Phantom
+		row.OrderViolations += res.OrderViolations
 		row.UnackedPresent += res.UnackedPresent
 		row.Recovered += res.Recovered
 		if res.RecoveryError != "" {
@@ -195,7 +199,7 @@ func (rep *Report) WriteWideTable(w io.Writer) error {
 	for i := range rep.Rows {
 		r := &rep.Rows[i]
 		t.add(r.Config, r.Failure, r.Runs, r.Acknowledged, r.Refused, r.Lost, r.Duplicates, r.Corrupt, r.Phantom,
-			r.UnackedPresent, r.Recovered, int(math.Round(r.MedianThroughput)), r.CrossCheck(), r.Verdict())
+			r.OrderViolations, r.UnackedPresent, r.Recovered, int(math.Round(r.MedianThroughput)), r.CrossCheck(), r.Verdict())
 	}
 	return rep.writeTable(w, &t, TableNotes)
 }
@@ -219,12 +223,12 @@ func (rep *Report) writeTable(w io.Writer, t *table, notes []string) error {
 // its legend, for WriteWideTable and the HTML report.
 var (
 	TableColumns = []string{"config", "failure", "runs", "acknowledged", "refused", "lost", "duplicates",
-		"corrupt", "phantom", "unacked", "recovered", "msgs/s", "cross-check", "verdict"}
+		"corrupt", "phantom", "order", "unacked", "recovered", "msgs/s", "cross-check", "verdict"}
 	TableNotes = []string{
 		"acknowledged: SendOK (strict producer: also spooled); refused: sends answered with an error or another status, not acknowledged, never counted lost.",
 		"lost: acknowledged but missing after recovery (leader-disk-loss: from the promoted follower); consumer-crash: never handled; tx-crash: committed locally, not delivered.",
 		"duplicates: found (consumer-crash: handled) more than once; corrupt: body does not match its ID; phantom: delivered, local transaction did not commit (reference rows: an entry read back that nobody wrote).",
-		"unacked: found but never acknowledged (allowed); msgs/s: median over the runs of acks per second.",
+		"order (ack=ordered): handlings of a message first handled after a later message of its key; unacked: found but never acknowledged (allowed); msgs/s: median over the runs of acks per second.",
 		"cross-check: a second, independent count (raw segment files; consumer-crash: the processed file before the drain plus what the drain received; jetstream rows: every stream sequence read directly, not through a consumer).",
 		"A verdict that ends with \"refused to open: N\" counts N runs whose directory did not open after the failure: all their acknowledged messages count as lost.",
 	}
@@ -239,7 +243,7 @@ var (
 		"lost: acked but missing after recovery; dups: read (consumer-crash: handled) more than once.",
 		"msgs/s: median over the runs of acks per second.",
 		"ok: zero loss, as promised; measured: no promise, the loss is measured; BROKEN: promise broken.",
-		"--wide, --json and --html add refused, corrupt, phantom, unacked, recovered and the cross-check.",
+		"--wide, --json and --html add refused, corrupt, phantom, order, unacked, recovered, cross-check.",
 	}
 	// shortVerdictNote is added to ShortTableNotes when a verdict says it.
 	shortVerdictNote = "N unopened: N runs whose directory did not open (all their acks lost); counts differ: see --wide."
