@@ -71,6 +71,10 @@ type ConsumerOptions struct {
 	// right behind the key's current head, ahead of its later messages.
 	// The order holds across restarts and crashes: a message delivered and
 	// not acked is delivered again before any later message of its key.
+	// Keys with nothing owed take no memory; at most 4096 messages read
+	// past wait in memory behind keys that are held back, and once that
+	// many wait the group reads no further (other keys then wait too)
+	// until one of those keys moves on.
 	//
 	// Ordered is not stored with the group: it changes the order in which
 	// the group hands out what it owes, never what it owes, so it may
