@@ -54,9 +54,6 @@ type ConsumerOptions struct {
 	Backoff []time.Duration
 	// Concurrency is how many handlers Consume runs at once. Default 1.
 	Concurrency int
-	// Start says where a group that does not exist yet starts. Default
-	// StartOldest.
-	Start StartPosition
 	// Ordered hands out the messages of the group that share a non-empty
 	// Message.Key one at a time, in seq order: the next message of a key is
 	// not delivered until the previous one is acked, or dead-lettered after
@@ -81,6 +78,9 @@ type ConsumerOptions struct {
 	// change across restarts. Within one process, every Consumer of a group
 	// must agree with the first (ErrInvalidOptions naming Ordered).
 	Ordered bool
+	// Start says where a group that does not exist yet starts. Default
+	// StartOldest.
+	Start StartPosition
 }
 
 // WithDefaults returns a copy of o (nil: the zero value) with every zero
