@@ -26,7 +26,9 @@ the torn tail that the next open would cut, if there is one. Then the state a
 restart would rebuild: transactional half messages pending a decision, IDs in
 the dedup window, and per consumer group its floor, delivered mark, messages
 not yet delivered (BEHIND, an upper bound), delivered and unacked, in the
-retry stream, dead letters, and how far it holds retention back: the
+retry stream, dead letters, the distinct keys of its retry stream's
+messages and how long ago the oldest of them was first delivered (the keys
+an Ordered group holds back), and how far it holds retention back: the
 segments (and their bytes) kept for it alone, and whether it holds the
 oldest segment.
 
