@@ -503,3 +503,110 @@ func TestOrderedForcedRetentionMovesTheKeyOn(t *testing.T) {
 	defer c.g.mu.Unlock()
 	assert.Empty(t, c.g.blocked)
 }
+
+// The test again, driven step by step on a fake clock: up to 8
+// deliveries held at once over 100 keys, random acks, nacks and deliveries
+// left to time out (their late Acks must be ErrDeliveryExpired once the
+// message was delivered again), and a poison message. Per key, no two held
+// deliveries are live at once and the first acks follow seq order; the poison
+// message is dead-lettered after MaxDeliveries and its key goes on.
+func TestOrderedFakeClockDriver(t *testing.T) {
+	const keys, perKey, concurrency, maxDeliveries = 100, 5, 8, 5
+	clock := newFakeClock()
+	q := consumerQueue(t, vfs.NewMem(), clock)
+	defer q.Close()
+	rng := rand.New(rand.NewPCG(7, 19))
+	var msgs []*Message
+	sent := make([]int, keys)
+	for len(msgs) < keys*perKey {
+		k := rng.IntN(keys)
+		for run := 1 + rng.IntN(3); run > 0 && sent[k] < perKey; run-- {
+			msgs = append(msgs, &Message{ID: fmt.Sprintf("k%03d-%d", k, sent[k]), Key: fmt.Sprintf("k%03d", k)})
+			sent[k]++
+		}
+	}
+	results, err := q.SendBatch(context.Background(), msgs)
+	require.NoError(t, err)
+	poison := results[len(results)/3].Seq
+	poisonKey := msgs[len(results)/3].Key
+	c, err := q.Consumer("g", &ConsumerOptions{Ordered: true, AckTimeout: 10 * time.Second, MaxDeliveries: maxDeliveries,
+		Backoff: []time.Duration{time.Second, 2 * time.Second}})
+	require.NoError(t, err)
+
+	var held, expired []*Delivery // expired: held past their deadline, not acked
+	acked := map[uint64]bool{}
+	order := map[string][]uint64{}
+	lateAcks := 0
+	// Random nacks and timeouts may dead-letter other messages too: the run
+	// ends once every message is acked or dead.
+	for step := 0; len(acked)+q.GroupStats()[0].DeadLetters < keys*perKey; step++ {
+		require.Less(t, step, 100_000, "no progress: %d acked, %d dead of %d", len(acked), q.GroupStats()[0].DeadLetters, keys*perKey)
+		for len(held) < concurrency {
+			d := tryReceive(t, c)
+			if d == nil {
+				break
+			}
+			for _, h := range held {
+				require.NotEqual(t, d.Message.Key, h.Message.Key, "seq %d delivered while seq %d of its key is held", d.Seq, h.Seq)
+			}
+			for i := 0; i < len(expired); i++ {
+				if expired[i].Seq == d.Seq { // delivered again: the old delivery's late Ack counts for nothing
+					require.ErrorIs(t, expired[i].Ack(), ErrDeliveryExpired)
+					lateAcks++
+					expired = append(expired[:i], expired[i+1:]...)
+					i--
+				}
+			}
+			held = append(held, d)
+		}
+		if len(held) == 0 {
+			clock.Advance(time.Second) // backoffs run out
+			continue
+		}
+		i := rng.IntN(len(held))
+		d := held[i]
+		switch n := rng.IntN(40); {
+		case d.Seq == poison || n < 3:
+			require.NoError(t, d.Nack(0))
+			held = append(held[:i], held[i+1:]...)
+		case n < 4:
+			// Left to time out: the deadline passes for every held one.
+			clock.Advance(11 * time.Second)
+			expired = append(expired, held...)
+			held = held[:0]
+		default:
+			require.NoError(t, d.Ack())
+			held = append(held[:i], held[i+1:]...)
+			if !acked[d.Seq] {
+				acked[d.Seq] = true
+				order[d.Message.Key] = append(order[d.Message.Key], d.Seq)
+			}
+		}
+	}
+	for key, seqs := range order {
+		for i := 1; i < len(seqs); i++ {
+			require.Less(t, seqs[i-1], seqs[i], "key %s: first acks out of seq order: %v", key, seqs)
+		}
+	}
+	dead, err := q.DeadLetters("g")
+	require.NoError(t, err)
+	var poisonDead *DeadLetter
+	for i := range dead {
+		require.False(t, acked[dead[i].Seq])
+		if dead[i].Seq == poison {
+			poisonDead = &dead[i]
+		}
+	}
+	require.NotNil(t, poisonDead, "the poison message is dead-lettered")
+	assert.Equal(t, maxDeliveries, poisonDead.Attempts)
+	after := 0
+	for _, s := range order[poisonKey] {
+		if s > poison {
+			after++
+		}
+	}
+	assert.Positive(t, after, "the poison message's key went on")
+	assert.Less(t, len(dead), keys*perKey/10, "few messages beside the poison one fail MaxDeliveries times at random")
+	assert.Positive(t, lateAcks, "some late Ack met a redelivery")
+	t.Logf("%d acked, %d dead letters, %d late acks", len(acked), len(dead), lateAcks)
+}
