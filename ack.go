@@ -133,7 +133,7 @@ func (c *Consumer) AckBatch(ds ...*Delivery) error {
 	for _, u := range us {
 		u.busy, u.acking = false, false
 		if err == nil {
-			delete(g.pending, u.pos)
+			g.drop(u) // an ordered key's next message becomes due
 		}
 	}
 	g.ackWritten(ds, err)
@@ -379,12 +379,20 @@ func (g *group) moveOne(ctx context.Context, m move) error {
 		g.notify()
 		return err
 	}
-	delete(g.pending, u.pos)
 	delete(g.attempts, u.pos)
 	if m.dead {
+		g.drop(u) // an ordered key moves on to its next message
 		u.dead = true
-		g.q.logger.Warn("zeroloss: message dead-lettered", "group", g.name, "seq", u.seq, "attempts", u.attempt, "reason", m.reason)
+		if g.keyed(u) {
+			g.q.logger.Warn("zeroloss: message dead-lettered; its key moves on", "group", g.name, "seq", u.seq, "key", u.msg.Key,
+				"attempts", u.attempt, "reason", m.reason)
+		} else {
+			g.q.logger.Warn("zeroloss: message dead-lettered", "group", g.name, "seq", u.seq, "attempts", u.attempt, "reason", m.reason)
+		}
 	} else {
+		// The message moves, and stays its key's head in an ordered
+		// group: the line holds the message, not its position.
+		delete(g.pending, u.pos)
 		u.pos, u.due, u.wait = pos, m.due, m.wait
 		g.pending[pos] = u
 	}
@@ -447,7 +455,9 @@ func (q *Queue) RedriveDeadLetters(ctx context.Context, name string, positions .
 		pos, err := g.writeRecord(ctx, record.TypeRetry, payload)
 		if pos != 0 {
 			g.mu.Lock()
-			g.pending[pos] = &unacked{pos: pos, seq: dl.Seq, msg: dl.Message, first: now, due: now}
+			// In an ordered group it waits behind its key's head, if the
+			// key has one, ahead of the key's later messages.
+			g.put(&unacked{pos: pos, seq: dl.Seq, msg: dl.Message, first: now, due: now})
 			g.notify()
 			g.mu.Unlock()
 			n++

@@ -54,6 +54,30 @@ type ConsumerOptions struct {
 	Backoff []time.Duration
 	// Concurrency is how many handlers Consume runs at once. Default 1.
 	Concurrency int
+	// Ordered hands out the messages of the group that share a non-empty
+	// Message.Key one at a time, in seq order: the next message of a key is
+	// not delivered until the previous one is acked, or dead-lettered after
+	// MaxDeliveries (logged; the key then moves on). A failed delivery is
+	// retried after its backoff ahead of the key's later messages, and
+	// holds back only its own key: other keys are handled in parallel, up
+	// to Concurrency per Consume and by any number of Consumers of the
+	// group. Messages with an empty Key are not ordered. A message with a
+	// future DeliverAt holds back its key's later messages until it is
+	// delivered and acked (order is by seq; DeliverAt only delays). A
+	// re-driven dead letter (Queue.RedriveDeadLetters) rejoins its key
+	// right behind the key's current head, ahead of its later messages.
+	// The order holds across restarts and crashes: a message delivered and
+	// not acked is delivered again before any later message of its key.
+	// Keys with nothing owed take no memory; at most 4096 messages read
+	// past wait in memory behind keys that are held back, and once that
+	// many wait the group reads no further (other keys then wait too)
+	// until one of those keys moves on.
+	//
+	// Ordered is not stored with the group: it changes the order in which
+	// the group hands out what it owes, never what it owes, so it may
+	// change across restarts. Within one process, every Consumer of a group
+	// must agree with the first (ErrInvalidOptions naming Ordered).
+	Ordered bool
 	// Start says where a group that does not exist yet starts. Default
 	// StartOldest.
 	Start StartPosition
@@ -125,7 +149,9 @@ func (o *ConsumerOptions) WithDefaults() (ConsumerOptions, error) {
 // while its ack deadline is live. A Consumer is safe for concurrent use.
 //
 // Ordering: first deliveries follow the log's order; redeliveries, and
-// messages with a DeliverAt in the future, come later, out of order.
+// messages with a DeliverAt in the future, come later, out of order, unless
+// the group is Ordered (ConsumerOptions.Ordered): then the messages of one
+// key are handled one at a time, in seq order.
 type Consumer struct {
 	q    *Queue
 	g    *group
@@ -151,6 +177,9 @@ func (q *Queue) Consumer(name string, opts *ConsumerOptions) (*Consumer, error) 
 	}
 	g, err := q.groupNamed(context.Background(), name, selection{topic: o.Topic, tags: o.Tags}, o.Start)
 	if err != nil {
+		return nil, err
+	}
+	if err := g.setOrdered(o.Ordered); err != nil {
 		return nil, err
 	}
 	return &Consumer{q: q, g: g, opts: o, done: make(chan struct{}), held: map[*unacked]uint64{}, sweep: minSweep}, nil
@@ -368,9 +397,22 @@ func (c *Consumer) next(now time.Time) (d *Delivery, moves []move, wake time.Tim
 // main stream, if one is durable (the caller holds g.mu).
 func (c *Consumer) nextNew(now, wake time.Time) (d *Delivery, moves []move, _ time.Time, err error) {
 	g := c.g
-	u, err := g.readNext(now)
-	if err != nil || u == nil {
-		return nil, nil, wake, err
+	var u *unacked
+	for u == nil {
+		if len(g.blocked) >= maxBlocked {
+			// Ordered: enough messages wait behind slow keys; read on
+			// once a key moves on (drop notifies).
+			return nil, nil, wake, nil
+		}
+		read, err := g.readNext(now)
+		if err != nil || read == nil {
+			return nil, nil, wake, err
+		}
+		if g.pending[read.pos] == read {
+			u = read
+		} else {
+			g.blockedBehind(read, now) // its key's head is owed: read on for other keys
+		}
 	}
 	if u.msg.DeliverAt.After(now) {
 		// Delayed delivery: the message moves to the retry stream, due

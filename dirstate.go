@@ -88,7 +88,8 @@ type DirGroup struct {
 	// positions from Mark to the last seq).
 	Behind uint64
 	// Unacked counts messages in [Floor, Mark) not acked: delivered and
-	// unacked at the last record, due again after a restart.
+	// unacked at the last record, due again after a restart (not those
+	// read and never delivered: delayed, or behind their key's head).
 	Unacked     int
 	Retrying    int // messages in the group's retry stream
 	DeadLetters int
@@ -97,6 +98,13 @@ type DirGroup struct {
 	HoldsOldest    bool
 	PinnedSegments int
 	PinnedBytes    int64
+	// RetryKeys counts the distinct keys of the messages in the group's
+	// retry stream: the keys an Ordered group holds back (a key whose head
+	// failed only once waits in memory, not in the log, and is not
+	// counted). RetryKeyAge is the time since the oldest of those messages
+	// was first delivered (0 if none was: delayed messages).
+	RetryKeys   int
+	RetryKeyAge time.Duration
 }
 
 // ReadDirState reads the log in dir, without locking or changing anything,
@@ -189,10 +197,14 @@ func readDirState(fsys vfs.FS, dir string) (DirState, error) {
 			dg.Behind = res.LastSeq - g.mark + 1
 		}
 		for s := range mainSeqs {
+			if n, counted := g.attempts[s]; counted && n == 0 {
+				continue // read and never delivered: delayed, or behind its key's head
+			}
 			if s >= g.floor && s < g.mark && !g.acked[s] {
 				dg.Unacked++
 			}
 		}
+		dg.RetryKeys, dg.RetryKeyAge = retryKeys(g, q.opts.now())
 		out.Groups = append(out.Groups, dg)
 	}
 	return out, nil
@@ -241,4 +253,24 @@ func readSpoolState(fsys vfs.FS, dir string, res *wal.ScanResult) (DirState, err
 	}
 	out.SpoolDepth = &depth
 	return out, nil
+}
+
+// retryKeys counts the distinct keys of g's retries, and the time since the
+// earliest first delivery among them.
+func retryKeys(g *ledgerGroup, now time.Time) (int, time.Duration) {
+	keys := map[string]bool{}
+	var first int64
+	for _, r := range g.retries {
+		if r.Message.Key == "" {
+			continue
+		}
+		keys[r.Message.Key] = true
+		if r.First != 0 && (first == 0 || r.First < first) {
+			first = r.First
+		}
+	}
+	if first == 0 {
+		return len(keys), 0
+	}
+	return len(keys), max(now.Sub(unixTime(first)), 0)
 }

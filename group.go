@@ -48,6 +48,11 @@ type group struct {
 	asyncAcks    []*Delivery // acked by AckAsync, not in a record yet (their messages busy and acking)
 	asyncWriting bool        // writeAsyncAcks is running for the group
 
+	// Ordered delivery (ordered.go): set by the group's first Consumer.
+	modeSet, ordered bool
+	lines            map[string]*keyLine // ordered: by key, the keys with something owed
+	blocked          map[uint64]*unacked // ordered: by position, messages waiting behind their key's head
+
 	// What the last look through pending found (Consumer.next): while
 	// quiet, nothing in pending is to be delivered or has an expired ack
 	// deadline before quietUntil (zero: no time set), so Receive need not
@@ -151,18 +156,20 @@ func (g *group) wakeReceivers() {
 // message retried for hours does not hold back retention.
 func (g *group) floor(acking []uint64) uint64 {
 	owed := func(pos uint64) bool {
-		u, ok := g.pending[pos]
-		return ok && u.seq == pos
+		u := g.owes(pos)
+		return u != nil && u.seq == pos
 	}
 	for len(g.order) > 0 && !owed(g.order[0]) {
 		g.order = g.order[1:]
 	}
-	if len(g.order) > 2*len(g.pending)+64 {
+	if len(g.order) > 2*(len(g.pending)+len(g.blocked))+64 {
 		// Mostly positions acked out of order: rebuild the index.
 		order := g.order[:0:0]
-		for pos, u := range g.pending {
-			if pos == u.seq {
-				order = append(order, pos)
+		for _, owed := range []map[uint64]*unacked{g.pending, g.blocked} {
+			for pos, u := range owed {
+				if pos == u.seq {
+					order = append(order, pos)
+				}
 			}
 		}
 		slices.Sort(order)
@@ -176,11 +183,12 @@ func (g *group) floor(acking []uint64) uint64 {
 	return g.cursor
 }
 
-// owe puts the main-stream message u in pending (the caller holds g.mu and
-// adds messages in seq order).
-func (g *group) owe(u *unacked) {
-	g.pending[u.seq] = u
+// owe puts the main-stream message u in pending, or in an ordered group
+// behind its key's head (the caller holds g.mu and adds messages in seq
+// order). It reports whether u can be delivered (put).
+func (g *group) owe(u *unacked) bool {
 	g.order = append(g.order, u.seq)
+	return g.put(u)
 }
 
 // ackPayload encodes an ack record for positions (the caller holds g.mu) and
@@ -213,7 +221,7 @@ type taken struct {
 // meanwhile are dropped.
 func (g *group) untake(t taken) {
 	for _, at := range t.attempts {
-		if g.pending[at.Seq] != nil {
+		if g.owes(at.Seq) != nil {
 			g.attempts[at.Seq] = max(g.attempts[at.Seq], at.Count)
 		}
 	}
@@ -382,6 +390,8 @@ func (q *Queue) DeleteGroup(name string) error {
 		g.reader = nil
 	}
 	clear(g.pending)
+	clear(g.blocked)
+	clear(g.lines)
 	clear(g.attempts)
 	g.notify() // waiting Receives return ErrGroupDeleted
 	g.mu.Unlock()
@@ -786,7 +796,8 @@ type GroupStats struct {
 	// InFlight counts messages held by consumers until their ack deadline.
 	InFlight int
 	// Waiting counts messages waiting to be delivered again (or, for a
-	// DeliverAt in the future, for the first time).
+	// DeliverAt in the future, for the first time), and in an Ordered
+	// group those read and waiting behind an earlier message of their key.
 	Waiting int
 	// Retrying counts messages held in the group's retry stream (waiting or
 	// in flight): failed more than once, or delayed.
@@ -806,6 +817,13 @@ type GroupStats struct {
 	HoldsOldest    bool
 	PinnedSegments int
 	PinnedBytes    int64
+	// BlockedKeys counts, in an Ordered group, the keys whose head (the
+	// message of the key being handled) has failed a delivery and is not
+	// acked yet: waiting for its backoff, or delivered again. Their later
+	// messages wait. BlockedKeyAge is how long the longest blocked of them
+	// has been: the time since its head was first delivered.
+	BlockedKeys   int
+	BlockedKeyAge time.Duration
 }
 
 // pinned fills the retention fields of st from the floors of every group
@@ -848,7 +866,7 @@ func (g *group) stats(committed uint64) GroupStats {
 	if committed >= g.cursor {
 		st.Behind = committed - g.cursor + 1
 	}
-	st.Lag = uint64(len(g.pending)) + g.q.topics.count(&g.sel, g.cursor)
+	st.Lag = uint64(len(g.pending)+len(g.blocked)) + g.q.topics.count(&g.sel, g.cursor)
 	for s := range g.skip {
 		if s >= g.cursor && st.Lag > 0 {
 			st.Lag-- // done before a restart: not owed
@@ -864,6 +882,13 @@ func (g *group) stats(committed uint64) GroupStats {
 			st.Waiting++
 		}
 	}
+	for _, u := range g.blocked { // ordered: behind their keys' heads
+		if u.pos != u.seq {
+			st.Retrying++
+		}
+		st.Waiting++
+	}
+	st.BlockedKeys, st.BlockedKeyAge = g.blockedKeys(g.q.opts.now())
 	return st
 }
 

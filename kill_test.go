@@ -43,6 +43,9 @@ func TestMain(m *testing.M) {
 		if os.Getenv(killChildDir+"_MODE") == "topics" {
 			topicsChild(dir) // topics_kill_test.go; never returns
 		}
+		if os.Getenv(killChildDir+"_MODE") == "ordered" {
+			orderedChild(dir) // ordered_kill_test.go; never returns
+		}
 		if os.Getenv(killChildDir+"_MODE") == "replica-leader" {
 			replicaLeaderChild(dir) // replica_kill_test.go; never returns
 		}

@@ -127,12 +127,18 @@ func (q *Queue) forceRetention(cut uint64) error {
 	for _, g := range q.groupList() {
 		g.mu.Lock()
 		skipped := 0
-		for pos, u := range g.pending {
-			if pos == u.seq && pos < cut && !u.busy {
-				delete(g.pending, pos)
-				delete(g.attempts, pos)
-				skipped++
+		var gone []*unacked
+		for _, owed := range []map[uint64]*unacked{g.pending, g.blocked} {
+			for pos, u := range owed {
+				if pos == u.seq && pos < cut && !u.busy {
+					gone = append(gone, u)
+				}
 			}
+		}
+		for _, u := range gone {
+			g.drop(u) // an ordered key moves on
+			delete(g.attempts, u.pos)
+			skipped++
 		}
 		if g.cursor < cut {
 			if g.reader != nil {

@@ -22,7 +22,8 @@ import (
 // releases, consumer closes, extends, clock jumps, redrives,
 // purges, mark flushes, retention, power losses in every MemFS crash mode,
 // process kills (the page cache survives), clean restarts, disk-full
-// episodes and messages of MaxMessageSize, on two consumer groups. After
+// episodes and messages of MaxMessageSize, on two consumer groups, "h"
+// of them Ordered (messages carry one of three keys, or none). After
 // every step each group is checked against a model of what was promised:
 //
 //   - no loss: every SendOK'd message not acked is owed by the group:
@@ -36,7 +37,9 @@ import (
 //     deliveries since the last record that carried them, not more), and
 //     never above MaxDeliveries;
 //   - no undocumented error: each call fails only as its documentation
-//     allows in the situation (ErrDiskFull while the disk is full...).
+//     allows in the situation (ErrDiskFull while the disk is full...);
+//   - key order (the Ordered group): per key, first deliveries follow seq
+//     order, and no two deliveries of a key are held at once.
 //
 // The run ends with a clean restart and a drain that must deliver every
 // message owed. ZEROLOSS_SIM_SEEDS=N runs seeds 1..N (default 500, 100
@@ -141,13 +144,16 @@ type sim struct {
 // simGroup is what the model knows of one consumer group.
 type simGroup struct {
 	name    string
+	ordered bool
 	c       *Consumer
 	held    []*Delivery
-	given   []*Delivery     // every delivery through c (Close releases those still held)
-	acked   map[uint64]bool // Ack or purge returned nil
-	maybe   map[uint64]bool // an ack or purge failed uncertainly: may be gone
-	last    map[uint64]int  // highest Attempt delivered
-	durable map[uint64]int  // attempts the queue made durable
+	given   []*Delivery       // every delivery through c (Close releases those still held)
+	acked   map[uint64]bool   // Ack or purge returned nil
+	maybe   map[uint64]bool   // an ack or purge failed uncertainly: may be gone
+	last    map[uint64]int    // highest Attempt delivered
+	durable map[uint64]int    // attempts the queue made durable
+	seen    map[uint64]bool   // ordered: delivered at least once, over every restart
+	lastKey map[string]uint64 // ordered: by key, the highest seq delivered
 }
 
 // runSim runs seed for steps steps and the final check. It returns the
@@ -156,8 +162,8 @@ func runSim(seed uint64, steps int) (trace []string, done int, err error) {
 	s := &sim{rng: rand.New(rand.NewPCG(seed, 0x5eed)), mem: vfs.NewMem(), clock: newFakeClock(),
 		sent: map[uint64]simMessage{}, maybeIDs: map[string]bool{}}
 	for _, name := range []string{"g", "h"} {
-		s.groups = append(s.groups, &simGroup{name: name, acked: map[uint64]bool{}, maybe: map[uint64]bool{},
-			last: map[uint64]int{}, durable: map[uint64]int{}})
+		s.groups = append(s.groups, &simGroup{name: name, ordered: name == "h", acked: map[uint64]bool{}, maybe: map[uint64]bool{},
+			last: map[uint64]int{}, durable: map[uint64]int{}, seen: map[uint64]bool{}, lastKey: map[string]uint64{}})
 	}
 	s.gr = s.groups[0]
 	s.fault = vfs.NewFault(s.mem)
@@ -213,7 +219,9 @@ func (s *sim) open() error {
 		return fmt.Errorf("open: %w", err)
 	}
 	for _, sg := range s.groups {
-		c, err := q.Consumer(sg.name, &s.copts)
+		copts := s.copts
+		copts.Ordered = sg.ordered
+		c, err := q.Consumer(sg.name, &copts)
 		if err != nil {
 			q.Close()
 			return fmt.Errorf("consumer %s: %w", sg.name, err)
@@ -234,9 +242,16 @@ func (s *sim) open() error {
 func simBody(id string) []byte {
 	sum := sha256.Sum256([]byte(id))
 	if strings.HasPrefix(id, "L") {
-		return []byte(strings.Repeat(string(sum[:1]), simMaxMessage-frameSize(&record.Message{ID: id})))
+		return []byte(strings.Repeat(string(sum[:1]), simMaxMessage-frameSize(&record.Message{ID: id, Key: simKey(id)})))
 	}
 	return []byte(strings.Repeat(fmt.Sprintf("%x", sum), 1+int(sum[0])%6))
+}
+
+// simKey derives a message's key from its ID (a resend has the same key):
+// one of three, or none.
+func simKey(id string) string {
+	sum := sha256.Sum256([]byte("key " + id))
+	return []string{"", "k1", "k2", "k3"}[sum[0]%4]
 }
 
 func (s *sim) newMessage() *Message {
@@ -249,7 +264,7 @@ func (s *sim) newMessage() *Message {
 		id = fmt.Sprintf("%s%d", prefix, s.nextID)
 		s.ids = append(s.ids, id)
 	}
-	m := &Message{ID: id, Body: simBody(id)}
+	m := &Message{ID: id, Key: simKey(id), Body: simBody(id)}
 	if strings.HasPrefix(id, "d") {
 		m.DeliverAt = s.clock.Now().Add(time.Duration(1+s.rng.IntN(120)) * time.Second)
 	}
@@ -469,10 +484,40 @@ func (s *sim) delivered(d *Delivery) error {
 	case d.Attempt > s.copts.MaxDeliveries:
 		return fmt.Errorf("seq %d delivered as attempt %d, above MaxDeliveries %d", d.Seq, d.Attempt, s.copts.MaxDeliveries)
 	}
+	if s.gr.ordered && d.Message.Key != "" {
+		if err := s.inKeyOrder(d); err != nil {
+			return err
+		}
+	}
 	if !ok {
 		s.sent[d.Seq] = simMessage{id: d.Message.ID}
 	}
 	s.gr.last[d.Seq] = max(s.gr.last[d.Seq], d.Attempt)
+	return nil
+}
+
+// inKeyOrder checks a delivery of the Ordered group: no other delivery of
+// its key is held (current, and not past its deadline or nacked), and a
+// first delivery comes after every message of its key delivered before.
+func (s *sim) inKeyOrder(d *Delivery) error {
+	key := d.Message.Key
+	g := s.gr.c.g
+	g.mu.Lock()
+	for _, other := range s.gr.held {
+		if other.Message.Key == key && other.held("check") == nil {
+			g.mu.Unlock()
+			return fmt.Errorf("key order: seq %d of key %s delivered while seq %d of it is held", d.Seq, key, other.Seq)
+		}
+	}
+	g.mu.Unlock()
+	if s.gr.seen[d.Seq] {
+		return nil
+	}
+	s.gr.seen[d.Seq] = true
+	if last, ok := s.gr.lastKey[key]; ok && last > d.Seq {
+		return fmt.Errorf("key order: seq %d of key %s first delivered after seq %d", d.Seq, key, last)
+	}
+	s.gr.lastKey[key] = max(s.gr.lastKey[key], d.Seq)
 	return nil
 }
 
@@ -728,6 +773,9 @@ func (s *sim) checkGroup() error {
 	g.mu.Lock()
 	cursor := g.cursor
 	for _, u := range g.pending {
+		owed[u.seq] = true
+	}
+	for _, u := range g.blocked { // Ordered: behind their keys' heads
 		owed[u.seq] = true
 	}
 	skip := map[uint64]bool{}

@@ -27,6 +27,8 @@
 //	BenchmarkConsume/flush=sync|async/size=1KiB/consumers=1|16/ack=single|batch
 //	BenchmarkConsumeInFlight/inflight=16|1000|10000
 //	BenchmarkAckAsync/ack=sync|async
+//	BenchmarkConsumeOrdered/ordered=false|true/keys=1000/consumers=16, ordered=true/keys=1/consumers=16, ordered=false/keys=1/consumers=1
+//	BenchmarkOrderedDistinctKeys (-benchtime=1000000x: a million keys)
 //
 // The benchmarks write to b.TempDir(), so TMPDIR chooses the disk measured;
 // point it at the file system the queue will really use (tmpfs makes every
@@ -45,6 +47,8 @@
 //	msgs/write  messages per write batch (one pwrite each)
 //	lag-seqs    BenchmarkReplicate: seqs the follower had not acknowledged
 //	            when the last Send returned (ReplicateAsync's loss window)
+//	heap-before-MiB, heap-after-MiB  BenchmarkOrderedDistinctKeys: heap in
+//	            use before the messages were consumed and after, each after a GC
 //
 // Read the Send figures as ratios to the raw baselines of the same run, not as
 // absolute numbers: the disk dominates them.

@@ -108,6 +108,9 @@ func TestSendErrors(t *testing.T) {
 	}
 	_, err = b.Subscribe("g", &zeroloss.ConsumerOptions{AckTimeout: -1})
 	require.ErrorIs(t, err, zeroloss.ErrInvalidOptions)
+	_, err = b.Subscribe("g", &zeroloss.ConsumerOptions{Ordered: true})
+	require.ErrorIs(t, err, zeroloss.ErrInvalidOptions)
+	require.ErrorContains(t, err, "Ordered")
 	_, err = jetstream.Open(ctx, nc, &jetstream.Options{Stream: "bad.name"})
 	require.ErrorIs(t, err, zeroloss.ErrInvalidOptions)
 

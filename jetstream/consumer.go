@@ -68,6 +68,12 @@ func (b *Backend) Consumer(group string, opts *zeroloss.ConsumerOptions) (*Consu
 	if err != nil {
 		return nil, err
 	}
+	if o.Ordered {
+		// A shared durable consumer hands a subject's messages to any
+		// subscriber, redelivers a failed one after later ones, and has no
+		// per-key lock: per-key order cannot be offered honestly.
+		return nil, invalid("Ordered", "is not supported: JetStream has no per-key ordering for a shared durable consumer (see README.md)")
+	}
 	if err := checkMultiFilter(b.nc, o.Tags); err != nil {
 		return nil, err
 	}

@@ -149,6 +149,10 @@ func NewCollector(q *zeroloss.Queue, labels prom.Labels) *Collector {
 		func(g *zeroloss.GroupStats) float64 { return float64(g.PinnedSegments) })
 	group("pinned_bytes", "Frame bytes of the segments kept for this group alone.",
 		func(g *zeroloss.GroupStats) float64 { return float64(g.PinnedBytes) })
+	group("blocked_keys", "Ordered groups: keys whose head failed a delivery and is not acked yet; their later messages wait.",
+		func(g *zeroloss.GroupStats) float64 { return float64(g.BlockedKeys) })
+	group("blocked_key_age_seconds", "Ordered groups: time since the head of the longest blocked key was first delivered.",
+		func(g *zeroloss.GroupStats) float64 { return g.BlockedKeyAge.Seconds() })
 	return c
 }
 

@@ -175,15 +175,17 @@ func TestCollectorMatchesStats(t *testing.T) {
 	want["zeroloss_fsync_duration_seconds/sum"] = s.FsyncTime.Seconds()
 	for _, g := range groups {
 		for name, v := range map[string]float64{
-			"lag":                  float64(g.Behind),
-			"in_flight_messages":   float64(g.InFlight),
-			"waiting_messages":     float64(g.Waiting),
-			"retrying_messages":    float64(g.Retrying),
-			"dead_letters":         float64(g.DeadLetters),
-			"floor_seq":            float64(g.Floor),
-			"holds_oldest_segment": boolean(g.HoldsOldest),
-			"pinned_segments":      float64(g.PinnedSegments),
-			"pinned_bytes":         float64(g.PinnedBytes),
+			"lag":                     float64(g.Behind),
+			"in_flight_messages":      float64(g.InFlight),
+			"waiting_messages":        float64(g.Waiting),
+			"retrying_messages":       float64(g.Retrying),
+			"dead_letters":            float64(g.DeadLetters),
+			"floor_seq":               float64(g.Floor),
+			"holds_oldest_segment":    boolean(g.HoldsOldest),
+			"pinned_segments":         float64(g.PinnedSegments),
+			"pinned_bytes":            float64(g.PinnedBytes),
+			"blocked_keys":            float64(g.BlockedKeys),
+			"blocked_key_age_seconds": g.BlockedKeyAge.Seconds(),
 		} {
 			want["zeroloss_group_"+name+"/"+g.Group] = v
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/zerolossmq/zeroloss"
 	"github.com/zerolossmq/zeroloss/internal/record"
@@ -25,7 +26,9 @@ the torn tail that the next open would cut, if there is one. Then the state a
 restart would rebuild: transactional half messages pending a decision, IDs in
 the dedup window, and per consumer group its floor, delivered mark, messages
 not yet delivered (BEHIND, an upper bound), delivered and unacked, in the
-retry stream, dead letters, and how far it holds retention back: the
+retry stream, dead letters, the distinct keys of its retry stream's
+messages and how long ago the oldest of them was first delivered (the keys
+an Ordered group holds back), and how far it holds retention back: the
 segments (and their bytes) kept for it alone, and whether it holds the
 oldest segment.
 
@@ -270,17 +273,26 @@ func (r *inspectReport) print(w io.Writer) {
 		line("dedup ids", "%d within the default window", st.DedupIDs)
 		if len(st.Groups) > 0 {
 			fmt.Fprintln(w)
-			rows := [][]string{{"GROUP", "FLOOR", "MARK", "BEHIND", "UNACKED", "RETRYING", "DEAD LETTERS", "PINNED", "PINNED BYTES", "OLDEST"}}
+			rows := [][]string{{"GROUP", "FLOOR", "MARK", "BEHIND", "UNACKED", "RETRYING", "DEAD LETTERS", "RETRY KEYS", "OLDEST RETRY",
+				"PINNED", "PINNED BYTES", "OLDEST"}}
 			for _, g := range st.Groups {
 				oldest := "-"
 				if g.HoldsOldest {
 					oldest = "holds it"
 				}
+				retryAge := "-"
+				if g.RetryKeyAge > 0 {
+					retryAge = g.RetryKeyAge.Round(time.Millisecond).String()
+					if g.RetryKeyAge >= time.Second {
+						retryAge = g.RetryKeyAge.Round(time.Second).String()
+					}
+				}
 				rows = append(rows, []string{g.Name, fmt.Sprint(g.Floor), fmt.Sprint(g.Mark), fmt.Sprint(g.Behind),
-					fmt.Sprint(g.Unacked), fmt.Sprint(g.Retrying), fmt.Sprint(g.DeadLetters),
+					fmt.Sprint(g.Unacked), fmt.Sprint(g.Retrying), fmt.Sprint(g.DeadLetters), fmt.Sprint(g.RetryKeys), retryAge,
 					plural(int64(g.PinnedSegments), "segment"), formatBytes(g.PinnedBytes), oldest})
 			}
-			printTable(w, rows, map[int]bool{0: true, 9: true})
+			printTable(w, rows, map[int]bool{0: true, 11: true})
+			fmt.Fprintln(w, "RETRY KEYS: keys of messages in the retry stream, which an Ordered group holds back; OLDEST RETRY: since the oldest of them was first delivered")
 			fmt.Fprintln(w, "PINNED: segments retention keeps for that group alone; OLDEST: the group retention waits for (DeleteGroup releases a group never read)")
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -241,6 +242,51 @@ func TestInspectState(t *testing.T) {
 	require.Equal(t, exitOK, r.code, r.stderr)
 	assert.Contains(t, r.stdout, "pending tx:")
 	assert.Regexp(t, `billing +\d+ +\d+ +\d+ +1 +0 +1`, r.stdout)
+}
+
+// inspect shows the keys an Ordered group holds back on a retry, and how
+// long the oldest of them has waited.
+func TestInspectShowsRetryKeys(t *testing.T) {
+	dir := t.TempDir()
+	q, err := zeroloss.Open(dir, &zeroloss.Options{SegmentSize: 64 << 10, MaxMessageSize: 4 << 10})
+	require.NoError(t, err)
+	ctx := context.Background()
+	c, err := q.Consumer("orders", &zeroloss.ConsumerOptions{Ordered: true, Backoff: []time.Duration{time.Hour}})
+	require.NoError(t, err)
+	for _, key := range []string{"a", "a", "b", ""} {
+		_, err := q.Send(ctx, &zeroloss.Message{Key: key, Body: []byte("x")})
+		require.NoError(t, err)
+	}
+	for range 3 { // a's and b's heads and the keyless one fail
+		d, err := c.Receive(ctx)
+		require.NoError(t, err)
+		require.NoError(t, d.Nack(time.Millisecond))
+	}
+	for range 3 { // and fail again: to the retry stream
+		d, err := c.Receive(ctx)
+		require.NoError(t, err)
+		require.NoError(t, d.Nack(0))
+	}
+	require.NoError(t, q.Close())
+
+	r := runTool("inspect", "--json", dir)
+	require.Equal(t, exitOK, r.code, r.stderr)
+	var rep struct {
+		State struct {
+			Groups []zeroloss.DirGroup `json:"groups"`
+		} `json:"state"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &rep))
+	require.Len(t, rep.State.Groups, 1)
+	g := rep.State.Groups[0]
+	assert.Equal(t, 3, g.Retrying)
+	assert.Equal(t, 2, g.RetryKeys, "the keyless message holds no key")
+	assert.Positive(t, g.RetryKeyAge)
+
+	r = runTool("inspect", dir)
+	require.Equal(t, exitOK, r.code, r.stderr)
+	assert.Regexp(t, `orders +\d+ +\d+ +\d+ +0 +3 +0 +2 +\d+m?s`, r.stdout)
+	assert.Contains(t, r.stdout, "RETRY KEYS")
 }
 
 // inspect on a strict producer's spool shows how many messages wait in it.

@@ -259,7 +259,7 @@ func labReport(start time.Time, dir string, rep *lab.Report) *report.Report {
 		r := &rep.Rows[i]
 		t.Rows = append(t.Rows, []string{r.Config, r.Failure, fmt.Sprint(r.Runs), fmt.Sprint(r.Acknowledged),
 			fmt.Sprint(r.Refused), fmt.Sprint(r.Lost), fmt.Sprint(r.Duplicates), fmt.Sprint(r.Corrupt), fmt.Sprint(r.Phantom),
-			fmt.Sprint(r.Undelivered), fmt.Sprint(r.Isolation), fmt.Sprint(r.UnackedPresent),
+			fmt.Sprint(r.Undelivered), fmt.Sprint(r.Isolation), fmt.Sprint(r.OrderViolations), fmt.Sprint(r.UnackedPresent),
 			fmt.Sprint(r.Recovered), fmt.Sprint(int64(math.Round(r.MedianThroughput))), r.CrossCheck(), r.Verdict()})
 		label := r.Config + " / " + r.Failure
 		note := ""

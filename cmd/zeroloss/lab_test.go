@@ -39,6 +39,7 @@ func TestLab(t *testing.T) {
 		`flush=sync/repl=async +leader-disk-loss +\d+ +\d+ +0 +ok +\d+ +measured`,
 		`flush=sync/ack=after-handling +consumer-crash +\d+ +0 +\d+ +- +\d+ +ok: zero loss`,
 		`flush=sync/ack=on-receive +consumer-crash +\d+ +\d+ +0 +- +\d+ +measured`,
+		`flush=sync/ack=ordered +consumer-crash +\d+ +0 +\d+ +- +\d+ +ok: zero loss`,
 		`flush=sync +queue-outage +\d+ +0 +0 +ok +\d+ +ok: zero loss`,
 		`flush=sync/producer=strict +queue-outage +\d+ +0 +0 +ok +\d+ +ok: zero loss`,
 		`flush=sync/producer=tx +tx-crash +\d+ +0 +0 +- +\d+ +ok: zero loss`,
@@ -52,10 +53,10 @@ func TestLab(t *testing.T) {
 	// stderr is not a terminal: a line per finished row, none rewritten.
 	assert.NotContains(t, r.stderr, "\r")
 	assert.Regexp(t, `^zeroloss lab: --jetstream: JetStream lab not available: no jetstream module in .*; the JetStream rows are left out\n`+
-		`(\[\d+/12\] flush=\S+ [a-z-]+: 1 runs, \d+ acknowledged, \d+ lost, [^\n]+\n){12}`+
+		`(\[\d+/13\] flush=\S+ [a-z-]+: 1 runs, \d+ acknowledged, \d+ lost, [^\n]+\n){13}`+
 		`zeroloss lab: --reference: reference not available: no peers module in .*; the reference rows are left out\n$`, r.stderr,
 		"a line per finished row as stderr is not a terminal; a clear word on the missing reference and JetStream module (the latter before the runs)")
-	assert.Contains(t, r.stderr, "[12/12] flush=sync/producer=tx tx-crash: 1 runs, ")
+	assert.Contains(t, r.stderr, "[13/13] flush=sync/producer=tx tx-crash: 1 runs, ")
 	assert.NotContains(t, r.stdout, "jetstream/", "no JetStream rows without the module")
 
 	data, err := os.ReadFile(jsonFile)
@@ -63,7 +64,7 @@ func TestLab(t *testing.T) {
 	var report lab.Report
 	require.NoError(t, json.Unmarshal(data, &report))
 	assert.Equal(t, uint64(3), report.Seed)
-	require.Len(t, report.Rows, 12, "the default set: every row of the guarantee table, replication, consumer-crash twice, outage twice, tx-crash")
+	require.Len(t, report.Rows, 13, "the default set: every row of the guarantee table, replication, consumer-crash three times, outage twice, tx-crash")
 	withTopics := 0
 	for _, row := range report.Rows {
 		require.Len(t, row.Results, 1)
@@ -80,7 +81,7 @@ func TestLab(t *testing.T) {
 	html, err := os.ReadFile(htmlFile)
 	require.NoError(t, err)
 	assert.Equal(t, 2, strings.Count(string(html), "<svg "), "charts of lost messages and throughput")
-	assert.Equal(t, 12+9*5, strings.Count(string(html), "<tr><td>flush="), "one table row per configuration and failure, one per group of the rows with topics")
+	assert.Equal(t, 13+9*5, strings.Count(string(html), "<tr><td>flush="), "one table row per configuration and failure, one per group of the rows with topics")
 	assert.Contains(t, string(html), "Consumer groups by topic")
 	assert.Contains(t, string(html), "<dt>seed</dt><dd>3</dd>")
 

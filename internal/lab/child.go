@@ -123,7 +123,7 @@ func parseChildFlags(args []string) (childFlags, error) {
 	fs.BoolVar(&cf.power, "power-loss", false, "report file operations to the parent (see reportFS)")
 	dedupOff := fs.Bool("dedup-off", false, "turn the queue's deduplication off")
 	fs.StringVar(&cf.workload, "workload", workloadProduce, "produce, consume or tx")
-	ack := fs.String("ack", "none", "consumer ack mode for --workload consume: after-handling or on-receive")
+	ack := fs.String("ack", "none", "consumer ack mode for --workload consume: after-handling, on-receive or ordered")
 	repl := fs.String("repl", "none", "replication: none, async or sync (a follower in this process)")
 	producer := fs.String("producer", "plain", "producer of --workload produce: plain or strict")
 	fs.StringVar(&cf.outage.kind, "outage", "", "queue outage to inject: fsync or disk-full")
@@ -155,7 +155,7 @@ func parseChildFlags(args []string) (childFlags, error) {
 	case cf.workload != workloadProduce && cf.workload != workloadConsume && cf.workload != workloadTx:
 		err = fmt.Errorf("unknown --workload %q", cf.workload)
 	case (cf.workload == workloadConsume) != (ackMode != AckNone):
-		err = errors.New("--ack after-handling or on-receive goes with --workload consume, and only with it")
+		err = errors.New("--ack after-handling, on-receive or ordered goes with --workload consume, and only with it")
 	case cf.power && cf.workload != workloadProduce:
 		err = errors.New("--power-loss goes with --workload produce")
 	case prodMode == ProducerTx:
@@ -200,7 +200,7 @@ func ChildMain(args []string) int {
 	cf, err := parseChildFlags(args)
 	if err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintf(os.Stderr, "%s: %v; want --dir DIR [--flush sync|async] [--flush-interval D] [--repl none|async|sync] [--producer plain|strict] [--dedup-off] [--workload produce|consume|tx] [--ack after-handling|on-receive] [--power-loss] [--outage fsync|disk-full --outage-at N [--outage-hold D]] [--run N] [--timeout D]\n", ChildCommand, err)
+			fmt.Fprintf(os.Stderr, "%s: %v; want --dir DIR [--flush sync|async] [--flush-interval D] [--repl none|async|sync] [--producer plain|strict] [--dedup-off] [--workload produce|consume|tx] [--ack after-handling|on-receive|ordered] [--power-loss] [--outage fsync|disk-full --outage-at N [--outage-hold D]] [--run N] [--timeout D]\n", ChildCommand, err)
 		}
 		return childUsage
 	}

@@ -57,9 +57,14 @@ const (
 	// AckOnReceive: the anti-pattern. The consumer acks as soon as it
 	// receives the message, then handles it in a goroutine.
 	AckOnReceive
+	// AckOrdered: ack after handling, in a group with
+	// ConsumerOptions.Ordered and Concurrency 8, the messages spread over
+	// orderedKeys keys. The lab also counts order violations: a later
+	// message of a key handled before an earlier one was handled once.
+	AckOrdered
 )
 
-var ackModeNames = [...]string{"none", "after-handling", "on-receive"}
+var ackModeNames = [...]string{"none", "after-handling", "on-receive", "ordered"}
 
 func (m AckMode) String() string {
 	if m < 0 || int(m) >= len(ackModeNames) {
@@ -75,7 +80,7 @@ func parseAckMode(s string) (AckMode, error) {
 			return AckMode(i), nil
 		}
 	}
-	return 0, fmt.Errorf("unknown ack mode %q, want none, after-handling or on-receive", s)
+	return 0, fmt.Errorf("unknown ack mode %q, want none, after-handling, on-receive or ordered", s)
 }
 
 // ProducerMode is how the child sends its messages.
@@ -145,7 +150,7 @@ func AllConfigs() []Config {
 	var out []Config
 	for _, flush := range []zeroloss.FlushMode{zeroloss.FlushSync, zeroloss.FlushAsync} {
 		for _, repl := range []zeroloss.ReplicationMode{zeroloss.ReplicateNone, zeroloss.ReplicateAsync, zeroloss.ReplicateSync} {
-			for _, ack := range []AckMode{AckNone, AckAfterHandling, AckOnReceive} {
+			for _, ack := range []AckMode{AckNone, AckAfterHandling, AckOnReceive, AckOrdered} {
 				for _, prod := range []ProducerMode{ProducerPlain, ProducerStrict, ProducerTx} {
 					c := Config{Flush: flush, Replication: repl, Ack: ack, Producer: prod}
 					if flush == zeroloss.FlushAsync && repl == zeroloss.ReplicateSync {
@@ -339,8 +344,9 @@ func Failures() []Failure {
 //     sync.
 //   - A leader disk loss: ReplicateSync only (SendOK once the follower has
 //     the message fdatasynced); ReplicateAsync loses the replication lag.
-//   - A consumer crash: ack after handling; acking on receive may lose what
-//     was acked and not yet handled.
+//   - A consumer crash: ack after handling (ordered or not, and then no
+//     order violation either); acking on receive may lose what was acked
+//     and not yet handled.
 //   - A queue outage: the strict producer (Sent and Spooled are both
 //     durable), and Queue.Send under FlushSync (a SendOK was fdatasynced
 //     before the fault; the refused sends are not acknowledged). FlushAsync
@@ -358,7 +364,7 @@ func (f Failure) Promises(c Config) bool {
 	case diskLoss:
 		return c.Replication == zeroloss.ReplicateSync
 	case consumerCrash:
-		return c.Ack == AckAfterHandling
+		return c.Ack == AckAfterHandling || c.Ack == AckOrdered
 	case queueOutage:
 		return c.Producer == ProducerStrict || c.Flush == zeroloss.FlushSync
 	}
@@ -383,7 +389,7 @@ func (f Failure) Applies(c Config) bool { return f.SkipReason(c) == "" }
 func (f Failure) SkipReason(c Config) string {
 	switch {
 	case f.kind == consumerCrash && c.Ack == AckNone:
-		return "consumer-crash needs a consumer (ack=after-handling or ack=on-receive)"
+		return "consumer-crash needs a consumer (ack=after-handling, ack=on-receive or ack=ordered)"
 	case f.kind == consumerCrash && c.Producer != ProducerPlain:
 		return "consumer-crash sends with Queue.Send; the producer axis is measured without a consumer"
 	case f.kind != consumerCrash && c.Ack != AckNone:
@@ -482,6 +488,7 @@ func DefaultScenarios() []Scenario {
 		Scenario{Config{Flush: sync, Replication: zeroloss.ReplicateAsync}, DiskLoss},
 		Scenario{Config{Flush: sync, Ack: AckAfterHandling}, ConsumerCrash},
 		Scenario{Config{Flush: sync, Ack: AckOnReceive}, ConsumerCrash},
+		Scenario{Config{Flush: sync, Ack: AckOrdered}, ConsumerCrash},
 		Scenario{Config{Flush: sync}, QueueOutage},
 		Scenario{Config{Flush: sync, Producer: ProducerStrict}, QueueOutage},
 		Scenario{Config{Flush: sync, Producer: ProducerTx}, TxCrash},

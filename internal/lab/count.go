@@ -21,6 +21,10 @@ type Counts struct {
 	// Corrupt is the number of records whose body does not match their ID,
 	// plus the message payloads that do not decode.
 	Corrupt int `json:"corrupt"`
+	// OrderViolations is, for consumer-crash with ack=ordered, the number
+	// of handlings of a message first handled after a later message of its
+	// key was (see orderViolations). Always 0 for the others.
+	OrderViolations int `json:"order_violations"`
 	// UnackedPresent is the number of distinct IDs found that were never
 	// acknowledged: sent, then killed before the ack was printed. Allowed.
 	UnackedPresent int `json:"unacked_present"`

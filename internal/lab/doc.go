@@ -158,11 +158,18 @@
 // as above, but to the default topic only, printing an ack per SendOK, and
 // wait while 128 of their messages are not handled yet, so the group's
 // backlog stays small. 4 consumers
-// receive. Handling a message means appending "ID HASH" (HASH: the hex
+// receive. Handling a message means appending "ID HASH SEQ" (HASH: the hex
 // SHA-256 of the body received) to the file "processed" of the run
 // directory and fsyncing it, one line at a time. With ack=after-handling a
 // consumer handles, then acks; with ack=on-receive (the anti-pattern) it
-// acks as soon as it receives, then handles in a new goroutine. The parent
+// acks as soon as it receives, then handles in a new goroutine; with
+// ack=ordered the messages carry one of 100 keys, the group is Ordered
+// (backoff 10ms) and Consume runs 8 handlers that handle, then ack (the
+// first delivery of every fourth seq fails on purpose, unhandled, so that
+// retries are under way), and both counts also count
+// order violations (the column order): the first handlings of a message
+// after a later message of its key was handled, in the order of the file's
+// lines (the drain, Ordered too, appends to it). The parent
 // kills the child after a random number of SendOKs, keeps a copy of the
 // processed file, reopens the queue and drains the group: it receives
 // every message the group still owes, handles it into the processed file

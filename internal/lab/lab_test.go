@@ -397,10 +397,10 @@ func TestReportWriters(t *testing.T) {
 	require.NoError(t, rep.WriteWideTable(&table))
 	lines := strings.Split(table.String(), "\n")
 	require.GreaterOrEqual(t, len(lines), 3, table.String())
-	assert.Regexp(t, `^config +failure +runs +acknowledged +refused +lost +duplicates +corrupt +phantom +undelivered +isolation +unacked +recovered +msgs/s +cross-check +verdict$`, lines[0])
-	assert.Regexp(t, `^flush=sync +process-crash +2 +300 +0 +0 +0 +0 +0 +0 +0 +4 +304 +2000 +agrees +ok: zero loss, as promised$`, lines[1])
-	assert.Regexp(t, `^flush=async +process-crash +2 +100 +0 +1 +0 +0 +0 +0 +0 +0 +99 +6000 +DISAGREES\(1\) +BROKEN: promised zero loss$`, lines[2])
-	assert.Regexp(t, `^flush=async +power-loss +1 +15 +0 +5 +0 +0 +0 +2 +1 +0 +10 +0 +agrees +BROKEN: a group missed or crossed topics$`, lines[3])
+	assert.Regexp(t, `^config +failure +runs +acknowledged +refused +lost +duplicates +corrupt +phantom +undelivered +isolation +order +unacked +recovered +msgs/s +cross-check +verdict$`, lines[0])
+	assert.Regexp(t, `^flush=sync +process-crash +2 +300 +0 +0 +0 +0 +0 +0 +0 +0 +4 +304 +2000 +agrees +ok: zero loss, as promised$`, lines[1])
+	assert.Regexp(t, `^flush=async +process-crash +2 +100 +0 +1 +0 +0 +0 +0 +0 +0 +0 +99 +6000 +DISAGREES\(1\) +BROKEN: promised zero loss$`, lines[2])
+	assert.Regexp(t, `^flush=async +power-loss +1 +15 +0 +5 +0 +0 +0 +2 +1 +0 +0 +10 +0 +agrees +BROKEN: a group missed or crossed topics$`, lines[3])
 	// Text starts under its header, numbers end under theirs.
 	header := lines[0]
 	for i, cells := range [][3]string{{"process-crash", "300", "ok:"}, {"process-crash", "100", "BROKEN:"}} {
@@ -467,6 +467,7 @@ func defaultRows() *Report {
 		{"flush=sync/repl=async", "leader-disk-loss", false, 38680, 0, 40, 0, 0, 38640, 11263},
 		{"flush=sync/ack=after-handling", "consumer-crash", true, 1503, 0, 0, 14, 34, 1551, 10040},
 		{"flush=sync/ack=on-receive", "consumer-crash", false, 2036, 0, 774, 0, 18, 1280, 7956},
+		{"flush=sync/ack=ordered", "consumer-crash", true, 1498, 0, 0, 12, 30, 1540, 9630},
 		{"flush=sync", "queue-outage", true, 52429, 6381, 0, 0, 68, 52497, 8979},
 		{"flush=sync/producer=strict", "queue-outage", true, 49599, 0, 0, 0, 76, 49675, 5045},
 		{"flush=sync/producer=tx", "tx-crash", true, 1112, 0, 0, 0, 0, 1112, 891},
@@ -512,8 +513,8 @@ func TestTableFitsIn100Columns(t *testing.T) {
 	header := strings.Fields(strings.SplitN(wide.String(), "\n", 2)[0])
 	assert.Equal(t, TableColumns, header, "the wide table has every column")
 	assert.Contains(t, wide.String(), "not acknowledged, never counted lost", "and the full legend")
-	assert.Regexp(t, `(?m)^flush=sync +queue-outage +10 +52429 +6381 +0 +0 +0 +0 +0 +0 +68 +52497 +8979 +agrees +ok: zero loss, as promised$`, wide.String())
-	assert.Regexp(t, `(?m)^flush=sync/producer=strict +queue-outage +10 +49599 +0 +0 +0 +0 +0 +40 +12 +76 +49675 +5045 +agrees +BROKEN: a group missed or crossed topics$`, wide.String())
+	assert.Regexp(t, `(?m)^flush=sync +queue-outage +10 +52429 +6381 +0 +0 +0 +0 +0 +0 +0 +68 +52497 +8979 +agrees +ok: zero loss, as promised$`, wide.String())
+	assert.Regexp(t, `(?m)^flush=sync/producer=strict +queue-outage +10 +49599 +0 +0 +0 +0 +0 +40 +12 +0 +76 +49675 +5045 +agrees +BROKEN: a group missed or crossed topics$`, wide.String())
 }
 
 // TestProgressLine: outside a terminal, nothing before each run and one

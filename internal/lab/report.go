@@ -94,6 +94,8 @@ type Row struct {
 	// Groups sums, group by group, the runs' GroupCounts (the produce
 	// workload's consumer groups; none for the other workloads).
 	Groups []GroupCount `json:"groups,omitempty"`
+	// OrderViolations: consumer-crash with ack=ordered (see Counts).
+	OrderViolations int `json:"order_violations"`
 	// RecoveryErrors counts the runs whose queue refused to open.
 	RecoveryErrors int `json:"recovery_errors"`
 	// CrossCheckMismatches counts the runs whose two counts disagree.
@@ -111,15 +113,16 @@ type Row struct {
 // Broken reports whether the row breaks a promise: its configuration was
 // promised zero loss under its failure, and an acknowledged message was lost
 // or came back corrupt, or a message of a transaction that did not commit
-// was delivered; or, whatever the configuration, a consumer group did not
+// was delivered, or an ordered consumer handled a key's messages out of
+// order; or, whatever the configuration, a consumer group did not
 // deliver an acknowledged message of its topic that the log holds, or
 // delivered one of another topic or of a tag it does not list.
 func (r *Row) Broken() bool { return r.lossBroken() || r.topicsBroken() }
 
 // lossBroken: the row lost or corrupted what its configuration was promised
-// to keep, or delivered a phantom.
+// to keep, delivered a phantom or broke a key's order.
 func (r *Row) lossBroken() bool {
-	return r.Promised && (r.Lost > 0 || r.Corrupt > 0 || r.Phantom > 0 || r.RecoveryErrors > 0)
+	return r.Promised && (r.Lost > 0 || r.Corrupt > 0 || r.Phantom > 0 || r.OrderViolations > 0 || r.RecoveryErrors > 0)
 }
 
 // topicsBroken: a group missed a message of its own that the log holds, or
@@ -152,6 +155,7 @@ func (rep *Report) addRow(row Row) {
 		row.Duplicates += res.Duplicates
 		row.Corrupt += res.Corrupt
 		row.Phantom += res.Phantom
+		row.OrderViolations += res.OrderViolations
 		row.UnackedPresent += res.UnackedPresent
 		row.Recovered += res.Recovered
 		row.Undelivered += res.Undelivered
@@ -236,7 +240,7 @@ func (rep *Report) WriteWideTable(w io.Writer) error {
 	for i := range rep.Rows {
 		r := &rep.Rows[i]
 		t.add(r.Config, r.Failure, r.Runs, r.Acknowledged, r.Refused, r.Lost, r.Duplicates, r.Corrupt, r.Phantom,
-			r.Undelivered, r.Isolation, r.UnackedPresent, r.Recovered, int(math.Round(r.MedianThroughput)), r.CrossCheck(), r.Verdict())
+			r.Undelivered, r.Isolation, r.OrderViolations, r.UnackedPresent, r.Recovered, int(math.Round(r.MedianThroughput)), r.CrossCheck(), r.Verdict())
 	}
 	return rep.writeTable(w, &t, TableNotes)
 }
@@ -260,13 +264,14 @@ func (rep *Report) writeTable(w io.Writer, t *table, notes []string) error {
 // its legend, for WriteWideTable and the HTML report.
 var (
 	TableColumns = []string{"config", "failure", "runs", "acknowledged", "refused", "lost", "duplicates",
-		"corrupt", "phantom", "undelivered", "isolation", "unacked", "recovered", "msgs/s", "cross-check", "verdict"}
+		"corrupt", "phantom", "undelivered", "isolation", "order", "unacked", "recovered", "msgs/s", "cross-check", "verdict"}
 	TableNotes = []string{
 		"acknowledged: SendOK (strict producer: also spooled); refused: sends answered with an error or another status, not acknowledged, never counted lost.",
 		"lost: acknowledged but missing after recovery (leader-disk-loss: from the promoted follower); consumer-crash: never handled; tx-crash: committed locally, not delivered.",
 		"duplicates: found (consumer-crash: handled) more than once; corrupt: body does not match its ID; phantom: delivered, local transaction did not commit (reference rows: an entry read back that nobody wrote).",
 		"undelivered: acknowledged, in the recovered log, but not delivered by a consumer group of its topic (and tag); isolation: deliveries of a message of another topic, or of a tag the group does not list. Every configuration promises both 0. The rows whose child sends (process-crash, power-loss, leader-disk-loss, queue-outage) send to 4 topics, each with a group, one of them with a second, tag-filtered group; JSON and HTML count each group.",
 		"unacked: found but never acknowledged (allowed); msgs/s: median over the runs of acks per second.",
+		"order (ack=ordered): handlings of a message first handled after a later message of its key.",
 		"cross-check: a second, independent count (raw segment files; consumer-crash: the processed file before the drain plus what the drain received; jetstream rows: every stream sequence read directly, not through a consumer).",
 		"A verdict that ends with \"refused to open: N\" counts N runs whose directory did not open after the failure: all their acknowledged messages count as lost.",
 	}
@@ -283,7 +288,7 @@ var (
 		"messages in the log and no other; N bad: N missed or crossed (see --wide); -: no topics.",
 		"msgs/s: median over the runs of acks per second.",
 		"ok: zero loss, as promised; measured: no promise, the loss is measured; BROKEN: promise broken.",
-		"--wide, --json and --html add refused, corrupt, phantom, undelivered, isolation, unacked,",
+		"--wide, --json and --html add refused, corrupt, phantom, undelivered, isolation, order, unacked,",
 		"recovered and the cross-check; --json and --html count each group.",
 	}
 	// shortVerdictNote is added to ShortTableNotes when a verdict says it.

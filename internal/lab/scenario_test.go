@@ -203,7 +203,7 @@ func TestScenarios(t *testing.T) {
 		"flush=sync/repl=sync power-loss",
 		"flush=sync/repl=sync leader-disk-loss", "flush=sync/repl=async leader-disk-loss",
 		"flush=sync/ack=after-handling consumer-crash", "flush=sync/ack=on-receive consumer-crash",
-		"flush=sync queue-outage", "flush=sync/producer=strict queue-outage",
+		"flush=sync/ack=ordered consumer-crash", "flush=sync queue-outage", "flush=sync/producer=strict queue-outage",
 		"flush=sync/producer=tx tx-crash",
 	}, names(DefaultScenarios()))
 	failures := map[string]bool{}
@@ -213,8 +213,8 @@ func TestScenarios(t *testing.T) {
 	assert.Len(t, failures, len(Failures()), "the default set runs every failure")
 
 	all, skipped := AllScenarios(), AllSkipped()
-	assert.Len(t, AllConfigs(), 2*3*3*3, "flush x replication x consumer x producer")
-	assert.Len(t, all, 50)
+	assert.Len(t, AllConfigs(), 2*3*4*3, "flush x replication x consumer x producer")
+	assert.Len(t, all, 56)
 	assert.Equal(t, len(AllConfigs())*len(Failures()), len(all)+len(skipped), "every pair is run or skipped")
 	assert.Subset(t, names(all), names(DefaultScenarios()))
 	for _, want := range []string{

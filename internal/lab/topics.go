@@ -212,7 +212,8 @@ func drainGroups(dir string, cfg Config) (map[string][]routed, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = drainGroup(q, g.Name, g.options(), false, func(m *zeroloss.Message) error {
+			errs[i] = drainGroup(q, g.Name, g.options(), false, func(d *zeroloss.Delivery) error {
+				m := &d.Message
 				received[i] = append(received[i], routed{m.ID, route{m.Topic, m.Tag}})
 				return nil
 			})
@@ -242,7 +243,7 @@ const drainIdle = 50 * time.Millisecond
 // has nothing left to deliver, calling take for every message delivered.
 // With ack it acks each batch once take has seen it; without, the
 // deliveries stay in flight, and are not delivered again within the drain.
-func drainGroup(q *zeroloss.Queue, group string, opts *zeroloss.ConsumerOptions, ack bool, take func(*zeroloss.Message) error) error {
+func drainGroup(q *zeroloss.Queue, group string, opts *zeroloss.ConsumerOptions, ack bool, take func(*zeroloss.Delivery) error) error {
 	c, err := q.Consumer(group, opts)
 	if err != nil {
 		return err
@@ -263,7 +264,7 @@ func drainGroup(q *zeroloss.Queue, group string, opts *zeroloss.ConsumerOptions,
 			return err
 		}
 		for _, d := range ds {
-			if err := take(&d.Message); err != nil {
+			if err := take(d); err != nil {
 				return err
 			}
 		}

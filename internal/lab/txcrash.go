@@ -239,7 +239,7 @@ func recoverTx(res *RunResult, runDir string, cfg Config, acked map[string]uint6
 	if err != nil {
 		return fmt.Errorf("reopening the queue to drain it: %w", err)
 	}
-	drained, err := drain(q, nil)
+	drained, err := drain(q, AckNone, nil)
 	if cerr := q.Close(); err == nil {
 		err = cerr
 	}
