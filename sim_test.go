@@ -687,7 +687,9 @@ func (s *sim) closeConsumer() error {
 	for _, d := range held {
 		s.released(d)
 	}
-	c, err := s.q.Consumer(s.gr.name, &s.copts)
+	copts := s.copts
+	copts.Ordered = s.gr.ordered
+	c, err := s.q.Consumer(s.gr.name, &copts)
 	if err != nil {
 		return fmt.Errorf("consumer %s: %w", s.gr.name, err)
 	}
