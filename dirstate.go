@@ -36,6 +36,9 @@ type DirState struct {
 	// Kind and QueueID are what the directory's IDENTITY file says (see
 	// DirIdentity); both "" if it has none.
 	Kind, QueueID string
+	// Topics are the topics holding a retained message or read by a group,
+	// as Queue.TopicStats returns them.
+	Topics []TopicStats
 }
 
 // DirIdentity says what a directory is, as its IDENTITY file says.
@@ -81,6 +84,13 @@ func readDirIdentity(fsys vfs.FS, dir string) (DirIdentity, error) {
 // DirGroup is one consumer group's durable state.
 type DirGroup struct {
 	Name string
+	// Topic and Tags are what the group reads.
+	Topic string
+	Tags  []string
+	// Lag counts the messages of its topic (and tags) it has not acked, as
+	// in GroupStats (as of the last record: messages delivered since the
+	// last mark count as not delivered).
+	Lag uint64
 	// Floor: every main-stream message below it is acked or moved; Mark:
 	// every one below it was delivered at least once.
 	Floor, Mark uint64
@@ -150,13 +160,28 @@ func readDirState(fsys vfs.FS, dir string) (DirState, error) {
 		return out, err
 	}
 	rs := q.newReplay(chained, firstSeq, gaps, cu)
-	mainSeqs := map[uint64]bool{} // main-stream message seqs, to count unacked ones
+	mainSeqs := map[uint64]selection{} // main-stream message seqs, to count unacked ones: their topic and tag
+	oldest := map[string]time.Time{}   // by topic, the append time of its first message
 	for _, seg := range res.Segments {
-		err := wal.ReadFrames(fsys, dir, seg, func(_ int64, rec *record.Record) error {
+		err := wal.ReadFrames(fsys, dir, seg, func(off int64, rec *record.Record) error {
 			if rec.Stream == 0 && rec.Type == record.TypeMessage {
-				mainSeqs[rec.Seq] = true
+				topic, tag, err := record.MessageRoute(rec.Payload)
+				if err != nil {
+					return fmt.Errorf("zeroloss: message at seq %d: %w", rec.Seq, err)
+				}
+				r := selection{topic: string(topic)}
+				if len(tag) > 0 {
+					r.tags = []string{string(tag)}
+				}
+				mainSeqs[rec.Seq] = r
+				if _, ok := oldest[r.topic]; !ok {
+					oldest[r.topic] = unixTime(rec.Time)
+				}
 			}
-			return q.replay(rs, rec)
+			if err := q.replay(rs, rec); err != nil {
+				return err
+			}
+			return q.topics.indexRecord(rec, off)
 		})
 		if err != nil {
 			return out, fmt.Errorf("zeroloss: reading %s: %w", dir, err)
@@ -191,22 +216,53 @@ func readDirState(fsys vfs.FS, dir string) (DirState, error) {
 	floors := q.ledger.floors()
 	for _, id := range slices.Sorted(maps.Keys(q.ledger.groups)) {
 		g := q.ledger.groups[id]
-		dg := DirGroup{Name: g.name, Floor: g.floor, Mark: g.mark, Retrying: len(g.retries), DeadLetters: len(g.dead)}
+		dg := DirGroup{Name: g.name, Topic: g.sel.topic, Tags: g.sel.tags, Floor: g.floor, Mark: g.mark, Retrying: len(g.retries), DeadLetters: len(g.dead)}
 		_, dg.HoldsOldest, dg.PinnedSegments, dg.PinnedBytes = pinnedBy(g.name, floors, removable)
 		if res.LastSeq >= g.mark {
 			dg.Behind = res.LastSeq - g.mark + 1
 		}
-		for s := range mainSeqs {
+		done := 0 // acked at or above the mark (a retry or dead letter left it)
+		for s, r := range mainSeqs {
+			var tag string
+			if len(r.tags) > 0 {
+				tag = r.tags[0]
+			}
+			if !g.sel.matches([]byte(r.topic), []byte(tag)) {
+				continue
+			}
+			if s >= g.mark && g.acked[s] {
+				done++
+			}
 			if n, counted := g.attempts[s]; counted && n == 0 {
-				continue // read and never delivered: delayed, or behind its key's head
+				if s >= g.floor && s < g.mark && !g.acked[s] {
+					dg.Lag++ // read and never delivered: delayed, or behind its key's head
+				}
+				continue
 			}
 			if s >= g.floor && s < g.mark && !g.acked[s] {
 				dg.Unacked++
 			}
 		}
+		dg.Lag += uint64(dg.Unacked+dg.Retrying) + q.topics.count(&g.sel, g.mark) - uint64(done)
 		dg.RetryKeys, dg.RetryKeyAge = retryKeys(g, q.opts.now())
 		out.Groups = append(out.Groups, dg)
 	}
+	groups := map[string]int{}
+	for _, g := range q.ledger.groups {
+		groups[g.sel.topic]++
+	}
+	for name, c := range q.topics.counts() {
+		if c.messages > 0 || groups[name] > 0 {
+			out.Topics = append(out.Topics, TopicStats{Topic: name, Messages: c.messages, Bytes: c.bytes, Groups: groups[name],
+				OldestSeq: c.oldest, Oldest: oldest[name]})
+		}
+	}
+	for name, n := range groups {
+		if !slices.ContainsFunc(out.Topics, func(t TopicStats) bool { return t.Topic == name }) {
+			out.Topics = append(out.Topics, TopicStats{Topic: name, Groups: n})
+		}
+	}
+	slices.SortFunc(out.Topics, func(a, b TopicStats) int { return strings.Compare(a.Topic, b.Topic) })
 	return out, nil
 }
 

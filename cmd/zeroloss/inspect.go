@@ -106,10 +106,11 @@ type inspectReport struct {
 }
 
 type stateReport struct {
-	Groups        []zeroloss.DirGroup `json:"groups"`
-	PendingTx     int                 `json:"pending_transactions"`
-	DedupIDs      int                 `json:"dedup_ids"`
-	HasCheckpoint bool                `json:"checkpoint"`
+	Topics        []zeroloss.TopicStats `json:"topics"`
+	Groups        []zeroloss.DirGroup   `json:"groups"`
+	PendingTx     int                   `json:"pending_transactions"`
+	DedupIDs      int                   `json:"dedup_ids"`
+	HasCheckpoint bool                  `json:"checkpoint"`
 	// SpoolDepth is set when DIR is a strict producer's spool.
 	SpoolDepth *int `json:"spool_depth,omitempty"`
 	// Epoch is the latest leadership term, EpochStart its first seq;
@@ -120,10 +121,13 @@ type stateReport struct {
 }
 
 func newStateReport(st zeroloss.DirState) *stateReport {
-	r := &stateReport{Groups: st.Groups, PendingTx: st.PendingTx, DedupIDs: st.DedupIDs, HasCheckpoint: st.Checkpoint,
+	r := &stateReport{Topics: st.Topics, Groups: st.Groups, PendingTx: st.PendingTx, DedupIDs: st.DedupIDs, HasCheckpoint: st.Checkpoint,
 		SpoolDepth: st.SpoolDepth, Epoch: st.Epoch, EpochStart: st.EpochStart, Follower: st.Follower}
 	if r.Groups == nil {
 		r.Groups = []zeroloss.DirGroup{}
+	}
+	if r.Topics == nil {
+		r.Topics = []zeroloss.TopicStats{}
 	}
 	return r
 }
@@ -271,9 +275,26 @@ func (r *inspectReport) print(w io.Writer) {
 		}
 		line("pending tx", "%d transactional half messages waiting for a decision", st.PendingTx)
 		line("dedup ids", "%d within the default window", st.DedupIDs)
+		if len(st.Topics) > 0 {
+			fmt.Fprintln(w)
+			rows := [][]string{{"TOPIC", "MESSAGES", "BYTES", "GROUPS", "OLDEST SEQ", "OLDEST"}}
+			for _, tp := range st.Topics {
+				oldest, oldestSeq := "-", "-"
+				if tp.OldestSeq != 0 {
+					oldestSeq = fmt.Sprint(tp.OldestSeq)
+				}
+				if !tp.Oldest.IsZero() {
+					oldest = tp.Oldest.UTC().Format(time.RFC3339)
+				}
+				rows = append(rows, []string{topicName(tp.Topic), fmt.Sprint(tp.Messages), formatBytes(int64(tp.Bytes)),
+					fmt.Sprint(tp.Groups), oldestSeq, oldest})
+			}
+			printTable(w, rows, map[int]bool{0: true, 5: true})
+			fmt.Fprintln(w, "A topic with no group keeps its messages (within RetentionBytes/RetentionAge) for a group declared later.")
+		}
 		if len(st.Groups) > 0 {
 			fmt.Fprintln(w)
-			rows := [][]string{{"GROUP", "FLOOR", "MARK", "BEHIND", "UNACKED", "RETRYING", "DEAD LETTERS", "RETRY KEYS", "OLDEST RETRY",
+			rows := [][]string{{"GROUP", "TOPIC", "LAG", "FLOOR", "MARK", "BEHIND", "UNACKED", "RETRYING", "DEAD LETTERS", "RETRY KEYS", "OLDEST RETRY",
 				"PINNED", "PINNED BYTES", "OLDEST"}}
 			for _, g := range st.Groups {
 				oldest := "-"
@@ -287,15 +308,28 @@ func (r *inspectReport) print(w io.Writer) {
 						retryAge = g.RetryKeyAge.Round(time.Second).String()
 					}
 				}
-				rows = append(rows, []string{g.Name, fmt.Sprint(g.Floor), fmt.Sprint(g.Mark), fmt.Sprint(g.Behind),
+				topic := topicName(g.Topic)
+				if len(g.Tags) > 0 {
+					topic += " [" + strings.Join(g.Tags, ",") + "]"
+				}
+				rows = append(rows, []string{g.Name, topic, fmt.Sprint(g.Lag), fmt.Sprint(g.Floor), fmt.Sprint(g.Mark), fmt.Sprint(g.Behind),
 					fmt.Sprint(g.Unacked), fmt.Sprint(g.Retrying), fmt.Sprint(g.DeadLetters), fmt.Sprint(g.RetryKeys), retryAge,
 					plural(int64(g.PinnedSegments), "segment"), formatBytes(g.PinnedBytes), oldest})
 			}
-			printTable(w, rows, map[int]bool{0: true, 11: true})
+			printTable(w, rows, map[int]bool{0: true, 1: true, 13: true})
+			fmt.Fprintln(w, "TOPIC: the topic the group reads [and the tags it takes]; LAG: its messages not acked (as of its last record)")
 			fmt.Fprintln(w, "RETRY KEYS: keys of messages in the retry stream, which an Ordered group holds back; OLDEST RETRY: since the oldest of them was first delivered")
 			fmt.Fprintln(w, "PINNED: segments retention keeps for that group alone; OLDEST: the group retention waits for (DeleteGroup releases a group never read)")
 		}
 	}
+}
+
+// topicName shows a topic's name, and the default topic as "(default)".
+func topicName(topic string) string {
+	if topic == "" {
+		return "(default)"
+	}
+	return topic
 }
 
 // printTable prints rows in columns two spaces apart, numbers aligned right

@@ -241,7 +241,9 @@ func TestInspectState(t *testing.T) {
 	r = runTool("inspect", dir)
 	require.Equal(t, exitOK, r.code, r.stderr)
 	assert.Contains(t, r.stdout, "pending tx:")
-	assert.Regexp(t, `billing +\d+ +\d+ +\d+ +1 +0 +1`, r.stdout)
+	assert.Regexp(t, `billing +\(default\) +3 +\d+ +\d+ +\d+ +1 +0 +1`, r.stdout)
+	assert.Regexp(t, `audit +\(default\) +5 +0 +0 `, r.stdout, "a group never read lags by every message")
+	assert.Regexp(t, `\(default\) +5 +\d+ bytes +2 +`, r.stdout, "the topics table")
 }
 
 // inspect shows the keys an Ordered group holds back on a retry, and how
@@ -285,7 +287,7 @@ func TestInspectShowsRetryKeys(t *testing.T) {
 
 	r = runTool("inspect", dir)
 	require.Equal(t, exitOK, r.code, r.stderr)
-	assert.Regexp(t, `orders +\d+ +\d+ +\d+ +0 +3 +0 +2 +\d+m?s`, r.stdout)
+	assert.Regexp(t, `orders +\(default\) +4 +\d+ +\d+ +\d+ +0 +3 +0 +2 +\d+m?s`, r.stdout)
 	assert.Contains(t, r.stdout, "RETRY KEYS")
 }
 
