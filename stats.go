@@ -23,6 +23,7 @@ type Stats struct {
 	Segments      int           // segment files
 	SegmentRolls  uint64        // new segments started
 	WarmRolls     uint64        // of which used a segment zero-filled ahead (SegmentWarmup)
+	RecycledRolls uint64        // of which reused a segment deleted by retention (RecycleSegments)
 	DiskBytes     int64         // bytes the segment files take, preallocation included
 	// SegmentsDeleted counts segments deleted by retention, Checkpoints the
 	// consumer-state checkpoints written before deleting.
@@ -112,6 +113,7 @@ func (q *Queue) Stats() Stats {
 		Segments:      ls.Segments,
 		SegmentRolls:  ls.SegmentsRolls,
 		WarmRolls:     ls.WarmRolls,
+		RecycledRolls: ls.RecycledRolls,
 		DiskBytes:     ls.DiskBytes,
 
 		SegmentsDeleted: q.stats.segmentsDeleted.Load(),
