@@ -24,7 +24,7 @@ type Stats struct {
 	SegmentRolls  uint64        // new segments started
 	WarmRolls     uint64        // of which used a segment zero-filled ahead (SegmentWarmup)
 	RecycledRolls uint64        // of which reused a segment deleted by retention (RecycleSegments)
-	DiskBytes     int64         // bytes the segment files take, preallocation included
+	DiskBytes     int64         // bytes the segment files take, preallocation and segments kept for reuse (RecycleSegments) included
 	// SegmentsDeleted counts segments deleted by retention, Checkpoints the
 	// consumer-state checkpoints written before deleting.
 	SegmentsDeleted uint64

@@ -359,6 +359,7 @@ func TestRecycleIsBounded(t *testing.T) {
 		}
 	}
 	assert.Equal(t, 2, spares, "two kept, three unlinked")
+	assert.Equal(t, 3*(dataStart+4*lifeFrameSize), l.Stats().DiskBytes, "the active segment and the two spares")
 	appendLife(t, l, 2, 25, 36, true)
 	assert.Equal(t, uint64(2), l.Stats().RecycledRolls)
 	assert.Equal(t, uint64(9), l.Stats().SegmentsRolls, "the third new segment is created")

@@ -97,7 +97,7 @@ type Stats struct {
 	Syncs         uint64 // data syncs (fdatasync) on segments
 	SyncNanos     uint64 // total time spent in them
 	Segments      int
-	DiskBytes     int64 // bytes the segment files take, preallocation included
+	DiskBytes     int64 // bytes the segment files take, preallocation and recycled spares included
 	SegmentsRolls uint64
 	WarmRolls     uint64 // rolls that used a prepared, zero-filled segment
 	RecycledRolls uint64 // rolls that reused a deleted segment's file (Options.Recycle)
@@ -846,7 +846,13 @@ func (l *Log) DataBytes() int64 {
 
 // Stats returns counters since Open.
 func (l *Log) Stats() Stats {
-	s := Stats{Frames: l.frames.Load(), Bytes: l.bytes.Load(), Syncs: l.syncs.Load(),
+	var spares int64
+	l.spareMu.Lock()
+	for _, spare := range l.recycled {
+		spares += spare.end
+	}
+	l.spareMu.Unlock()
+	s := Stats{Frames: l.frames.Load(), Bytes: l.bytes.Load(), Syncs: l.syncs.Load(), DiskBytes: spares,
 		SyncNanos: l.syncNanos.Load(), SyncLatency: l.syncLatency.snapshot(), SegmentsRolls: l.rolls.Load(), WarmRolls: l.warmRolls.Load(),
 		RecycledRolls: l.recycledRolls.Load()}
 	l.mu.Lock()
