@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -159,6 +160,84 @@ func TestRecyclingPowerLossAtEveryOp(t *testing.T) {
 			l, _, err := Open("/q", recycleCrashOptions(fs))
 			require.NoError(t, err, label)
 			checkRecycledLog(t, l, synced, floor, label)
+			require.NoError(t, l.Close(), label)
+		}
+	}
+}
+
+// TestStaleFramesOfAReusedFollowerSegmentCrashAtEveryOp replays
+// TestSpareIsCutAtItsEndBeforeReuse (a spare holding, past its end, cut
+// frames whose seqs a follower hands out again, one at the very offset where
+// the reusing segment expects it) and crashes the machine after each
+// operation of the deletion, the second truncation, the reuse and the sync,
+// in every mode: the log must open, with increasing seqs, each frame with its
+// own payload, and never one of the cut frames.
+func TestStaleFramesOfAReusedFollowerSegmentCrashAtEveryOp(t *testing.T) {
+	setup := func(t *testing.T) (*vfs.MemFS, *Log) {
+		fs := vfs.NewMem()
+		l, _, err := Open("/q", recycleOptions(fs, 2))
+		require.NoError(t, err)
+		var life1 []byte
+		for seq := uint64(1); seq <= 8; seq++ {
+			life1 = append(life1, lifeFrame(1, seq)...)
+		}
+		_, err = l.AppendFrames(life1)
+		require.NoError(t, err)
+		_, err = l.TruncateAfter(6)
+		require.NoError(t, err)
+		require.NoError(t, l.Close())
+		overwrite(t, fs, filepath.Join("/q", segmentName(5)), dataStart+2*lifeFrameSize, append(lifeFrame(1, 7), lifeFrame(1, 8)...))
+		l, _, err = Open("/q", recycleOptions(fs, 2))
+		require.NoError(t, err)
+		var life2 []byte
+		for seq := uint64(7); seq <= 12; seq++ {
+			life2 = append(life2, lifeFrame(2, seq)...)
+		}
+		_, err = l.AppendFrames(life2)
+		require.NoError(t, err)
+		_, err = l.Sync()
+		require.NoError(t, err)
+		return fs, l
+	}
+	workload := func(l *Log) (finished bool) {
+		if _, err := l.RemoveBefore(7); err != nil {
+			return false
+		}
+		if _, err := l.TruncateAfter(6); err != nil {
+			return false
+		}
+		if _, err := l.AppendFrames(lifeFrameOf(3, 7, 3)); err != nil {
+			return false
+		}
+		if _, err := l.Sync(); err != nil {
+			return false
+		}
+		return l.Close() == nil
+	}
+	fs, l := setup(t)
+	start := fs.OpCount()
+	require.True(t, workload(l))
+	total := fs.OpCount() - start
+	for limit := 0; limit <= total; limit++ {
+		for _, mode := range vfs.CrashModes {
+			fs, l := setup(t)
+			fs.SetOpLimit(fs.OpCount() + limit)
+			finished := workload(l)
+			l.abandon()
+			fs.Crash(mode, rand.New(rand.NewPCG(uint64(limit), 5)))
+			label := fmt.Sprintf("power loss after op %d/%d, %v", limit, total, mode)
+			l, _, err := Open("/q", recycleOptions(fs, 2))
+			require.NoError(t, err, label)
+			frames := lifeFrames(t, l) // each payload matches its frame's seq
+			seqs, _ := readAll(t, l)
+			for i := 1; i < len(seqs); i++ {
+				require.Less(t, seqs[i-1], seqs[i], "%s: %v", label, frames)
+			}
+			require.NotContains(t, frames, "life 1 seq 7", label)
+			require.NotContains(t, frames, "life 1 seq 8", label)
+			if finished {
+				require.Equal(t, lives(3, 7, 7), frames, label)
+			}
 			require.NoError(t, l.Close(), label)
 		}
 	}
