@@ -160,9 +160,15 @@ func TestKillNineLosesNoSendOK(t *testing.T) {
 
 // consumeChild sends from 4 goroutines and consumes with 4 handlers of group
 // "g" under FlushSync, printing "ok ID SEQ" for every SendOK and "acked ID"
-// after every Ack returned nil, until it is killed.
+// after every Ack returned nil, until it is killed. With _SEGMENT set (a
+// segment size) it acks every message and prints "recycled N" whenever
+// Stats.RecycledRolls grows.
 func consumeChild(dir string) {
-	q, err := Open(dir, &Options{Flush: FlushSync, SegmentSize: 256 << 10, MaxMessageSize: 4 << 10})
+	segment := int64(256 << 10)
+	if s := os.Getenv(killChildDir + "_SEGMENT"); s != "" {
+		segment, _ = strconv.ParseInt(s, 10, 64)
+	}
+	q, err := Open(dir, &Options{Flush: FlushSync, SegmentSize: segment, MaxMessageSize: 4 << 10})
 	if err != nil {
 		fmt.Fprintln(os.Stdout, "open-error", err)
 		os.Exit(3)
@@ -190,6 +196,12 @@ func consumeChild(dir string) {
 			}
 		}()
 	}
+	// With small segments every message is acked, so that the group's floor
+	// moves and retention deletes segments within the run.
+	report, recycle := func() {}, os.Getenv(killChildDir+"_SEGMENT") != ""
+	if recycle {
+		report = recycledReporter(q, say)
+	}
 	for h := 0; h < 4; h++ {
 		go func() {
 			for {
@@ -200,11 +212,12 @@ func consumeChild(dir string) {
 				if !bytes.Equal(d.Message.Body, bodyFor(d.Message.ID)) {
 					say("corrupt " + d.Message.ID + "\n")
 				}
-				if d.Seq%7 == 0 {
+				if d.Seq%7 == 0 && !recycle {
 					continue // "crashes" mid-handler: never acked, must come back
 				}
 				if d.Ack() == nil {
 					say("acked " + d.Message.ID + "\n")
+					report()
 				}
 			}
 		}()

@@ -332,7 +332,7 @@ func NewProducer(q *Queue, opts *ProducerOptions) (*Producer, error) {
 		return err
 	}
 	log, rec, err := wal.Open(o.SpoolDir, wal.Options{FS: o.fs, SegmentSize: o.spoolSegmentSize, Logger: o.Logger,
-		SlotInterval: defaultSlotInterval, SlotBytes: defaultSlotBytes, Claim: claim})
+		SlotInterval: defaultSlotInterval, SlotBytes: defaultSlotBytes, Recycle: DefaultRecycleSegments, Claim: claim})
 	if err != nil {
 		return nil, fmt.Errorf("zeroloss: producer: open spool %s: %w", o.SpoolDir, err)
 	}

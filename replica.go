@@ -615,7 +615,7 @@ func openFollower(dir string, opts *FollowOptions) (*followerLog, error) {
 		return err
 	}
 	log, _, err := wal.Open(dir, wal.Options{FS: o.fs, SegmentSize: o.SegmentSize, Logger: o.Logger,
-		SlotInterval: defaultSlotInterval, SlotBytes: defaultSlotBytes, Claim: claim})
+		SlotInterval: defaultSlotInterval, SlotBytes: defaultSlotBytes, Recycle: DefaultRecycleSegments, Claim: claim})
 	if err != nil {
 		return nil, fmt.Errorf("zeroloss: follow: open %s: %w", dir, err)
 	}

@@ -128,6 +128,7 @@ func TestCrashDuringConsumeAndRetention(t *testing.T) {
 	require.NoError(t, q.Close())
 	require.Len(t, out.sent, 40, "without a crash everything is sent")
 	require.NotZero(t, q.Stats().SegmentsDeleted, "the workload deletes segments")
+	require.NotZero(t, q.Stats().RecycledRolls, "and reuses them (RecycleSegments): crashes hit every step of it")
 	total := fs.OpCount()
 
 	step := 1

@@ -23,7 +23,8 @@ type Stats struct {
 	Segments      int           // segment files
 	SegmentRolls  uint64        // new segments started
 	WarmRolls     uint64        // of which used a segment zero-filled ahead (SegmentWarmup)
-	DiskBytes     int64         // bytes the segment files take, preallocation included
+	RecycledRolls uint64        // of which reused a segment deleted by retention (RecycleSegments)
+	DiskBytes     int64         // bytes the segment files take, preallocation and segments kept for reuse (RecycleSegments) included
 	// SegmentsDeleted counts segments deleted by retention, Checkpoints the
 	// consumer-state checkpoints written before deleting.
 	SegmentsDeleted uint64
@@ -112,6 +113,7 @@ func (q *Queue) Stats() Stats {
 		Segments:      ls.Segments,
 		SegmentRolls:  ls.SegmentsRolls,
 		WarmRolls:     ls.WarmRolls,
+		RecycledRolls: ls.RecycledRolls,
 		DiskBytes:     ls.DiskBytes,
 
 		SegmentsDeleted: q.stats.segmentsDeleted.Load(),

@@ -144,6 +144,9 @@ type segmentReport struct {
 	// AfterGap: a follower's copy jumped here over records its leader had
 	// deleted (the segment header's gap flag).
 	AfterGap bool `json:"after_gap,omitempty"`
+	// Recycled: the file held an earlier segment that retention deleted
+	// (RecycleSegments); what is left of it past the data is never read.
+	Recycled bool `json:"recycled,omitempty"`
 	// SyncedOffset and Lease are recorded in the segment's slot.
 	SyncedOffset int64  `json:"synced_offset"`
 	Lease        uint64 `json:"lease"`
@@ -182,7 +185,7 @@ func newInspectReport(dir string, res *wal.ScanResult, scanErr error) *inspectRe
 			r.Segments = append(r.Segments, segmentReport{
 				Name: s.Name, BaseSeq: s.BaseSeq, LastSeq: s.LastSeq, PrevLastSeq: s.PrevLastSeq,
 				Frames: s.Frames, DataBytes: s.DataBytes, FileBytes: s.FileBytes, Sealed: s.Sealed,
-				SyncedOffset: s.SyncedOffset, Lease: s.Lease, AfterGap: s.Gap,
+				SyncedOffset: s.SyncedOffset, Lease: s.Lease, AfterGap: s.Gap, Recycled: s.Recycled,
 			})
 			r.Totals.DataBytes += s.DataBytes
 			r.Totals.DiskBytes += s.FileBytes
@@ -237,6 +240,9 @@ func (r *inspectReport) print(w io.Writer) {
 			}
 			if s.AfterGap {
 				state += ", after a gap"
+			}
+			if s.Recycled {
+				state += ", recycled"
 			}
 			rows = append(rows, []string{s.Name, fmt.Sprint(s.BaseSeq), last, fmt.Sprint(s.Frames),
 				fmt.Sprint(s.DataBytes), fmt.Sprint(s.FileBytes), state, fmt.Sprint(s.SyncedOffset), fmt.Sprint(s.Lease)})

@@ -17,6 +17,7 @@ import (
 
 	"github.com/zerolossmq/zeroloss"
 	"github.com/zerolossmq/zeroloss/internal/record"
+	"github.com/zerolossmq/zeroloss/internal/vfs"
 	"github.com/zerolossmq/zeroloss/internal/wal"
 )
 
@@ -412,4 +413,39 @@ func TestInspectCopyAfterAGap(t *testing.T) {
 	require.NotNil(t, rep.State)
 	require.Len(t, rep.State.Groups, 1, "the group declared after the gap")
 	assert.Equal(t, "k", rep.State.Groups[0].Name)
+}
+
+// A segment that reuses a deleted one's file is shown recycled, and what its
+// earlier life left past the data is no torn tail (wal.Scan, the report).
+func TestInspectRecycledSegment(t *testing.T) {
+	dir := t.TempDir()
+	msg := func(i int) []byte {
+		return record.AppendMessageFrame(nil, 0, 0, 1, &record.Message{ID: fmt.Sprint(i), Body: []byte("body")})
+	}
+	l, _, err := wal.Open(dir, wal.Options{SegmentSize: 4096 + 4*int64(len(msg(10))), Recycle: 1})
+	require.NoError(t, err)
+	for i := 10; i < 22; i++ {
+		_, _, err := l.Append(msg(i))
+		require.NoError(t, err)
+	}
+	_, err = l.Sync()
+	require.NoError(t, err)
+	_, err = l.RemoveBefore(9) // the first segment, 1..4, is kept
+	require.NoError(t, err)
+	_, _, err = l.Append(msg(22)) // rolls into it
+	require.NoError(t, err)
+	require.NoError(t, l.Close())
+	require.Equal(t, uint64(1), l.Stats().RecycledRolls)
+
+	res, err := wal.Scan(vfs.OS, dir)
+	require.NoError(t, err)
+	rep := newInspectReport(dir, res, nil)
+	require.Len(t, rep.Segments, 2)
+	assert.False(t, rep.Segments[0].Recycled)
+	assert.True(t, rep.Segments[1].Recycled)
+	assert.Equal(t, 1, rep.Segments[1].Frames)
+	assert.Nil(t, rep.TornTail, "the old frames past the data are no torn tail")
+	var out strings.Builder
+	rep.print(&out)
+	assert.Contains(t, out.String(), "active, recycled")
 }

@@ -9,7 +9,8 @@
 //	DIR/00000000000000000001.wal  segment whose first seq is 1
 //	DIR/00000000000000052133.wal  next segment, first seq 52133
 //	DIR/NNN….wal.tmp            a segment being created; removed on open
-//	DIR/spare-N.tmp             a zero-filled spare segment (Options.Prepare); removed on open
+//	DIR/spare-N.tmp             a spare segment: zero-filled (Options.Prepare) or a deleted
+//	                            segment kept for reuse (Options.Recycle); removed on open and close
 //
 // Open removes only these temporary names: any other file (report.tmp) is
 // left alone; OwnsFile tells the log's files from others.
@@ -27,7 +28,8 @@
 //	8   4  format version (1)
 //	12  4  flags: bit 0 = gap (records the copied log held between prev last seq
 //	       and base seq, or below base seq in a first segment, were deleted
-//	       there before this copy got them: AppendFrames after LostBelow)
+//	       there before this copy got them: AppendFrames after LostBelow);
+//	       bit 1 = recycled (the file held an earlier segment, see below)
 //	16  8  base seq: the seq of the first frame in this file
 //	24  8  prev last seq: the last seq of the previous segment (0: none)
 //	32  8  creation time, Unix ns
@@ -58,6 +60,43 @@
 // segment is sealed (slot with the sealed flag, truncated to its end, synced);
 // then the new file is renamed into place and the directory synced. Running
 // out of space before the seal is ErrDiskFull and leaves the log usable.
+//
+// # Recycled segments
+//
+// With Options.Recycle, RemoveBefore renames up to that many deleted segments
+// to spare names (one directory sync for the whole call, as for unlinks),
+// and a later roll reuses one instead of creating a file: the file is cut at
+// the end of its old frames, preallocated again, given a new header with the
+// recycled flag and a first slot, synced, and renamed into place like any new
+// segment. Its blocks are already written, so appends to it do not make each
+// fdatasync commit the allocation of fresh extents. A segment a Reader still
+// holds is unlinked, not kept: the reader would read the new life as the old
+// segment's frames. Spares are removed by Close and, after a crash, by Open.
+//
+// The frames of the file's earlier life stay where the new life has not
+// written yet, with valid checksums (frames are replicated as stored, so
+// their checksum cannot depend on the file). What keeps them from being read:
+//
+//   - Every frame left in a reused file has a seq below the new segment's
+//     base. Seqs only grow in a log, except that TruncateAfter hands the cut
+//     seqs out again: so a spare is reused only for a segment based above its
+//     last seq (else it is deleted), and it is cut at the end of its frames
+//     first (frames a TruncateAfter cut may still lie past its sealed end if
+//     a crash undid the truncation).
+//   - Recovery requires each frame to carry the next seq, so a leftover frame
+//     is never taken for one of the new life, wherever it lies.
+//   - In a recycled segment, above the synced offset, whatever is not the
+//     expected frame ends the data: a torn tail of one frame if its header
+//     carries the expected seq (this life's frame cut short by a crash), and
+//     otherwise a clean end (leftovers, or zeros past the old end). So a
+//     clean Close stays clean, and appends go on over the leftovers. Below the
+//     synced offset, and in a sealed segment, the rules above are unchanged:
+//     anything but the expected frame is ErrCorrupt with file and offset.
+//
+// The format version stays 1: a build that ignores the recycled flag reads no
+// leftover frame either (none carries the seq expected where it lies); it
+// takes leftovers after a clean close for a torn tail and cuts them, which
+// costs a new segment and a warning, no frame.
 //
 // Seqs are leased: before a seq above the durable lease is assigned, a slot
 // with a larger lease is written and synced. Recovery starts the next seq above

@@ -171,6 +171,9 @@ func (r *Reader) openSegment() (bool, error) {
 			}
 		}
 		closed := l.closed
+		if seg != nil && !closed {
+			seg.readers++ // RemoveBefore must not recycle it under us
+		}
 		l.mu.Unlock()
 		if closed {
 			return false, ErrClosed
@@ -180,6 +183,7 @@ func (r *Reader) openSegment() (bool, error) {
 		}
 		f, err := l.fs.Open(seg.path)
 		if err != nil {
+			l.unread(seg)
 			if errors.Is(err, fs.ErrNotExist) && l.removed(seg) {
 				continue // retention deleted it since: the next one
 			}
@@ -192,6 +196,7 @@ func (r *Reader) openSegment() (bool, error) {
 		l.mu.Unlock()
 		if closed {
 			f.Close()
+			l.unread(seg)
 			return false, ErrClosed
 		}
 		limit, _, _ := l.segmentLimit(seg)
@@ -243,7 +248,17 @@ func (r *Reader) closeSegment() {
 	if r.file != nil {
 		r.file.Close()
 	}
+	if r.seg != nil {
+		r.log.unread(r.seg)
+	}
 	r.seg, r.file, r.rd = nil, nil, nil
+}
+
+// unread undoes the count of a reader that picked seg (openSegment).
+func (l *Log) unread(seg *segment) {
+	l.mu.Lock()
+	seg.readers--
+	l.mu.Unlock()
 }
 
 // Close releases the reader's file handle.

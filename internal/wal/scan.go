@@ -2,6 +2,7 @@ package wal
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -55,6 +56,8 @@ type SegmentInfo struct {
 	// this log got them, somewhere between PrevLastSeq and BaseSeq (or, for
 	// the first segment, below BaseSeq). See Log.Gaps.
 	Gap bool
+	// Recycled: the file held an earlier segment (Options.Recycle).
+	Recycled bool
 }
 
 // ScanResult is what Scan found in a log directory.
@@ -86,7 +89,7 @@ func Scan(fsys vfs.FS, dir string) (*ScanResult, error) {
 		res.Segments = append(res.Segments, SegmentInfo{
 			Name: s.name(), BaseSeq: s.baseSeq, LastSeq: s.lastSeq, PrevLastSeq: s.prevLastSeq,
 			Frames: s.frames, DataBytes: s.end - dataStart, FileBytes: size, Sealed: s.sealed,
-			SyncedOffset: s.slot.syncedOffset, Lease: s.slot.lease, Gap: s.gap,
+			SyncedOffset: s.slot.syncedOffset, Lease: s.slot.lease, Gap: s.gap, Recycled: s.recycled,
 		})
 		res.LastSeq = s.lastSeq
 		s.file.Close()
@@ -181,7 +184,7 @@ func scanSegment(f vfs.File, path string, last bool, visit func(*record.Record))
 		return nil, nil, corrupt(path, slotAOffset, "no valid sync slot")
 	}
 	seg := &segment{path: path, baseSeq: h.baseSeq, prevLastSeq: h.prevLastSeq, file: f, slot: sl,
-		sealed: sl.sealed, lastSeq: h.prevLastSeq, end: dataStart, gap: h.gap}
+		sealed: sl.sealed, lastSeq: h.prevLastSeq, end: dataStart, gap: h.gap, recycled: h.recycled}
 	if !sl.sealed && !last {
 		return seg, nil, corrupt(path, slotAOffset, "segment is not sealed but another segment follows it")
 	}
@@ -213,6 +216,12 @@ func scanSegment(f vfs.File, path string, last bool, visit func(*record.Record))
 		} else if err != nil && !isDecodeError(err) {
 			return seg, nil, fmt.Errorf("wal: reading %s at offset %d: %w", path, off, err)
 		}
+		if err != nil && h.recycled && !strict(off) {
+			// In a recycled file the frames of its earlier life follow this
+			// one's: whatever is not the expected frame ends the data.
+			t, err := recycledTail(f, path, off, limit, expected, err)
+			return seg, t, err
+		}
 		if err != nil {
 			if errors.Is(err, record.ErrCleanEnd) {
 				if strict(off) {
@@ -243,6 +252,28 @@ func scanSegment(f vfs.File, path string, last bool, visit func(*record.Record))
 		return seg, nil, corrupt(path, seg.end, "data ends before the synced offset %d", sl.syncedOffset)
 	}
 	return seg, nil, nil
+}
+
+// recycledTail decides what ends the data of a recycled segment above its
+// synced offset, at off, where the frame with seq expected was not found
+// (why says what was found instead). The file's earlier life left frames
+// there whose seqs are all below this segment's base (takeRecycled), so a
+// frame header carrying the expected seq can only be this life's frame cut
+// short by a crash: a torn tail of one frame. Anything else (a whole frame
+// of the earlier life, part of one, zeros) is where the data ends cleanly.
+// Either way nothing from off on is read as a frame.
+func recycledTail(f vfs.File, path string, off, limit int64, expected uint64, why error) (*TornTail, error) {
+	header := make([]byte, record.HeaderSize)
+	n, err := f.ReadAt(header, off)
+	if n < len(header) && err != nil && err != io.EOF {
+		return nil, fmt.Errorf("wal: reading %s at offset %d: %w", path, off, err)
+	}
+	if n < 24 || binary.LittleEndian.Uint64(header[16:24]) != expected {
+		return nil, nil
+	}
+	size := int64(record.HeaderSize) + int64(binary.LittleEndian.Uint32(header[0:4]))
+	return &TornTail{File: path, Offset: off, Bytes: min(size, limit-off), Frames: 1,
+		Reason: why.Error()}, nil
 }
 
 func isDecodeError(err error) bool {

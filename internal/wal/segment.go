@@ -27,6 +27,10 @@ const (
 	// last and this one's base held records in the log this one copies
 	// (AppendFrames) that were deleted there before this log got them.
 	flagGap = 1
+	// flagRecycled, in a header's flags: the file held an earlier segment of
+	// this log (RemoveBefore kept it as a spare), whose frames may still lie
+	// past this one's data. They all have seqs below this segment's base.
+	flagRecycled = 2
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -37,15 +41,21 @@ type header struct {
 	prevLastSeq uint64
 	created     int64
 	gap         bool // flagGap
+	recycled    bool // flagRecycled
 }
 
 func (h header) encode() []byte {
 	b := make([]byte, slotAOffset)
 	copy(b[0:8], magic)
 	binary.LittleEndian.PutUint32(b[8:12], formatVersion)
+	var flags uint32
 	if h.gap {
-		binary.LittleEndian.PutUint32(b[12:16], flagGap)
+		flags |= flagGap
 	}
+	if h.recycled {
+		flags |= flagRecycled
+	}
+	binary.LittleEndian.PutUint32(b[12:16], flags)
 	binary.LittleEndian.PutUint64(b[16:24], h.baseSeq)
 	binary.LittleEndian.PutUint64(b[24:32], h.prevLastSeq)
 	binary.LittleEndian.PutUint64(b[32:40], uint64(h.created))
@@ -71,6 +81,7 @@ func decodeHeader(b []byte) (header, string) {
 		prevLastSeq: binary.LittleEndian.Uint64(b[24:32]),
 		created:     int64(binary.LittleEndian.Uint64(b[32:40])),
 		gap:         binary.LittleEndian.Uint32(b[12:16])&flagGap != 0,
+		recycled:    binary.LittleEndian.Uint32(b[12:16])&flagRecycled != 0,
 	}, ""
 }
 
@@ -199,6 +210,12 @@ type segment struct {
 	frames      int      // frames found when the segment was scanned
 	sealed      bool
 	gap         bool // records before it are missing (flagGap)
+	recycled    bool // the file held an earlier segment (flagRecycled)
+	// readers counts the Readers that picked this segment and have not
+	// closed it yet (under the Log's mutex): RemoveBefore does not recycle a
+	// file a reader may still read, since its new life would overwrite what
+	// the reader takes for this segment's frames.
+	readers int
 }
 
 func (s *segment) name() string { return filepath.Base(s.path) }

@@ -52,8 +52,17 @@ type Options struct {
 	// it. A roll then only writes a header and renames, and appends land on
 	// blocks that are already written, so an fdatasync need not also commit
 	// the allocation of fresh (unwritten) extents to the file system's
-	// journal. It costs writing each segment twice.
+	// journal. It costs writing each segment twice. A roll that can reuse
+	// a recycled segment (Recycle) does not ask for one.
 	Prepare bool
+	// Recycle is how many segments RemoveBefore keeps, renamed to spare
+	// names, to become later segments instead of creating and
+	// preallocating new files: their blocks are already written, like a
+	// prepared spare's, at no cost. The header of a reused file says so,
+	// and recovery never reads what is left of its earlier life (see the
+	// package comment). 0: none, every deleted segment is unlinked. Spares
+	// take disk space until used, and are removed by Close and Open.
+	Recycle int
 
 	// Claim, if set, is called once the directory is locked and before
 	// recovery removes or changes anything in it; an error ends Open with
@@ -88,9 +97,10 @@ type Stats struct {
 	Syncs         uint64 // data syncs (fdatasync) on segments
 	SyncNanos     uint64 // total time spent in them
 	Segments      int
-	DiskBytes     int64 // bytes the segment files take, preallocation included
+	DiskBytes     int64 // bytes the segment files take, preallocation and recycled spares included
 	SegmentsRolls uint64
 	WarmRolls     uint64 // rolls that used a prepared, zero-filled segment
+	RecycledRolls uint64 // rolls that reused a deleted segment's file (Options.Recycle)
 	// SyncLatency counts the data syncs by duration: SyncLatency[i] those
 	// that took at most SyncBounds[i] (and more than the bound before), the
 	// last entry those above every bound.
@@ -135,20 +145,23 @@ type Log struct {
 	// Slot throttling (under syncMu): when the last slot was written.
 	slotWritten time.Time
 
-	// Segment preparation (Options.Prepare).
-	spareMu     sync.Mutex
-	spare       vfs.File // a zero-filled file ready to become the next segment
-	sparePath   string
-	spareSize   int64
-	prepWanted  chan struct{} // asks the preparer for a spare
-	prepQuit    chan struct{}
-	prepDone    chan struct{}
-	prepRunning bool // the writer asked and no spare was taken since
+	// Segment preparation (Options.Prepare) and recycling (Options.Recycle).
+	spareMu      sync.Mutex
+	recycled     []recycledSpare // under spareMu, newest last
+	sparesClosed bool            // under spareMu: Close dropped the spares
+	spareSeq     atomic.Uint64   // numbers spare-N.tmp names
+	spare        vfs.File        // a zero-filled file ready to become the next segment
+	sparePath    string
+	spareSize    int64
+	prepWanted   chan struct{} // asks the preparer for a spare
+	prepQuit     chan struct{}
+	prepDone     chan struct{}
+	prepRunning  bool // the writer asked and no spare was taken since
 
-	frames, bytes, syncs, syncNanos, rolls, warmRolls atomic.Uint64
-	seekMisses                                        atomic.Uint64 // Reader.Seek hints that named no frame
-	framesRead                                        atomic.Uint64 // frames decoded by Readers
-	syncLatency                                       latency
+	frames, bytes, syncs, syncNanos, rolls, warmRolls, recycledRolls atomic.Uint64
+	seekMisses                                                       atomic.Uint64 // Reader.Seek hints that named no frame
+	framesRead                                                       atomic.Uint64 // frames decoded by Readers
+	syncLatency                                                      latency
 
 	// Readers' cap (CapReaders).
 	capped  atomic.Bool
@@ -168,6 +181,9 @@ func Open(dir string, opts Options) (*Log, *Recovery, error) {
 	}
 	if opts.SegmentSize < MinSegmentSize {
 		return nil, nil, fmt.Errorf("wal: segment size %d below the minimum %d", opts.SegmentSize, MinSegmentSize)
+	}
+	if opts.Recycle < 0 {
+		return nil, nil, fmt.Errorf("wal: negative Recycle %d", opts.Recycle)
 	}
 	if opts.LeaseChunk == 0 {
 		opts.LeaseChunk = defaultLeaseChunk
@@ -458,7 +474,7 @@ func (l *Log) write(buf []byte, sizes []int, assign bool) (n int, err error) {
 		l.nextSeq = seq
 		n, start = j, end
 	}
-	if l.prepWanted != nil && !l.prepRunning && l.written > l.opts.SegmentSize/16 {
+	if l.prepWanted != nil && !l.prepRunning && l.written > l.opts.SegmentSize/16 && l.recycledSpares() == 0 {
 		l.prepRunning = true
 		select {
 		case l.prepWanted <- struct{}{}:
@@ -567,12 +583,13 @@ func (l *Log) roll() error {
 	final := filepath.Join(l.dir, segmentName(base))
 	tmp := final + tmpExt
 	h := header{baseSeq: base, prevLastSeq: l.lastSeq, created: l.opts.Now().UnixNano(), gap: l.rollGap}
-	f, tmp, err := l.takeSpare(tmp, h, lease)
+	f, tmp, err := l.takeSpare(tmp, &h, lease)
 	if err != nil {
 		return err
 	}
 	seg := &segment{path: final, baseSeq: base, prevLastSeq: l.lastSeq, file: f, lastSeq: l.lastSeq, end: dataStart, gap: h.gap,
-		slot: slot{generation: 1, syncedOffset: dataStart, syncedSeq: l.lastSeq, lease: lease}}
+		recycled: h.recycled,
+		slot:     slot{generation: 1, syncedOffset: dataStart, syncedSeq: l.lastSeq, lease: lease}}
 
 	if old := l.active; old != nil {
 		// The sealed slot claims everything written is durable: sync the
@@ -656,9 +673,10 @@ func (l *Log) writeHeader(f vfs.File, h header, lease uint64) error {
 }
 
 // takeSpare returns the prepared spare file with h written into it, or, when
-// there is none (or it does not fit), a segment created now under tmp. It
-// returns the file and its temporary path.
-func (l *Log) takeSpare(tmp string, h header, lease uint64) (vfs.File, string, error) {
+// there is none (or it does not fit), a recycled one (which sets
+// h.recycled), or else a segment created now under tmp. It returns the file
+// and its temporary path.
+func (l *Log) takeSpare(tmp string, h *header, lease uint64) (vfs.File, string, error) {
 	l.spareMu.Lock()
 	f, path, size := l.spare, l.sparePath, l.spareSize
 	l.spare = nil
@@ -666,7 +684,7 @@ func (l *Log) takeSpare(tmp string, h header, lease uint64) (vfs.File, string, e
 	l.prepRunning = false
 	if f != nil {
 		if size == l.opts.SegmentSize {
-			if err := l.writeHeader(f, h, lease); err == nil {
+			if err := l.writeHeader(f, *h, lease); err == nil {
 				l.warmRolls.Add(1)
 				return f, path, nil
 			}
@@ -674,7 +692,11 @@ func (l *Log) takeSpare(tmp string, h header, lease uint64) (vfs.File, string, e
 		f.Close()
 		l.fs.Remove(path)
 	}
-	f, err := l.createSegment(tmp, h, lease)
+	if f, path, ok := l.takeRecycled(h, lease); ok {
+		l.recycledRolls.Add(1)
+		return f, path, nil
+	}
+	f, err := l.createSegment(tmp, *h, lease)
 	return f, tmp, err
 }
 
@@ -682,13 +704,13 @@ func (l *Log) takeSpare(tmp string, h header, lease uint64) (vfs.File, string, e
 // segment file and writes zeros over it (Options.Prepare).
 func (l *Log) prepareLoop() {
 	defer close(l.prepDone)
-	for n := 0; ; n++ {
+	for {
 		select {
 		case <-l.prepWanted:
 		case <-l.prepQuit:
 			return
 		}
-		path := filepath.Join(l.dir, fmt.Sprintf("spare-%d%s", n, tmpExt))
+		path := l.spareName()
 		f, err := l.prepareSpare(path)
 		if err != nil {
 			l.logger.Warn("wal: could not prepare the next segment; the roll will create it", "error", err)
@@ -777,6 +799,7 @@ func (l *Log) Close() error {
 		}
 		l.spareMu.Unlock()
 	}
+	l.removeRecycled()
 	l.mu.Lock()
 	l.closed = true
 	for _, s := range l.segments {
@@ -840,8 +863,15 @@ func (l *Log) DataBytes() int64 {
 
 // Stats returns counters since Open.
 func (l *Log) Stats() Stats {
-	s := Stats{Frames: l.frames.Load(), Bytes: l.bytes.Load(), Syncs: l.syncs.Load(),
-		SyncNanos: l.syncNanos.Load(), SyncLatency: l.syncLatency.snapshot(), SegmentsRolls: l.rolls.Load(), WarmRolls: l.warmRolls.Load()}
+	var spares int64
+	l.spareMu.Lock()
+	for _, spare := range l.recycled {
+		spares += spare.end
+	}
+	l.spareMu.Unlock()
+	s := Stats{Frames: l.frames.Load(), Bytes: l.bytes.Load(), Syncs: l.syncs.Load(), DiskBytes: spares,
+		SyncNanos: l.syncNanos.Load(), SyncLatency: l.syncLatency.snapshot(), SegmentsRolls: l.rolls.Load(), WarmRolls: l.warmRolls.Load(),
+		RecycledRolls: l.recycledRolls.Load()}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	s.Segments = len(l.segments)
@@ -853,29 +883,4 @@ func (l *Log) Stats() Stats {
 		}
 	}
 	return s
-}
-
-// RemoveBefore deletes sealed segments whose every seq is below seq (whole
-// segments only; the active segment is never removed) and syncs the
-// directory. It returns how many segments it removed.
-func (l *Log) RemoveBefore(seq uint64) (int, error) {
-	l.mu.Lock()
-	var doomed []*segment
-	for len(l.segments) > 1 && l.segments[0].sealed && l.segments[0].lastSeq < seq && l.segments[0] != l.active {
-		doomed = append(doomed, l.segments[0])
-		l.segments = l.segments[1:]
-	}
-	l.mu.Unlock()
-	for _, s := range doomed {
-		if err := l.fs.Remove(s.path); err != nil {
-			return 0, err
-		}
-		forgetFailedSync(l.fs, s.path)
-	}
-	if len(doomed) > 0 {
-		if err := l.fs.SyncDir(l.dir); err != nil {
-			return 0, err
-		}
-	}
-	return len(doomed), nil
 }

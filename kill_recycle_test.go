@@ -1,0 +1,159 @@
+package zeroloss
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/zerolossmq/zeroloss/internal/record"
+	"github.com/zerolossmq/zeroloss/internal/vfs"
+	"github.com/zerolossmq/zeroloss/internal/wal"
+)
+
+// recycleKillSegment is the segment size of TestKillNineWithRecycledSegments:
+// about a hundred of consumeChild's messages, so that retention (every
+// second) deletes segments and later rolls reuse them within a run.
+const recycleKillSegment = 32 << 10
+
+// recycledReporter returns a function that prints "recycled N" when q's
+// Stats.RecycledRolls has grown since it last printed.
+func recycledReporter(q *Queue, say func(string)) func() {
+	var last atomic.Uint64
+	return func() {
+		n := q.Stats().RecycledRolls
+		if prev := last.Load(); n > prev && last.CompareAndSwap(prev, n) {
+			say(fmt.Sprintf("recycled %d\n", n))
+		}
+	}
+}
+
+// TestKillNineWithRecycledSegments kills a child that sends and consumes
+// with small segments, once retention has deleted segments and rolls have
+// reused them (the child says so), several times on one directory: after
+// each reopen no acked message is delivered again, every other SendOK
+// message is delivered again exactly once with its own body, and recovery
+// finds no damage in the recycled files.
+func TestKillNineWithRecycledSegments(t *testing.T) {
+	runs := 4
+	if testing.Short() {
+		runs = 2
+	}
+	dir := t.TempDir()
+	rng := rand.New(rand.NewPCG(21, 5))
+	sent := map[string]uint64{}
+	acked := map[string]bool{}
+	for run := 0; run < runs; run++ {
+		killAfter := 20 + rng.IntN(200) // acks to see after the first reuse
+		cmd := exec.Command(os.Args[0])
+		cmd.Env = append(os.Environ(), killChildDir+"="+dir, killChildDir+"_RUN=x"+strconv.Itoa(run),
+			killChildDir+"_MODE=consume", killChildDir+"_SEGMENT="+strconv.Itoa(recycleKillSegment))
+		stdout, err := cmd.StdoutPipe()
+		require.NoError(t, err)
+		cmd.Stderr = os.Stderr
+		require.NoError(t, cmd.Start())
+		// A child that never reuses a segment is killed after a minute, and
+		// the run fails below.
+		deadline := time.AfterFunc(time.Minute, func() { cmd.Process.Kill() })
+		scanner := bufio.NewScanner(stdout)
+		recycled, acks, killed := false, 0, false
+		for scanner.Scan() {
+			f := strings.Fields(scanner.Text())
+			switch {
+			case len(f) == 3 && f[0] == "ok":
+				seq, err := strconv.ParseUint(f[2], 10, 64)
+				require.NoError(t, err)
+				sent[f[1]] = seq
+			case len(f) == 2 && f[0] == "acked":
+				require.False(t, acked[f[1]], "run %d: %s acked twice", run, f[1])
+				acked[f[1]] = true
+				if recycled {
+					acks++
+				}
+			case len(f) == 2 && f[0] == "recycled":
+				recycled = true
+			case len(f) == 2 && f[0] == "corrupt":
+				t.Fatalf("run %d: corrupt body for %s", run, f[1])
+			}
+			if acks == killAfter && !killed {
+				require.NoError(t, cmd.Process.Kill())
+				killed = true
+			}
+		}
+		_ = cmd.Wait()
+		deadline.Stop()
+		require.True(t, killed, "run %d: the child stopped before reusing a segment and %d acks after", run, killAfter)
+
+		ackedInLog, first := ackedIDs(t, dir) // before Open: see ackedIDs
+		res, err := wal.Scan(vfs.OS, dir)
+		require.NoError(t, err)
+		reused := 0
+		for _, seg := range res.Segments {
+			if seg.Recycled {
+				reused++
+			}
+		}
+		require.NotZero(t, reused, "run %d: recycled segments are in the log\n%s", run, segmentTable(res))
+		// A frame left by a recycled file's earlier life has a seq below
+		// those before it.
+		var prev uint64
+		for _, seg := range res.Segments {
+			require.NoError(t, wal.ReadFrames(vfs.OS, dir, seg, func(off int64, rec *record.Record) error {
+				if rec.Seq <= prev {
+					return fmt.Errorf("%s at offset %d: seq %d after seq %d", seg.Name, off, rec.Seq, prev)
+				}
+				prev = rec.Seq
+				return nil
+			}), "run %d", run)
+		}
+		for id, seq := range sent {
+			if seq < first {
+				require.True(t, acked[id] || ackedInLog[id], "run %d: %s (seq %d) deleted by retention but never acked", run, id, seq)
+			}
+		}
+		q := openQueue(t, dir, &Options{SegmentSize: recycleKillSegment, MaxMessageSize: 4 << 10})
+		c, err := q.Consumer("g", &ConsumerOptions{AckTimeout: time.Minute})
+		require.NoError(t, err)
+		owed := map[string]bool{}
+		for id := range sent {
+			if !acked[id] && !ackedInLog[id] {
+				owed[id] = true
+			}
+		}
+		// The drain ends at the first 300ms without a delivery once nothing
+		// is owed, or after 30s.
+		drainEnd := time.Now().Add(30 * time.Second)
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			d, err := c.Receive(ctx)
+			cancel()
+			if err != nil {
+				require.ErrorIs(t, err, context.DeadlineExceeded)
+				if len(owed) == 0 || time.Now().After(drainEnd) {
+					break
+				}
+				continue
+			}
+			id := d.Message.ID
+			require.False(t, acked[id] || ackedInLog[id], "run %d: acked message %s (seq %d) delivered again", run, id, d.Seq)
+			require.Equal(t, bodyFor(id), d.Message.Body, "run %d: body of %s", run, id)
+			require.NoError(t, d.Ack())
+			acked[id] = true
+			delete(owed, id)
+		}
+		require.Empty(t, owed, "run %d: SendOK messages neither acked nor delivered again", run)
+		for id := range ackedInLog {
+			acked[id] = true
+		}
+		require.NoError(t, q.Close())
+	}
+}
