@@ -27,9 +27,22 @@
 // pwrite and synced with one fdatasync once every Send in flight has joined
 // it (waiting at most half an average fdatasync).
 //
+// # Topics and tags
+//
+// Message.Topic names the topic a message is sent to ("" is the default
+// topic) and Message.Tag an optional label within it. Every topic is
+// appended to the one log, so one fdatasync covers a batch of Sends to many
+// topics. A consumer group reads one topic (ConsumerOptions.Topic) and, if
+// ConsumerOptions.Tags lists any, only those tags; both are part of the
+// group's durable declaration. An in-memory index of where each topic's
+// messages are lets a group skip other topics' records without reading
+// them. A topic with no group keeps its messages, within RetentionBytes and
+// RetentionAge, for a group declared later. Queue.TopicStats and
+// GroupStats.Lag count them. Dedup is per topic.
+//
 // # Idempotent send
 //
-// A message whose ID the caller set is remembered for Options.DedupWindow
+// A message whose ID the caller set is remembered, within its topic, for Options.DedupWindow
 // (default 2 minutes, at most Options.DedupEntries IDs): a Send of the same
 // ID within the window appends nothing and returns the original seq, with
 // SendResult.Duplicate set and the original's durability status. Resending

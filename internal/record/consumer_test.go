@@ -3,6 +3,7 @@ package record
 import (
 	"bytes"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -56,6 +57,7 @@ func FuzzConsumerRecords(f *testing.F) {
 	a := Ack{Floor: 1, Mark: 9, Attempts: []Attempts{{3, 2}}, Acked: []uint64{3, 4}}
 	f.Add(AppendAck(nil, &a))
 	f.Add(AppendGroup(nil, &Group{Name: "g", StartSeq: 1}))
+	f.Add(AppendGroup(nil, &Group{Name: "g", StartSeq: 1, Topic: "orders", Tags: []string{"a", "b"}}))
 	cp := sampleCheckpoint()
 	f.Add(AppendCheckpoint(nil, &cp))
 	f.Add(AppendRetry(nil, &cp.Groups[0].Retries[0].Retry))
@@ -81,7 +83,12 @@ func FuzzConsumerRecords(f *testing.F) {
 				t.Fatalf("ack round trip: %v", err)
 			}
 		}
-		_, _ = DecodeGroup(p)
+		if g, err := DecodeGroup(p); err == nil {
+			again, err := DecodeGroup(AppendGroup(nil, &g))
+			if err != nil || again.Name != g.Name || again.StartSeq != g.StartSeq || again.Topic != g.Topic || !slices.Equal(again.Tags, g.Tags) {
+				t.Fatalf("group round trip: %+v, %v; was %+v", again, err, g)
+			}
+		}
 		_, _ = DecodeDeadLetter(p)
 		if r, err := DecodeRetry(p); err == nil {
 			again, err := DecodeRetry(AppendRetry(nil, &r))
@@ -91,8 +98,13 @@ func FuzzConsumerRecords(f *testing.F) {
 		}
 		if c, err := DecodeCheckpoint(p); err == nil {
 			again, err := DecodeCheckpoint(AppendCheckpoint(nil, &c))
-			if err != nil || len(again.Groups) != len(c.Groups) {
+			if err != nil || len(again.Groups) != len(c.Groups) || len(again.Dedup) != len(c.Dedup) {
 				t.Fatalf("checkpoint round trip: %v", err)
+			}
+			for i := range c.Groups {
+				if again.Groups[i].Topic != c.Groups[i].Topic || !slices.Equal(again.Groups[i].Tags, c.Groups[i].Tags) {
+					t.Fatalf("checkpoint round trip: group %d's subscription differs", i)
+				}
 			}
 		}
 	})
@@ -107,7 +119,8 @@ func sampleCheckpoint() Checkpoint {
 			Dead: []DeadState{{Pos: 28, Time: 77, DeadLetter: DeadLetter{Seq: 9, Source: 9, Attempts: 16, Reason: "max",
 				Message: Message{ID: "d", Key: "k", Body: []byte("dead")}}}}},
 		{ID: 2, Name: "audit", Start: 5, Floor: 5, Mark: 5},
-	}, Dedup: []DedupEntry{{ID: "order-1", Seq: 3, Time: 99}, {ID: "order-2", Seq: 4, Time: -1}},
+		{ID: 3, Name: "paid", Topic: "orders", Tags: []string{"paid", "void"}, Start: 5, Floor: 6, Mark: 7},
+	}, Dedup: []DedupEntry{{ID: "order-1", Seq: 3, Time: 99}, {ID: "order-2", Seq: 4, Time: -1}, {Topic: "orders", ID: "order-1", Seq: 6, Time: 100}},
 		Halves: []HalfState{{Seq: 8, Time: 5, Checks: 2, Message: Message{ID: "tx-1", Body: []byte("pay")}}}}
 }
 
@@ -129,12 +142,21 @@ func TestRetryAndCheckpointRoundTrip(t *testing.T) {
 
 	// Every strict prefix is refused except the one ending exactly between
 	// sections, and trailing garbage or an unknown section is refused.
-	first := len(AppendCheckpoint(nil, &Checkpoint{Groups: c.Groups[:1]}))
-	second := len(AppendCheckpoint(nil, &Checkpoint{Groups: c.Groups}))
-	third := len(AppendCheckpoint(nil, &Checkpoint{Groups: c.Groups, Dedup: c.Dedup}))
+	between := map[int]bool{}
+	for i := range c.Groups {
+		between[len(AppendCheckpoint(nil, &Checkpoint{Groups: c.Groups[:i+1]}))] = true
+	}
+	var defaultTopic []DedupEntry // the default topic's dedup entries come first, in a section of their own
+	for _, e := range c.Dedup {
+		if e.Topic == "" {
+			defaultTopic = append(defaultTopic, e)
+		}
+	}
+	between[len(AppendCheckpoint(nil, &Checkpoint{Groups: c.Groups, Dedup: defaultTopic}))] = true
+	between[len(AppendCheckpoint(nil, &Checkpoint{Groups: c.Groups, Dedup: c.Dedup}))] = true
 	for i := 1; i < len(buf); i++ {
 		_, err := DecodeCheckpoint(buf[:i])
-		if i == first || i == second || i == third {
+		if between[i] {
 			assert.NoError(t, err, "prefix of %d bytes is whole sections", i)
 		} else {
 			assert.Error(t, err, "prefix of %d bytes", i)

@@ -16,6 +16,10 @@ func FuzzDecode(f *testing.F) {
 	f.Add(frame[:20])
 	f.Add(make([]byte, 40))
 	f.Add(append(bytes.Clone(frame), frame...))
+	routed := Message{ID: "a", Topic: "orders", Tag: "paid", Body: []byte("e")}
+	f.Add(AppendMessage(nil, &routed))
+	routed.Topic = ""
+	f.Add(AppendMessage(nil, &routed))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		rec, n, err := Decode(data, 1<<20)
 		if err != nil {
@@ -45,9 +49,13 @@ func FuzzDecode(f *testing.F) {
 			if err != nil {
 				t.Fatalf("re-encoded message does not decode: %v", err)
 			}
-			if msg2.ID != msg.ID || msg2.Key != msg.Key || !bytes.Equal(msg2.Body, msg.Body) ||
+			if msg2.ID != msg.ID || msg2.Topic != msg.Topic || msg2.Tag != msg.Tag || msg2.Key != msg.Key || !bytes.Equal(msg2.Body, msg.Body) ||
 				len(msg2.Headers) != len(msg.Headers) || !msg2.DeliverAt.Equal(msg.DeliverAt) {
 				t.Fatalf("message round trip differs: %+v vs %+v", msg2, msg)
+			}
+			topic, tag, err := MessageRoute(data)
+			if err != nil || string(topic) != msg.Topic || string(tag) != msg.Tag {
+				t.Fatalf("MessageRoute %q %q %v, DecodeMessage %q %q", topic, tag, err, msg.Topic, msg.Tag)
 			}
 			if len(again) != MessageSize(&msg) {
 				t.Fatalf("MessageSize %d, encoded %d", MessageSize(&msg), len(again))
