@@ -40,8 +40,12 @@ var suiteFeatures = tests.Features{
 
 // suiteConsumer fits the suite: TestContinueAfterErrors nacks one message
 // up to 300 times (each Nack counts a delivery), so MaxDeliveries is above
-// that; Nack redelivers at once, so no backoff is waited for.
-var suiteConsumer = zeroloss.ConsumerOptions{MaxDeliveries: 1000, Ordered: true}
+// that; Nack redelivers at once, so no backoff is waited for. Each
+// Subscribe hands out up to 4 messages at once: TestPublishSubscribeInOrder
+// has 10 subscribers and 16 interleaved kinds of message, so with one
+// message out per subscriber it could not see a reordering; with 40 it
+// fails at once if the groups are not Ordered.
+var suiteConsumer = zeroloss.ConsumerOptions{MaxDeliveries: 1000, Ordered: true, Concurrency: 4}
 
 // openQueue opens a queue in a temporary directory, closed after the test
 // and its subtests.
