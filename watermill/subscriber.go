@@ -217,7 +217,11 @@ func (sub *subscription) run() {
 	for {
 		d, err := sub.consumer.Receive(sub.ctx)
 		if err != nil {
-			if sub.ctx.Err() == nil {
+			switch {
+			case sub.ctx.Err() != nil:
+			case errors.Is(err, zeroloss.ErrClosed):
+				sub.s.config.Logger.Info("zlwatermill: the queue is closed; the subscription ends", sub.fields)
+			default:
 				sub.s.config.Logger.Error("zlwatermill: receive failed; the subscription ends", err, sub.fields)
 			}
 			return
