@@ -47,6 +47,11 @@ var suiteFeatures = tests.Features{
 // fails at once if the groups are not Ordered.
 var suiteConsumer = zeroloss.ConsumerOptions{MaxDeliveries: 1000, Ordered: true, Concurrency: 4}
 
+// unorderedConsumer is suiteConsumer without order: the messages of a
+// group are handed out to all its subscribers at once, as most
+// applications run it.
+var unorderedConsumer = zeroloss.ConsumerOptions{MaxDeliveries: 1000, Concurrency: 4}
+
 // openQueue opens a queue in a temporary directory, closed after the test
 // and its subtests.
 func openQueue(t *testing.T) *zeroloss.Queue {
@@ -59,9 +64,15 @@ func openQueue(t *testing.T) *zeroloss.Queue {
 
 // pubSubOn builds a Publisher and a Subscriber on q, reading through the
 // groups that groups names; both are closed at the end of t at the latest.
+// The publisher keys every message by its topic if the consumer is
+// Ordered.
 func pubSubOn(t *testing.T, q *zeroloss.Queue, groups zlwatermill.GroupFunc, consumer zeroloss.ConsumerOptions) (message.Publisher, message.Subscriber) {
 	logger := watermill.NewStdLogger(false, false)
-	pub, err := zlwatermill.NewPublisher(q, zlwatermill.PublisherConfig{Key: zlwatermill.KeyByTopic, Logger: logger})
+	var key zlwatermill.KeyFunc
+	if consumer.Ordered {
+		key = zlwatermill.KeyByTopic
+	}
+	pub, err := zlwatermill.NewPublisher(q, zlwatermill.PublisherConfig{Key: key, Logger: logger})
 	require.NoError(t, err)
 	sub, err := zlwatermill.NewSubscriber(q, zlwatermill.SubscriberConfig{ConsumerGroup: groups, Consumer: consumer, Logger: logger})
 	require.NoError(t, err)
@@ -75,21 +86,34 @@ func pubSubOn(t *testing.T, q *zeroloss.Queue, groups zlwatermill.GroupFunc, con
 // constructors returns the suite's constructors over one new queue: the
 // plain one reads through the group "test" of each topic, the other
 // through the group it is given.
-func constructors(t *testing.T) (tests.PubSubConstructor, tests.ConsumerGroupPubSubConstructor) {
+func constructors(t *testing.T, consumer zeroloss.ConsumerOptions) (tests.PubSubConstructor, tests.ConsumerGroupPubSubConstructor) {
 	q := openQueue(t)
 	plain := func(t *testing.T) (message.Publisher, message.Subscriber) {
-		return pubSubOn(t, q, zlwatermill.GroupPerTopic("test"), suiteConsumer)
+		return pubSubOn(t, q, zlwatermill.GroupPerTopic("test"), consumer)
 	}
 	grouped := func(t *testing.T, group string) (message.Publisher, message.Subscriber) {
-		return pubSubOn(t, q, zlwatermill.GroupPerTopic(group), suiteConsumer)
+		return pubSubOn(t, q, zlwatermill.GroupPerTopic(group), consumer)
 	}
 	return plain, grouped
 }
 
-// TestPubSub runs Watermill's universal Pub/Sub suite.
+// TestPubSub runs Watermill's universal Pub/Sub suite, with ordered
+// groups.
 func TestPubSub(t *testing.T) {
-	plain, grouped := constructors(t)
+	plain, grouped := constructors(t, suiteConsumer)
 	tests.TestPubSub(t, suiteFeatures, plain, grouped)
+}
+
+// TestPubSubUnordered runs the suite again without order (GuaranteedOrder
+// false: TestPublishSubscribeInOrder and TestNoAck are skipped): each
+// group's messages go out to all its subscribers at once, up to 4 each
+// (200 at once in TestConcurrentSubscribe), which the ordered run, one
+// message of a topic at a time, never does.
+func TestPubSubUnordered(t *testing.T) {
+	features := suiteFeatures
+	features.GuaranteedOrder = false
+	plain, grouped := constructors(t, unorderedConsumer)
+	tests.TestPubSub(t, features, plain, grouped)
 }
 
 // TestPubSubStress runs the suite's stress test (the suite 10 times at
@@ -98,7 +122,7 @@ func TestPubSubStress(t *testing.T) {
 	if os.Getenv("ZEROLOSS_WATERMILL_STRESS") != "1" {
 		t.Skip("set ZEROLOSS_WATERMILL_STRESS=1 to run Watermill's stress test")
 	}
-	plain, grouped := constructors(t)
+	plain, grouped := constructors(t, suiteConsumer)
 	tests.TestPubSubStressTest(t, suiteFeatures, plain, grouped)
 }
 
