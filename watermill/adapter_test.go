@@ -433,3 +433,45 @@ func TestSubscriptionEndsWithGroup(t *testing.T) {
 	require.Len(t, errs, 1)
 	assert.ErrorIs(t, errs[0], zeroloss.ErrGroupDeleted)
 }
+
+// TestOrderedAcrossSubscribers: with KeyByTopic and Ordered groups, five
+// subscribers of a group handing out up to 4 messages each still handle
+// the topic one message at a time in publication order, and a nacked
+// message comes back before any later one.
+func TestOrderedAcrossSubscribers(t *testing.T) {
+	q := openQueue(t)
+	pub := newPublisher(t, q, zlwatermill.PublisherConfig{Key: zlwatermill.KeyByTopic})
+	const count = 30
+	var published []string
+	for i := range count {
+		published = append(published, fmt.Sprintf("m%02d", i))
+		require.NoError(t, pub.Publish("t", message.NewMessage(published[i], nil)))
+	}
+	merged := make(chan *message.Message)
+	for range 5 {
+		sub := newSubscriber(t, q, zlwatermill.SubscriberConfig{Consumer: zeroloss.ConsumerOptions{Ordered: true, Concurrency: 4}})
+		msgs, err := sub.Subscribe(context.Background(), "t")
+		require.NoError(t, err)
+		go func() {
+			for msg := range msgs {
+				merged <- msg
+			}
+		}()
+	}
+	var handled, want []string
+	seen := map[string]bool{}
+	for range 2 * count {
+		msg := next(t, merged)
+		handled = append(handled, msg.UUID)
+		if !seen[msg.UUID] {
+			seen[msg.UUID] = true
+			require.True(t, msg.Nack())
+		} else {
+			require.True(t, msg.Ack())
+		}
+	}
+	for _, id := range published {
+		want = append(want, id, id)
+	}
+	assert.Equal(t, want, handled)
+}
