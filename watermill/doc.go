@@ -17,8 +17,9 @@
 // Subscribe reads the topic through a durable consumer group named by
 // SubscriberConfig.ConsumerGroup: the Subscribers of one group share its
 // messages, every group receives every message. A message is acked
-// (Delivery.Ack: durable before the next is handed out) when Watermill's
-// Ack is called, and failed with Delivery.NackNow on Nack: Watermill's Nack
+// (Delivery.Ack, durable before the subscription hands out another in its
+// place) when Watermill's Ack is called, and failed with Delivery.NackNow
+// on Nack: Watermill's Nack
 // means "deliver it again", so it comes back at once, ahead of newer
 // messages in an ordered group, and goes to the group's dead letters after
 // MaxDeliveries. Close, or the end of Subscribe's context, stops at once:
