@@ -369,6 +369,8 @@ func checkIndex(t *testing.T, q *Queue, selections []selection) {
 		topic, tag string
 	}
 	var log []entry
+	want := map[string]topicCounts{} // by topic, from the log
+	appended := map[uint64]time.Time{}
 	r := q.log.NewUncappedReader(0)
 	defer r.Close()
 	for {
@@ -380,7 +382,28 @@ func checkIndex(t *testing.T, q *Queue, selections []selection) {
 			topic, tag, err := record.MessageRoute(rec.Payload)
 			require.NoError(t, err)
 			log = append(log, entry{rec.Seq, string(topic), string(tag)})
+			c := want[string(topic)]
+			if c.oldest == 0 {
+				c.oldest = rec.Seq
+				appended[rec.Seq] = unixTime(rec.Time)
+			}
+			c.messages++
+			c.bytes += uint64(record.HeaderSize + len(rec.Payload))
+			want[string(topic)] = c
 		}
+	}
+	// What TopicStats reports: the retained messages, bytes and oldest
+	// message of every topic.
+	counts := q.topics.counts()
+	for topic, c := range want {
+		got := counts[topic]
+		require.Equal(t, c, topicCounts{messages: got.messages, bytes: got.bytes, oldest: got.oldest}, "topic %q", topic)
+	}
+	for _, st := range q.TopicStats() {
+		require.Equal(t, want[st.Topic].messages, st.Messages, "topic %q", st.Topic)
+		require.Equal(t, want[st.Topic].bytes, st.Bytes, "topic %q", st.Topic)
+		require.True(t, appended[st.OldestSeq].Equal(st.Oldest), "topic %q: oldest seq %d appended at %v, not %v",
+			st.Topic, st.OldestSeq, appended[st.OldestSeq], st.Oldest)
 	}
 	first, last := q.log.FirstSeq(), q.log.LastSeq()
 	for _, sel := range selections {
