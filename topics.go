@@ -144,6 +144,18 @@ type topicIndex struct {
 	// follows it directly (next seq, next offset) with the same topic and tag.
 	lastAll, lastTag *runs
 	lastEnd          int64
+
+	// times remembers, by topic, the append time of the oldest retained
+	// message TopicStats read last (a seq's record never changes): a
+	// TopicStats call reads only the topics whose oldest message changed.
+	timesMu sync.Mutex
+	times   map[string]appended
+}
+
+// appended is when the message at seq was appended.
+type appended struct {
+	seq uint64
+	at  time.Time
 }
 
 // topicEntry is one topic's part of the index.
@@ -458,11 +470,25 @@ func (q *Queue) TopicStats() []TopicStats {
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Topic < out[j].Topic })
+	x := q.topics
+	x.timesMu.Lock() // serializes TopicStats calls only
+	defer x.timesMu.Unlock()
+	known := make(map[string]appended, len(out))
 	for i := range out {
-		if out[i].OldestSeq != 0 {
-			out[i].Oldest = q.appendTime(out[i].OldestSeq, counts[out[i].Topic].oldestOff)
+		st := &out[i]
+		if st.OldestSeq == 0 {
+			continue
+		}
+		if a, ok := x.times[st.Topic]; ok && a.seq == st.OldestSeq {
+			st.Oldest = a.at
+		} else {
+			st.Oldest = q.appendTime(st.OldestSeq, counts[st.Topic].oldestOff)
+		}
+		if !st.Oldest.IsZero() {
+			known[st.Topic] = appended{st.OldestSeq, st.Oldest}
 		}
 	}
+	x.times = known // topics gone since are forgotten
 	return out
 }
 

@@ -543,3 +543,50 @@ func TestRetentionWithSeveralTopics(t *testing.T) {
 		}
 	}
 }
+
+// TopicStats reads a topic's oldest message once: a scrape of an unchanged
+// queue reads no frame, and one after retention reads only the topics whose
+// oldest message changed.
+func TestTopicStatsReadsEachOldestOnce(t *testing.T) {
+	clock := newFakeClock()
+	q, err := Open("/q", &Options{SegmentSize: 16 << 10, MaxMessageSize: 4 << 10, RetentionAge: time.Hour, fs: vfs.NewMem(), now: clock.Now})
+	require.NoError(t, err)
+	defer q.Close()
+	ctx := context.Background()
+	send := func(topic string, n int) {
+		t.Helper()
+		for range n {
+			_, err := q.Send(ctx, &Message{Topic: topic, Body: make([]byte, 1000)})
+			require.NoError(t, err)
+		}
+	}
+	start := clock.Now()
+	send("old", 40) // fills the first segments
+	clock.Advance(2 * time.Hour)
+	send("kept", 1)
+	send("new", 40)
+	reads := func() uint64 {
+		t.Helper()
+		before := q.log.FramesRead()
+		stats := q.TopicStats()
+		for _, st := range stats {
+			require.False(t, st.Oldest.IsZero(), "topic %q", st.Topic)
+		}
+		return q.log.FramesRead() - before
+	}
+	assert.EqualValues(t, 3, reads(), "the first call reads each topic's oldest message")
+	assert.Zero(t, reads(), "nothing changed: nothing read")
+	send("other", 1)
+	assert.EqualValues(t, 1, reads(), "a new topic: its message only")
+
+	require.NoError(t, q.retain()) // "old" is past RetentionAge, and no group reads it
+	require.Positive(t, q.Stats().SegmentsDeleted)
+	assert.EqualValues(t, 1, reads(), "only the oldest message of topic old changed")
+	for _, st := range q.TopicStats() {
+		if st.Topic == "old" {
+			assert.Less(t, st.Messages, uint64(40), "some deleted")
+			assert.Greater(t, st.OldestSeq, uint64(1))
+			assert.True(t, start.Equal(st.Oldest), "%v", st.Oldest)
+		}
+	}
+}
