@@ -290,10 +290,10 @@ func Open(dir string, opts *Options) (*Queue, error) {
 // Stats.SendLatency counts the calls that return a nil error, by the time
 // from the call to the return.
 func (q *Queue) Send(ctx context.Context, m *Message) (SendResult, error) {
-	start := time.Now()
+	start := monotonic()
 	results, err := q.sendMessages(ctx, []*Message{m})
 	if err == nil {
-		q.stats.sendLatency.record(time.Since(start))
+		q.stats.sendLatency.record(monotonic() - start)
 	}
 	if len(results) == 0 {
 		return SendResult{}, err
@@ -310,10 +310,10 @@ func (q *Queue) Send(ctx context.Context, m *Message) (SendResult, error) {
 // one of the IDs, SendBatch first waits until that Send is decided, so the
 // messages it appends keep their order even if that Send is withdrawn.
 func (q *Queue) SendBatch(ctx context.Context, msgs []*Message) ([]SendResult, error) {
-	start := time.Now()
+	start := monotonic()
 	results, err := q.sendMessages(ctx, msgs)
 	if err == nil {
-		q.stats.sendLatency.record(time.Since(start)) // one call, however many messages
+		q.stats.sendLatency.record(monotonic() - start) // one call, however many messages
 	}
 	return results, err
 }
