@@ -317,3 +317,23 @@ func TestCollectorAfterClose(t *testing.T) {
 	require.NoError(t, q.Close())
 	assert.Positive(t, testutil.CollectAndCount(c))
 }
+
+// TestCollectorThousandTopics: every topic gets its series, and nothing
+// else grows with the topics.
+func TestCollectorThousandTopics(t *testing.T) {
+	const topics = 1000
+	q := openQueue(t, nil)
+	batch := make([]*zeroloss.Message, topics)
+	for i := range batch {
+		batch[i] = &zeroloss.Message{Topic: fmt.Sprintf("topic-%04d", i), Body: []byte("x")}
+	}
+	_, err := q.SendBatch(context.Background(), batch)
+	require.NoError(t, err)
+	c := NewCollector(q, nil)
+	for _, name := range []string{"zeroloss_topic_retained_messages", "zeroloss_topic_retained_bytes",
+		"zeroloss_topic_groups", "zeroloss_topic_oldest_retained_timestamp_seconds"} {
+		assert.Equal(t, topics, testutil.CollectAndCount(c, name), name)
+	}
+	empty := NewCollector(openQueue(t, nil), nil)
+	assert.Equal(t, testutil.CollectAndCount(empty)+4*topics, testutil.CollectAndCount(c))
+}
