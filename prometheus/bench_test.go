@@ -22,9 +22,11 @@ import (
 // walks what a busy queue has.
 //
 // scrape=off sends alone; scrape=10ms scrapes every 10ms (about 1,500 times
-// Prometheus's default rate), which shows the locks; scrape=loop scrapes
-// back to back, which also takes a CPU from Send on a small machine.
-// µs/scrape is the scrape goroutine's time per Gather.
+// Prometheus's default rate; a scrape that takes longer, as on a loaded
+// machine, makes it back to back); scrape=loop scrapes back to back, which
+// also takes a CPU from Send on a small machine: the benchmark does not
+// separate waiting on a lock from waiting for a CPU. µs/scrape is the
+// scrape goroutine's wall time per Gather.
 func BenchmarkSendWithScrape(b *testing.B) {
 	const topics = 1000
 	for _, mode := range []struct {
