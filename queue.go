@@ -286,8 +286,15 @@ func Open(dir string, opts *Options) (*Queue, error) {
 // awaited.
 //
 // Send does not modify m; an empty ID is filled in the returned result only.
+//
+// Stats.SendLatency counts the calls that return a nil error, by the time
+// from the call to the return.
 func (q *Queue) Send(ctx context.Context, m *Message) (SendResult, error) {
+	start := monotonic()
 	results, err := q.sendMessages(ctx, []*Message{m})
+	if err == nil {
+		q.stats.sendLatency.record(monotonic() - start)
+	}
 	if len(results) == 0 {
 		return SendResult{}, err
 	}
@@ -303,7 +310,12 @@ func (q *Queue) Send(ctx context.Context, m *Message) (SendResult, error) {
 // one of the IDs, SendBatch first waits until that Send is decided, so the
 // messages it appends keep their order even if that Send is withdrawn.
 func (q *Queue) SendBatch(ctx context.Context, msgs []*Message) ([]SendResult, error) {
-	return q.sendMessages(ctx, msgs)
+	start := monotonic()
+	results, err := q.sendMessages(ctx, msgs)
+	if err == nil {
+		q.stats.sendLatency.record(monotonic() - start) // one call, however many messages
+	}
+	return results, err
 }
 
 // sendMessages claims the caller-set IDs of msgs in the dedup table, appends

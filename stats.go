@@ -1,6 +1,7 @@
 package zeroloss
 
 import (
+	"sort"
 	"sync/atomic"
 	"time"
 
@@ -61,6 +62,69 @@ type Stats struct {
 	// the bound before), the last entry those above every bound. It sums to
 	// Fsyncs, give or take a sync that ends while Stats reads them.
 	FsyncLatency [FsyncBuckets]uint64
+	// SendLatency counts the Send and SendBatch calls that returned a nil
+	// error, whatever their status (SendOK, FlushDiskTimeout, WaitCanceled,
+	// a duplicate's), by the time from the call to its return: under
+	// FlushSync the wait for the fdatasync (and, under ReplicateSync, the
+	// follower) included. SendLatency[i] counts those that took at most
+	// SendBounds[i], the last entry those above every bound; SendTime is
+	// their total time. A SendBatch is one call however many messages it
+	// carries. Calls that return an error (refused, ErrQueueFull, ErrClosed,
+	// a context that ended before the message was taken) are not counted:
+	// they sent nothing.
+	SendLatency [SendBuckets]uint64
+	SendTime    time.Duration
+}
+
+// SendBounds are the upper bounds of the SendLatency buckets in Stats: 1µs
+// and 2.5µs (a FlushAsync Send), then those of FsyncBounds, to 10s.
+var SendBounds = [...]time.Duration{
+	time.Microsecond, 2500 * time.Nanosecond,
+	5 * time.Microsecond, 10 * time.Microsecond, 25 * time.Microsecond, 50 * time.Microsecond,
+	100 * time.Microsecond, 250 * time.Microsecond, 500 * time.Microsecond,
+	time.Millisecond, 2500 * time.Microsecond, 5 * time.Millisecond,
+	10 * time.Millisecond, 25 * time.Millisecond, 50 * time.Millisecond,
+	100 * time.Millisecond, 250 * time.Millisecond, 500 * time.Millisecond,
+	time.Second, 2500 * time.Millisecond, 5 * time.Second, 10 * time.Second,
+}
+
+// SendBuckets is the number of SendLatency buckets: one per bound in
+// SendBounds and one above them.
+const SendBuckets = len(SendBounds) + 1
+
+// clockBase is the origin of monotonic.
+var clockBase = time.Now()
+
+// monotonic reads the monotonic clock alone: time.Since of a time that has
+// a monotonic reading does not read the wall clock, so that timing a Send
+// costs two clock reads, not three (about 70ns here, against 90-250ns for
+// time.Now and time.Since).
+func monotonic() time.Duration { return time.Since(clockBase) }
+
+// durationBuckets counts durations in the buckets of SendBounds with atomics
+// only: recording takes no lock (two atomic adds, on counters shared by
+// every Send like the message counter), and Stats reads them while Sends go
+// on.
+type durationBuckets struct {
+	counts [SendBuckets]atomic.Uint64
+	nanos  atomic.Int64
+}
+
+func (h *durationBuckets) record(d time.Duration) {
+	d = max(d, 0)
+	i := sort.Search(len(SendBounds), func(i int) bool { return d <= SendBounds[i] })
+	h.counts[i].Add(1)
+	h.nanos.Add(int64(d))
+}
+
+// snapshot returns the counts and the total, each read atomically (not all
+// at one instant: a call that ends meanwhile may be in one and not the
+// other).
+func (h *durationBuckets) snapshot() (counts [SendBuckets]uint64, total time.Duration) {
+	for i := range h.counts {
+		counts[i] = h.counts[i].Load()
+	}
+	return counts, time.Duration(h.nanos.Load())
 }
 
 // FsyncBounds are the upper bounds of the FsyncLatency buckets in Stats,
@@ -83,6 +147,8 @@ type queueStats struct {
 	segmentsDeleted  atomic.Uint64
 	retentionSkipped atomic.Uint64
 	checkpoints      atomic.Uint64
+
+	sendLatency durationBuckets
 }
 
 func (s *queueStats) recordGroup(n int) {
@@ -123,6 +189,7 @@ func (q *Queue) Stats() Stats {
 		LastSeq:          q.log.LastSeq(),
 		CommittedSeq:     q.committedSeq(),
 	}
+	s.SendLatency, s.SendTime = q.stats.sendLatency.snapshot()
 	q.replicaStats(&s)
 	s.TxPending, s.TxCommitted, s.TxRolledBack, s.TxChecks, s.TxExpired = q.tx.counts()
 	if q.dedup != nil {

@@ -144,6 +144,18 @@ type topicIndex struct {
 	// follows it directly (next seq, next offset) with the same topic and tag.
 	lastAll, lastTag *runs
 	lastEnd          int64
+
+	// times remembers, by topic, the append time of the oldest retained
+	// message TopicStats read last (a seq's record never changes): a
+	// TopicStats call reads only the topics whose oldest message changed.
+	timesMu sync.Mutex
+	times   map[string]appended
+}
+
+// appended is when the message at seq was appended.
+type appended struct {
+	seq uint64
+	at  time.Time
 }
 
 // topicEntry is one topic's part of the index.
@@ -157,6 +169,7 @@ type topicEntry struct {
 type runs struct {
 	list  []run  // ascending
 	total uint64 // messages ever added
+	bytes uint64 // frame bytes of the runs in list (kept as they change: TopicStats does not walk the list)
 }
 
 // run is n messages at seqs first..first+n-1, the first at offset off of its
@@ -212,11 +225,13 @@ func (rs *runs) add(extend bool, seq uint64, off int64, size int) *runs {
 			last.n++
 			last.bytes += uint32(size)
 			rs.total++
+			rs.bytes += uint64(size)
 			return rs
 		}
 	}
 	rs.list = append(rs.list, run{first: seq, cum: rs.total, off: off, n: 1, bytes: uint32(size)})
 	rs.total++
+	rs.bytes += uint64(size)
 	return rs
 }
 
@@ -260,6 +275,9 @@ func (rs *runs) trim(seq uint64) {
 		r := rs.list[i]
 		return r.first+uint64(r.n) > seq
 	})
+	for _, r := range rs.list[:i] {
+		rs.bytes -= uint64(r.bytes)
+	}
 	if i > len(rs.list)/2 {
 		rs.list = append([]run(nil), rs.list[i:]...)
 	} else {
@@ -303,18 +321,6 @@ func (x *topicIndex) next(sel *selection, seq uint64) (h hit, ok bool, indexed u
 		}
 	}
 	return h, ok, x.indexed
-}
-
-// at returns a seek hint for the message at seq, of any topic.
-func (x *topicIndex) at(seq uint64) (h hit, ok bool, indexed uint64) {
-	x.mu.RLock()
-	defer x.mu.RUnlock()
-	for _, e := range x.topics {
-		if r, found := e.all.find(seq); found && r.first <= seq {
-			return hit{seq: seq, at: r.first, off: r.off}, true, x.indexed
-		}
-	}
-	return hit{}, false, x.indexed
 }
 
 // count returns how many messages of sel are at or after seq.
@@ -367,21 +373,21 @@ func (x *topicIndex) oldest() map[string]uint64 {
 type topicCounts struct {
 	messages, bytes uint64
 	oldest          uint64 // seq of its oldest retained message (0: none)
+	oldestOff       int64  // the offset of its frame in its segment
 }
 
-// counts returns the retained messages, bytes and oldest seq of every topic.
+// counts returns the retained messages, bytes and oldest seq of every topic:
+// a pass over the topics, not their runs, so that a scrape holds the index
+// (which the committer locks after each write) for that long only.
 func (x *topicIndex) counts() map[string]topicCounts {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	out := make(map[string]topicCounts, len(x.topics))
 	for name, e := range x.topics {
-		var c topicCounts
+		c := topicCounts{bytes: e.all.bytes}
 		if len(e.all.list) > 0 {
-			c.oldest = e.all.list[0].first
+			c.oldest, c.oldestOff = e.all.list[0].first, e.all.list[0].off
 			c.messages = e.all.total - e.all.list[0].cum
-		}
-		for _, r := range e.all.list {
-			c.bytes += uint64(r.bytes)
 		}
 		out[name] = c
 	}
@@ -464,22 +470,35 @@ func (q *Queue) TopicStats() []TopicStats {
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Topic < out[j].Topic })
+	x := q.topics
+	x.timesMu.Lock() // serializes TopicStats calls only
+	defer x.timesMu.Unlock()
+	known := make(map[string]appended, len(out))
 	for i := range out {
-		if out[i].OldestSeq != 0 {
-			out[i].Oldest = q.appendTime(out[i].OldestSeq)
+		st := &out[i]
+		if st.OldestSeq == 0 {
+			continue
+		}
+		if a, ok := x.times[st.Topic]; ok && a.seq == st.OldestSeq {
+			st.Oldest = a.at
+		} else {
+			st.Oldest = q.appendTime(st.OldestSeq, counts[st.Topic].oldestOff)
+		}
+		if !st.Oldest.IsZero() {
+			known[st.Topic] = appended{st.OldestSeq, st.Oldest}
 		}
 	}
+	x.times = known // topics gone since are forgotten
 	return out
 }
 
-// appendTime returns when the record at seq was appended (zero if it is not
-// readable, e.g. deleted since).
-func (q *Queue) appendTime(seq uint64) time.Time {
+// appendTime returns when the record at seq, whose frame starts at off in
+// its segment, was appended (zero if it is not readable, e.g. deleted
+// since). It reads that one frame.
+func (q *Queue) appendTime(seq uint64, off int64) time.Time {
 	r := q.log.NewUncappedReader(seq)
 	defer r.Close()
-	if h, ok, _ := q.topics.at(seq); ok {
-		r.Seek(seq, h.at, h.off)
-	}
+	r.Seek(seq, seq, off)
 	rec, err := r.Next()
 	if err != nil || rec.Seq != seq {
 		return time.Time{}

@@ -384,6 +384,8 @@ func indexMismatches(t *testing.T, q *Queue, selections []selection, first uint6
 		topic, tag string
 	}
 	var log []entry
+	want := map[string]topicCounts{} // by topic, from the log
+	appended := map[uint64]time.Time{}
 	r := q.log.NewUncappedReader(first)
 	defer r.Close()
 	for {
@@ -395,9 +397,31 @@ func indexMismatches(t *testing.T, q *Queue, selections []selection, first uint6
 			topic, tag, err := record.MessageRoute(rec.Payload)
 			require.NoError(t, err)
 			log = append(log, entry{rec.Seq, string(topic), string(tag)})
+			c := want[string(topic)]
+			if c.oldest == 0 {
+				c.oldest = rec.Seq
+				appended[rec.Seq] = unixTime(rec.Time)
+			}
+			c.messages++
+			c.bytes += uint64(record.HeaderSize + len(rec.Payload))
+			want[string(topic)] = c
 		}
 	}
 	var out []string
+	// What TopicStats reports: the retained messages, bytes and oldest
+	// message of every topic.
+	counts := q.topics.counts()
+	for topic, c := range want {
+		got := counts[topic]
+		if got := (topicCounts{messages: got.messages, bytes: got.bytes, oldest: got.oldest}); got != c {
+			out = append(out, fmt.Sprintf("topic %q: counts %+v, want %+v", topic, got, c))
+		}
+	}
+	for _, st := range q.TopicStats() {
+		if w := want[st.Topic]; w.messages != st.Messages || w.bytes != st.Bytes || !appended[st.OldestSeq].Equal(st.Oldest) {
+			out = append(out, fmt.Sprintf("topic %q: TopicStats %+v, want %+v appended at %v", st.Topic, st, w, appended[st.OldestSeq]))
+		}
+	}
 	last := q.log.LastSeq()
 	for _, sel := range selections {
 		for c := first; c <= last+1; c++ {
@@ -535,6 +559,53 @@ func TestRetentionWithSeveralTopics(t *testing.T) {
 	for _, st := range stats {
 		if st.Topic == "b" {
 			assert.Zero(t, st.Messages, "b's messages went with their segments")
+		}
+	}
+}
+
+// TopicStats reads a topic's oldest message once: a scrape of an unchanged
+// queue reads no frame, and one after retention reads only the topics whose
+// oldest message changed.
+func TestTopicStatsReadsEachOldestOnce(t *testing.T) {
+	clock := newFakeClock()
+	q, err := Open("/q", &Options{SegmentSize: 16 << 10, MaxMessageSize: 4 << 10, RetentionAge: time.Hour, fs: vfs.NewMem(), now: clock.Now})
+	require.NoError(t, err)
+	defer q.Close()
+	ctx := context.Background()
+	send := func(topic string, n int) {
+		t.Helper()
+		for range n {
+			_, err := q.Send(ctx, &Message{Topic: topic, Body: make([]byte, 1000)})
+			require.NoError(t, err)
+		}
+	}
+	start := clock.Now()
+	send("old", 40) // fills the first segments
+	clock.Advance(2 * time.Hour)
+	send("kept", 1)
+	send("new", 40)
+	reads := func() uint64 {
+		t.Helper()
+		before := q.log.FramesRead()
+		stats := q.TopicStats()
+		for _, st := range stats {
+			require.False(t, st.Oldest.IsZero(), "topic %q", st.Topic)
+		}
+		return q.log.FramesRead() - before
+	}
+	assert.EqualValues(t, 3, reads(), "the first call reads each topic's oldest message")
+	assert.Zero(t, reads(), "nothing changed: nothing read")
+	send("other", 1)
+	assert.EqualValues(t, 1, reads(), "a new topic: its message only")
+
+	require.NoError(t, q.retain()) // "old" is past RetentionAge, and no group reads it
+	require.Positive(t, q.Stats().SegmentsDeleted)
+	assert.EqualValues(t, 1, reads(), "only the oldest message of topic old changed")
+	for _, st := range q.TopicStats() {
+		if st.Topic == "old" {
+			assert.Less(t, st.Messages, uint64(40), "some deleted")
+			assert.Greater(t, st.OldestSeq, uint64(1))
+			assert.True(t, start.Equal(st.Oldest), "%v", st.Oldest)
 		}
 	}
 }

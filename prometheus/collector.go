@@ -1,7 +1,7 @@
 // Package prometheus exports a zeroloss queue's counters to Prometheus: a
-// Collector that reads Queue.Stats and Queue.GroupStats when it is scraped
-// and turns them into constant metrics, so nothing has to be kept in sync
-// between scrapes.
+// Collector that reads Queue.Stats, Queue.GroupStats and Queue.TopicStats
+// when it is scraped and turns them into constant metrics, so nothing has
+// to be kept in sync between scrapes.
 //
 //	reg := prometheus.NewRegistry() // github.com/prometheus/client_golang/prometheus
 //	reg.MustRegister(zlprom.NewCollector(q, nil))
@@ -11,18 +11,29 @@
 // the Prometheus client.
 //
 // A scrape takes the queue's short-lived mutexes only (the log's segment
-// list, the transaction and dedup tables, each group's pending set), each
-// for a copy of a few counters or one pass over a small in-memory list, and
-// does no I/O: Send never waits on it for longer than that.
+// list, the transaction and dedup tables, the topic index, each group's
+// pending set), each for a copy of a few counters or one pass over a small
+// in-memory list (the topic index: one entry per topic). The only I/O is
+// reading the oldest retained message of a topic whose oldest message
+// changed since the last scrape (one frame, usually in the page cache), to
+// get its append time. Send never waits on a scrape for longer than that.
 //
 // Latency: zeroloss_fsync_duration_seconds is a histogram of the segment
-// fdatasyncs, from the buckets the queue counts them in (Stats.FsyncLatency,
-// zeroloss.FsyncBounds). The queue does not time Sends: time them in the
-// application if you need Send latency. Per-topic metrics wait for topics.
+// fdatasyncs and zeroloss_send_duration_seconds one of Send and SendBatch
+// calls (from the call to the return, for the calls that returned a nil
+// error), from the buckets the queue counts them in (Stats.FsyncLatency and
+// zeroloss.FsyncBounds, Stats.SendLatency and zeroloss.SendBounds).
+//
+// Labels: per-group metrics carry group and topic, per-topic metrics topic.
+// The default topic is topic="", which PromQL treats as no topic label.
+// Each topic adds 4 series and each group 12: 1,000 topics with a group
+// each is about 16,000 series, which one Prometheus server takes easily;
+// topics named after unbounded values (a user or request ID) are not.
 package prometheus
 
 import (
 	"math"
+	"time"
 
 	prom "github.com/prometheus/client_golang/prometheus"
 	"github.com/zerolossmq/zeroloss"
@@ -38,28 +49,40 @@ type metric struct {
 	value func(*zeroloss.Stats) float64
 }
 
-// groupMetric is one per-group metric, labelled group.
+// groupMetric is one per-group metric, labelled group and topic.
 type groupMetric struct {
 	desc  *prom.Desc
 	kind  prom.ValueType
 	value func(*zeroloss.GroupStats) float64
 }
 
+// topicMetric is one per-topic metric, labelled topic. ok false: no sample
+// for this topic.
+type topicMetric struct {
+	desc  *prom.Desc
+	value func(*zeroloss.TopicStats) (v float64, ok bool)
+}
+
 // Collector is a prometheus.Collector over one queue. Register it once per
 // queue; give each queue of a process its own constant labels (for example
 // queue="orders") so that their series differ.
 type Collector struct {
-	q      *zeroloss.Queue
-	fsync  *prom.Desc // histogram
-	queue  []metric
-	groups []groupMetric
+	q           *zeroloss.Queue
+	fsync, send *prom.Desc // histograms
+	queue       []metric
+	groups      []groupMetric
+	topics      []topicMetric
 }
 
-// NewCollector returns a collector of q's Stats and GroupStats. labels,
-// which may be nil, are added to every metric.
+// NewCollector returns a collector of q's Stats, GroupStats and TopicStats.
+// labels, which may be nil, are added to every metric.
 func NewCollector(q *zeroloss.Queue, labels prom.Labels) *Collector {
-	c := &Collector{q: q, fsync: prom.NewDesc(prom.BuildFQName(namespace, "", "fsync_duration_seconds"),
-		"Time the data syncs (fdatasync) of segment files took.", nil, labels)}
+	c := &Collector{q: q,
+		fsync: prom.NewDesc(prom.BuildFQName(namespace, "", "fsync_duration_seconds"),
+			"Time the data syncs (fdatasync) of segment files took.", nil, labels),
+		send: prom.NewDesc(prom.BuildFQName(namespace, "", "send_duration_seconds"),
+			"Time Send and SendBatch calls took, from the call to the return (the wait for durability included); calls that returned an error are not counted.", nil, labels),
+	}
 	counter := func(name, help string, value func(*zeroloss.Stats) float64) {
 		c.queue = append(c.queue, metric{prom.NewDesc(prom.BuildFQName(namespace, "", name), help, nil, labels), prom.CounterValue, value})
 	}
@@ -67,7 +90,10 @@ func NewCollector(q *zeroloss.Queue, labels prom.Labels) *Collector {
 		c.queue = append(c.queue, metric{prom.NewDesc(prom.BuildFQName(namespace, "", name), help, nil, labels), prom.GaugeValue, value})
 	}
 	group := func(name, help string, value func(*zeroloss.GroupStats) float64) {
-		c.groups = append(c.groups, groupMetric{prom.NewDesc(prom.BuildFQName(namespace, "group", name), help, []string{"group"}, labels), prom.GaugeValue, value})
+		c.groups = append(c.groups, groupMetric{prom.NewDesc(prom.BuildFQName(namespace, "group", name), help, []string{"group", "topic"}, labels), prom.GaugeValue, value})
+	}
+	topic := func(name, help string, value func(*zeroloss.TopicStats) (float64, bool)) {
+		c.topics = append(c.topics, topicMetric{prom.NewDesc(prom.BuildFQName(namespace, "topic", name), help, []string{"topic"}, labels), value})
 	}
 
 	counter("messages_total", "Messages appended by Send and SendBatch (not duplicates, transactional halves, consumer or internal records).",
@@ -131,7 +157,9 @@ func NewCollector(q *zeroloss.Queue, labels prom.Labels) *Collector {
 	counter("replica_not_available_total", "Sends answered ReplicaNotAvailable.",
 		func(s *zeroloss.Stats) float64 { return float64(s.ReplicaNotAvailable) })
 
-	group("lag", "Log positions between the group's cursor and the committed seq: an upper bound on the messages not yet delivered.",
+	group("lag_messages", "Messages of the group's topic (and tags) not acked yet: not delivered, in flight, waiting or retrying; dead letters not counted.",
+		func(g *zeroloss.GroupStats) float64 { return float64(g.Lag) })
+	group("behind_positions", "Log positions between the group's cursor and the committed seq, other topics' messages and consumer records included: an upper bound on the messages not yet delivered.",
 		func(g *zeroloss.GroupStats) float64 { return float64(g.Behind) })
 	group("in_flight_messages", "Messages held by consumers until their ack deadline.",
 		func(g *zeroloss.GroupStats) float64 { return float64(g.InFlight) })
@@ -153,6 +181,20 @@ func NewCollector(q *zeroloss.Queue, labels prom.Labels) *Collector {
 		func(g *zeroloss.GroupStats) float64 { return float64(g.BlockedKeys) })
 	group("blocked_key_age_seconds", "Ordered groups: time since the head of the longest blocked key was first delivered.",
 		func(g *zeroloss.GroupStats) float64 { return g.BlockedKeyAge.Seconds() })
+
+	topic("retained_messages", "Messages of the topic sent and not deleted by retention yet, acked or not.",
+		func(t *zeroloss.TopicStats) (float64, bool) { return float64(t.Messages), true })
+	topic("retained_bytes", "Frame bytes of the topic's retained messages.",
+		func(t *zeroloss.TopicStats) (float64, bool) { return float64(t.Bytes), true })
+	topic("groups", "Consumer groups reading the topic.",
+		func(t *zeroloss.TopicStats) (float64, bool) { return float64(t.Groups), true })
+	topic("oldest_retained_timestamp_seconds", "Unix time the topic's oldest retained message was appended; its age is time() minus this. No sample when the topic holds none.",
+		func(t *zeroloss.TopicStats) (float64, bool) {
+			if t.Oldest.IsZero() {
+				return 0, false
+			}
+			return float64(t.Oldest.UnixNano()) / 1e9, true
+		})
 	return c
 }
 
@@ -169,15 +211,16 @@ func boolean(b bool) float64 {
 	return 0
 }
 
-// fsyncHistogram returns Stats.FsyncLatency as a histogram's count and
+// histogram returns latency counts (Stats.FsyncLatency, Stats.SendLatency:
+// one per bound and a last one above them) as a histogram's count and
 // cumulative buckets, keyed by upper bound in seconds. The count is the
 // buckets' sum, so that it always equals the +Inf bucket.
-func fsyncHistogram(s *zeroloss.Stats) (count uint64, buckets map[float64]uint64) {
-	buckets = make(map[float64]uint64, len(zeroloss.FsyncBounds))
-	for i, n := range s.FsyncLatency {
+func histogram(counts []uint64, bounds []time.Duration) (count uint64, buckets map[float64]uint64) {
+	buckets = make(map[float64]uint64, len(bounds))
+	for i, n := range counts {
 		count += n
-		if i < len(zeroloss.FsyncBounds) {
-			buckets[zeroloss.FsyncBounds[i].Seconds()] = count
+		if i < len(bounds) {
+			buckets[bounds[i].Seconds()] = count
 		}
 	}
 	return count, buckets
@@ -186,26 +229,39 @@ func fsyncHistogram(s *zeroloss.Stats) (count uint64, buckets map[float64]uint64
 // Describe sends the descriptions of every metric the collector makes.
 func (c *Collector) Describe(ch chan<- *prom.Desc) {
 	ch <- c.fsync
+	ch <- c.send
 	for _, m := range c.queue {
 		ch <- m.desc
 	}
 	for _, m := range c.groups {
 		ch <- m.desc
 	}
+	for _, m := range c.topics {
+		ch <- m.desc
+	}
 }
 
-// Collect reads the queue's Stats and GroupStats once and sends them as
-// constant metrics.
+// Collect reads the queue's Stats, GroupStats and TopicStats once and sends
+// them as constant metrics.
 func (c *Collector) Collect(ch chan<- prom.Metric) {
 	s := c.q.Stats()
-	count, buckets := fsyncHistogram(&s)
+	count, buckets := histogram(s.FsyncLatency[:], zeroloss.FsyncBounds[:])
 	ch <- prom.MustNewConstHistogram(c.fsync, count, s.FsyncTime.Seconds(), buckets)
+	count, buckets = histogram(s.SendLatency[:], zeroloss.SendBounds[:])
+	ch <- prom.MustNewConstHistogram(c.send, count, s.SendTime.Seconds(), buckets)
 	for _, m := range c.queue {
 		ch <- prom.MustNewConstMetric(m.desc, m.kind, m.value(&s))
 	}
 	for _, g := range c.q.GroupStats() {
 		for _, m := range c.groups {
-			ch <- prom.MustNewConstMetric(m.desc, m.kind, m.value(&g), g.Group)
+			ch <- prom.MustNewConstMetric(m.desc, m.kind, m.value(&g), g.Group, g.Topic)
+		}
+	}
+	for _, t := range c.q.TopicStats() {
+		for _, m := range c.topics {
+			if v, ok := m.value(&t); ok {
+				ch <- prom.MustNewConstMetric(m.desc, prom.GaugeValue, v, t.Topic)
+			}
 		}
 	}
 }

@@ -42,14 +42,30 @@ func receive(t *testing.T, c *zeroloss.Consumer) *zeroloss.Delivery {
 	return d
 }
 
-// busyQueue returns a queue that has sent n messages and four groups that
-// did different things with them: "acked" acked every one, "dead" acked half
-// and dead-lettered the other half, "retry" failed every one twice (each
-// now waits an hour in the retry stream), "slow" holds three in flight.
+// busyQueue returns a queue that has sent n messages to the default topic
+// and four groups that did different things with them: "acked" acked every
+// one, "dead" acked half and dead-lettered the other half, "retry" failed
+// every one twice (each now waits an hour in the retry stream), "slow" holds
+// three in flight. It has also sent n messages to topic "orders", half of
+// them tagged "eu", which group "orders-eu" (tag "eu") has half acked, and
+// 2 to topic "audit", which no group reads; group "idle" reads topic
+// "empty", which holds no message.
 func busyQueue(t *testing.T, n int) *zeroloss.Queue {
 	t.Helper()
 	q := openQueue(t, &zeroloss.Options{SegmentSize: 1 << 20, MaxMessageSize: 4 << 10})
 	send(t, q, n)
+	batch := make([]*zeroloss.Message, 0, n+2)
+	for i := range n {
+		m := &zeroloss.Message{Topic: "orders", Body: []byte("order")}
+		if i%2 == 0 {
+			m.Tag = "eu"
+		}
+		batch = append(batch, m)
+	}
+	batch = append(batch, &zeroloss.Message{Topic: "audit", Body: []byte("a")}, &zeroloss.Message{Topic: "audit", Body: []byte("b")})
+	results, err := q.SendBatch(context.Background(), batch)
+	require.NoError(t, err)
+	require.Len(t, results, n+2)
 	// A duplicate, for the dedup counters.
 	res, err := q.Send(context.Background(), &zeroloss.Message{ID: "m-000", Body: []byte("body")})
 	require.NoError(t, err)
@@ -83,6 +99,14 @@ func busyQueue(t *testing.T, n int) *zeroloss.Queue {
 	for range 3 {
 		receive(t, slow)
 	}
+	eu := consumer("orders-eu", &zeroloss.ConsumerOptions{Topic: "orders", Tags: []string{"eu"}, AckTimeout: time.Hour})
+	for i := range n / 2 {
+		d := receive(t, eu)
+		if i%2 == 0 {
+			require.NoError(t, d.Ack())
+		}
+	}
+	consumer("idle", &zeroloss.ConsumerOptions{Topic: "empty"})
 	return q
 }
 
@@ -96,10 +120,12 @@ func TestCollectorMatchesStats(t *testing.T) {
 	// The queue is quiet: nothing changes between these and the scrape.
 	s := q.Stats()
 	groups := q.GroupStats()
+	topics := q.TopicStats()
 	families, err := reg.Gather()
 	require.NoError(t, err)
 
 	got := map[string]float64{}
+	groupTopic := map[string]string{} // group label → topic label
 	for _, f := range families {
 		for _, m := range f.GetMetric() {
 			labels := map[string]string{}
@@ -110,6 +136,9 @@ func TestCollectorMatchesStats(t *testing.T) {
 			key := f.GetName()
 			if g, ok := labels["group"]; ok {
 				key += "/" + g
+				groupTopic[g] = labels["topic"]
+			} else if topic, ok := labels["topic"]; ok {
+				key += "/topic=" + topic
 			}
 			switch {
 			case m.GetCounter() != nil:
@@ -173,9 +202,29 @@ func TestCollectorMatchesStats(t *testing.T) {
 	}
 	want["zeroloss_fsync_duration_seconds/count"] = float64(cumulative)
 	want["zeroloss_fsync_duration_seconds/sum"] = s.FsyncTime.Seconds()
+	cumulative = 0
+	for i, n := range s.SendLatency {
+		cumulative += n
+		if i < len(zeroloss.SendBounds) {
+			want[fmt.Sprintf("zeroloss_send_duration_seconds/le=%g", zeroloss.SendBounds[i].Seconds())] = float64(cumulative)
+		}
+	}
+	want["zeroloss_send_duration_seconds/count"] = float64(cumulative)
+	want["zeroloss_send_duration_seconds/sum"] = s.SendTime.Seconds()
+	for _, topic := range topics {
+		key := "/topic=" + topic.Topic
+		want["zeroloss_topic_retained_messages"+key] = float64(topic.Messages)
+		want["zeroloss_topic_retained_bytes"+key] = float64(topic.Bytes)
+		want["zeroloss_topic_groups"+key] = float64(topic.Groups)
+		if !topic.Oldest.IsZero() {
+			want["zeroloss_topic_oldest_retained_timestamp_seconds"+key] = float64(topic.Oldest.UnixNano()) / 1e9
+		}
+	}
 	for _, g := range groups {
+		assert.Equal(t, g.Topic, groupTopic[g.Group], "topic label of group %s", g.Group)
 		for name, v := range map[string]float64{
-			"lag":                     float64(g.Behind),
+			"lag_messages":            float64(g.Lag),
+			"behind_positions":        float64(g.Behind),
 			"in_flight_messages":      float64(g.InFlight),
 			"waiting_messages":        float64(g.Waiting),
 			"retrying_messages":       float64(g.Retrying),
@@ -200,7 +249,30 @@ func TestCollectorMatchesStats(t *testing.T) {
 	}
 
 	// The queue did what the metrics should show.
-	assert.EqualValues(t, n, got["zeroloss_messages_total"])
+	assert.EqualValues(t, 2*n+2, got["zeroloss_messages_total"])
+	// n+1 Sends (one a duplicate) and a SendBatch.
+	assert.EqualValues(t, n+2, got["zeroloss_send_duration_seconds/count"])
+	assert.Positive(t, got["zeroloss_send_duration_seconds/sum"])
+	assert.EqualValues(t, n, got["zeroloss_topic_retained_messages/topic="])
+	assert.EqualValues(t, n, got["zeroloss_topic_retained_messages/topic=orders"])
+	assert.EqualValues(t, 2, got["zeroloss_topic_retained_messages/topic=audit"])
+	assert.EqualValues(t, 0, got["zeroloss_topic_retained_messages/topic=empty"])
+	assert.EqualValues(t, 4, got["zeroloss_topic_groups/topic="])
+	assert.EqualValues(t, 1, got["zeroloss_topic_groups/topic=orders"])
+	assert.EqualValues(t, 0, got["zeroloss_topic_groups/topic=audit"])
+	assert.EqualValues(t, 1, got["zeroloss_topic_groups/topic=empty"])
+	assert.Greater(t, got["zeroloss_topic_retained_bytes/topic=orders"], got["zeroloss_topic_retained_bytes/topic=audit"])
+	assert.NotContains(t, got, "zeroloss_topic_oldest_retained_timestamp_seconds/topic=empty", "no message, no sample")
+	assert.InDelta(t, float64(time.Now().Unix()), got["zeroloss_topic_oldest_retained_timestamp_seconds/topic=audit"], 60)
+	assert.Equal(t, "orders", groupTopic["orders-eu"])
+	assert.Equal(t, "", groupTopic["acked"])
+	// Lag counts the group's unacked messages: the eu half of orders,
+	// n/2, of which a half is acked.
+	assert.EqualValues(t, n/2-(n/2+1)/2, got["zeroloss_group_lag_messages/orders-eu"])
+	assert.EqualValues(t, 0, got["zeroloss_group_lag_messages/acked"])
+	assert.EqualValues(t, 0, got["zeroloss_group_lag_messages/dead"], "dead letters are not lag")
+	assert.EqualValues(t, n, got["zeroloss_group_lag_messages/slow"])
+	assert.EqualValues(t, n, got["zeroloss_group_lag_messages/retry"])
 	assert.EqualValues(t, 1, got["zeroloss_duplicates_total"])
 	assert.EqualValues(t, s.Fsyncs, got["zeroloss_fsync_duration_seconds/count"], "every sync in a bucket")
 	assert.Positive(t, got["zeroloss_fsync_duration_seconds/sum"])
@@ -208,9 +280,10 @@ func TestCollectorMatchesStats(t *testing.T) {
 	assert.EqualValues(t, n, got["zeroloss_group_retrying_messages/retry"])
 	assert.EqualValues(t, n, got["zeroloss_group_waiting_messages/retry"])
 	assert.EqualValues(t, 3, got["zeroloss_group_in_flight_messages/slow"])
-	// Lag counts log positions, consumer records included: the group that
-	// read three messages is further behind than the one that read them all.
-	assert.Greater(t, got["zeroloss_group_lag/slow"], got["zeroloss_group_lag/acked"])
+	// Behind counts log positions, consumer records included: the group
+	// that read three messages is further behind than the one that read
+	// them all.
+	assert.Greater(t, got["zeroloss_group_behind_positions/slow"], got["zeroloss_group_behind_positions/acked"])
 }
 
 func TestCollectorLint(t *testing.T) {
@@ -243,4 +316,24 @@ func TestCollectorAfterClose(t *testing.T) {
 	c := NewCollector(q, nil)
 	require.NoError(t, q.Close())
 	assert.Positive(t, testutil.CollectAndCount(c))
+}
+
+// TestCollectorThousandTopics: every topic gets its series, and nothing
+// else grows with the topics.
+func TestCollectorThousandTopics(t *testing.T) {
+	const topics = 1000
+	q := openQueue(t, nil)
+	batch := make([]*zeroloss.Message, topics)
+	for i := range batch {
+		batch[i] = &zeroloss.Message{Topic: fmt.Sprintf("topic-%04d", i), Body: []byte("x")}
+	}
+	_, err := q.SendBatch(context.Background(), batch)
+	require.NoError(t, err)
+	c := NewCollector(q, nil)
+	for _, name := range []string{"zeroloss_topic_retained_messages", "zeroloss_topic_retained_bytes",
+		"zeroloss_topic_groups", "zeroloss_topic_oldest_retained_timestamp_seconds"} {
+		assert.Equal(t, topics, testutil.CollectAndCount(c, name), name)
+	}
+	empty := NewCollector(openQueue(t, nil), nil)
+	assert.Equal(t, testutil.CollectAndCount(empty)+4*topics, testutil.CollectAndCount(c))
 }
