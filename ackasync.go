@@ -100,6 +100,9 @@ func (g *group) writeAsyncAcks() (first error) {
 		}
 		payload, took := g.ackPayload(positions)
 		g.mu.Unlock()
+		if g.q.opts.asyncAckGate != nil {
+			g.q.opts.asyncAckGate()
+		}
 		_, err := g.writeRecord(context.Background(), record.TypeAck, payload)
 		g.mu.Lock()
 		if err != nil {

@@ -1,11 +1,13 @@
 package zeroloss
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 
@@ -383,6 +385,9 @@ func (c *Consumer) next(now time.Time) (d *Delivery, moves []move, wake time.Tim
 		}
 	}
 	if len(moves) > 0 {
+		// In position order, not pending's: the records land in the same
+		// order on every run of the same calls.
+		slices.SortFunc(moves, func(a, b move) int { return cmp.Compare(a.u.pos, b.u.pos) })
 		return nil, moves, wake, nil
 	}
 	if best != nil {

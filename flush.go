@@ -343,17 +343,27 @@ func compact(buf []byte, entries []batchEntry) []byte {
 // syncLoop is the FlushAsync syncer: fdatasync every FlushInterval.
 func (q *Queue) syncLoop() {
 	defer close(q.syncerDone)
-	ticker := time.NewTicker(q.opts.FlushInterval)
-	defer ticker.Stop()
+	var tick <-chan time.Time
+	if !q.opts.manualTicks {
+		ticker := time.NewTicker(q.opts.FlushInterval)
+		defer ticker.Stop()
+		tick = ticker.C
+	}
 	for {
 		select {
-		case <-ticker.C:
-			if synced, err := q.log.Sync(); err == nil {
-				q.setSynced(synced)
-			}
+		case <-tick:
+			q.syncTick()
 		case <-q.stopSyncer:
 			return
 		}
+	}
+}
+
+// syncTick is one tick of the FlushAsync syncer: an fdatasync, and the
+// committed seq moves to what it made durable.
+func (q *Queue) syncTick() {
+	if synced, err := q.log.Sync(); err == nil {
+		q.setSynced(synced)
 	}
 }
 

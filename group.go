@@ -321,11 +321,15 @@ func (q *Queue) groupList() []*group {
 // the segments every group is done with (retain).
 func (q *Queue) markLoop() {
 	defer close(q.markerDone)
-	ticker := time.NewTicker(time.Second)
-	defer ticker.Stop()
+	var tick <-chan time.Time
+	if !q.opts.manualTicks {
+		ticker := time.NewTicker(time.Second)
+		defer ticker.Stop()
+		tick = ticker.C
+	}
 	for {
 		select {
-		case <-ticker.C:
+		case <-tick:
 			if err := q.flushMarks(context.Background()); err != nil && !errors.Is(err, ErrClosed) {
 				q.logger.Warn("zeroloss: could not write consumer marks", "error", err)
 			}

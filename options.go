@@ -239,6 +239,14 @@ type Options struct {
 	// beforeGroupLock (tests) is called by Receive after its closed check,
 	// before it takes the group's lock: a seam for a race with Close.
 	beforeGroupLock func()
+	// manualTicks (tests): markLoop and the FlushAsync syncer do not tick;
+	// the test calls flushMarks, retain and syncTick itself, so that no
+	// background record or sync races its steps (sim_test.go).
+	manualTicks bool
+	// asyncAckGate (tests) is called by writeAsyncAcks after it took an ack
+	// record's counts and mark, before it writes the record: a seam to hold
+	// an async ack record in flight while the test goes on.
+	asyncAckGate func()
 }
 
 func (o *Options) withDefaults() (Options, error) {

@@ -2,6 +2,8 @@ package zeroloss
 
 import (
 	"context"
+	"maps"
+	"slices"
 	"testing"
 	"time"
 
@@ -268,4 +270,40 @@ func TestConsumerForgetsStaleDeliveries(t *testing.T) {
 		assert.False(t, u.token == token && u.out, "seq %d: nothing is held, yet an entry is current", u.seq)
 	}
 	c1.g.mu.Unlock()
+}
+
+// TestExpiredRedeliveriesMoveInPositionOrder: when one Receive finds many
+// failed redeliveries at once (their ack deadlines passed together), their
+// retry records are written in position order, not in the order of a map,
+// so that the same calls write the same log on every run (the seeded
+// simulation reruns a seed and expects the same steps).
+func TestExpiredRedeliveriesMoveInPositionOrder(t *testing.T) {
+	const n = 16
+	clock, q, c := clockedConsumer(t, n, &ConsumerOptions{AckTimeout: time.Minute, MaxDeliveries: 5,
+		Backoff: []time.Duration{time.Second}})
+	var first []*Delivery
+	for range n {
+		first = append(first, receive(t, c))
+	}
+	for _, d := range first {
+		require.NoError(t, d.NackNow()) // a failed first delivery waits at its position
+	}
+	for range n {
+		require.Equal(t, 2, receive(t, c).Attempt)
+	}
+	clock.Advance(2 * time.Minute) // every second delivery fails at once: each moves
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := c.Receive(ctx)
+	require.ErrorIs(t, err, context.Canceled)
+
+	q.ledger.mu.Lock()
+	retries := q.ledger.groups[c.g.id].retries
+	var seqs []uint64
+	for _, pos := range slices.Sorted(maps.Keys(retries)) {
+		seqs = append(seqs, retries[pos].Seq)
+	}
+	q.ledger.mu.Unlock()
+	require.Len(t, seqs, n)
+	require.True(t, slices.IsSorted(seqs), "retry records by position hold seqs %v", seqs)
 }

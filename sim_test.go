@@ -34,12 +34,20 @@ import (
 //   - no phantom: whatever is delivered was sent, with its body;
 //   - attempts never go back: a delivery's Attempt is above every count
 //     the queue had made durable (a crash may forget the counts of
-//     deliveries since the last record that carried them, not more), and
-//     never above MaxDeliveries;
+//     deliveries since the last record that carried them, not more; a
+//     count an async ack record took is carried by that record alone, not
+//     by the records written while it waits), and never above
+//     MaxDeliveries;
 //   - no undocumented error: each call fails only as its documentation
 //     allows in the situation (ErrDiskFull while the disk is full...);
 //   - key order (the Ordered group): per key, first deliveries follow seq
 //     order, and no two deliveries of a key are held at once.
+//
+// A seed is deterministic (TestSimulationDeterministic): nothing runs by
+// the wall clock (Options.manualTicks: mark flushes, retention and the
+// FlushAsync syncer's ticks are steps), and AckAsync's writer takes its
+// record's counts at once but writes it only when a step lets it
+// (sim_async_test.go), so a rerun or a shrink of a seed replays it.
 //
 // The run ends with a clean restart and a drain that must deliver every
 // message owed. ZEROLOSS_SIM_SEEDS=N runs seeds 1..N (default 500, 100
@@ -139,6 +147,13 @@ type sim struct {
 	maybeIDs map[string]bool       // sends that failed: they may be in the log anyway
 	diskFull int                   // steps the disk stays full
 	crashing bool                  // the file system is about to freeze
+
+	// The async ack writers wait at gate (Options.asyncAckGate) with their
+	// first record's counts and mark taken, until landAsync opens it; each
+	// says on arrived that it is there. So they write at a step the seed
+	// chooses, never racing the steps.
+	gate    chan struct{}
+	arrived chan struct{}
 }
 
 // simGroup is what the model knows of one consumer group.
@@ -154,35 +169,23 @@ type simGroup struct {
 	durable map[uint64]int    // attempts the queue made durable
 	seen    map[uint64]bool   // ordered: delivered at least once, over every restart
 	lastKey map[string]uint64 // ordered: by key, the highest seq delivered
+	// async are the deliveries acked with AckAsync whose record is not
+	// written yet (its writer waits at the gate); inflight is last when the
+	// writer took its record's counts and mark (nil: no writer waiting).
+	// A record written meanwhile does not carry those: they are not
+	// durable until that record lands, and a crash before may forget them.
+	async    []*Delivery
+	inflight map[uint64]int
 }
 
 // runSim runs seed for steps steps and the final check. It returns the
 // steps it did (trace) and how many, and the first violation.
 func runSim(seed uint64, steps int) (trace []string, done int, err error) {
-	s := &sim{rng: rand.New(rand.NewPCG(seed, 0x5eed)), mem: vfs.NewMem(), clock: newFakeClock(),
-		sent: map[uint64]simMessage{}, maybeIDs: map[string]bool{}}
-	for _, name := range []string{"g", "h"} {
-		s.groups = append(s.groups, &simGroup{name: name, ordered: name == "h", acked: map[uint64]bool{}, maybe: map[uint64]bool{},
-			last: map[uint64]int{}, durable: map[uint64]int{}, seen: map[uint64]bool{}, lastKey: map[string]uint64{}})
-	}
-	s.gr = s.groups[0]
-	s.fault = vfs.NewFault(s.mem)
-	segment := []int64{simSmallestSegment(), 16 << 10, 64 << 10}[s.rng.IntN(3)]
-	s.opts = Options{SegmentSize: segment, MaxMessageSize: simMaxMessage, fs: s.fault, now: s.clock.Now}
-	if s.rng.IntN(4) == 0 {
-		s.opts.Flush, s.opts.FlushInterval = FlushAsync, time.Millisecond
-	}
-	s.copts = ConsumerOptions{AckTimeout: 30 * time.Second, MaxDeliveries: 2 + s.rng.IntN(4),
-		Backoff: []time.Duration{time.Second, 10 * time.Second}}
-	s.step("open: segment %d, %v, MaxDeliveries %d", segment, s.opts.Flush, s.copts.MaxDeliveries)
+	s := newSim(seed)
 	if err := s.open(); err != nil {
 		return s.trace, 0, err
 	}
-	defer func() {
-		if s.q != nil {
-			s.q.Close()
-		}
-	}()
+	defer s.close()
 	for done = 1; done <= steps; done++ {
 		if err := s.randomStep(); err != nil {
 			return s.trace, done, fmt.Errorf("step %d: %w", done, err)
@@ -196,6 +199,40 @@ func runSim(seed uint64, steps int) (trace []string, done int, err error) {
 		return s.trace, done, fmt.Errorf("final check: %w", err)
 	}
 	return s.trace, done, nil
+}
+
+// newSim returns the simulation of seed, its options drawn, not open yet.
+// Nothing in it runs by the clock: markLoop and the FlushAsync syncer do not
+// tick (manualTicks: flushMarks, retain and syncTick are steps), and the
+// async ack writers write when a step lets them (landAsync).
+func newSim(seed uint64) *sim {
+	s := &sim{rng: rand.New(rand.NewPCG(seed, 0x5eed)), mem: vfs.NewMem(), clock: newFakeClock(),
+		sent: map[uint64]simMessage{}, maybeIDs: map[string]bool{}}
+	for _, name := range []string{"g", "h"} {
+		s.groups = append(s.groups, &simGroup{name: name, ordered: name == "h", acked: map[uint64]bool{}, maybe: map[uint64]bool{},
+			last: map[uint64]int{}, durable: map[uint64]int{}, seen: map[uint64]bool{}, lastKey: map[string]uint64{}})
+	}
+	s.gr = s.groups[0]
+	s.fault = vfs.NewFault(s.mem)
+	segment := []int64{simSmallestSegment(), 16 << 10, 64 << 10}[s.rng.IntN(3)]
+	s.gate, s.arrived = make(chan struct{}), make(chan struct{}, 1)
+	s.opts = Options{SegmentSize: segment, MaxMessageSize: simMaxMessage, fs: s.fault, now: s.clock.Now,
+		manualTicks: true, asyncAckGate: s.asyncAckGate}
+	if s.rng.IntN(4) == 0 {
+		s.opts.Flush = FlushAsync
+	}
+	s.copts = ConsumerOptions{AckTimeout: 30 * time.Second, MaxDeliveries: 2 + s.rng.IntN(4),
+		Backoff: []time.Duration{time.Second, 10 * time.Second}}
+	s.step("open: segment %d, %v, MaxDeliveries %d", segment, s.opts.Flush, s.copts.MaxDeliveries)
+	return s
+}
+
+// close closes the queue, if open, once the async ack writers are done.
+func (s *sim) close() {
+	if s.q != nil {
+		s.landAsync()
+		s.q.Close()
+	}
 }
 
 // simSmallestSegment returns the smallest SegmentSize the options accept
@@ -338,6 +375,7 @@ func (s *sim) randomStep() error {
 		s.step("disk full for %d steps", s.diskFull)
 	case n < 94:
 		return s.restart("clean restart", func() error {
+			s.landAsync()
 			err := s.q.Close()
 			if err == nil {
 				s.everyGroupDurable()
@@ -345,12 +383,7 @@ func (s *sim) randomStep() error {
 			return err
 		})
 	case n < 97:
-		return s.restart("kill -9", func() error {
-			s.mem.SetOpLimit(s.mem.OpCount()) // the process does nothing more
-			s.q.Close()
-			s.mem.Kill()
-			return nil
-		})
+		return s.restart("kill -9", s.kill)
 	case n < 100:
 		if s.opts.Flush == FlushAsync {
 			return nil // SendOK means written only: a power loss may take it
@@ -358,6 +391,7 @@ func (s *sim) randomStep() error {
 		mode := vfs.CrashModes[s.rng.IntN(len(vfs.CrashModes))]
 		return s.restart("power loss "+mode.String(), func() error {
 			s.mem.SetOpLimit(s.mem.OpCount())
+			s.landAsync()
 			s.q.Close()
 			s.mem.Crash(mode, s.rng)
 			return nil
@@ -387,25 +421,34 @@ func (s *sim) crashDuring() error {
 		s.step("retain: %v", rerr)
 		err = s.allowed("retain", rerr)
 	}
+	if err == nil {
+		s.landAsync() // within the same few file operations
+	}
 	s.crashing = false
 	if err != nil {
 		return err
 	}
 	if s.opts.Flush == FlushAsync {
-		return s.restart("kill -9 mid-operation", func() error {
-			s.mem.SetOpLimit(s.mem.OpCount())
-			s.q.Close()
-			s.mem.Kill()
-			return nil
-		})
+		return s.restart("kill -9 mid-operation", s.kill)
 	}
 	mode := vfs.CrashModes[s.rng.IntN(len(vfs.CrashModes))]
 	return s.restart("power loss mid-operation "+mode.String(), func() error {
 		s.mem.SetOpLimit(s.mem.OpCount())
+		s.landAsync()
 		s.q.Close()
 		s.mem.Crash(mode, s.rng)
 		return nil
 	})
+}
+
+// kill stops the process: the file system takes no more operations (an
+// async ack writer waiting at the gate fails), the page cache survives.
+func (s *sim) kill() error {
+	s.mem.SetOpLimit(s.mem.OpCount())
+	s.landAsync()
+	s.q.Close()
+	s.mem.Kill()
+	return nil
 }
 
 // allowed returns nil if err is nil, matches one of ok, or is ErrDiskFull
@@ -450,6 +493,12 @@ func (s *sim) send(ctx context.Context, msgs []*Message) error {
 
 // receive takes up to max deliveries at once, without waiting.
 func (s *sim) receive(max int) error {
+	if s.opts.Flush == FlushAsync && s.rng.IntN(2) == 0 {
+		// The syncer's tick (manualTicks: it does not tick by itself):
+		// what it makes durable becomes visible to consumers.
+		s.q.syncTick()
+		s.step("sync tick: committed %d", s.q.committedSeq())
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // deliver what is due now, wait for nothing
 	ds, err := s.gr.c.ReceiveBatch(ctx, max)
@@ -493,6 +542,7 @@ func (s *sim) delivered(d *Delivery) error {
 		s.sent[d.Seq] = simMessage{id: d.Message.ID}
 	}
 	s.gr.last[d.Seq] = max(s.gr.last[d.Seq], d.Attempt)
+	delete(s.gr.inflight, d.Seq) // its count is the group's again: the next record carries it
 	return nil
 }
 
@@ -524,17 +574,20 @@ func (s *sim) inKeyOrder(d *Delivery) error {
 // everyGroupDurable is allDurable for every group (Close writes them all).
 func (s *sim) everyGroupDurable() {
 	for _, sg := range s.groups {
-		for seq, n := range sg.last {
-			sg.durable[seq] = max(sg.durable[seq], n)
-		}
+		sg.allDurable()
 	}
 }
 
 // allDurable notes that a record carrying every attempt count and the
-// delivered mark of the step's group was written.
-func (s *sim) allDurable() {
-	for seq, n := range s.gr.last {
-		s.gr.durable[seq] = max(s.gr.durable[seq], n)
+// delivered mark of the step's group was written: every count but those an
+// async ack record waiting at the gate took (it carries them, not this one).
+func (s *sim) allDurable() { s.gr.allDurable() }
+
+func (sg *simGroup) allDurable() {
+	for seq, n := range sg.last {
+		if _, taken := sg.inflight[seq]; !taken {
+			sg.durable[seq] = max(sg.durable[seq], n)
+		}
 	}
 }
 
@@ -628,23 +681,6 @@ func (s *sim) nack() error {
 	return s.allowed("nack", err, ErrDeliveryExpired)
 }
 
-// ackAsync acks one held delivery with AckAsync: nil promises nothing
-// durable (a crash may bring the message back; a failed write brings it
-// back in this process too), so the message may be gone or owed from then
-// on.
-func (s *sim) ackAsync() error {
-	d := s.pick()
-	if d == nil {
-		return nil
-	}
-	err := d.AckAsync()
-	s.step("%s ack async seq %d attempt %d: %v", s.gr.name, d.Seq, d.Attempt, err)
-	if err == nil {
-		s.gr.maybe[d.Seq] = true
-	}
-	return s.allowed("ack async", err, ErrDeliveryExpired)
-}
-
 // release gives one held delivery back without a failed attempt.
 func (s *sim) release() error {
 	d := s.pick()
@@ -665,6 +701,7 @@ func (s *sim) release() error {
 func (s *sim) released(d *Delivery) {
 	s.gr.last[d.Seq] = d.Attempt - 1
 	s.gr.durable[d.Seq] = min(s.gr.durable[d.Seq], d.Attempt-1)
+	delete(s.gr.inflight, d.Seq)
 }
 
 // closeConsumer closes the step's group's consumer, which releases every
@@ -714,6 +751,7 @@ func (s *sim) redrive(ctx context.Context) error {
 	s.step("%s redrive %d of %d: %d, %v", s.gr.name, len(chosen), len(dead), n, err)
 	for _, dl := range chosen { // their attempt counts start again
 		s.gr.last[dl.Seq], s.gr.durable[dl.Seq] = 0, 0
+		delete(s.gr.inflight, dl.Seq)
 	}
 	return s.allowed("redrive", err)
 }
@@ -844,6 +882,7 @@ func (s *sim) unread(from uint64) (map[uint64]string, error) {
 // come, or be a dead letter.
 func (s *sim) finish() error {
 	if err := s.restart("final clean restart", func() error {
+		s.landAsync()
 		err := s.q.Close()
 		if err == nil {
 			s.everyGroupDurable()
