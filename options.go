@@ -239,6 +239,10 @@ type Options struct {
 	// beforeGroupLock (tests) is called by Receive after its closed check,
 	// before it takes the group's lock: a seam for a race with Close.
 	beforeGroupLock func()
+	// afterAppend (tests) is called by the committer between a batch's
+	// write and its indexing (indexFrames): a seam for the FlushAsync
+	// syncer publishing frames the topic index does not hold yet.
+	afterAppend func()
 }
 
 func (o *Options) withDefaults() (Options, error) {

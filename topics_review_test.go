@@ -1,0 +1,89 @@
+package zeroloss
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/zerolossmq/zeroloss/internal/vfs"
+)
+
+// watchedContext reports each time a Receive is about to wait on it: Receive
+// evaluates Done in its select, after its look at the log.
+type watchedContext struct {
+	context.Context
+	waiting chan struct{}
+}
+
+func (c watchedContext) Done() <-chan struct{} {
+	select {
+	case c.waiting <- struct{}{}:
+	default:
+	}
+	return c.Context.Done()
+}
+
+// TestSyncerBeforeIndexWakesWaitingReceive: under FlushAsync the background
+// syncer may fdatasync (and publish as committed) a batch's frames after
+// the committer wrote them and before it added them to the topic index. A
+// Receive woken by that publication finds nothing of its group's in the
+// index and waits for the committed seq to move again; once the frames are
+// indexed it must look again, or the message waits for the next Send
+// (forever on a quiet queue).
+func TestSyncerBeforeIndexWakesWaitingReceive(t *testing.T) {
+	var window atomic.Pointer[func()]
+	opts := &Options{Flush: FlushAsync, FlushInterval: time.Hour, SegmentSize: 64 << 10, MaxMessageSize: 1024, fs: vfs.NewMem()}
+	opts.afterAppend = func() {
+		if f := window.Swap(nil); f != nil {
+			(*f)()
+		}
+	}
+	q, err := Open("/q", opts)
+	require.NoError(t, err)
+	t.Cleanup(func() { q.Close() })
+	c, err := q.Consumer("g", nil)
+	require.NoError(t, err)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	wctx := watchedContext{Context: ctx, waiting: make(chan struct{}, 8)}
+	received := make(chan error, 1)
+	var body string
+	go func() {
+		d, err := c.Receive(wctx)
+		if err == nil {
+			body = string(d.Message.Body)
+			err = d.Ack()
+		}
+		received <- err
+	}()
+	within(t, wctx.waiting, "the Receive to wait on an empty queue")
+
+	looked := make(chan bool, 1)
+	publish := func() {
+		// The syncer's tick, between the write and the indexing.
+		synced, err := q.log.Sync()
+		if err != nil {
+			looked <- false
+			return
+		}
+		q.setSynced(synced)
+		select {
+		case <-wctx.waiting: // woken, it looked and waits again
+			looked <- true
+		case <-time.After(5 * time.Second):
+			looked <- false
+		}
+	}
+	window.Store(&publish)
+	res, err := q.Send(context.Background(), &Message{Body: []byte("m")})
+	require.NoError(t, err)
+	require.Equal(t, SendOK, res.Status)
+	require.True(t, within(t, looked, "the syncer's window"), "the woken Receive did not look in the window")
+
+	require.NoError(t, within(t, received, "the Receive"), "the message, published and then indexed, was not delivered")
+	require.Equal(t, "m", body)
+}
