@@ -243,6 +243,9 @@ type Options struct {
 	// write and its indexing (indexFrames): a seam for the FlushAsync
 	// syncer publishing frames the topic index does not hold yet.
 	afterAppend func()
+	// afterCheckpoint (tests) is called by retention between its
+	// checkpoint and the deletion of segments.
+	afterCheckpoint func()
 }
 
 func (o *Options) withDefaults() (Options, error) {

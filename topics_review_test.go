@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/zerolossmq/zeroloss/internal/vfs"
@@ -86,4 +87,50 @@ func TestSyncerBeforeIndexWakesWaitingReceive(t *testing.T) {
 
 	require.NoError(t, within(t, received, "the Receive"), "the message, published and then indexed, was not delivered")
 	require.Equal(t, "m", body)
+}
+
+// TestGroupDeclaredDuringRetentionKeepsItsTopic: a topic no group reads keeps
+// its messages for a group declared later. Retention takes the groups'
+// floors from its checkpoint; a group declared on such a topic after that
+// checkpoint, before the segments go, is in neither the floors nor the
+// topics without a group, unless both come from one look at the ledger.
+func TestGroupDeclaredDuringRetentionKeepsItsTopic(t *testing.T) {
+	opts := &Options{SegmentSize: 16 << 10, MaxMessageSize: 4 << 10, fs: vfs.NewMem()}
+	var declare atomic.Pointer[func()]
+	opts.afterCheckpoint = func() {
+		if f := declare.Swap(nil); f != nil {
+			(*f)()
+		}
+	}
+	q, err := Open("/q", opts)
+	require.NoError(t, err)
+	defer q.Close()
+	ctx := context.Background()
+	fast, err := q.Consumer("fast", &ConsumerOptions{Topic: "a"})
+	require.NoError(t, err)
+	send := func(topic string, n int) {
+		t.Helper()
+		for range n {
+			_, err := q.Send(ctx, &Message{Topic: topic, Body: make([]byte, 500)})
+			require.NoError(t, err)
+		}
+	}
+	for range 3 {
+		send("a", 40) // segments retention may delete
+		drainNow(t, fast)
+	}
+	send("c", 3) // no group reads c yet: its messages are kept
+	for range 10 {
+		send("a", 40)
+		drainNow(t, fast)
+	}
+	require.NoError(t, q.flushMarks(ctx))
+	var late *Consumer
+	var lateErr error
+	declareLate := func() { late, lateErr = q.Consumer("late", &ConsumerOptions{Topic: "c"}) }
+	declare.Store(&declareLate)
+	require.NoError(t, q.retain())
+	require.Nil(t, declare.Load(), "retention wrote a checkpoint")
+	require.NoError(t, lateErr)
+	assert.Len(t, drainNow(t, late), 3, "the group declared on c while retention ran gets c's messages")
 }
