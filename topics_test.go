@@ -395,11 +395,17 @@ func checkIndex(t *testing.T, q *Queue, selections []selection) {
 				}
 			}
 			h, ok, _ := q.topics.next(&sel, c)
+			count := q.topics.count(&sel, c)
+			if c < q.log.FirstSeq() {
+				// The markLoop's retention deleted it since the scan
+				// (and may have trimmed the index before the look).
+				continue
+			}
 			require.Equal(t, wantSeq != 0, ok, "%v from %d", sel, c)
 			if ok {
 				require.Equal(t, wantSeq, h.seq, "%v from %d", sel, c)
 			}
-			require.Equal(t, wantCount, q.topics.count(&sel, c), "%v from %d", sel, c)
+			require.Equal(t, wantCount, count, "%v from %d", sel, c)
 		}
 	}
 }
