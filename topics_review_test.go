@@ -134,3 +134,56 @@ func TestGroupDeclaredDuringRetentionKeepsItsTopic(t *testing.T) {
 	require.NoError(t, lateErr)
 	assert.Len(t, drainNow(t, late), 3, "the group declared on c while retention ran gets c's messages")
 }
+
+// TestGroupRedeclaredOnAnotherTopic: a group deleted and declared again on
+// another topic reads that topic from its oldest message and none of the
+// old one's, and after restarts (the new group taking the deleted one's
+// stream id, with a checkpoint between) nothing is delivered again.
+func TestGroupRedeclaredOnAnotherTopic(t *testing.T) {
+	fs := vfs.NewMem()
+	q := consumerQueue(t, fs, nil)
+	ctx := context.Background()
+	send := func(q *Queue, topic string, ids ...string) {
+		t.Helper()
+		for _, id := range ids {
+			_, err := q.Send(ctx, &Message{ID: id, Topic: topic, Body: []byte(id)})
+			require.NoError(t, err)
+		}
+	}
+	send(q, "a", "a1", "a2")
+	send(q, "b", "b1", "b2")
+	keep, err := q.Consumer("keep", &ConsumerOptions{Topic: "a"})
+	require.NoError(t, err)
+	require.Equal(t, []string{"a1", "a2"}, drainIDs(t, keep, "a"))
+	g, err := q.Consumer("g", &ConsumerOptions{Topic: "a"}) // stream 2
+	require.NoError(t, err)
+	require.Equal(t, []string{"a1", "a2"}, drainIDs(t, g, "a"))
+	require.NoError(t, q.DeleteGroup("g"))
+	require.NoError(t, q.Close())
+
+	q = consumerQueue(t, fs, nil)
+	g, err = q.Consumer("g", &ConsumerOptions{Topic: "b"}) // stream 2 again
+	require.NoError(t, err)
+	require.Equal(t, uint16(2), g.g.id, "the deleted group's stream id is reused after a restart")
+	require.Equal(t, []string{"b1", "b2"}, drainIDs(t, g, "b"))
+	send(q, "a", "a3")
+	send(q, "b", "b3")
+	require.Equal(t, []string{"b3"}, drainIDs(t, g, "b"))
+	_, _, err = q.checkpoint(ctx)
+	require.NoError(t, err)
+	send(q, "b", "b4")
+	require.Equal(t, []string{"b4"}, drainIDs(t, g, "b"))
+	require.NoError(t, q.flushMarks(ctx))
+	require.NoError(t, q.Close())
+
+	for round, wantKeep := range [][]string{{"a3"}, nil} {
+		q = consumerQueue(t, fs, nil)
+		g, err = q.Consumer("g", &ConsumerOptions{Topic: "b"})
+		require.NoError(t, err)
+		assert.Empty(t, drainIDs(t, g, "b"), "round %d: nothing again after a restart", round)
+		keep, err = q.Consumer("keep", &ConsumerOptions{Topic: "a"})
+		require.NoError(t, err)
+		assert.Equal(t, wantKeep, drainIDs(t, keep, "a"), "round %d: keep had not read a3 before the first", round)
+		require.NoError(t, q.Close())
+	}
+}
