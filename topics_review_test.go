@@ -2,6 +2,8 @@ package zeroloss
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -185,5 +187,93 @@ func TestGroupRedeclaredOnAnotherTopic(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, wantKeep, drainIDs(t, keep, "a"), "round %d: keep had not read a3 before the first", round)
 		require.NoError(t, q.Close())
+	}
+}
+
+// TestTopicsConcurrentFlushAsync: producers send to several topics while
+// each topic's group, and a tag-filtered group, consume concurrently, with
+// the FlushAsync syncer publishing every millisecond (racing the committer's
+// indexing). Every group gets exactly its messages, each once. Run with
+// -race for the topic index's lock against the committer.
+func TestTopicsConcurrentFlushAsync(t *testing.T) {
+	q, err := Open("/q", &Options{Flush: FlushAsync, FlushInterval: time.Millisecond, SegmentSize: 64 << 10, MaxMessageSize: 1024, fs: vfs.NewMem()})
+	require.NoError(t, err)
+	defer q.Close()
+	topics := []string{"", "t1", "t2", "t3"}
+	tags := []string{"", "x", "y"}
+	const producers, perProducer = 4, 300
+	message := func(p, i int) topicMessage {
+		return topicMessage{id: fmt.Sprintf("p%d-%04d", p, i), topic: topics[(p+i)%len(topics)], tag: tags[i%len(tags)]}
+	}
+	type groupSpec struct {
+		name, topic string
+		tags        []string
+		want        map[string]bool
+	}
+	groups := []groupSpec{{"g0", "", nil, nil}, {"g1", "t1", nil, nil}, {"g2", "t2", nil, nil}, {"g3", "t3", nil, nil}, {"tagged", "t1", []string{"x"}, nil}}
+	for i := range groups {
+		gs := &groups[i]
+		gs.want = map[string]bool{}
+		for p := range producers {
+			for n := range perProducer {
+				if m := message(p, n); m.topic == gs.topic && (len(gs.tags) == 0 || slices.Contains(gs.tags, m.tag)) {
+					gs.want[m.id] = true
+				}
+			}
+		}
+	}
+	consumers := make([]*Consumer, len(groups))
+	for i, gs := range groups {
+		consumers[i], err = q.Consumer(gs.name, &ConsumerOptions{Topic: gs.topic, Tags: gs.tags})
+		require.NoError(t, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for p := range producers {
+		go func() {
+			for n := range perProducer {
+				m := message(p, n)
+				if _, err := q.Send(ctx, &Message{ID: m.id, Topic: m.topic, Tag: m.tag}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	// Each consumer stops once it has every message its group is owed.
+	results := make(chan error, len(groups))
+	for i, c := range consumers {
+		gs := groups[i]
+		go func() {
+			got := map[string]bool{}
+			for len(got) < len(gs.want) {
+				d, err := c.Receive(ctx)
+				if err != nil {
+					results <- fmt.Errorf("group %s, %d of %d messages: %w", gs.name, len(got), len(gs.want), err)
+					return
+				}
+				id := d.Message.ID
+				switch {
+				case !gs.want[id]:
+					results <- fmt.Errorf("group %s got %s (topic %q, tag %q)", gs.name, id, d.Message.Topic, d.Message.Tag)
+					return
+				case got[id]:
+					results <- fmt.Errorf("group %s got %s twice", gs.name, id)
+					return
+				}
+				got[id] = true
+				if err := d.Ack(); err != nil {
+					results <- err
+					return
+				}
+			}
+			results <- nil
+		}()
+	}
+	for range groups {
+		require.NoError(t, within(t, results, "a group to get its messages"))
+	}
+	for i, c := range consumers {
+		assert.Empty(t, drainNow(t, c), "group %s: nothing more", groups[i].name)
 	}
 }
