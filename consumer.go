@@ -465,15 +465,7 @@ func (c *Consumer) failed(u *unacked, delay time.Duration, now time.Time, reason
 // (other topics' messages, consumer records) without reading them.
 func (g *group) readNext(now time.Time) (*unacked, error) {
 	for {
-		h, found, indexed := g.q.topics.next(&g.sel, g.cursor)
-		// Nothing of the group's lies between the cursor and h.seq (or, if
-		// none was found, up to what the index covers): pass it, but not
-		// what is not committed yet.
-		to := min(indexed, g.q.committedSeq()) + 1
-		if found {
-			to = min(h.seq, to)
-		}
-		g.cursor = max(g.cursor, to)
+		h, found := g.passOthers()
 		if !found || h.seq > g.cursor {
 			return nil, nil
 		}
@@ -525,6 +517,21 @@ func (g *group) readNext(now time.Time) (*unacked, error) {
 // closedError is what a closed consumer's Receive returns.
 func (c *Consumer) closedError() error {
 	return fmt.Errorf("zeroloss: receive: consumer of group %q: %w", c.g.name, ErrConsumerClosed)
+}
+
+// passOthers moves the cursor over the positions before the group's next
+// message that the topic index says hold nothing of the group's (other
+// topics' messages, consumer records), up to what is committed, without
+// reading them (the caller holds g.mu). It returns where that next message
+// is, if the index holds one.
+func (g *group) passOthers() (h hit, found bool) {
+	h, found, indexed := g.q.topics.next(&g.sel, g.cursor)
+	to := min(indexed, g.q.committedSeq()) + 1
+	if found {
+		to = min(h.seq, to)
+	}
+	g.cursor = max(g.cursor, to)
+	return h, found
 }
 
 // deliver hands u to a consumer (the caller holds g.mu).

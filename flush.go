@@ -273,7 +273,17 @@ func (q *Queue) commit(b *batch) {
 	}
 	first, n, err := q.log.Append(b.buf)
 	b.err = err
+	if q.opts.afterAppend != nil {
+		q.opts.afterAppend()
+	}
 	q.indexFrames(b.buf, first, n, q.log.Offsets())
+	if n > 0 && q.committedSeq() >= first {
+		// The FlushAsync syncer published some of these frames before
+		// they were in the index: a group that looked then found nothing
+		// of its own, and waits for the committed seq to move. (A sync
+		// that publishes them after this look finds them indexed.)
+		q.wakeCommitted()
+	}
 	seq, index := first, 0
 	for i := range b.entries {
 		e := &b.entries[i]
@@ -382,6 +392,11 @@ func (q *Queue) setCommitted(seq uint64) {
 	if q.opts.Replication == ReplicateSync {
 		q.log.CapReaders(seq) // consumers' readers stop at the committed mark
 	}
+	q.wakeCommitted()
+}
+
+// wakeCommitted wakes the Receives waiting for the committed seq to move.
+func (q *Queue) wakeCommitted() {
 	q.commitMu.Lock()
 	close(q.commitCh)
 	q.commitCh = make(chan struct{})

@@ -247,6 +247,12 @@ func (q *Queue) flushMarks(ctx context.Context) error {
 	}
 	for _, g := range q.groupList() {
 		g.mu.Lock()
+		if !g.closed && !g.deleted.Load() {
+			// A group nobody reads (after a restart, say) still passes
+			// other topics' records: its floor must not hold their
+			// segments.
+			g.passOthers()
+		}
 		if !g.marksDue(removable) {
 			g.mu.Unlock()
 			continue
@@ -817,7 +823,9 @@ type GroupStats struct {
 	// retention back). PinnedSegments and PinnedBytes (frame bytes) are
 	// the segments kept for this group alone: retention would delete them
 	// if it acked up to the next lowest group's floor, or were deleted
-	// (DeleteGroup). A group declared and never read pins every segment.
+	// (DeleteGroup). A group declared and never read pins every segment
+	// from its topic's first message on (markLoop moves it over other
+	// topics' records, read or not).
 	HoldsOldest    bool
 	PinnedSegments int
 	PinnedBytes    int64

@@ -247,6 +247,13 @@ type Options struct {
 	// record's counts and mark, before it writes the record: a seam to hold
 	// an async ack record in flight while the test goes on.
 	asyncAckGate func()
+	// afterAppend (tests) is called by the committer between a batch's
+	// write and its indexing (indexFrames): a seam for the FlushAsync
+	// syncer publishing frames the topic index does not hold yet.
+	afterAppend func()
+	// afterCheckpoint (tests) is called by retention between its
+	// checkpoint and the deletion of segments.
+	afterCheckpoint func()
 }
 
 func (o *Options) withDefaults() (Options, error) {

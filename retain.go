@@ -37,12 +37,18 @@ func (q *Queue) retain() error {
 	if !ok {
 		return nil
 	}
-	if floor, ok := q.ledger.minFloor(); ok && min(floor, q.replicaFloor(), q.orphanFloor()) > last {
+	if floor, ok := q.ledger.minFloor(); ok && min(floor, q.replicaFloor(), q.orphanFloor(q.ledger.topics())) > last {
+		// The checkpoint's floor bounds the topics without a group too,
+		// as its groups say: a group declared since on such a topic (its
+		// floor in no checkpoint yet) finds its messages kept.
 		floor, seq, err := q.checkpoint(context.Background())
 		if err != nil {
 			return err
 		}
-		if err := q.remove(min(floor, q.replicaFloor(), q.orphanFloor()), seq); err != nil {
+		if q.opts.afterCheckpoint != nil {
+			q.opts.afterCheckpoint()
+		}
+		if err := q.remove(min(floor, q.replicaFloor()), seq); err != nil {
 			return err
 		}
 	}
@@ -57,10 +63,10 @@ func (q *Queue) retain() error {
 	}
 }
 
-// orphanFloor bounds retention by the topics no group reads: the seq of the
-// oldest retained message of any of them (MaxUint64 if there is none).
-func (q *Queue) orphanFloor() uint64 {
-	read := q.ledger.topics()
+// orphanFloor bounds retention by the topics no group reads (none in read):
+// the seq of the oldest retained message of any of them (MaxUint64 if there
+// is none).
+func (q *Queue) orphanFloor(read map[string]bool) uint64 {
 	floor := uint64(math.MaxUint64)
 	for topic, oldest := range q.topics.oldest() {
 		if !read[topic] {
@@ -194,7 +200,8 @@ func (q *Queue) hasGroups() bool {
 
 // checkpoint appends a checkpoint of the ledger and waits until it is
 // durable. It returns the lowest group floor it holds (MaxUint64 with no
-// group) and its seq (that of its first part). It writes one with no group
+// group), lowered to the oldest message of a topic none of its groups reads
+// (orphanFloor), and its seq (that of its first part). It writes one with no group
 // too: recovery of a trimmed log needs a checkpoint, and the dedup IDs and
 // pending halves of the segments about to go live on in it.
 func (q *Queue) checkpoint(ctx context.Context) (floor, seq uint64, err error) {
@@ -208,9 +215,12 @@ func (q *Queue) checkpoint(ctx context.Context) (floor, seq uint64, err error) {
 	cp.Halves = q.tx.snapshot() // pending halves must outlive their segments
 	// With no group, nothing holds retention back.
 	floor = math.MaxUint64
+	read := make(map[string]bool, len(cp.Groups))
 	for _, g := range cp.Groups {
 		floor = min(floor, g.Floor)
+		read[g.Topic] = true
 	}
+	floor = min(floor, q.orphanFloor(read))
 	// A checkpoint holds every dead letter and retry with its message, so
 	// it may outgrow a segment: it is written in parts of at most
 	// MaxMessageSize (a frame a follower accepts), all in one write.

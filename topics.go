@@ -396,7 +396,8 @@ func (x *topicIndex) counts() map[string]topicCounts {
 
 // indexFrames adds the main-stream messages among the first n frames of buf,
 // appended from seq first on at offsets, to the topic index (the committer,
-// right after the write: before any reader can see them).
+// right after the write; the FlushAsync syncer may have published them
+// already, and commit then wakes the Receives that looked meanwhile).
 func (q *Queue) indexFrames(buf []byte, first uint64, n int, offsets []int64) {
 	if n == 0 {
 		return

@@ -609,3 +609,52 @@ func TestTopicStatsReadsEachOldestOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestUnreadGroupDoesNotHoldOtherTopics: a group nobody reads (here, after
+// a restart) holds only segments with messages of its own topic; the
+// markLoop's pass moves it over the others'.
+func TestUnreadGroupDoesNotHoldOtherTopics(t *testing.T) {
+	fs := vfs.NewMem()
+	open := func() *Queue {
+		q, err := Open("/q", &Options{SegmentSize: 16 << 10, MaxMessageSize: 4 << 10, fs: fs})
+		require.NoError(t, err)
+		return q
+	}
+	q := open()
+	ctx := context.Background()
+	_, err := q.Consumer("idle", &ConsumerOptions{Topic: "quiet"})
+	require.NoError(t, err)
+	_, err = q.Send(ctx, &Message{Topic: "quiet", Body: []byte("held")})
+	require.NoError(t, err)
+	require.NoError(t, q.Close())
+
+	q = open()
+	defer q.Close()
+	busy, err := q.Consumer("busy", &ConsumerOptions{Topic: "busy"})
+	require.NoError(t, err)
+	for range 10 {
+		for range 40 {
+			_, err := q.Send(ctx, &Message{Topic: "busy", Body: make([]byte, 500)})
+			require.NoError(t, err)
+		}
+		drainNow(t, busy)
+	}
+	require.NoError(t, q.flushMarks(ctx))
+	require.NoError(t, q.retain())
+	assert.Greater(t, q.Stats().Segments, 10, "the idle group's message, in the first segment, is held")
+
+	// Once its message is acked, the unread group holds nothing.
+	idle, err := q.Consumer("idle", &ConsumerOptions{Topic: "quiet"})
+	require.NoError(t, err)
+	require.Len(t, drainNow(t, idle), 1)
+	for range 10 {
+		for range 40 {
+			_, err := q.Send(ctx, &Message{Topic: "busy", Body: make([]byte, 500)})
+			require.NoError(t, err)
+		}
+		drainNow(t, busy)
+	}
+	require.NoError(t, q.flushMarks(ctx))
+	require.NoError(t, q.retain())
+	assert.LessOrEqual(t, q.Stats().Segments, 2, "the idle group, never read again, does not hold the busy topic's segments")
+}
