@@ -30,6 +30,8 @@
 //	BenchmarkAckAsync/ack=sync|async
 //	BenchmarkConsumeOrdered/ordered=false|true/keys=1000/consumers=16, ordered=true/keys=1/consumers=16, ordered=false/keys=1/consumers=1
 //	BenchmarkOrderedDistinctKeys (-benchtime=1000000x: a million keys)
+//	BenchmarkTopics/pair=topics8-vs-topic1|queues8-vs-shared|alone-vs-rare  (Linux only)
+//	BenchmarkTopicsOpen (1,000 topics and groups: Open time and heap)     (Linux only)
 //
 // The benchmarks write to b.TempDir(), so TMPDIR chooses the disk measured;
 // point it at the file system the queue will really use (tmpfs makes every
