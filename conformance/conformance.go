@@ -36,6 +36,13 @@
 //	TopicDedup             dedup is per topic: one ID on two topics is two messages, resent to
 //	                       one topic a duplicate
 //	TopicDeadLetter        a dead letter keeps its message's topic and tag
+//	ReceiveBatch           1 to max deliveries per call, in order; AckBatch acks them
+//	NackNow                delivered again at once (not after the backoff), Attempt 2
+//	AckAsync               acks: nothing is delivered again past the ack deadline
+//	Release                given back at once with the same Attempt; or, listed as
+//	                       unsupported, ErrUnsupported with the delivery still held
+//	ConsumerClose          Receive after Consumer.Close fails with ErrConsumerClosed; what
+//	                       it held is given back at once (kept held without Release)
 //
 // Timings are short (AckTimeout 400ms, Backoff 100ms) and the subtests run in
 // parallel, each on a backend of its own, so the suite takes seconds.
@@ -45,6 +52,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -82,8 +90,13 @@ func options(maxDeliveries int) *zeroloss.ConsumerOptions {
 	}
 }
 
-// Run runs the suite against the backends open returns.
-func Run(t *testing.T, open Factory) {
+// Run runs the suite against the backends open returns. unsupported lists
+// the operations the backend documents as failing with
+// zeroloss.ErrUnsupported, of those the suite can check: "Release"
+// (Delivery.Release, and Consumer.Close then leaves its deliveries held).
+// Every other operation must work.
+func Run(t *testing.T, open Factory, unsupported ...string) {
+	noRelease := slices.Contains(unsupported, "Release")
 	tests := []struct {
 		name string
 		run  func(t *testing.T, b zeroloss.Backend)
@@ -109,6 +122,11 @@ func Run(t *testing.T, open Factory) {
 		{"InvalidTopic", testInvalidTopic},
 		{"TopicDedup", testTopicDedup},
 		{"TopicDeadLetter", testTopicDeadLetter},
+		{"ReceiveBatch", testReceiveBatch},
+		{"NackNow", testNackNow},
+		{"AckAsync", testAckAsync},
+		{"Release", func(t *testing.T, b zeroloss.Backend) { testRelease(t, b, noRelease) }},
+		{"ConsumerClose", func(t *testing.T, b zeroloss.Backend) { testConsumerClose(t, b, !noRelease) }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
