@@ -37,6 +37,8 @@ type Delivery struct {
 	u     *unacked
 	token uint64 // u.token when delivered: a later delivery changes it
 	pos   uint64 // u.pos when delivered: a move to the retry stream changes it
+
+	drv DeliveryDriver // another backend's delivery (NewDriverDelivery): c is its Consumer, u nil
 }
 
 // stale returns why d is no longer its message's current delivery (the
@@ -73,7 +75,12 @@ func (d *Delivery) stale(op string) (acked bool, err error) {
 // been delivered again, or moved to the retry stream or the dead letters:
 // then it is ErrDeliveryExpired and acks nothing. Acking the same delivery
 // again returns nil (Ack is idempotent). Safe for concurrent use.
-func (d *Delivery) Ack() error { return d.c.AckBatch(d) }
+func (d *Delivery) Ack() error {
+	if d.drv != nil {
+		return d.drv.Ack()
+	}
+	return d.c.AckBatch(d)
+}
 
 // AckBatch acknowledges several deliveries of this consumer's group with one
 // record. Deliveries already acked are skipped; if some are no longer their
@@ -81,6 +88,14 @@ func (d *Delivery) Ack() error { return d.c.AckBatch(d) }
 // are still acked. A batch so large that its record would not fit in a
 // segment acks nothing (ErrRecordTooLarge).
 func (c *Consumer) AckBatch(ds ...*Delivery) error {
+	if c.drv != nil {
+		return c.ackBatchDriver(ds)
+	}
+	for _, d := range ds {
+		if d.drv != nil {
+			return fmt.Errorf("zeroloss: ack of another backend's delivery on group %q: %w", c.g.name, ErrInvalidOptions)
+		}
+	}
 	g := c.g
 	g.mu.Lock()
 	for g.acking(ds) {
@@ -197,6 +212,9 @@ func (d *Delivery) Nack(delay time.Duration) error {
 	if delay < 0 {
 		return invalid("Nack delay", "is negative (%v)", delay)
 	}
+	if d.drv != nil {
+		return d.drv.Nack(delay)
+	}
 	return d.nack("nack", delay)
 }
 
@@ -211,7 +229,12 @@ func (d *Delivery) Nack(delay time.Duration) error {
 // means "the backoff", and a sentinel duration would be easy to pass by
 // accident (a computed delay that came out negative) and would have to be
 // understood by every Backend.
-func (d *Delivery) NackNow() error { return d.nack("nack now", redeliverNow) }
+func (d *Delivery) NackNow() error {
+	if d.drv != nil {
+		return d.drv.NackNow()
+	}
+	return d.nack("nack now", redeliverNow)
+}
 
 // redeliverNow, as the delay of Consumer.failed, means at once: not the
 // backoff that a delay of 0 means there.
@@ -257,6 +280,9 @@ func (d *Delivery) nack(op string, delay time.Duration) error {
 // deadline, delivered again). Consumer.Close releases every delivery its
 // consumer holds.
 func (d *Delivery) Release() error {
+	if d.drv != nil {
+		return d.drv.Release()
+	}
 	c := d.c
 	g := c.g
 	g.mu.Lock()
@@ -279,6 +305,9 @@ func (d *Delivery) Release() error {
 func (d *Delivery) Extend(by time.Duration) error {
 	if by < MinAckTimeout {
 		return invalid("Extend", "by %v is below MinAckTimeout %v", by, MinAckTimeout)
+	}
+	if d.drv != nil {
+		return d.drv.Extend(by)
 	}
 	g := d.c.g
 	g.mu.Lock()

@@ -32,6 +32,9 @@ import (
 // itself before returning, as Ack does, and returns its error (ErrClosed
 // once the queue is closed).
 func (d *Delivery) AckAsync() error {
+	if d.drv != nil {
+		return d.drv.AckAsync()
+	}
 	c := d.c
 	g := c.g
 	g.mu.Lock()

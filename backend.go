@@ -2,32 +2,39 @@ package zeroloss
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"log/slog"
 	"time"
 )
 
 // Backends.
 //
-// The interfaces below are the part of the API that does not depend on where
-// the messages live. The embedded queue (*Queue, *Consumer, *Delivery)
-// satisfies them, and so does the NATS JetStream adapter (module
-// github.com/zerolossmq/zeroloss/jetstream), so application code written
-// against them runs on either:
+// The user-facing API is one set of concrete types, the same for every
+// backend, as database/sql's is: *Consumer (Group, Receive, ReceiveBatch,
+// Consume, AckBatch, Close) and *Delivery (its fields; Ack, AckAsync, Nack,
+// NackNow, Release, Extend). Backend is what a place messages live in offers:
+// the embedded queue (*Queue) and the NATS JetStream adapter (module
+// github.com/zerolossmq/zeroloss/jetstream) both satisfy it, so application
+// code written against Backend, *Consumer and *Delivery runs on either.
 //
-//	Backend       Sender + Subscribe + DeadLetters + Close   *Queue
-//	Subscription  Next, Handle, Group                        *Consumer
-//	Received      Info, Ack, Nack, Extend                    *Delivery
-//
-// The concrete methods (Queue.Consumer, Consumer.Receive, Consumer.Consume)
-// return and take the concrete types, which Go does not let an interface
-// method abstract over; Subscribe, Next and Handle are the same operations
-// returning and taking the interfaces. They add no behaviour of their own:
-// Next is Receive, Handle is Consume.
+// The embedded queue's Consumers and Deliveries run its own code directly.
+// Another backend plugs in beneath them as a driver (ConsumerDriver,
+// DeliveryDriver, NewDriverConsumer, NewDriverDelivery); what a driver
+// cannot do fails with an error matching ErrUnsupported, which the backend
+// documents.
 //
 // What each backend promises for a status differs (the embedded queue's
 // SendOK is an fdatasync on this machine; JetStream's is a PubAck from a
 // quorum of the stream's replicas): each backend documents its table, and the
 // JetStream adapter checks its server's configuration against what its
 // options require.
+
+// ErrUnsupported: the backend cannot do what was asked (a driver's missing
+// feature, such as Release on JetStream, which counts every redelivery). The
+// backend documents which operations return it; nothing was changed. It
+// matches errors.ErrUnsupported too.
+var ErrUnsupported = fmt.Errorf("zeroloss: %w", errors.ErrUnsupported)
 
 // Sender sends messages and reports how far each is guaranteed.
 //
@@ -57,12 +64,13 @@ type Sender interface {
 // queue or a networked engine. Safe for concurrent use.
 type Backend interface {
 	Sender
-	// Subscribe returns a consumer of the group called group, creating the
+	// Consumer returns a consumer of the group called group, creating the
 	// group if it does not exist (opts.Start then says where it starts).
-	// Every group receives every message; the subscriptions of one group
-	// share its messages. It fails with ErrInvalidOptions for bad options
-	// or a group name the backend cannot hold.
-	Subscribe(group string, opts *ConsumerOptions) (Subscription, error)
+	// A group receives every message of its topic (and tags); the
+	// Consumers of one group share its messages. It fails with
+	// ErrInvalidOptions for bad options or a group name the backend cannot
+	// hold.
+	Consumer(group string, opts *ConsumerOptions) (*Consumer, error)
 	// DeadLetters returns the dead letters of the group, oldest first.
 	DeadLetters(group string) ([]DeadLetter, error)
 	// Close releases the backend. Later Sends and Receives fail with
@@ -70,95 +78,102 @@ type Backend interface {
 	Close() error
 }
 
-// Subscription receives the messages of one consumer group. Safe for
-// concurrent use.
-type Subscription interface {
-	// Group returns the group's name.
-	Group() string
-	// Next blocks until a delivery is available, ctx ends (ctx's error) or
-	// the backend is closed (ErrClosed). The caller must Ack or Nack it;
-	// otherwise it is delivered again after the ack timeout.
-	Next(ctx context.Context) (Received, error)
-	// Handle calls h for each message, with up to ConsumerOptions.Concurrency
-	// calls at once, until ctx ends or the backend closes. A message is
-	// acked only after h returns nil; an error or a panic (recovered) is a
-	// failed delivery, delivered again after its backoff (or dead-lettered
-	// after MaxDeliveries). When ctx ends Handle stops receiving, waits for
-	// the running calls (their context is not cancelled with ctx) and
-	// returns ctx's error.
-	Handle(ctx context.Context, h Handler) error
+// Compile-time check that the embedded queue is a Backend.
+var _ Backend = (*Queue)(nil)
+
+// ConsumerDriver is a consumer of one group on a backend other than the
+// embedded queue, beneath a *Consumer (NewDriverConsumer). It is for backend
+// implementations, not for applications, which use *Consumer.
+//
+// Consumer checks what does not depend on the backend before calling it
+// (ReceiveBatch's max), sets the returned Deliveries' consumer, and runs
+// Consume and AckBatch on top of Receive and Delivery.Ack. Each method has
+// the contract of the Consumer method of the same name; one the backend
+// cannot offer returns an error matching ErrUnsupported. Safe for concurrent
+// use.
+type ConsumerDriver interface {
+	// Receive returns the next delivery, built with NewDriverDelivery.
+	Receive(ctx context.Context) (*Delivery, error)
+	// ReceiveBatch returns 1 to max deliveries (max ≥ 1).
+	ReceiveBatch(ctx context.Context, max int) ([]*Delivery, error)
+	// Close stops the consumer; its later Receives fail with an error
+	// matching ErrConsumerClosed.
+	Close() error
 }
 
-// Handler handles one delivery for Subscription.Handle: nil acks it, an
-// error or a panic means it is delivered again.
-type Handler func(ctx context.Context, d Received) error
-
-// Received is one delivery of a message to a consumer, from any backend.
-// Ack, Nack and Extend are safe for concurrent use.
-type Received interface {
-	// Info returns the message and where this delivery stands.
-	Info() DeliveryInfo
-	// Ack acknowledges the message: the group will not receive it again.
-	// It returns once the backend confirmed the ack.
+// DeliveryDriver is one delivery on a backend other than the embedded queue,
+// beneath a *Delivery (NewDriverDelivery). It is for backend
+// implementations, not for applications, which use *Delivery.
+//
+// Delivery checks its arguments before calling it (Nack's delay is not
+// negative, Extend's is at least MinAckTimeout). Each method has the
+// contract of the Delivery method of the same name; one the backend cannot
+// offer returns an error matching ErrUnsupported. Safe for concurrent use.
+type DeliveryDriver interface {
 	Ack() error
-	// Nack reports a failed handling: the message is delivered again after
-	// delay (0: the consumer's backoff for this attempt), or goes to the
-	// dead letters on its last allowed delivery. ErrDeliveryExpired if the
-	// delivery is no longer held.
+	AckAsync() error
 	Nack(delay time.Duration) error
-	// Extend keeps the delivery for at least by from now, for long work.
-	// ErrDeliveryExpired if the delivery is no longer held.
+	NackNow() error
+	Release() error
 	Extend(by time.Duration) error
 }
 
-// DeliveryInfo describes one delivery.
-type DeliveryInfo struct {
-	Message Message
-	// Seq is the message's position in the backend: its seq in the log's
-	// main stream (embedded), its stream sequence (JetStream). It equals
-	// SendResult.Seq.
-	Seq uint64
-	// Attempt is 1 for the first delivery.
-	Attempt int
-	// FirstDelivered is when the message was first delivered to the group
-	// (embedded), or when it was stored (JetStream, which does not record
-	// first deliveries): never after the first delivery, and the same on
-	// every redelivery.
-	FirstDelivered time.Time
+// NewDriverConsumer returns the *Consumer of group that runs on d: a
+// backend's implementation of Backend.Consumer returns it. opts are the
+// consumer's options with their defaults (ConsumerOptions.WithDefaults):
+// Consume runs opts.Concurrency handlers. logger (nil: discard) reports
+// Consume's failed handlers and acks.
+func NewDriverConsumer(group string, opts ConsumerOptions, d ConsumerDriver, logger *slog.Logger) *Consumer {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Consumer{drv: d, group: group, opts: opts, logger: logger}
 }
 
-// Compile-time checks that the embedded queue satisfies the interfaces.
-var (
-	_ Backend      = (*Queue)(nil)
-	_ Subscription = (*Consumer)(nil)
-	_ Received     = (*Delivery)(nil)
-)
-
-// Subscribe is Consumer returning the Subscription interface (see Backend).
-func (q *Queue) Subscribe(group string, opts *ConsumerOptions) (Subscription, error) {
-	c, err := q.Consumer(group, opts)
-	if err != nil {
-		return nil, err // not a typed nil
-	}
-	return c, nil
+// NewDriverDelivery returns a *Delivery of message m that runs on d: a
+// ConsumerDriver's Receive returns it. seq is the message's position in the
+// backend (SendResult.Seq), attempt 1 for the first delivery,
+// firstDelivered when the message was first delivered to the group (or
+// earlier, never later; the same on every redelivery).
+func NewDriverDelivery(m Message, seq uint64, attempt int, firstDelivered time.Time, d DeliveryDriver) *Delivery {
+	return &Delivery{Message: m, Seq: seq, Attempt: attempt, FirstDelivered: firstDelivered, drv: d}
 }
 
-// Next is Receive returning the Received interface (see Subscription).
-func (c *Consumer) Next(ctx context.Context) (Received, error) {
-	d, err := c.Receive(ctx)
+// receiveDriver is Receive on a driver.
+func (c *Consumer) receiveDriver(ctx context.Context) (*Delivery, error) {
+	d, err := c.drv.Receive(ctx)
 	if err != nil {
-		return nil, err // not a typed nil
+		return nil, err
 	}
+	d.c = c
 	return d, nil
 }
 
-// Handle is Consume with a handler that takes the Received interface (see
-// Subscription); h is given the *Delivery.
-func (c *Consumer) Handle(ctx context.Context, h Handler) error {
-	return c.Consume(ctx, func(ctx context.Context, d *Delivery) error { return h(ctx, d) })
+// receiveBatchDriver is ReceiveBatch on a driver (max ≥ 1).
+func (c *Consumer) receiveBatchDriver(ctx context.Context, max int) ([]*Delivery, error) {
+	ds, err := c.drv.ReceiveBatch(ctx, max)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range ds {
+		d.c = c
+	}
+	return ds, nil
 }
 
-// Info returns the delivery's fields as a DeliveryInfo (see Received).
-func (d *Delivery) Info() DeliveryInfo {
-	return DeliveryInfo{Message: d.Message, Seq: d.Seq, Attempt: d.Attempt, FirstDelivered: d.FirstDelivered}
+// ackBatchDriver is AckBatch on a driver: each delivery acked in turn. The
+// error joins every failure.
+func (c *Consumer) ackBatchDriver(ds []*Delivery) error {
+	for _, d := range ds {
+		if d.drv == nil || d.c == nil || d.c.group != c.group {
+			return fmt.Errorf("zeroloss: ack of a delivery of another group or backend on group %q: %w", c.group, ErrInvalidOptions)
+		}
+	}
+	var errs []error
+	for _, d := range ds {
+		if err := d.drv.Ack(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"runtime/debug"
 	"slices"
 	"sync"
@@ -154,10 +155,19 @@ func (o *ConsumerOptions) WithDefaults() (ConsumerOptions, error) {
 // messages with a DeliverAt in the future, come later, out of order, unless
 // the group is Ordered (ConsumerOptions.Ordered): then the messages of one
 // key are handled one at a time, in seq order.
+//
+// The Consumers of another Backend are the same type, run by its driver
+// (NewDriverConsumer); that backend documents what differs, and what it
+// cannot do fails with ErrUnsupported.
 type Consumer struct {
 	q    *Queue
 	g    *group
 	opts ConsumerOptions
+
+	// Set instead of q and g on another backend's Consumer (NewDriverConsumer).
+	drv    ConsumerDriver
+	group  string
+	logger *slog.Logger
 
 	done chan struct{} // closed by Close: its Receives return
 	// Guarded by g.mu:
@@ -202,6 +212,9 @@ const minSweep = 64
 // cancel Consume's context and wait for it to return before Close. Close is
 // idempotent and returns nil.
 func (c *Consumer) Close() error {
+	if c.drv != nil {
+		return c.drv.Close()
+	}
 	g := c.g
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -241,7 +254,12 @@ func (c *Consumer) sweepHeld() {
 }
 
 // Group returns the consumer's group name.
-func (c *Consumer) Group() string { return c.g.name }
+func (c *Consumer) Group() string {
+	if c.drv != nil {
+		return c.group
+	}
+	return c.g.name
+}
 
 // Receive returns the next message for the group, blocking until one is
 // available (durable, as the queue's flush mode promises, and due), ctx ends
@@ -251,6 +269,9 @@ func (c *Consumer) Group() string { return c.g.name }
 // after AckTimeout. Once the group is deleted (Queue.DeleteGroup) it returns
 // ErrGroupDeleted.
 func (c *Consumer) Receive(ctx context.Context) (*Delivery, error) {
+	if c.drv != nil {
+		return c.receiveDriver(ctx)
+	}
 	g := c.g
 	for {
 		select {
@@ -566,6 +587,9 @@ func (c *Consumer) ReceiveBatch(ctx context.Context, max int) ([]*Delivery, erro
 	if max < 1 {
 		return nil, fmt.Errorf("zeroloss: ReceiveBatch max %d: %w", max, ErrInvalidOptions)
 	}
+	if c.drv != nil {
+		return c.receiveBatchDriver(ctx, max)
+	}
 	d, err := c.Receive(ctx)
 	if err != nil {
 		return nil, err
@@ -607,9 +631,10 @@ func (c *Consumer) ReceiveBatch(ctx context.Context, max int) ([]*Delivery, erro
 // again; each failure is logged, and Consume's error then also says how many
 // there were and wraps the first (errors.Is finds it).
 func (c *Consumer) Consume(ctx context.Context, handler func(context.Context, *Delivery) error) error {
-	if !c.q.startHandlers(c.opts.Concurrency) {
+	if c.drv == nil && !c.q.startHandlers(c.opts.Concurrency) {
 		return fmt.Errorf("zeroloss: consume: %w", ErrClosed)
 	}
+	logger, group := c.log(), c.Group()
 	hctx := context.WithoutCancel(ctx)
 	var wg sync.WaitGroup
 	failed := make(chan error, 1)
@@ -628,7 +653,9 @@ func (c *Consumer) Consume(ctx context.Context, handler func(context.Context, *D
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer c.q.handlers.Done()
+			if c.drv == nil {
+				defer c.q.handlers.Done()
+			}
 			for {
 				d, err := c.Receive(ctx)
 				if err != nil {
@@ -641,15 +668,15 @@ func (c *Consumer) Consume(ctx context.Context, handler func(context.Context, *D
 					return
 				}
 				if err := c.handle(hctx, handler, d); err != nil {
-					c.q.logger.Warn("zeroloss: handler failed; the message will be delivered again",
-						"group", c.g.name, "seq", d.Seq, "attempt", d.Attempt, "error", err)
+					logger.Warn("zeroloss: handler failed; the message will be delivered again",
+						"group", group, "seq", d.Seq, "attempt", d.Attempt, "error", err)
 					if err := d.Nack(0); err != nil && !errors.Is(err, ErrDeliveryExpired) {
-						c.q.logger.Error("zeroloss: nack failed", "group", c.g.name, "seq", d.Seq, "error", err)
+						logger.Error("zeroloss: nack failed", "group", group, "seq", d.Seq, "error", err)
 						ackFailed(err)
 					}
 				} else if err := d.Ack(); err != nil {
-					c.q.logger.Error("zeroloss: ack failed; the message will be delivered again",
-						"group", c.g.name, "seq", d.Seq, "error", err)
+					logger.Error("zeroloss: ack failed; the message will be delivered again",
+						"group", group, "seq", d.Seq, "error", err)
 					ackFailed(err)
 				}
 			}
@@ -705,6 +732,14 @@ func (q *Queue) waitHandlers() {
 		q.logger.Warn("zeroloss: closing with Consume handlers still running after ShutdownTimeout; "+
 			"their acks will fail and their messages be delivered again", "shutdown_timeout", q.opts.ShutdownTimeout)
 	}
+}
+
+// log is the consumer's logger: its queue's, or its driver's.
+func (c *Consumer) log() *slog.Logger {
+	if c.drv != nil {
+		return c.logger
+	}
+	return c.q.logger
 }
 
 func (c *Consumer) handle(ctx context.Context, handler func(context.Context, *Delivery) error, d *Delivery) (err error) {

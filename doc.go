@@ -124,6 +124,25 @@
 // New segment files are preallocated (fallocate on Linux, F_PREALLOCATE on
 // macOS) and their directory is synced after they are renamed into place.
 //
+// # Backends
+//
+// The consumer API is one set of concrete types for every backend, as
+// database/sql's is: Backend.Consumer returns a *Consumer (Receive,
+// ReceiveBatch, Consume, AckBatch, Close) handing out *Delivery values (Ack,
+// AckAsync, Nack, NackNow, Release, Extend). *Queue is a Backend and runs
+// them itself; another backend, such as the NATS JetStream adapter (module
+// github.com/zerolossmq/zeroloss/jetstream), is a Backend whose Consumers
+// run on its driver (ConsumerDriver, DeliveryDriver: for backend
+// implementations, not applications). What a backend cannot do fails with
+// an error matching ErrUnsupported, and the backend documents which.
+//
+// API break before 1.0: the interface forms that duplicated this API
+// (Queue.Subscribe, Consumer.Next, Consumer.Handle, Delivery.Info and the
+// types Subscription, Received, Handler and DeliveryInfo; jetstream.Consumer
+// and jetstream.Delivery) are removed. Use Queue.Consumer (or
+// Backend.Consumer), Receive, Consume with a func(context.Context,
+// *Delivery) error, and the Delivery's fields.
+//
 // # Recovery
 //
 // Open recovers the log: a torn tail left by a crash is cut and logged with the

@@ -1,9 +1,9 @@
 // Package conformance is the test suite every zeroloss backend must pass:
 // the embedded queue (its test in this package) and the NATS JetStream
 // adapter (github.com/zerolossmq/zeroloss/jetstream, which runs it against
-// an in-process nats-server). It uses only the interfaces of the root
-// package (zeroloss.Backend, Subscription, Received), so passing it means
-// application code written against them behaves the same on both.
+// an in-process nats-server). It uses only the API every backend shares
+// (zeroloss.Backend, *zeroloss.Consumer, *zeroloss.Delivery), so passing it
+// means application code written against them behaves the same on both.
 //
 // What it checks, one subtest each:
 //
@@ -17,11 +17,11 @@
 //	DeadLetterOnNack       the last allowed delivery, nacked, goes to the dead letters
 //	DeadLetterOnTimeout    the last allowed delivery, timed out, goes to the dead letters
 //	Dedup                  a resent ID stores nothing and returns the original seq
-//	HandleRetries          Handle acks on nil; an error or a panic means a redelivery
-//	HandleAcksAfterReturn  a message is not acked while its handler runs
-//	HandleWaitsOnCancel    ctx's end waits for running handlers, whose ctx stays live
+//	ConsumeRetries         Consume acks on nil; an error or a panic means a redelivery
+//	ConsumeAcksAfterReturn a message is not acked while its handler runs
+//	ConsumeWaitsOnCancel   ctx's end waits for running handlers, whose ctx stays live
 //	StartLatest            a new group with StartLatest skips earlier messages
-//	Closed                 Send and Next after Close fail with ErrClosed
+//	Closed                 Send and Receive after Close fail with ErrClosed
 //	SendOKKept             CheckSendOK: a message confirmed with SendOK reaches groups created
 //	                       after it, and its resend is a duplicate
 //	TopicIsolation         topics interleaved in one SendBatch: a group on a topic receives
@@ -36,6 +36,13 @@
 //	TopicDedup             dedup is per topic: one ID on two topics is two messages, resent to
 //	                       one topic a duplicate
 //	TopicDeadLetter        a dead letter keeps its message's topic and tag
+//	ReceiveBatch           1 to max deliveries per call, in order; AckBatch acks them
+//	NackNow                delivered again at once (not after the backoff), Attempt 2
+//	AckAsync               acks: nothing is delivered again past the ack deadline
+//	Release                given back at once with the same Attempt; or, listed as
+//	                       unsupported, ErrUnsupported with the delivery still held
+//	ConsumerClose          Receive after Consumer.Close fails with ErrConsumerClosed; what
+//	                       it held is given back at once (kept held without Release)
 //
 // Timings are short (AckTimeout 400ms, Backoff 100ms) and the subtests run in
 // parallel, each on a backend of its own, so the suite takes seconds.
@@ -45,6 +52,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -82,8 +90,13 @@ func options(maxDeliveries int) *zeroloss.ConsumerOptions {
 	}
 }
 
-// Run runs the suite against the backends open returns.
-func Run(t *testing.T, open Factory) {
+// Run runs the suite against the backends open returns. unsupported lists
+// the operations the backend documents as failing with
+// zeroloss.ErrUnsupported, of those the suite can check: "Release"
+// (Delivery.Release, and Consumer.Close then leaves its deliveries held).
+// Every other operation must work.
+func Run(t *testing.T, open Factory, unsupported ...string) {
+	noRelease := slices.Contains(unsupported, "Release")
 	tests := []struct {
 		name string
 		run  func(t *testing.T, b zeroloss.Backend)
@@ -96,9 +109,9 @@ func Run(t *testing.T, open Factory) {
 		{"DeadLetterOnNack", testDeadLetterOnNack},
 		{"DeadLetterOnTimeout", testDeadLetterOnTimeout},
 		{"Dedup", testDedup},
-		{"HandleRetries", testHandleRetries},
-		{"HandleAcksAfterReturn", testHandleAcksAfterReturn},
-		{"HandleWaitsOnCancel", testHandleWaitsOnCancel},
+		{"ConsumeRetries", testConsumeRetries},
+		{"ConsumeAcksAfterReturn", testConsumeAcksAfterReturn},
+		{"ConsumeWaitsOnCancel", testConsumeWaitsOnCancel},
 		{"StartLatest", testStartLatest},
 		{"Closed", testClosed},
 		{"SendOKKept", func(t *testing.T, b zeroloss.Backend) { CheckSendOK(t, b, 0) }},
@@ -109,6 +122,11 @@ func Run(t *testing.T, open Factory) {
 		{"InvalidTopic", testInvalidTopic},
 		{"TopicDedup", testTopicDedup},
 		{"TopicDeadLetter", testTopicDeadLetter},
+		{"ReceiveBatch", testReceiveBatch},
+		{"NackNow", testNackNow},
+		{"AckAsync", testAckAsync},
+		{"Release", func(t *testing.T, b zeroloss.Backend) { testRelease(t, b, noRelease) }},
+		{"ConsumerClose", func(t *testing.T, b zeroloss.Backend) { testConsumerClose(t, b, !noRelease) }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -131,32 +149,32 @@ func send(t *testing.T, b zeroloss.Backend, m *zeroloss.Message) zeroloss.SendRe
 	return res
 }
 
-func subscribe(t *testing.T, b zeroloss.Backend, group string, opts *zeroloss.ConsumerOptions) zeroloss.Subscription {
+func subscribe(t *testing.T, b zeroloss.Backend, group string, opts *zeroloss.ConsumerOptions) *zeroloss.Consumer {
 	t.Helper()
-	s, err := b.Subscribe(group, opts)
+	s, err := b.Consumer(group, opts)
 	require.NoError(t, err)
 	return s
 }
 
 // next requires a delivery within patience.
-func next(t *testing.T, s zeroloss.Subscription) zeroloss.Received {
+func next(t *testing.T, s *zeroloss.Consumer) *zeroloss.Delivery {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
-	d, err := s.Next(ctx)
+	d, err := s.Receive(ctx)
 	require.NoError(t, err, "no delivery within %v", patience)
 	require.NotNil(t, d)
 	return d
 }
 
 // nothing requires that s delivers nothing for wait.
-func nothing(t *testing.T, s zeroloss.Subscription, wait time.Duration) {
+func nothing(t *testing.T, s *zeroloss.Consumer, wait time.Duration) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	d, err := s.Next(ctx)
+	d, err := s.Receive(ctx)
 	if err == nil {
-		t.Fatalf("unexpected delivery of %s", describe(d.Info()))
+		t.Fatalf("unexpected delivery of %s", describe(d))
 	}
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 }
@@ -182,7 +200,7 @@ func testSendReceiveAck(t *testing.T, b zeroloss.Backend) {
 		assert.Equal(t, group, s.Group())
 		for i, m := range sent {
 			d := next(t, s)
-			info := d.Info()
+			info := d
 			assert.Equal(t, m.ID, info.Message.ID)
 			assert.Equal(t, m.Key, info.Message.Key)
 			assert.Equal(t, m.Body, info.Message.Body)
@@ -210,8 +228,8 @@ func testGeneratedID(t *testing.T, b zeroloss.Backend) {
 	s := subscribe(t, b, "g", options(5))
 	for _, r := range []zeroloss.SendResult{res, res2} {
 		d := next(t, s)
-		assert.Equal(t, r.ID, d.Info().Message.ID)
-		assert.Equal(t, r.Seq, d.Info().Seq)
+		assert.Equal(t, r.ID, d.Message.ID)
+		assert.Equal(t, r.Seq, d.Seq)
 		require.NoError(t, d.Ack())
 	}
 }
@@ -224,12 +242,11 @@ func testAckTimeoutRedelivers(t *testing.T, b zeroloss.Backend) {
 	// Not acked: it comes back once AckTimeout (and the backoff) passed.
 	again := next(t, s)
 	assert.GreaterOrEqual(t, time.Since(delivered), ackTimeout, "redelivered before AckTimeout")
-	i1, i2 := first.Info(), again.Info()
-	assert.Equal(t, res.Seq, i2.Seq)
-	assert.Equal(t, "late", i2.Message.ID)
-	assert.Equal(t, 1, i1.Attempt)
-	assert.Equal(t, 2, i2.Attempt)
-	assert.True(t, i1.FirstDelivered.Equal(i2.FirstDelivered), "FirstDelivered %v then %v", i1.FirstDelivered, i2.FirstDelivered)
+	assert.Equal(t, res.Seq, again.Seq)
+	assert.Equal(t, "late", again.Message.ID)
+	assert.Equal(t, 1, first.Attempt)
+	assert.Equal(t, 2, again.Attempt)
+	assert.True(t, first.FirstDelivered.Equal(again.FirstDelivered), "FirstDelivered %v then %v", first.FirstDelivered, again.FirstDelivered)
 	// The first delivery is no longer held.
 	require.ErrorIs(t, first.Nack(0), zeroloss.ErrDeliveryExpired)
 	require.ErrorIs(t, first.Extend(time.Minute), zeroloss.ErrDeliveryExpired)
@@ -246,12 +263,12 @@ func testNackDelay(t *testing.T, b zeroloss.Backend) {
 	require.NoError(t, d.Nack(delay))
 	d = next(t, s)
 	assert.GreaterOrEqual(t, time.Since(nacked), delay, "redelivered before the Nack's delay")
-	assert.Equal(t, 2, d.Info().Attempt)
+	assert.Equal(t, 2, d.Attempt)
 	// Nack(0): the consumer's backoff (100ms), far below patience.
 	require.NoError(t, d.Nack(0))
 	d = next(t, s)
-	assert.Equal(t, 3, d.Info().Attempt)
-	assert.Equal(t, "n", d.Info().Message.ID)
+	assert.Equal(t, 3, d.Attempt)
+	assert.Equal(t, "n", d.Message.ID)
 	require.NoError(t, d.Ack())
 	require.ErrorIs(t, d.Nack(0), zeroloss.ErrDeliveryExpired, "Nack after Ack")
 	nothing(t, s, quiet)
@@ -277,7 +294,7 @@ func testDeadLetterOnNack(t *testing.T, b zeroloss.Backend) {
 	seen := map[string]int{}
 	for deliveries := 0; deliveries < 3; deliveries++ { // poison twice, fine once
 		d := next(t, s)
-		info := d.Info()
+		info := d
 		seen[info.Message.ID]++
 		if info.Message.ID == "fine" {
 			require.NoError(t, d.Ack())
@@ -311,7 +328,7 @@ func testDeadLetterOnTimeout(t *testing.T, b zeroloss.Backend) {
 	s := subscribe(t, b, "g", options(2))
 	for attempt := 1; attempt <= 2; attempt++ {
 		d := next(t, s) // never acked
-		require.Equal(t, attempt, d.Info().Attempt)
+		require.Equal(t, attempt, d.Attempt)
 	}
 	// The second delivery's ack timeout moves it to the dead letters. The
 	// backends do that while a consumer is receiving, so keep receiving;
@@ -361,15 +378,15 @@ func testDedup(t *testing.T, b zeroloss.Backend) {
 		seq      uint64
 	}{{"once", "original", first.Seq}, {"twice", "new", results[1].Seq}} {
 		d := next(t, s)
-		assert.Equal(t, want.id, d.Info().Message.ID)
-		assert.Equal(t, want.body, string(d.Info().Message.Body))
-		assert.Equal(t, want.seq, d.Info().Seq)
+		assert.Equal(t, want.id, d.Message.ID)
+		assert.Equal(t, want.body, string(d.Message.Body))
+		assert.Equal(t, want.seq, d.Seq)
 		require.NoError(t, d.Ack())
 	}
 	nothing(t, s, quiet)
 }
 
-func testHandleRetries(t *testing.T, b zeroloss.Backend) {
+func testConsumeRetries(t *testing.T, b zeroloss.Backend) {
 	for _, id := range []string{"ok", "error", "panic"} {
 		send(t, b, &zeroloss.Message{ID: id, Body: []byte(id)})
 	}
@@ -382,8 +399,8 @@ func testHandleRetries(t *testing.T, b zeroloss.Backend) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- s.Handle(ctx, func(_ context.Context, d zeroloss.Received) error {
-			info := d.Info()
+		done <- s.Consume(ctx, func(_ context.Context, d *zeroloss.Delivery) error {
+			info := d
 			mu.Lock()
 			attempts[info.Message.ID] = append(attempts[info.Message.ID], info.Attempt)
 			mu.Unlock()
@@ -420,23 +437,23 @@ func testHandleRetries(t *testing.T, b zeroloss.Backend) {
 	assert.Equal(t, map[string][]int{"ok": {1}, "error": {1, 2}, "panic": {1, 2}}, attempts)
 }
 
-func testHandleAcksAfterReturn(t *testing.T, b zeroloss.Backend) {
+func testConsumeAcksAfterReturn(t *testing.T, b zeroloss.Backend) {
 	send(t, b, &zeroloss.Message{ID: "slow", Body: []byte("x")})
 	s := subscribe(t, b, "g", options(5))
 	other := subscribe(t, b, "g", options(5))
-	started := make(chan zeroloss.DeliveryInfo, 1)
+	started := make(chan *zeroloss.Delivery, 1)
 	release := make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
-		done <- s.Handle(ctx, func(_ context.Context, d zeroloss.Received) error {
-			started <- d.Info()
+		done <- s.Consume(ctx, func(_ context.Context, d *zeroloss.Delivery) error {
+			started <- d
 			<-release
 			return nil
 		})
 	}()
-	var info zeroloss.DeliveryInfo
+	var info *zeroloss.Delivery
 	select {
 	case info = <-started:
 	case <-time.After(patience):
@@ -445,8 +462,8 @@ func testHandleAcksAfterReturn(t *testing.T, b zeroloss.Backend) {
 	// While the handler runs (without Extend) the message is not acked:
 	// after AckTimeout another consumer of the group gets it again.
 	d := next(t, other)
-	assert.Equal(t, info.Seq, d.Info().Seq)
-	assert.Equal(t, 2, d.Info().Attempt)
+	assert.Equal(t, info.Seq, d.Seq)
+	assert.Equal(t, 2, d.Attempt)
 	require.NoError(t, d.Ack())
 	close(release)
 	cancel()
@@ -454,7 +471,7 @@ func testHandleAcksAfterReturn(t *testing.T, b zeroloss.Backend) {
 	nothing(t, other, quiet)
 }
 
-func testHandleWaitsOnCancel(t *testing.T, b zeroloss.Backend) {
+func testConsumeWaitsOnCancel(t *testing.T, b zeroloss.Backend) {
 	send(t, b, &zeroloss.Message{ID: "w", Body: []byte("x")})
 	s := subscribe(t, b, "g", options(5))
 	started := make(chan struct{})
@@ -463,7 +480,7 @@ func testHandleWaitsOnCancel(t *testing.T, b zeroloss.Backend) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- s.Handle(ctx, func(hctx context.Context, d zeroloss.Received) error {
+		done <- s.Consume(ctx, func(hctx context.Context, d *zeroloss.Delivery) error {
 			close(started)
 			<-release
 			handlerCtxErr <- hctx.Err()
@@ -479,12 +496,12 @@ func testHandleWaitsOnCancel(t *testing.T, b zeroloss.Backend) {
 	cancel()
 	select {
 	case err := <-done:
-		t.Fatalf("Handle returned (%v) while a handler was running", err)
+		t.Fatalf("Consume returned (%v) while a handler was running", err)
 	case <-time.After(ackTimeout / 2):
 	}
 	close(release)
 	require.ErrorIs(t, <-done, context.Canceled)
-	assert.NoError(t, <-handlerCtxErr, "the handler's context is not cancelled with Handle's")
+	assert.NoError(t, <-handlerCtxErr, "the handler's context is not cancelled with Consume's")
 	// The handler returned nil after the cancel: the message was acked.
 	nothing(t, subscribe(t, b, "g", options(5)), quiet)
 }
@@ -496,7 +513,7 @@ func testStartLatest(t *testing.T, b zeroloss.Backend) {
 	})
 	send(t, b, &zeroloss.Message{ID: "after", Body: []byte("y")})
 	d := next(t, s)
-	assert.Equal(t, "after", d.Info().Message.ID)
+	assert.Equal(t, "after", d.Message.ID)
 	require.NoError(t, d.Ack())
 	nothing(t, s, quiet)
 }
@@ -508,12 +525,12 @@ func testClosed(t *testing.T, b zeroloss.Backend) {
 	require.ErrorIs(t, err, zeroloss.ErrClosed)
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
-	_, err = s.Next(ctx)
+	_, err = s.Receive(ctx)
 	require.ErrorIs(t, err, zeroloss.ErrClosed)
 	require.NoError(t, b.Close(), "Close is idempotent")
 }
 
 // describe names a delivery in failure messages.
-func describe(i zeroloss.DeliveryInfo) string {
+func describe(i *zeroloss.Delivery) string {
 	return fmt.Sprintf("%q seq %d attempt %d", i.Message.ID, i.Seq, i.Attempt)
 }

@@ -72,7 +72,7 @@ func CheckSendOK(t *testing.T, b zeroloss.Backend, wait time.Duration) {
 		}
 	}
 	for _, group := range []string{"kept-first", "kept-second"} {
-		s, err := b.Subscribe(group, options(5))
+		s, err := b.Consumer(group, options(5))
 		require.NoError(t, err, "a group created after SendOK must receive the message")
 		missing := map[string]uint64{}
 		for id, seq := range confirmed {
@@ -80,13 +80,13 @@ func CheckSendOK(t *testing.T, b zeroloss.Backend, wait time.Duration) {
 		}
 		for len(missing) > 0 {
 			rctx, rcancel := context.WithTimeout(context.Background(), quiet)
-			d, err := s.Next(rctx)
+			d, err := s.Receive(rctx)
 			rcancel()
 			if errors.Is(err, context.DeadlineExceeded) {
 				break
 			}
 			require.NoError(t, err)
-			info := d.Info()
+			info := d
 			if seq, ok := missing[info.Message.ID]; ok {
 				assert.Equal(t, seq, info.Seq, "%s delivered at another seq than its SendOK named", info.Message.ID)
 				delete(missing, info.Message.ID)

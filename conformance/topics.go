@@ -49,11 +49,11 @@ func (r route) String() string { return fmt.Sprintf("topic %q tag %q", r.topic, 
 // the order received. The tests send a last message to each group after
 // everything else, so that what a group must not receive would arrive
 // before it: no quiet wait is needed.
-func receiveUntil(t *testing.T, s zeroloss.Subscription, last string) (ids []string, routes []route) {
+func receiveUntil(t *testing.T, s *zeroloss.Consumer, last string) (ids []string, routes []route) {
 	t.Helper()
 	for len(ids) < 1000 {
 		d := next(t, s)
-		m := d.Info().Message
+		m := d.Message
 		require.NoError(t, d.Ack())
 		ids = append(ids, m.ID)
 		routes = append(routes, route{m.Topic, m.Tag})
@@ -82,7 +82,7 @@ func testTopicIsolation(t *testing.T, b zeroloss.Backend) {
 		wantRoutes[topic] = append(wantRoutes[topic], route{topic, tag})
 	}
 	sendBatch(t, b, batch)
-	subs := map[string]zeroloss.Subscription{}
+	subs := map[string]*zeroloss.Consumer{}
 	for i, topic := range topics {
 		subs[topic] = subscribe(t, b, fmt.Sprintf("g%d", i), topicOptions(topic))
 	}
@@ -120,7 +120,7 @@ func testTopicTwoGroups(t *testing.T, b zeroloss.Backend) {
 	send(t, b, &zeroloss.Message{ID: "end", Topic: "shared.topic", Body: []byte("end")})
 	send(t, b, &zeroloss.Message{ID: "end of default", Body: []byte("end")})
 	want = append(want, "end")
-	for _, s := range []zeroloss.Subscription{first, second} {
+	for _, s := range []*zeroloss.Consumer{first, second} {
 		ids, _ := receiveUntil(t, s, "end")
 		assert.Equal(t, want, ids, "group %s", s.Group())
 	}
@@ -140,7 +140,7 @@ func testTagFilter(t *testing.T, b zeroloss.Backend) {
 		{"underscore", []string{"_"}}, // the tag "_", not the absence of a tag
 		{"all", nil},
 	}
-	subs := make([]zeroloss.Subscription, len(groups))
+	subs := make([]*zeroloss.Consumer, len(groups))
 	for i, g := range groups {
 		subs[i] = subscribe(t, b, g.name, topicOptions("paint", g.tags...))
 	}
@@ -226,7 +226,7 @@ func testTopicReopen(t *testing.T, b zeroloss.Backend) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s, err := b.Subscribe(tt.group, tt.opts)
+			s, err := b.Consumer(tt.group, tt.opts)
 			if tt.field == "" {
 				require.NoError(t, err)
 				assert.Equal(t, tt.group, s.Group())
@@ -279,9 +279,9 @@ func testInvalidTopic(t *testing.T, b zeroloss.Backend) {
 		Tag: strings.Repeat("g.", zeroloss.MaxTagLength/2), Body: []byte("x")}
 	res := send(t, b, long)
 	d := next(t, subscribe(t, b, "long", topicOptions(long.Topic, long.Tag)))
-	assert.Equal(t, res.Seq, d.Info().Seq)
-	assert.Equal(t, long.Topic, d.Info().Message.Topic)
-	assert.Equal(t, long.Tag, d.Info().Message.Tag)
+	assert.Equal(t, res.Seq, d.Seq)
+	assert.Equal(t, long.Topic, d.Message.Topic)
+	assert.Equal(t, long.Tag, d.Message.Tag)
 	require.NoError(t, d.Ack())
 }
 
@@ -325,8 +325,8 @@ func testTopicDedup(t *testing.T, b zeroloss.Backend) {
 		var bodies []string
 		for range tt.bodies {
 			d := next(t, s)
-			assert.Equal(t, tt.topic, d.Info().Message.Topic)
-			bodies = append(bodies, string(d.Info().Message.Body))
+			assert.Equal(t, tt.topic, d.Message.Topic)
+			bodies = append(bodies, string(d.Message.Body))
 			require.NoError(t, d.Ack())
 		}
 		assert.Equal(t, tt.bodies, bodies, "topic %q", tt.topic)

@@ -37,9 +37,11 @@ var (
 	// the servers weaker than Options.Require; the error lists what falls
 	// short.
 	ErrGuaranteeNotMet = errors.New("jetstream: the configuration is weaker than required")
-	// ErrUnsupported: the message uses a feature the adapter does not
-	// offer on JetStream (Message.DeliverAt). Nothing was published.
-	ErrUnsupported = fmt.Errorf("jetstream: %w", errors.ErrUnsupported)
+	// ErrUnsupported: a feature the adapter does not offer on JetStream
+	// (Message.DeliverAt, Message.NoDedup, Delivery.Release, several tags
+	// before nats-server 2.10). Nothing was published or changed. It
+	// matches zeroloss.ErrUnsupported and errors.ErrUnsupported.
+	ErrUnsupported = fmt.Errorf("jetstream: %w", zeroloss.ErrUnsupported)
 )
 
 // Defaults for Options fields left zero.

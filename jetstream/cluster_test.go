@@ -161,16 +161,16 @@ func TestClusterNodeStop(t *testing.T) {
 	t.Logf("%d messages confirmed in %v; %d sends were not confirmed and were resent", total, time.Since(start).Round(time.Millisecond), unconfirmed)
 
 	// Every confirmed message is delivered.
-	sub, err := b.Subscribe("verify", &zeroloss.ConsumerOptions{AckTimeout: 30 * time.Second})
+	sub, err := b.Consumer("verify", &zeroloss.ConsumerOptions{AckTimeout: 30 * time.Second})
 	require.NoError(t, err)
 	delivered := map[string]int{}
 	deadline := time.Now().Add(2 * time.Minute)
 	for len(delivered) < total {
 		ctx, cancel := context.WithDeadline(context.Background(), deadline)
-		d, err := sub.Next(ctx)
+		d, err := sub.Receive(ctx)
 		cancel()
 		require.NoError(t, err, "%d of %d confirmed messages delivered", len(delivered), total)
-		info := d.Info()
+		info := d
 		seq, ok := confirmed.Load(info.Message.ID)
 		require.True(t, ok, "delivered %q, which was never confirmed", info.Message.ID)
 		assert.Equal(t, "body of "+info.Message.ID, string(info.Message.Body))

@@ -30,5 +30,5 @@ func TestConformance(t *testing.T) {
 		})
 		require.NoError(t, err)
 		return b
-	})
+	}, "Release")
 }

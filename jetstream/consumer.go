@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"runtime/debug"
 	"sync"
 	"time"
 
@@ -19,30 +18,25 @@ import (
 // ctx without relying on the server.
 const pollWait = 5 * time.Second
 
-// Consumer receives the messages of one consumer group: a durable pull
-// consumer named after the group. Safe for concurrent use; the Consumers of
-// one group, in any number of processes, share its messages.
-type Consumer struct {
+// consumer is the zeroloss.ConsumerDriver of one group's *zeroloss.Consumer:
+// a durable pull consumer named after the group. Safe for concurrent use;
+// the Consumers of one group, in any number of processes, share its
+// messages.
+type consumer struct {
 	b       *Backend
 	group   string
 	opts    zeroloss.ConsumerOptions
 	cons    natsjs.Consumer
 	ackWait []time.Duration // the server's ack wait of delivery n is ackWait[min(n, len)-1]
 
+	stopping context.Context // cancelled by Close, and with the Backend's
+	stop     context.CancelFunc
+
 	mu     sync.Mutex
-	latest map[uint64]*Delivery // stream seq → the last delivery of it by this Consumer
+	latest map[uint64]*delivery // stream seq → the last delivery of it by this consumer
 }
 
-var _ zeroloss.Subscription = (*Consumer)(nil)
-
-// Subscribe returns a consumer of the group called group (see Consumer).
-func (b *Backend) Subscribe(group string, opts *zeroloss.ConsumerOptions) (zeroloss.Subscription, error) {
-	c, err := b.Consumer(group, opts)
-	if err != nil {
-		return nil, err // not a typed nil
-	}
-	return c, nil
-}
+var _ zeroloss.ConsumerDriver = (*consumer)(nil)
 
 // Consumer returns a consumer of the group called group, creating its
 // durable consumer if it does not exist (opts.Start: DeliverAll or
@@ -57,7 +51,7 @@ func (b *Backend) Subscribe(group string, opts *zeroloss.ConsumerOptions) (zerol
 // subscribes to the group's max-deliveries advisory, which dead-letters
 // messages whose last delivery timed out. It fails with zeroloss.ErrInvalidOptions for bad options or a
 // group name JetStream cannot hold.
-func (b *Backend) Consumer(group string, opts *zeroloss.ConsumerOptions) (*Consumer, error) {
+func (b *Backend) Consumer(group string, opts *zeroloss.ConsumerOptions) (*zeroloss.Consumer, error) {
 	if b.closed() {
 		return nil, fmt.Errorf("jetstream: consumer: %w", zeroloss.ErrClosed)
 	}
@@ -77,7 +71,7 @@ func (b *Backend) Consumer(group string, opts *zeroloss.ConsumerOptions) (*Consu
 	if err := checkMultiFilter(b.nc, o.Tags); err != nil {
 		return nil, err
 	}
-	c := &Consumer{b: b, group: group, opts: o, latest: map[uint64]*Delivery{}}
+	c := &consumer{b: b, group: group, opts: o, latest: map[uint64]*delivery{}}
 	// JetStream's BackOff replaces AckWait: BackOff[n-1] is the ack wait of
 	// delivery n, after which it is redelivered at once. AckTimeout plus
 	// Backoff[n-1] therefore redelivers when the embedded queue does (the
@@ -111,7 +105,8 @@ func (b *Backend) Consumer(group string, opts *zeroloss.ConsumerOptions) (*Consu
 	if err := b.watchMaxDeliveries(group); err != nil {
 		return nil, err
 	}
-	return c, nil
+	c.stopping, c.stop = context.WithCancel(b.closing)
+	return zeroloss.NewDriverConsumer(group, o, c, b.logger), nil
 }
 
 // createOrUpdate creates the durable consumer, or updates an existing one
@@ -199,18 +194,18 @@ func (b *Backend) watchMaxDeliveries(group string) error {
 	return nil
 }
 
-// Group returns the consumer's group name.
-func (c *Consumer) Group() string { return c.group }
-
 // Receive returns the next message for the group, blocking until one is
 // available, ctx ends (ctx's error) or the adapter is closed
 // (zeroloss.ErrClosed). Each wait is a pull request of one message, renewed
 // every few seconds. The caller must Ack or Nack the delivery; otherwise it
 // is delivered again after AckTimeout plus the backoff.
-func (c *Consumer) Receive(ctx context.Context) (*Delivery, error) {
+func (c *consumer) Receive(ctx context.Context) (*zeroloss.Delivery, error) {
 	for {
 		if c.b.closed() {
 			return nil, fmt.Errorf("jetstream: receive: %w", zeroloss.ErrClosed)
+		}
+		if c.stopping.Err() != nil {
+			return nil, fmt.Errorf("jetstream: receive: consumer of group %q: %w", c.group, zeroloss.ErrConsumerClosed)
 		}
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -223,19 +218,19 @@ func (c *Consumer) Receive(ctx context.Context) (*Delivery, error) {
 			select {
 			case <-ctx.Done():
 				return nil, ctx.Err()
-			case <-c.b.closing.Done():
+			case <-c.stopping.Done():
 				continue
 			}
 		}
 		fetchCtx, cancel := context.WithTimeout(ctx, wait)
-		stop := context.AfterFunc(c.b.closing, cancel)
+		stop := context.AfterFunc(c.stopping, cancel)
 		msg, err := c.cons.Next(natsjs.FetchContext(fetchCtx))
 		stop()
 		cancel()
 		if err == nil {
 			return c.newDelivery(msg)
 		}
-		if c.b.closed() || ctx.Err() != nil {
+		if c.stopping.Err() != nil || ctx.Err() != nil {
 			continue // reported at the top
 		}
 		if errors.Is(err, nats.ErrTimeout) || errors.Is(err, natsjs.ErrNoMessages) ||
@@ -246,25 +241,58 @@ func (c *Consumer) Receive(ctx context.Context) (*Delivery, error) {
 	}
 }
 
-func (c *Consumer) newDelivery(msg natsjs.Msg) (*Delivery, error) {
+// ReceiveBatch returns up to max deliveries: it waits for the first as
+// Receive does, then takes what the server has at once (one pull request
+// that does not wait).
+func (c *consumer) ReceiveBatch(ctx context.Context, max int) ([]*zeroloss.Delivery, error) {
+	first, err := c.Receive(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := []*zeroloss.Delivery{first}
+	if max == 1 {
+		return out, nil
+	}
+	batch, err := c.cons.FetchNoWait(max - 1)
+	if err != nil {
+		return out, nil // the first is the caller's; the rest waits for the next Receive
+	}
+	for msg := range batch.Messages() {
+		if d, err := c.newDelivery(msg); err == nil {
+			out = append(out, d)
+		}
+	}
+	return out, nil
+}
+
+// Close stops the consumer: its Receives return an error matching
+// zeroloss.ErrConsumerClosed, now and later. The deliveries it handed out
+// are not released (JetStream cannot give a message back without counting
+// an attempt): their Ack, Nack and Extend still work, and those not acked
+// are delivered again after their ack wait, as after a crash. Idempotent;
+// returns nil.
+func (c *consumer) Close() error {
+	c.stop()
+	return nil
+}
+
+func (c *consumer) newDelivery(msg natsjs.Msg) (*zeroloss.Delivery, error) {
 	meta, err := msg.Metadata()
 	if err != nil {
 		_ = msg.Nak()
 		return nil, fmt.Errorf("jetstream: receive from %s: %w", c.group, err)
 	}
 	now := time.Now()
-	d := &Delivery{
-		Message:        c.b.decodeStored(msg.Subject(), msg.Headers(), msg.Data()),
-		Seq:            meta.Sequence.Stream,
-		Attempt:        int(meta.NumDelivered),
-		FirstDelivered: meta.Timestamp,
-		c:              c,
-		msg:            msg,
+	d := &delivery{
+		seq:     meta.Sequence.Stream,
+		attempt: int(meta.NumDelivered),
+		c:       c,
+		msg:     msg,
 	}
-	d.deadline = now.Add(c.ackWaitOf(d.Attempt))
+	d.deadline = now.Add(c.ackWaitOf(d.attempt))
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if old := c.latest[d.Seq]; old != nil {
+	if old := c.latest[d.seq]; old != nil {
 		old.supersede()
 	}
 	if len(c.latest) >= 1024 { // forget deliveries long expired
@@ -274,95 +302,28 @@ func (c *Consumer) newDelivery(msg natsjs.Msg) (*Delivery, error) {
 			}
 		}
 	}
-	c.latest[d.Seq] = d
-	return d, nil
+	c.latest[d.seq] = d
+	// FirstDelivered: the message's stored time; JetStream does not record
+	// when it was first delivered. Never after the first delivery, and the
+	// same on every redelivery.
+	return zeroloss.NewDriverDelivery(c.b.decodeStored(msg.Subject(), msg.Headers(), msg.Data()),
+		d.seq, d.attempt, meta.Timestamp, d), nil
 }
 
-func (c *Consumer) forget(d *Delivery) {
+func (c *consumer) forget(d *delivery) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.latest[d.Seq] == d {
-		delete(c.latest, d.Seq)
+	if c.latest[d.seq] == d {
+		delete(c.latest, d.seq)
 	}
 }
 
 // ackWaitOf is how long the server waits for an ack of delivery attempt.
-func (c *Consumer) ackWaitOf(attempt int) time.Duration {
+func (c *consumer) ackWaitOf(attempt int) time.Duration {
 	return c.ackWait[min(max(attempt, 1), len(c.ackWait))-1]
 }
 
-func (c *Consumer) backoff(attempt int) time.Duration {
+func (c *consumer) backoff(attempt int) time.Duration {
 	b := c.opts.Backoff
 	return b[min(max(attempt-1, 0), len(b)-1)]
-}
-
-// Next is Receive returning the zeroloss.Received interface.
-func (c *Consumer) Next(ctx context.Context) (zeroloss.Received, error) {
-	d, err := c.Receive(ctx)
-	if err != nil {
-		return nil, err // not a typed nil
-	}
-	return d, nil
-}
-
-// Consume receives messages and calls handler for each, with up to
-// Concurrency handlers at once, until ctx ends or the adapter closes, as the
-// embedded queue's Consumer.Consume does: a message is acked only after its
-// handler returns nil; an error or a panic (recovered and logged) is a Nack
-// (redelivered after the backoff, dead-lettered on the last allowed
-// delivery). When ctx ends Consume stops taking messages, waits for the
-// running handlers (their context is not cancelled with it) and returns
-// ctx's error.
-func (c *Consumer) Consume(ctx context.Context, handler func(context.Context, *Delivery) error) error {
-	hctx := context.WithoutCancel(ctx)
-	var wg sync.WaitGroup
-	failed := make(chan error, 1)
-	for range c.opts.Concurrency {
-		wg.Go(func() {
-			for {
-				d, err := c.Receive(ctx)
-				if err != nil {
-					if ctx.Err() == nil {
-						select {
-						case failed <- err:
-						default:
-						}
-					}
-					return
-				}
-				if err := handle(hctx, handler, d); err != nil {
-					c.b.logger.Warn("jetstream: handler failed; the message will be delivered again",
-						"group", c.group, "seq", d.Seq, "attempt", d.Attempt, "error", err)
-					if err := d.Nack(0); err != nil && !errors.Is(err, zeroloss.ErrDeliveryExpired) {
-						c.b.logger.Error("jetstream: nack failed", "group", c.group, "seq", d.Seq, "error", err)
-					}
-				} else if err := d.Ack(); err != nil {
-					c.b.logger.Error("jetstream: ack failed; the message will be delivered again",
-						"group", c.group, "seq", d.Seq, "error", err)
-				}
-			}
-		})
-	}
-	wg.Wait()
-	select {
-	case err := <-failed:
-		return err
-	default:
-		return ctx.Err()
-	}
-}
-
-func handle(ctx context.Context, handler func(context.Context, *Delivery) error, d *Delivery) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("handler panicked: %v\n%s", p, debug.Stack())
-		}
-	}()
-	return handler(ctx, d)
-}
-
-// Handle is Consume with a handler that takes the zeroloss.Received
-// interface; h is given the *Delivery.
-func (c *Consumer) Handle(ctx context.Context, h zeroloss.Handler) error {
-	return c.Consume(ctx, func(ctx context.Context, d *Delivery) error { return h(ctx, d) })
 }

@@ -12,19 +12,14 @@ import (
 	"github.com/zerolossmq/zeroloss"
 )
 
-// Delivery is one delivery of a message to a Consumer. Its fields mirror
-// zeroloss.Delivery's; Ack, Nack and Extend are safe for concurrent use.
-type Delivery struct {
-	Message zeroloss.Message
-	Seq     uint64 // the message's stream sequence (SendResult.Seq)
-	Attempt int    // JetStream's delivery count: 1 for the first delivery
-	// FirstDelivered is when the message was stored: JetStream does not
-	// record when it was first delivered. It is never after the first
-	// delivery and the same on every redelivery.
-	FirstDelivered time.Time
-
-	c   *Consumer
-	msg natsjs.Msg
+// delivery is the zeroloss.DeliveryDriver of one *zeroloss.Delivery, which
+// holds the message, Seq, Attempt and FirstDelivered. Safe for concurrent
+// use.
+type delivery struct {
+	c       *consumer
+	msg     natsjs.Msg
+	seq     uint64 // the message's stream sequence (SendResult.Seq)
+	attempt int    // JetStream's delivery count: 1 for the first delivery
 
 	mu          sync.Mutex
 	state       deliveryState
@@ -42,19 +37,17 @@ const (
 	superseded // this Consumer received the message again
 )
 
-var _ zeroloss.Received = (*Delivery)(nil)
+var _ zeroloss.DeliveryDriver = (*delivery)(nil)
 
-// Info returns the delivery's fields as a zeroloss.DeliveryInfo.
-func (d *Delivery) Info() zeroloss.DeliveryInfo {
-	return zeroloss.DeliveryInfo{Message: d.Message, Seq: d.Seq, Attempt: d.Attempt, FirstDelivered: d.FirstDelivered}
-}
+// redeliverNow, as nack's delay, is NackNow's: a NAK without a delay.
+const redeliverNow time.Duration = -1
 
 // Ack acknowledges the message and waits for the server to confirm it
 // (DoubleAck), at most Options.Timeout. The consumer's state is replicated
 // like the stream's; see the package documentation for its fsync. An ack
 // after the ack wait still counts if the message was not dead-lettered
 // meanwhile. Acking an acked delivery does nothing.
-func (d *Delivery) Ack() error {
+func (d *delivery) Ack() error {
 	d.mu.Lock()
 	if d.state == acked {
 		d.mu.Unlock()
@@ -65,7 +58,29 @@ func (d *Delivery) Ack() error {
 	ctx, cancel := d.c.b.bound(context.Background())
 	defer cancel()
 	if err := d.msg.DoubleAck(ctx); err != nil && !errors.Is(err, natsjs.ErrMsgAlreadyAckd) {
-		return fmt.Errorf("jetstream: ack of seq %d: %w", d.Seq, err)
+		return fmt.Errorf("jetstream: ack of seq %d: %w", d.seq, err)
+	}
+	d.mu.Lock()
+	d.state = acked
+	d.mu.Unlock()
+	d.c.forget(d)
+	return nil
+}
+
+// AckAsync acknowledges the message without waiting for the server to
+// confirm it (a plain ACK). If the ack is lost the message is delivered
+// again after its ack wait; it is never lost. Acking an acked delivery does
+// nothing.
+func (d *delivery) AckAsync() error {
+	d.mu.Lock()
+	if d.state == acked {
+		d.mu.Unlock()
+		return nil
+	}
+	d.stopKeepAlive()
+	d.mu.Unlock()
+	if err := d.msg.Ack(); err != nil && !errors.Is(err, natsjs.ErrMsgAlreadyAckd) {
+		return fmt.Errorf("jetstream: ack of seq %d: %w", d.seq, err)
 	}
 	d.mu.Lock()
 	d.state = acked
@@ -81,33 +96,57 @@ func (d *Delivery) Ack() error {
 // instead. It returns zeroloss.ErrDeliveryExpired if the delivery is no
 // longer held: acked, nacked, past its ack wait, or received again by this
 // Consumer.
-func (d *Delivery) Nack(delay time.Duration) error {
+func (d *delivery) Nack(delay time.Duration) error { return d.nack("nack", delay) }
+
+// NackNow is Nack with no delay: a NAK without one, which the server
+// redelivers at once. On the last allowed delivery the message is
+// dead-lettered as by Nack.
+func (d *delivery) NackNow() error { return d.nack("nack now", redeliverNow) }
+
+// Release is not offered: JetStream counts every delivery of a message
+// towards MaxDeliver, so it cannot give a message back without a failed
+// attempt. It returns an error matching ErrUnsupported (and
+// zeroloss.ErrUnsupported) and changes nothing; NackNow gives the message
+// back at once, counting the attempt.
+func (d *delivery) Release() error {
+	return fmt.Errorf("%w: Release of seq %d: JetStream counts every delivery as an attempt (NackNow gives it back, counted)",
+		ErrUnsupported, d.seq)
+}
+
+// nack is Nack and NackNow (delay redeliverNow).
+func (d *delivery) nack(op string, delay time.Duration) error {
 	defer d.c.forget(d) // after d.mu is released: Consumer.mu comes first
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if err := d.heldLocked("nack"); err != nil {
+	if err := d.heldLocked(op); err != nil {
 		return err
 	}
 	d.stopKeepAlive()
-	if d.Attempt >= d.c.opts.MaxDeliveries {
+	if d.attempt >= d.c.opts.MaxDeliveries {
 		ctx, cancel := d.c.b.bound(context.Background())
 		defer cancel()
-		if err := d.c.b.deadLetter(ctx, d.c.group, d.Seq, d.msg.Subject(), d.msg.Headers(), d.msg.Data(), d.Attempt,
+		if err := d.c.b.deadLetter(ctx, d.c.group, d.seq, d.msg.Subject(), d.msg.Headers(), d.msg.Data(), d.attempt,
 			"nacked on the last allowed delivery"); err != nil {
 			return err // still held: the ack wait ends it, and the advisory dead-letters it
 		}
 		d.state = nacked
 		if err := d.msg.TermWithReason("dead-lettered"); err != nil {
-			return fmt.Errorf("jetstream: terminating seq %d after dead-lettering it: %w", d.Seq, err)
+			return fmt.Errorf("jetstream: terminating seq %d after dead-lettering it: %w", d.seq, err)
 		}
 		return nil
 	}
-	if delay <= 0 {
-		delay = d.c.backoff(d.Attempt)
-	}
 	d.state = nacked
-	if err := d.msg.NakWithDelay(delay); err != nil {
-		return fmt.Errorf("jetstream: nack of seq %d: %w", d.Seq, err)
+	var err error
+	switch {
+	case delay == redeliverNow:
+		err = d.msg.Nak()
+	case delay == 0:
+		err = d.msg.NakWithDelay(d.c.backoff(d.attempt))
+	default:
+		err = d.msg.NakWithDelay(delay)
+	}
+	if err != nil {
+		return fmt.Errorf("jetstream: %s of seq %d: %w", op, d.seq, err)
 	}
 	return nil
 }
@@ -118,7 +157,7 @@ func (d *Delivery) Nack(delay time.Duration) error {
 // the delivery is acked or nacked, by has passed, or the adapter closes. The
 // delivery may thus be held up to one ack wait longer than by. It returns
 // zeroloss.ErrDeliveryExpired if the delivery is no longer held.
-func (d *Delivery) Extend(by time.Duration) error {
+func (d *delivery) Extend(by time.Duration) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err := d.heldLocked("extend"); err != nil {
@@ -130,11 +169,11 @@ func (d *Delivery) Extend(by time.Duration) error {
 
 // renewLocked sends a progress ack and schedules the next one if
 // extendUntil is beyond the ack wait it restarts.
-func (d *Delivery) renewLocked() error {
+func (d *delivery) renewLocked() error {
 	if err := d.msg.InProgress(); err != nil {
-		return fmt.Errorf("jetstream: extend of seq %d: %w", d.Seq, err)
+		return fmt.Errorf("jetstream: extend of seq %d: %w", d.seq, err)
 	}
-	wait := d.c.ackWaitOf(d.Attempt)
+	wait := d.c.ackWaitOf(d.attempt)
 	d.deadline = time.Now().Add(wait)
 	if d.deadline.Before(d.extendUntil) {
 		d.stopKeepAlive()
@@ -145,14 +184,14 @@ func (d *Delivery) renewLocked() error {
 				return
 			}
 			if err := d.renewLocked(); err != nil {
-				d.c.b.logger.Warn("jetstream: could not extend a delivery", "group", d.c.group, "seq", d.Seq, "error", err)
+				d.c.b.logger.Warn("jetstream: could not extend a delivery", "group", d.c.group, "seq", d.seq, "error", err)
 			}
 		})
 	}
 	return nil
 }
 
-func (d *Delivery) stopKeepAlive() {
+func (d *delivery) stopKeepAlive() {
 	if d.keepAlive != nil {
 		d.keepAlive.Stop()
 		d.keepAlive = nil
@@ -160,14 +199,14 @@ func (d *Delivery) stopKeepAlive() {
 }
 
 // heldLocked returns ErrDeliveryExpired unless the delivery is still held.
-func (d *Delivery) heldLocked(op string) error {
+func (d *delivery) heldLocked(op string) error {
 	if d.state != held || time.Now().After(d.deadline) {
-		return fmt.Errorf("jetstream: %s of seq %d: %w", op, d.Seq, zeroloss.ErrDeliveryExpired)
+		return fmt.Errorf("jetstream: %s of seq %d: %w", op, d.seq, zeroloss.ErrDeliveryExpired)
 	}
 	return nil
 }
 
-func (d *Delivery) supersede() {
+func (d *delivery) supersede() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.state == held {
@@ -176,7 +215,7 @@ func (d *Delivery) supersede() {
 	}
 }
 
-func (d *Delivery) expiry() time.Time {
+func (d *delivery) expiry() time.Time {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.deadline

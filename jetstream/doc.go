@@ -1,8 +1,10 @@
 // Package jetstream runs the zeroloss producer and consumer API on NATS
-// JetStream, for applications that outgrow one machine: the same
-// zeroloss.Backend, Subscription and Received interfaces as the embedded
-// queue, checked by the same conformance suite (package
-// github.com/zerolossmq/zeroloss/conformance).
+// JetStream, for applications that outgrow one machine: a zeroloss.Backend
+// whose Consumer returns the same *zeroloss.Consumer, with the same
+// *zeroloss.Delivery, as the embedded queue's (the adapter is their driver:
+// zeroloss.ConsumerDriver, zeroloss.DeliveryDriver), checked by the same
+// conformance suite (package github.com/zerolossmq/zeroloss/conformance).
+// What JetStream cannot do fails with ErrUnsupported.
 //
 //	nc, _ := nats.Connect(url)
 //	b, err := jetstream.Open(ctx, nc, &jetstream.Options{
@@ -66,6 +68,12 @@
 //	Ack, durable before it returns  DoubleAck: the server confirmed it             consumer state is written every 100ms at
 //	                                                                               most: a crash can redeliver (not lose)
 //	Nack(delay)                     NAK with the delay                             not confirmed by the server
+//	NackNow                         NAK without a delay                            as Nack
+//	AckAsync                        a plain ACK, not confirmed                     a lost one redelivers after the ack wait
+//	Release                         not offered (every delivery counts)            ErrUnsupported; the delivery stays held
+//	Consumer.Close                  stops the Consumer's Receives                  its deliveries are not released
+//	ReceiveBatch(max)               Receive, then a pull of max-1 that does not    -
+//	                                wait
 //	dead letters after a Nack       publish to <Stream>.dlq.<group> (stream        -
 //	on the last delivery            <Stream>_DLQ), PubAck, then AckTerm
 //	dead letters after a timeout    MAX_DELIVERIES advisory → the same publish     the advisory is not persisted: with no

@@ -45,7 +45,7 @@ func TestTopicRefusals(t *testing.T) {
 			_, err = stream.CreateOrUpdateConsumer(ctx, natsjs.ConsumerConfig{
 				Durable: "foreign", AckPolicy: natsjs.AckExplicitPolicy, FilterSubject: filter})
 			require.NoError(t, err)
-			_, err = b.Subscribe("foreign", nil)
+			_, err = b.Consumer("foreign", nil)
 			require.ErrorIs(t, err, zeroloss.ErrInvalidOptions, "filter %q", filter)
 			assert.Contains(t, err.Error(), "ConsumerOptions.Topic")
 			info, err := stream.Consumer(ctx, "foreign")
@@ -67,12 +67,12 @@ func TestTopicRefusals(t *testing.T) {
 		// Leading white space is carried: the topic's token comes first.
 		res, err := b.Send(ctx, &zeroloss.Message{ID: " leading", Body: []byte("x")})
 		require.NoError(t, err)
-		sub, err := b.Subscribe("g", nil)
+		sub, err := b.Consumer("g", nil)
 		require.NoError(t, err)
-		d, err := sub.Next(ctx)
+		d, err := sub.Receive(ctx)
 		require.NoError(t, err)
-		assert.Equal(t, res.Seq, d.Info().Seq)
-		assert.Equal(t, " leading", d.Info().Message.ID)
+		assert.Equal(t, res.Seq, d.Seq)
+		assert.Equal(t, " leading", d.Message.ID)
 		require.NoError(t, d.Ack())
 	})
 }

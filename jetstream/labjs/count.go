@@ -117,7 +117,7 @@ func readThroughAdapter(ctx context.Context, url string, s setup) (lab.ReadBack,
 	if err != nil {
 		return rb, err
 	}
-	sub, err := b.Subscribe(countGroup, &zeroloss.ConsumerOptions{AckTimeout: countTimeout})
+	sub, err := b.Consumer(countGroup, &zeroloss.ConsumerOptions{AckTimeout: countTimeout})
 	if err != nil {
 		return rb, err
 	}
@@ -127,7 +127,7 @@ func readThroughAdapter(ctx context.Context, url string, s setup) (lab.ReadBack,
 			wait = confirmWait
 		}
 		nextCtx, cancelNext := context.WithTimeout(ctx, wait)
-		d, err := sub.Next(nextCtx)
+		d, err := sub.Receive(nextCtx)
 		cancelNext()
 		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 			return rb, nil
@@ -135,10 +135,10 @@ func readThroughAdapter(ctx context.Context, url string, s setup) (lab.ReadBack,
 		if err != nil {
 			return rb, err
 		}
-		m := d.Info().Message
+		m := d.Message
 		rb.Add(entry(m.ID, m.Body))
 		if err := d.Ack(); err != nil {
-			return rb, fmt.Errorf("acking seq %d: %w", d.Info().Seq, err)
+			return rb, fmt.Errorf("acking seq %d: %w", d.Seq, err)
 		}
 	}
 }

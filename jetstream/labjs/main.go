@@ -49,7 +49,7 @@
 //     directly with the nats.go JetStream API (Stream.GetMsg: the server's
 //     message-get API), by its Nats-Msg-Id header and the SHA-256 of its
 //     body. The main count, through the adapter, as an application reads: a
-//     fresh consumer group (jetstream.Backend.Subscribe, which starts at the
+//     fresh consumer group (jetstream.Backend.Consumer, which starts at the
 //     oldest message) receiving and acking every message the stream holds.
 //     Both count, against the acknowledged set, what is lost (acknowledged,
 //     not found), duplicated (an ID found more than once), corrupt (a body
