@@ -93,6 +93,10 @@ type ConsumerOptions struct {
 	// for Topic; order and repeats do not matter). Empty: every message of
 	// the topic, with or without a tag.
 	//
+	// For retention a tag-filtered group reads its topic: a topic whose
+	// only groups filter by tag does not keep the other tags' messages
+	// for a group declared later (a topic with no group at all does).
+	//
 	// Topic and Tags are part of the group's durable declaration: a
 	// Consumer of an existing group must ask for the same ones (an error
 	// naming the field otherwise). To change them, DeleteGroup and declare
