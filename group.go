@@ -878,7 +878,9 @@ func (g *group) stats(committed uint64) GroupStats {
 	if committed >= g.cursor {
 		st.Behind = committed - g.cursor + 1
 	}
-	st.Lag = uint64(len(g.pending)+len(g.blocked)) + g.q.topics.count(&g.sel, g.cursor)
+	// Unread: the group's messages from the cursor up to the committed seq
+	// (those appended and not yet durable are not counted).
+	st.Lag = uint64(len(g.pending)+len(g.blocked)) + g.q.topics.countBetween(&g.sel, g.cursor, g.q.committedSeq()+1)
 	for s := range g.skip {
 		if s >= g.cursor && st.Lag > 0 {
 			st.Lag-- // done before a restart: not owed

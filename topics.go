@@ -343,6 +343,30 @@ func (x *topicIndex) count(sel *selection, seq uint64) uint64 {
 	return n
 }
 
+// countBetween returns how many messages of sel are at seqs in [from, to).
+func (x *topicIndex) countBetween(sel *selection, from, to uint64) uint64 {
+	if to <= from {
+		return 0
+	}
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	e := x.topics[sel.topic]
+	if e == nil {
+		return 0
+	}
+	between := func(rs *runs) uint64 { return rs.from(from) - rs.from(to) }
+	if len(sel.tags) == 0 {
+		return between(&e.all)
+	}
+	var n uint64
+	for _, t := range sel.tags {
+		if rs := e.tags[t]; rs != nil {
+			n += between(rs)
+		}
+	}
+	return n
+}
+
 // trim drops what lies below seq: retention deleted the segments.
 func (x *topicIndex) trim(seq uint64) {
 	x.mu.Lock()

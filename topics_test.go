@@ -425,14 +425,20 @@ func indexMismatches(t *testing.T, q *Queue, selections []selection, first uint6
 	last := q.log.LastSeq()
 	for _, sel := range selections {
 		for c := first; c <= last+1; c++ {
-			var wantSeq, wantCount uint64
+			var wantSeq, wantCount, wantWindow uint64
 			for _, e := range log {
 				if e.seq >= c && sel.matches([]byte(e.topic), []byte(e.tag)) {
 					if wantSeq == 0 {
 						wantSeq = e.seq
 					}
 					wantCount++
+					if e.seq < c+37 {
+						wantWindow++
+					}
 				}
+			}
+			if n := q.topics.countBetween(&sel, c, c+37); n != wantWindow {
+				out = append(out, fmt.Sprintf("%v in [%d, %d): countBetween %d, want %d", sel, c, c+37, n, wantWindow))
 			}
 			h, ok, _ := q.topics.next(&sel, c)
 			if ok != (wantSeq != 0) || ok && h.seq != wantSeq {
