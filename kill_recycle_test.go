@@ -1,14 +1,10 @@
 package zeroloss
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"os/exec"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -54,44 +50,27 @@ func TestKillNineWithRecycledSegments(t *testing.T) {
 	acked := map[string]bool{}
 	for run := 0; run < runs; run++ {
 		killAfter := 20 + rng.IntN(200) // acks to see after the first reuse
-		cmd := exec.Command(os.Args[0])
-		cmd.Env = append(os.Environ(), killChildDir+"="+dir, killChildDir+"_RUN=x"+strconv.Itoa(run),
-			killChildDir+"_MODE=consume", killChildDir+"_SEGMENT="+strconv.Itoa(recycleKillSegment))
-		stdout, err := cmd.StdoutPipe()
-		require.NoError(t, err)
-		cmd.Stderr = os.Stderr
-		require.NoError(t, cmd.Start())
-		// A child that never reuses a segment is killed after a minute, and
-		// the run fails below.
-		deadline := time.AfterFunc(time.Minute, func() { cmd.Process.Kill() })
-		scanner := bufio.NewScanner(stdout)
-		recycled, acks, killed := false, 0, false
-		for scanner.Scan() {
-			f := strings.Fields(scanner.Text())
-			switch {
-			case len(f) == 3 && f[0] == "ok":
-				seq, err := strconv.ParseUint(f[2], 10, 64)
-				require.NoError(t, err)
-				sent[f[1]] = seq
-			case len(f) == 2 && f[0] == "acked":
-				require.False(t, acked[f[1]], "run %d: %s acked twice", run, f[1])
-				acked[f[1]] = true
-				if recycled {
-					acks++
+		// The acks after the first reuse count; a child that never reuses
+		// a segment is killed after two minutes, and the run fails.
+		recycled := false
+		killChildAfter(t, dir, "consume", "x"+strconv.Itoa(run), killAfter,
+			[]string{killChildDir + "_SEGMENT=" + strconv.Itoa(recycleKillSegment)}, func(f []string) bool {
+				switch {
+				case len(f) == 3 && f[0] == "ok":
+					seq, err := strconv.ParseUint(f[2], 10, 64)
+					require.NoError(t, err)
+					sent[f[1]] = seq
+				case len(f) == 2 && f[0] == "acked":
+					require.False(t, acked[f[1]], "run %d: %s acked twice", run, f[1])
+					acked[f[1]] = true
+					return recycled
+				case len(f) == 2 && f[0] == "recycled":
+					recycled = true
+				case len(f) == 2 && f[0] == "corrupt":
+					t.Fatalf("run %d: corrupt body for %s", run, f[1])
 				}
-			case len(f) == 2 && f[0] == "recycled":
-				recycled = true
-			case len(f) == 2 && f[0] == "corrupt":
-				t.Fatalf("run %d: corrupt body for %s", run, f[1])
-			}
-			if acks == killAfter && !killed {
-				require.NoError(t, cmd.Process.Kill())
-				killed = true
-			}
-		}
-		_ = cmd.Wait()
-		deadline.Stop()
-		require.True(t, killed, "run %d: the child stopped before reusing a segment and %d acks after", run, killAfter)
+				return false
+			})
 
 		ackedInLog, first := ackedIDs(t, dir) // before Open: see ackedIDs
 		res, err := wal.Scan(vfs.OS, dir)

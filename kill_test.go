@@ -90,6 +90,42 @@ func killChild(dir string) {
 	wg.Wait()
 }
 
+// killChildAfter starts this test binary as a kill test's child (TestMain
+// runs the child half of mode, "" for killChild, on dir; run tells the runs
+// apart in its IDs; env adds variables), hands each line the child prints,
+// split into fields, to line, and kills the child with SIGKILL once line has
+// counted killAfter lines (line says whether a line counts). It fails the
+// test if the child ended before, and kills a child still running after two
+// minutes or when the test fails meanwhile.
+func killChildAfter(t *testing.T, dir, mode, run string, killAfter int, env []string, line func(f []string) bool) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(append(os.Environ(), killChildDir+"="+dir, killChildDir+"_RUN="+run, killChildDir+"_MODE="+mode), env...)
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	cmd.Stderr = os.Stderr
+	require.NoError(t, cmd.Start())
+	deadline := time.AfterFunc(2*time.Minute, func() { cmd.Process.Kill() })
+	defer func() {
+		deadline.Stop()
+		cmd.Process.Kill() // (a no-op once it was killed and waited for)
+		_ = cmd.Wait()
+	}()
+	scanner := bufio.NewScanner(stdout)
+	seen, killed := 0, false
+	for scanner.Scan() {
+		if !line(strings.Fields(scanner.Text())) {
+			continue
+		}
+		seen++
+		if seen == killAfter && !killed {
+			require.NoError(t, cmd.Process.Kill())
+			killed = true
+		}
+	}
+	require.True(t, killed, "run %s: the child stopped before %d of its lines", run, killAfter)
+}
+
 // TestKillNineLosesNoSendOK kills a child process that sends under FlushSync
 // at a random moment, 20 times on the same directory, and checks after each
 // reopen that every message the child saw SendOK for is present and intact.
@@ -104,32 +140,17 @@ func TestKillNineLosesNoSendOK(t *testing.T) {
 	var lastSeq uint64
 	for run := 0; run < runs; run++ {
 		killAfter := 20 + rng.IntN(400) // SendOKs to see before the kill
-		cmd := exec.Command(os.Args[0])
-		cmd.Env = append(os.Environ(), killChildDir+"="+dir, killChildDir+"_RUN="+strconv.Itoa(run))
-		stdout, err := cmd.StdoutPipe()
-		require.NoError(t, err)
-		cmd.Stderr = os.Stderr
-		require.NoError(t, cmd.Start())
-		scanner := bufio.NewScanner(stdout)
-		seen, killed := 0, false
-		for scanner.Scan() {
-			fields := strings.Fields(scanner.Text())
+		killChildAfter(t, dir, "", strconv.Itoa(run), killAfter, nil, func(fields []string) bool {
 			if len(fields) != 3 || fields[0] != "ok" {
-				continue // e.g. test framework output
+				return false // e.g. test framework output
 			}
 			seq, err := strconv.ParseUint(fields[2], 10, 64)
 			require.NoError(t, err)
 			_, dup := acked[fields[1]]
 			require.False(t, dup, "ID %s acknowledged twice", fields[1])
 			acked[fields[1]] = seq
-			seen++
-			if seen == killAfter && !killed {
-				require.NoError(t, cmd.Process.Kill()) // SIGKILL
-				killed = true
-			}
-		}
-		_ = cmd.Wait()
-		require.True(t, killed, "run %d: the child stopped before %d SendOKs", run, killAfter)
+			return true
+		})
 
 		q := openQueue(t, dir, &Options{SegmentSize: 256 << 10, MaxMessageSize: 4 << 10})
 		got := readBack(t, q)
@@ -241,16 +262,7 @@ func TestKillNineDuringSendReceiveAck(t *testing.T) {
 	acked := map[string]bool{}
 	for run := 0; run < runs; run++ {
 		killAfter := 50 + rng.IntN(500) // acks to see before the kill
-		cmd := exec.Command(os.Args[0])
-		cmd.Env = append(os.Environ(), killChildDir+"="+dir, killChildDir+"_RUN="+strconv.Itoa(run), killChildDir+"_MODE=consume")
-		stdout, err := cmd.StdoutPipe()
-		require.NoError(t, err)
-		cmd.Stderr = os.Stderr
-		require.NoError(t, cmd.Start())
-		scanner := bufio.NewScanner(stdout)
-		acks, killed := 0, false
-		for scanner.Scan() {
-			f := strings.Fields(scanner.Text())
+		killChildAfter(t, dir, "consume", strconv.Itoa(run), killAfter, nil, func(f []string) bool {
 			switch {
 			case len(f) == 3 && f[0] == "ok":
 				sent[f[1]] = true
@@ -260,17 +272,12 @@ func TestKillNineDuringSendReceiveAck(t *testing.T) {
 			case len(f) == 2 && f[0] == "acked":
 				require.False(t, acked[f[1]], "run %d: %s acked twice: it was delivered again after its ack", run, f[1])
 				acked[f[1]] = true
-				acks++
-				if acks == killAfter && !killed {
-					require.NoError(t, cmd.Process.Kill())
-					killed = true
-				}
+				return true
 			case len(f) == 2 && f[0] == "corrupt":
 				t.Fatalf("run %d: corrupt body for %s", run, f[1])
 			}
-		}
-		_ = cmd.Wait()
-		require.True(t, killed, "run %d: the child stopped before %d acks", run, killAfter)
+			return false
+		})
 
 		// Reopen: drain the group; nothing acked may come back. An ack can
 		// be durable although the child was killed before it printed it, so

@@ -1,12 +1,10 @@
 package zeroloss
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -116,16 +114,7 @@ func TestKillNineDuringOrderedConsumption(t *testing.T) {
 	done := map[string]bool{}
 	for run := 0; run < runs; run++ {
 		killAfter := 30 + rng.IntN(400) // handlings to see before the kill
-		cmd := exec.Command(os.Args[0])
-		cmd.Env = append(os.Environ(), killChildDir+"="+dir, killChildDir+"_RUN="+strconv.Itoa(run), killChildDir+"_MODE=ordered")
-		stdout, err := cmd.StdoutPipe()
-		require.NoError(t, err)
-		cmd.Stderr = os.Stderr
-		require.NoError(t, cmd.Start())
-		scanner := bufio.NewScanner(stdout)
-		handlings, killed := 0, false
-		for scanner.Scan() {
-			f := strings.Fields(scanner.Text())
+		killChildAfter(t, dir, "ordered", strconv.Itoa(run), killAfter, nil, func(f []string) bool {
 			switch {
 			case len(f) == 3 && f[0] == "ok":
 				sent[f[1]] = true
@@ -133,19 +122,14 @@ func TestKillNineDuringOrderedConsumption(t *testing.T) {
 				seq, err := strconv.ParseUint(f[1], 10, 64)
 				require.NoError(t, err)
 				order.handle(seq, f[2])
-				handlings++
-				if handlings == killAfter && !killed {
-					require.NoError(t, cmd.Process.Kill()) // SIGKILL
-					killed = true
-				}
+				return true
 			case len(f) == 2 && f[0] == "done":
 				done[f[1]] = true
 			case len(f) >= 1 && strings.HasSuffix(f[0], "-error"):
-				t.Fatalf("run %d: child: %s", run, scanner.Text())
+				t.Fatalf("run %d: child: %s", run, strings.Join(f, " "))
 			}
-		}
-		_ = cmd.Wait()
-		require.True(t, killed, "run %d: the child stopped before %d handlings", run, killAfter)
+			return false
+		})
 	}
 
 	// Drain: every SendOK message not handled successfully comes back.

@@ -1,13 +1,11 @@
 package zeroloss
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -537,33 +535,17 @@ func TestKillNineLosesNoSpooledMessage(t *testing.T) {
 	printed := map[string]bool{}
 	for run := 0; run < runs; run++ {
 		killAfter := 20 + rng.IntN(300)
-		cmd := exec.Command(os.Args[0])
-		cmd.Env = append(os.Environ(), killChildDir+"="+dir, killChildDir+"_RUN="+strconv.Itoa(run), killChildDir+"_MODE=produce")
-		stdout, err := cmd.StdoutPipe()
-		require.NoError(t, err)
-		cmd.Stderr = os.Stderr
-		require.NoError(t, cmd.Start())
-		scanner := bufio.NewScanner(stdout)
-		seen, killed := 0, false
-		for scanner.Scan() {
-			f := strings.Fields(scanner.Text())
+		killChildAfter(t, dir, "produce", strconv.Itoa(run), killAfter, nil, func(f []string) bool {
 			if len(f) > 0 && (f[0] == "unexpected" || f[0] == "producer-error") {
-				_ = cmd.Process.Kill()
-				t.Fatalf("run %d: child: %s", run, scanner.Text())
+				t.Fatalf("run %d: child: %s", run, strings.Join(f, " "))
 			}
 			if len(f) != 2 || f[0] != "spooled" {
-				continue
+				return false
 			}
 			require.False(t, printed[f[1]], "%s spooled twice", f[1])
 			printed[f[1]] = true
-			seen++
-			if seen == killAfter && !killed {
-				require.NoError(t, cmd.Process.Kill()) // SIGKILL
-				killed = true
-			}
-		}
-		_ = cmd.Wait()
-		require.True(t, killed, "run %d: the child stopped before %d Spooled", run, killAfter)
+			return true
+		})
 
 		// The queue is back: a new producer on the same spool drains it.
 		q := openQueue(t, filepath.Join(dir, "q"), &Options{SegmentSize: 256 << 10, MaxMessageSize: 4 << 10})

@@ -1,13 +1,11 @@
 package zeroloss
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -135,16 +133,7 @@ func TestKillNineWithTopics(t *testing.T) {
 	}
 	for run := 0; run < runs; run++ {
 		killAfter := 50 + rng.IntN(600) // lines to see before the kill
-		cmd := exec.Command(os.Args[0])
-		cmd.Env = append(os.Environ(), killChildDir+"="+dir, killChildDir+"_RUN="+strconv.Itoa(run), killChildDir+"_MODE=topics")
-		stdout, err := cmd.StdoutPipe()
-		require.NoError(t, err)
-		cmd.Stderr = os.Stderr
-		require.NoError(t, cmd.Start())
-		scanner := bufio.NewScanner(stdout)
-		seen, killed := 0, false
-		for scanner.Scan() {
-			fields := strings.Fields(scanner.Text())
+		killChildAfter(t, dir, "topics", strconv.Itoa(run), killAfter, nil, func(fields []string) bool {
 			switch {
 			case len(fields) == 3 && fields[0] == "ok":
 				sent[fields[1]] = true
@@ -155,18 +144,12 @@ func TestKillNineWithTopics(t *testing.T) {
 			case len(fields) == 3 && fields[0] == "wrong":
 				t.Fatalf("run %d: group %s got message %s", run, fields[1], fields[2])
 			case len(fields) > 0 && strings.HasSuffix(fields[0], "-error"):
-				t.Fatalf("run %d: child: %s", run, scanner.Text())
+				t.Fatalf("run %d: child: %s", run, strings.Join(fields, " "))
 			default:
-				continue
+				return false
 			}
-			seen++
-			if seen == killAfter && !killed {
-				require.NoError(t, cmd.Process.Kill()) // SIGKILL
-				killed = true
-			}
-		}
-		_ = cmd.Wait()
-		require.True(t, killed, "run %d: the child stopped before %d lines", run, killAfter)
+			return true
+		})
 
 		q := openQueue(t, dir, &Options{SegmentSize: 256 << 10, MaxMessageSize: 4 << 10})
 		for name, opts := range killGroups {
