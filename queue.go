@@ -650,6 +650,11 @@ func (q *Queue) awaitSync(ctx context.Context, b *batch) SendStatus {
 // Err returns the error that poisoned the queue (matching ErrPoisoned), or nil.
 func (q *Queue) Err() error { return q.log.Err() }
 
+// Done returns a channel that is closed when Close begins: Receives return
+// ErrClosed from then on. Code that hands deliveries on and waits for them
+// (an adapter such as the Watermill one) selects on it to stop waiting.
+func (q *Queue) Done() <-chan struct{} { return q.done }
+
 // Close stops Receives and the Consume loops, waits for the handlers Consume
 // is running to return and ack (at most ShutdownTimeout; the Ack of a handler
 // that returns later fails, and its Consume returns an error saying so),

@@ -295,3 +295,18 @@ func TestStatusString(t *testing.T) {
 	assert.Equal(t, "sync", FlushSync.String())
 	assert.Equal(t, "async", FlushAsync.String())
 }
+
+func TestDoneClosesWithClose(t *testing.T) {
+	q := openQueue(t, t.TempDir(), nil)
+	select {
+	case <-q.Done():
+		t.Fatal("Done is closed before Close")
+	default:
+	}
+	require.NoError(t, q.Close())
+	select {
+	case <-q.Done():
+	default:
+		t.Fatal("Done is not closed after Close")
+	}
+}

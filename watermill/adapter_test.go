@@ -475,3 +475,19 @@ func TestOrderedAcrossSubscribers(t *testing.T) {
 	}
 	assert.Equal(t, want, handled)
 }
+
+// TestQueueClosedFirstEndsTheSubscription: when the queue closes while a
+// message is handed out and neither acked nor nacked, the subscription ends
+// at once (its message context too) instead of waiting for the handler.
+func TestQueueClosedFirstEndsTheSubscription(t *testing.T) {
+	q := openQueue(t)
+	pub := newPublisher(t, q, zlwatermill.PublisherConfig{})
+	sub := newSubscriber(t, q, zlwatermill.SubscriberConfig{})
+	msgs, err := sub.Subscribe(context.Background(), "t")
+	require.NoError(t, err)
+	require.NoError(t, pub.Publish("t", message.NewMessage("held", []byte("x"))))
+	msg := next(t, msgs) // held: neither acked nor nacked
+	require.NoError(t, q.Close())
+	done(t, msg.Context(), "the handed-out message's context did not end with the queue")
+	closed(t, msgs)
+}

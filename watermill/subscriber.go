@@ -167,6 +167,7 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		select {
 		case <-s.closing:
 		case <-ctx.Done():
+		case <-s.q.Done(): // the queue closed first: stop waiting for acks
 		}
 		cancel()
 	}()
@@ -207,7 +208,7 @@ func (s *Subscriber) Close() error {
 type subscription struct {
 	s        *Subscriber
 	consumer *zeroloss.Consumer
-	ctx      context.Context // ends with Subscribe's ctx or Close
+	ctx      context.Context // ends with Subscribe's ctx, Close or the queue's Close
 	out      chan *message.Message
 	fields   watermill.LogFields
 }
