@@ -241,7 +241,7 @@ func (l *Log) recover() (*Recovery, error) {
 			return nil, err
 		}
 	}
-	segs, torn, err := scanDir(l.fs, l.dir, func(path string, last bool) (vfs.File, error) {
+	segs, torn, err := scanDir(l.fs, l.dir, true, func(path string, last bool) (vfs.File, error) {
 		if last {
 			return l.fs.OpenRW(path)
 		}
