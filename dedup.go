@@ -223,17 +223,19 @@ func (t *dedupTable) recovered(id dedupKey, seq uint64, at time.Time, now time.T
 		return
 	}
 	t.byID[id] = &dedupEntry{key: id, seq: seq, at: at}
+	if len(t.byID) >= 2*t.max {
+		t.keepNewest()
+	}
 }
 
-// finishRecovery orders the entries read back by seq, oldest first, and
-// keeps the newest DedupEntries of them: what the running table held, since
-// it evicted the oldest first too. (The running table's order is that of
-// the claims: of Sends claiming at the same moment, the one appended first
-// may be the one claimed second, so at the eviction boundary the two can
-// differ by such a pair.)
-func (t *dedupTable) finishRecovery() {
-	t.mu.Lock()
-	defer t.mu.Unlock()
+// keepNewest keeps the DedupEntries entries read back with the highest seqs
+// and returns them in seq order (the caller holds mu). recovered calls it
+// whenever twice that many are held, so that Open holds and sorts a bounded
+// number of IDs however many messages the log holds; finishRecovery keeps
+// the same entries as without it: an entry dropped here had DedupEntries
+// entries of other IDs above it, whose seqs only grow, and an entry of its
+// ID read later with a lower seq is below them too.
+func (t *dedupTable) keepNewest() []*dedupEntry {
 	live := make([]*dedupEntry, 0, len(t.byID))
 	for _, e := range t.byID {
 		live = append(live, e)
@@ -245,7 +247,19 @@ func (t *dedupTable) finishRecovery() {
 		}
 		live = live[over:]
 	}
-	t.order, t.head = live, 0
+	return live
+}
+
+// finishRecovery orders the entries read back by seq, oldest first, and
+// keeps the newest DedupEntries of them: what the running table held, since
+// it evicted the oldest first too. (The running table's order is that of
+// the claims: of Sends claiming at the same moment, the one appended first
+// may be the one claimed second, so at the eviction boundary the two can
+// differ by such a pair.)
+func (t *dedupTable) finishRecovery() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.order, t.head = t.keepNewest(), 0
 }
 
 func compareSeq(a, b uint64) int {
