@@ -19,14 +19,15 @@ import (
 func TestDedupRecoveryKeepsTheNewest(t *testing.T) {
 	now := time.Unix(1_000_000, 0)
 	const window = time.Minute
-	for _, max := range []int{1, 3, 10, 100} {
+	for _, max := range []int{1, 3, 10, 100, 1 << 62} {
 		for seed := range uint64(25) {
 			t.Run(fmt.Sprintf("max=%d/seed=%d", max, seed), func(t *testing.T) {
 				rng := rand.New(rand.NewPCG(seed, uint64(max)))
 				table := newDedupTable(window, max)
 				best := map[dedupKey]uint64{}
-				ids := 1 + rng.IntN(8*max)
-				steps := rng.IntN(20 * max)
+				bound := min(max, 200) // ReadDirState's table is unbounded (1<<62)
+				ids := 1 + rng.IntN(8*bound)
+				steps := rng.IntN(20 * bound)
 				// One message per seq: its ID and append time.
 				keys := make([]dedupKey, 1000+steps+1)
 				times := make([]time.Time, len(keys))
@@ -35,6 +36,7 @@ func TestDedupRecoveryKeepsTheNewest(t *testing.T) {
 					times[s] = now.Add(-time.Duration(rng.IntN(70)) * time.Second)
 				}
 				seq := uint64(1000)
+				added := 0
 				for range steps {
 					var s uint64
 					if rng.IntN(5) == 0 {
@@ -47,7 +49,11 @@ func TestDedupRecoveryKeepsTheNewest(t *testing.T) {
 					table.recovered(key, s, at, now)
 					if !at.Before(now.Add(-window)) && s > best[key] {
 						best[key] = s
+						added++
 					}
+				}
+				if max >= 1<<62 {
+					require.Len(t, table.recovering, added, "no pruning below twice the bound")
 				}
 				table.finishRecovery()
 
