@@ -109,8 +109,9 @@
 //   - Damage (checksum, impossible header, seq out of order, zeros where data
 //     must be) in a sealed segment, or below the recorded synced offset of the
 //     last one, is ErrCorrupt naming the file and offset. Nothing is skipped.
-//     Open reads the frames of the last segment only: a sealed segment before
-//     it is taken at its slot's word (its end and last seq, checked against
+//     With Options.TrustSeals (the queue's Open; a follower's log and a
+//     spool are read whole), Open reads the frames of the last segment only:
+//     a sealed segment before it is taken at its slot's word (its end and last seq, checked against
 //     its header and the next segment's), so Open costs the same whatever the
 //     log holds. Damage in its frames is found by the Reader that reaches it
 //     (which also requires consecutive seqs from the base and the sealed last

@@ -93,9 +93,13 @@ func TestOpenTrustsSealsAndReadersFindDamage(t *testing.T) {
 			l, _ := openTest(t, dir)
 			appendN(t, l, 0, 1000)
 			require.NoError(t, l.Close())
-			l, intact, err := Open(dir, Options{SegmentSize: testSegment})
+			l, intact, err := Open(dir, Options{SegmentSize: testSegment, TrustSeals: true})
 			require.NoError(t, err)
 			require.NoError(t, l.Close())
+			scanned, err := Scan(osFS(), dir)
+			require.NoError(t, err)
+			assert.Equal(t, scanned.FirstSeq, intact.FirstSeq, "the seal gives what reading every frame gave")
+			assert.Equal(t, scanned.LastSeq, intact.LastSeq)
 			paths := segmentFiles(t, dir)
 			require.Greater(t, len(paths), 3)
 			victim := paths[1]
@@ -109,7 +113,7 @@ func TestOpenTrustsSealsAndReadersFindDamage(t *testing.T) {
 				wantOffset = offsets[at]
 			}
 
-			l, rec, err := Open(dir, Options{SegmentSize: testSegment})
+			l, rec, err := Open(dir, Options{SegmentSize: testSegment, TrustSeals: true})
 			require.NoError(t, err, "Open reads no frame of a sealed segment but the last")
 			defer l.Close()
 			assert.Equal(t, intact, rec, "the same recovery as the intact log's")
@@ -155,7 +159,7 @@ func TestReaderSeekIntoSealedSegmentChecksSeqs(t *testing.T) {
 	require.Greater(t, len(offsets), 4)
 	writeAt(t, victim, offsets[3], frameOfSize(t, seqs[3]+1, offsets[4]-offsets[3]))
 
-	l, _, err = Open(dir, Options{SegmentSize: testSegment})
+	l, _, err = Open(dir, Options{SegmentSize: testSegment, TrustSeals: true})
 	require.NoError(t, err)
 	defer l.Close()
 	r := l.NewReader(0)
