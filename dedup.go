@@ -33,6 +33,11 @@ type dedupTable struct {
 	head    int
 	pending int // entries of byID whose Send is not decided yet
 
+	// recovering holds the entries recovered added, in the order it met
+	// them (mostly by seq: the log's messages), some since replaced in
+	// byID; nil once finishRecovery ran.
+	recovering []*dedupEntry
+
 	evictions  uint64 // entries dropped for DedupEntries before their window ended
 	duplicates uint64 // Sends answered as duplicates
 }
@@ -222,7 +227,38 @@ func (t *dedupTable) recovered(id dedupKey, seq uint64, at time.Time, now time.T
 	if old := t.byID[id]; old != nil && old.seq >= seq {
 		return
 	}
-	t.byID[id] = &dedupEntry{key: id, seq: seq, at: at}
+	e := &dedupEntry{key: id, seq: seq, at: at}
+	t.byID[id] = e
+	t.recovering = append(t.recovering, e)
+	if len(t.recovering)/2 >= t.max { // (ReadDirState's max is 1<<62: no 2*max)
+		t.recovering = t.keepNewest()
+	}
+}
+
+// keepNewest keeps the DedupEntries entries read back with the highest seqs
+// and returns them in seq order (the caller holds mu). recovered calls it
+// whenever twice that many were added, so that Open holds and sorts a
+// bounded number of IDs however many messages the log holds; finishRecovery
+// keeps the same entries as without it: an entry dropped here had
+// DedupEntries entries of other IDs above it, whose seqs only grow, and an
+// entry of its ID read later with a lower seq is below them too. The entries
+// are sorted in the order recovered met them, nearly sorted already.
+func (t *dedupTable) keepNewest() []*dedupEntry {
+	live := t.recovering[:0]
+	for _, e := range t.recovering {
+		if t.byID[e.key] == e {
+			live = append(live, e)
+		}
+	}
+	clear(t.recovering[len(live):])
+	slices.SortFunc(live, func(a, b *dedupEntry) int { return compareSeq(a.seq, b.seq) })
+	if over := len(live) - t.max; over > 0 {
+		for _, e := range live[:over] {
+			delete(t.byID, e.key)
+		}
+		live = live[over:]
+	}
+	return live
 }
 
 // finishRecovery orders the entries read back by seq, oldest first, and
@@ -234,18 +270,8 @@ func (t *dedupTable) recovered(id dedupKey, seq uint64, at time.Time, now time.T
 func (t *dedupTable) finishRecovery() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	live := make([]*dedupEntry, 0, len(t.byID))
-	for _, e := range t.byID {
-		live = append(live, e)
-	}
-	slices.SortFunc(live, func(a, b *dedupEntry) int { return compareSeq(a.seq, b.seq) })
-	if over := len(live) - t.max; over > 0 {
-		for _, e := range live[:over] {
-			delete(t.byID, e.key)
-		}
-		live = live[over:]
-	}
-	t.order, t.head = live, 0
+	t.order, t.head = t.keepNewest(), 0
+	t.recovering = nil
 }
 
 func compareSeq(a, b uint64) int {

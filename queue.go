@@ -190,7 +190,7 @@ func Open(dir string, opts *Options) (*Queue, error) {
 	}
 	log, rec, err := wal.Open(dir, wal.Options{FS: o.fs, SegmentSize: o.SegmentSize, Logger: o.Logger, Now: o.now,
 		LeaseChunk: o.leaseChunk, SlotInterval: o.slotInterval, SlotBytes: o.slotBytes, Prepare: o.SegmentWarmup,
-		Recycle: o.walRecycle(), Claim: claim})
+		Recycle: o.walRecycle(), Claim: claim, TrustSeals: true})
 	if err != nil {
 		return nil, fmt.Errorf("zeroloss: open %s: %w", dir, err)
 	}

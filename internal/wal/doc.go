@@ -109,6 +109,14 @@
 //   - Damage (checksum, impossible header, seq out of order, zeros where data
 //     must be) in a sealed segment, or below the recorded synced offset of the
 //     last one, is ErrCorrupt naming the file and offset. Nothing is skipped.
+//     With Options.TrustSeals (the queue's Open; a follower's log and a
+//     spool are read whole), Open reads the frames of the last segment only:
+//     a sealed segment before it is taken at its slot's word (its end and last seq, checked against
+//     its header and the next segment's), so Open costs the same whatever the
+//     log holds. Damage in its frames is found by the Reader that reaches it
+//     (which also requires consecutive seqs from the base and the sealed last
+//     seq at the sealed end, as the scan did), and by Scan (zeroloss verify),
+//     which reads every frame.
 //   - Damage above the synced offset of the last segment is a torn tail: it is
 //     cut (the file is sealed at the last good frame and synced) and the number
 //     of frames and bytes cut is logged and reported.

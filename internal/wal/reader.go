@@ -33,6 +33,14 @@ type Reader struct {
 	// sends the reader back to the segment's start.
 	hintSeq uint64
 	hintOff int64
+
+	// expect is the seq the next frame read in seg must carry, 0 when not
+	// known: frames follow each other from the segment's base seq. Open
+	// does not read a sealed segment's frames (scanSegment), so the reader
+	// checks what the scan would have: a frame out of place (a valid frame
+	// of an earlier life of a recycled file, say) is ErrCorrupt, not
+	// skipped, and a sealed segment must end at the seq its seal records.
+	expect uint64
 }
 
 // NewReader returns a Reader positioned at the first durable frame with seq >=
@@ -80,6 +88,7 @@ func (r *Reader) Seek(seq, at uint64, off int64) {
 	}
 	if r.rd != nil {
 		r.rd.SetOffset(off)
+		r.expect = at // checked with the hint
 	}
 }
 
@@ -113,11 +122,16 @@ func (r *Reader) Next() (record.Record, error) {
 				r.log.seekMisses.Add(1)
 				limit, _, _ := r.log.segmentLimit(r.seg)
 				r.rd = record.NewReader(r.file, dataStart, limit, 0)
+				r.expect = r.seg.baseSeq
 				continue
 			}
 		}
 		if err == nil {
+			if r.expect != 0 && rec.Seq != r.expect {
+				return record.Record{}, corrupt(r.seg.path, off, "seq %d where %d was expected in durable data", rec.Seq, r.expect)
+			}
 			if rec.Seq < r.next {
+				r.expect = rec.Seq + 1
 				continue
 			}
 			if !r.uncapped && r.log.capped.Load() && rec.Seq > r.log.readCap.Load() {
@@ -127,6 +141,7 @@ func (r *Reader) Next() (record.Record, error) {
 				return record.Record{}, io.EOF
 			}
 			r.next = rec.Seq + 1
+			r.expect = rec.Seq + 1
 			r.last = off
 			return rec, nil
 		}
@@ -143,6 +158,9 @@ func (r *Reader) Next() (record.Record, error) {
 		if !sealed || !hasNext {
 			return record.Record{}, io.EOF
 		}
+		if err := r.checkEnd(off); err != nil {
+			return record.Record{}, err
+		}
 		// Read to its end: never pick it again (an empty sealed segment
 		// would otherwise be chosen for r.next over and over).
 		r.next = max(r.next, r.seg.lastSeq+1)
@@ -156,6 +174,22 @@ func (r *Reader) damage(off int64, err error) error {
 		return corrupt(r.seg.path, off, "%v in durable data", err)
 	}
 	return fmt.Errorf("wal: reading %s at offset %d: %w", r.seg.path, off, err)
+}
+
+// checkEnd checks, at off, the end of the sealed segment r.seg, that the last
+// frame read carries the last seq its seal records.
+func (r *Reader) checkEnd(off int64) error {
+	if r.expect == 0 || r.hintSeq != 0 {
+		return nil // not read from its start or from a checked hint
+	}
+	got := r.expect - 1
+	if r.expect == r.seg.baseSeq {
+		got = r.seg.prevLastSeq // no frame
+	}
+	if got != r.seg.lastSeq {
+		return corrupt(r.seg.path, off, "durable data ends at seq %d, the seal records %d", got, r.seg.lastSeq)
+	}
+	return nil
 }
 
 // openSegment opens the segment holding r.next, or the first one after it.
@@ -206,6 +240,10 @@ func (r *Reader) openSegment() (bool, error) {
 			start = r.hintOff
 		} else {
 			r.hintSeq = 0
+		}
+		r.expect = seg.baseSeq
+		if start != dataStart {
+			r.expect = r.hintSeq
 		}
 		r.rd = record.NewReader(f, start, limit, 0)
 		return true, nil

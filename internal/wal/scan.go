@@ -76,7 +76,7 @@ type ScanResult struct {
 // queue, but then the last segment may be caught mid-write.
 func Scan(fsys vfs.FS, dir string) (*ScanResult, error) {
 	res := &ScanResult{Frames: map[record.Type]int{}}
-	segs, torn, err := scanDir(fsys, dir, func(path string, last bool) (vfs.File, error) {
+	segs, torn, err := scanDir(fsys, dir, false, func(path string, last bool) (vfs.File, error) {
 		return fsys.Open(path)
 	}, func(r *record.Record) {
 		res.Frames[r.Type]++
@@ -116,9 +116,10 @@ func listSegments(fsys vfs.FS, dir string) (segments, temps []string, err error)
 }
 
 // scanDir opens and scans every segment in order and checks the chain between
-// them. The returned segments keep their files open; on error every file is
-// closed.
-func scanDir(fsys vfs.FS, dir string, open func(path string, last bool) (vfs.File, error), visit func(*record.Record)) (segs []*segment, torn *TornTail, err error) {
+// them. With trustSeals, a sealed segment other than the last is not read past
+// its header (scanSegment). The returned segments keep their files open; on
+// error every file is closed.
+func scanDir(fsys vfs.FS, dir string, trustSeals bool, open func(path string, last bool) (vfs.File, error), visit func(*record.Record)) (segs []*segment, torn *TornTail, err error) {
 	paths, _, err := listSegments(fsys, dir)
 	if err != nil {
 		return nil, nil, err
@@ -136,7 +137,7 @@ func scanDir(fsys vfs.FS, dir string, open func(path string, last bool) (vfs.Fil
 		if err != nil {
 			return segs, nil, err
 		}
-		seg, t, err := scanSegment(f, path, last, visit)
+		seg, t, err := scanSegment(f, path, last, trustSeals && !last, visit)
 		if seg != nil {
 			segs = append(segs, seg)
 		} else {
@@ -158,8 +159,12 @@ func scanDir(fsys vfs.FS, dir string, open func(path string, last bool) (vfs.Fil
 }
 
 // scanSegment reads a segment's header and slots and decodes every frame,
-// applying the recovery rules of the package comment.
-func scanSegment(f vfs.File, path string, last bool, visit func(*record.Record)) (*segment, *TornTail, error) {
+// applying the recovery rules of the package comment. With trustSeal, a
+// sealed segment's frames are not read: its slot gives where its data ends
+// and its last seq (checked against the header, and by scanDir against the
+// next segment's header); damage among its frames is found by the Reader that
+// reaches it, as ErrCorrupt naming file and offset, and by Scan.
+func scanSegment(f vfs.File, path string, last, trustSeal bool, visit func(*record.Record)) (*segment, *TornTail, error) {
 	size, err := f.Size()
 	if err != nil {
 		return nil, nil, err
@@ -190,6 +195,9 @@ func scanSegment(f vfs.File, path string, last bool, visit func(*record.Record))
 	}
 	if sl.syncedOffset > size {
 		return seg, nil, corrupt(path, size, "file is %d bytes but its slot records %d bytes as synced", size, sl.syncedOffset)
+	}
+	if trustSeal && sl.sealed {
+		return sealedBySlot(seg, path)
 	}
 	limit := size
 	if sl.sealed {
@@ -251,6 +259,33 @@ func scanSegment(f vfs.File, path string, last bool, visit func(*record.Record))
 	if seg.end < sl.syncedOffset {
 		return seg, nil, corrupt(path, seg.end, "data ends before the synced offset %d", sl.syncedOffset)
 	}
+	return seg, nil, nil
+}
+
+// sealedBySlot fills in a sealed segment's end, last seq and frame count from
+// its slot without reading its frames, after the checks that need no frame:
+// an empty segment ends at its data start with the previous segment's last
+// seq, a non-empty one has a last seq at or above its base and room for
+// every frame's header. The frames start at the base seq and follow each
+// other (recovery and appends never leave a hole inside a segment).
+func sealedBySlot(seg *segment, path string) (*segment, *TornTail, error) {
+	sl := seg.slot
+	switch {
+	case sl.syncedOffset < dataStart:
+		return seg, nil, corrupt(path, slotAOffset, "sealed slot records offset %d, inside the header", sl.syncedOffset)
+	case sl.syncedOffset == dataStart && sl.syncedSeq != seg.prevLastSeq:
+		return seg, nil, corrupt(path, slotAOffset, "sealed empty segment records last seq %d, its header %d", sl.syncedSeq, seg.prevLastSeq)
+	case sl.syncedOffset > dataStart && sl.syncedSeq < seg.baseSeq:
+		return seg, nil, corrupt(path, slotAOffset, "sealed slot records last seq %d below the base seq %d", sl.syncedSeq, seg.baseSeq)
+	}
+	if sl.syncedOffset > dataStart {
+		frames := sl.syncedSeq - seg.baseSeq + 1
+		if uint64(sl.syncedOffset-dataStart)/record.HeaderSize < frames {
+			return seg, nil, corrupt(path, slotAOffset, "sealed slot records %d frames in %d bytes", frames, sl.syncedOffset-dataStart)
+		}
+		seg.frames = int(frames)
+	}
+	seg.end, seg.lastSeq = sl.syncedOffset, sl.syncedSeq
 	return seg, nil, nil
 }
 

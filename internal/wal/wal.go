@@ -64,6 +64,14 @@ type Options struct {
 	// take disk space until used, and are removed by Close and Open.
 	Recycle int
 
+	// TrustSeals: Open does not read the frames of the sealed segments
+	// before the last one; their slots give their ends and last seqs, and
+	// damage among their frames is ErrCorrupt when a Reader reaches it
+	// (Scan still reads everything). For a caller that reads the log after
+	// Open anyway (the queue's replay), or can wait for a read to find
+	// damage. Without it, Open reads every frame and refuses a damaged log.
+	TrustSeals bool
+
 	// Claim, if set, is called once the directory is locked and before
 	// recovery removes or changes anything in it; an error ends Open with
 	// that error and the directory untouched (but for LOCK). The queue
@@ -241,7 +249,7 @@ func (l *Log) recover() (*Recovery, error) {
 			return nil, err
 		}
 	}
-	segs, torn, err := scanDir(l.fs, l.dir, func(path string, last bool) (vfs.File, error) {
+	segs, torn, err := scanDir(l.fs, l.dir, l.opts.TrustSeals, func(path string, last bool) (vfs.File, error) {
 		if last {
 			return l.fs.OpenRW(path)
 		}
