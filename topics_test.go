@@ -664,3 +664,57 @@ func TestUnreadGroupDoesNotHoldOtherTopics(t *testing.T) {
 	require.NoError(t, q.retain())
 	assert.LessOrEqual(t, q.Stats().Segments, 2, "the idle group, never read again, does not hold the busy topic's segments")
 }
+
+// TestPromotedFollowerKeepsTopics: a follower's copy holds the topics, tags,
+// group subscriptions and dedup keys as the leader wrote them; promoted, its
+// groups go on reading their own topics.
+func TestPromotedFollowerKeepsTopics(t *testing.T) {
+	q := openLeader(t, Options{Replication: ReplicateSync})
+	fdir := t.TempDir()
+	la, lb := linkKinds[0].pair(t)
+	f := startFollower(t, fdir, lb, nil)
+	require.NoError(t, q.AttachReplica(la))
+	rng := rand.New(rand.NewPCG(23, 29))
+	msgs := randomTopicMessages(rng, 300, []string{"", "orders", "audit"})
+	groups := map[string]*ConsumerOptions{
+		"g-orders": {Topic: "orders", AckTimeout: time.Minute},
+		"g-paid":   {Topic: "orders", Tags: []string{"b"}, AckTimeout: time.Minute},
+		"g-audit":  {Topic: "audit", AckTimeout: time.Minute},
+	}
+	got := map[string][]string{}
+	for name, opts := range groups {
+		_, err := q.Consumer(name, opts)
+		require.NoError(t, err)
+	}
+	sendTopics(t, q, rng, msgs[:200])
+	for name, opts := range groups { // each acks what it has so far
+		c, err := q.Consumer(name, opts)
+		require.NoError(t, err)
+		got[name] = drainIDs(t, c, opts.Topic, opts.Tags...)
+	}
+	sendTopics(t, q, rng, msgs[200:])
+	require.NoError(t, q.flushMarks(context.Background()))
+	waitFollowerAcked(t, q, q.Stats().LastSeq, f)
+	require.ErrorIs(t, f.stop(), context.Canceled)
+
+	promoted, err := Open(fdir, nil)
+	require.NoError(t, err)
+	defer promoted.Close()
+	for name, opts := range groups {
+		_, err := promoted.Consumer(name, &ConsumerOptions{Topic: "audit", Tags: []string{"zz"}})
+		require.ErrorIs(t, err, ErrInvalidOptions, "the group's subscription came with the copy")
+		c, err := promoted.Consumer(name, opts)
+		require.NoError(t, err)
+		all := append(got[name], drainIDs(t, c, opts.Topic, opts.Tags...)...)
+		assert.Equal(t, want(msgs, opts.Topic, opts.Tags...), all, "group %s: its topic once, in order", name)
+	}
+	// Dedup keys came with the copy too: the same ID is a duplicate on its
+	// own topic only.
+	m := msgs[len(msgs)-1]
+	res, err := promoted.Send(context.Background(), &Message{ID: m.id, Topic: m.topic, Body: []byte("again")})
+	require.NoError(t, err)
+	assert.True(t, res.Duplicate, "%s on its topic %q", m.id, m.topic)
+	res, err = promoted.Send(context.Background(), &Message{ID: m.id, Topic: "elsewhere", Body: []byte("again")})
+	require.NoError(t, err)
+	assert.False(t, res.Duplicate, "%s on another topic", m.id)
+}
