@@ -160,8 +160,9 @@ func readDirState(fsys vfs.FS, dir string) (DirState, error) {
 		return out, err
 	}
 	rs := q.newReplay(chained, firstSeq, gaps, cu)
-	mainSeqs := map[uint64]selection{} // main-stream message seqs, to count unacked ones: their topic and tag
-	oldest := map[string]time.Time{}   // by topic, the append time of its first message
+	type route struct{ topic, tag string }
+	mainSeqs := map[uint64]route{}   // main-stream message seqs, to count unacked ones: their topic and tag
+	oldest := map[string]time.Time{} // by topic, the append time of its first message
 	for _, seg := range res.Segments {
 		err := wal.ReadFrames(fsys, dir, seg, func(off int64, rec *record.Record) error {
 			if rec.Stream == 0 && rec.Type == record.TypeMessage {
@@ -169,10 +170,7 @@ func readDirState(fsys vfs.FS, dir string) (DirState, error) {
 				if err != nil {
 					return fmt.Errorf("zeroloss: message at seq %d: %w", rec.Seq, err)
 				}
-				r := selection{topic: string(topic)}
-				if len(tag) > 0 {
-					r.tags = []string{string(tag)}
-				}
+				r := route{string(topic), string(tag)}
 				mainSeqs[rec.Seq] = r
 				if _, ok := oldest[r.topic]; !ok {
 					oldest[r.topic] = unixTime(rec.Time)
@@ -223,11 +221,7 @@ func readDirState(fsys vfs.FS, dir string) (DirState, error) {
 		}
 		done := 0 // acked at or above the mark (a retry or dead letter left it)
 		for s, r := range mainSeqs {
-			var tag string
-			if len(r.tags) > 0 {
-				tag = r.tags[0]
-			}
-			if !g.sel.matches([]byte(r.topic), []byte(tag)) {
+			if !g.sel.matches([]byte(r.topic), []byte(r.tag)) {
 				continue
 			}
 			if s >= g.mark && g.acked[s] {

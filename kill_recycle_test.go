@@ -1,7 +1,6 @@
 package zeroloss
 
 import (
-	"context"
 	"fmt"
 	"math/rand/v2"
 	"strconv"
@@ -108,27 +107,7 @@ func TestKillNineWithRecycledSegments(t *testing.T) {
 				owed[id] = true
 			}
 		}
-		// The drain ends at the first 300ms without a delivery once nothing
-		// is owed, or after 30s.
-		drainEnd := time.Now().Add(30 * time.Second)
-		for {
-			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-			d, err := c.Receive(ctx)
-			cancel()
-			if err != nil {
-				require.ErrorIs(t, err, context.DeadlineExceeded)
-				if len(owed) == 0 || time.Now().After(drainEnd) {
-					break
-				}
-				continue
-			}
-			id := d.Message.ID
-			require.False(t, acked[id] || ackedInLog[id], "run %d: acked message %s (seq %d) delivered again", run, id, d.Seq)
-			require.Equal(t, bodyFor(id), d.Message.Body, "run %d: body of %s", run, id)
-			require.NoError(t, d.Ack())
-			acked[id] = true
-			delete(owed, id)
-		}
+		drainOwed(t, c, run, owed, func(id string) bool { return acked[id] || ackedInLog[id] }, func(id string) { acked[id] = true })
 		require.Empty(t, owed, "run %d: SendOK messages neither acked nor delivered again", run)
 		for id := range ackedInLog {
 			acked[id] = true

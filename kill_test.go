@@ -296,34 +296,13 @@ func TestKillNineDuringSendReceiveAck(t *testing.T) {
 		}
 		c, err := q.Consumer("g", &ConsumerOptions{AckTimeout: time.Minute})
 		require.NoError(t, err)
-		// The drain ends at the first 300ms without a delivery once every
-		// SendOK message not acked came back; while some are missing it
-		// waits for them up to 30s, so that a starved goroutine on a
-		// loaded machine does not end it early.
 		owed := map[string]bool{}
 		for id := range sent {
 			if !acked[id] && !ackedInLog[id] {
 				owed[id] = true
 			}
 		}
-		drainEnd := time.Now().Add(30 * time.Second)
-		for {
-			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-			d, err := c.Receive(ctx)
-			cancel()
-			if err != nil {
-				require.ErrorIs(t, err, context.DeadlineExceeded)
-				if len(owed) == 0 || time.Now().After(drainEnd) {
-					break
-				}
-				continue
-			}
-			require.False(t, ackedInLog[d.Message.ID], "run %d: acked message %s delivered again", run, d.Message.ID)
-			require.Equal(t, bodyFor(d.Message.ID), d.Message.Body)
-			require.NoError(t, d.Ack())
-			acked[d.Message.ID] = true
-			delete(owed, d.Message.ID)
-		}
+		drainOwed(t, c, run, owed, func(id string) bool { return ackedInLog[id] }, func(id string) { acked[id] = true })
 		for id := range ackedInLog {
 			acked[id] = true
 		}
@@ -333,6 +312,35 @@ func TestKillNineDuringSendReceiveAck(t *testing.T) {
 		require.NoError(t, q.Close())
 	}
 	assert.Greater(t, len(acked), runs*50)
+}
+
+// drainOwed receives and acks what c's group delivers after a kill test's
+// reopen. It ends at the first 300ms without a delivery once nothing in owed
+// is missing; while some are, it waits for them up to 30s, so that a starved
+// goroutine on a loaded machine does not end it early. Every delivery must
+// not be a message acked before (wasAcked) and must carry its body; it is
+// acked, handed to got and taken out of owed.
+func drainOwed(t *testing.T, c *Consumer, run int, owed map[string]bool, wasAcked func(id string) bool, got func(id string)) {
+	t.Helper()
+	drainEnd := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		d, err := c.Receive(ctx)
+		cancel()
+		if err != nil {
+			require.ErrorIs(t, err, context.DeadlineExceeded)
+			if len(owed) == 0 || time.Now().After(drainEnd) {
+				return
+			}
+			continue
+		}
+		id := d.Message.ID
+		require.False(t, wasAcked(id), "run %d: acked message %s (seq %d) delivered again", run, id, d.Seq)
+		require.Equal(t, bodyFor(id), d.Message.Body, "run %d: body of %s", run, id)
+		require.NoError(t, d.Ack())
+		got(id)
+		delete(owed, id)
+	}
 }
 
 // ackedIDs returns the IDs of the messages that an ack record in the log in

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -175,28 +174,7 @@ func TestRecyclingPowerLossAtEveryOp(t *testing.T) {
 func TestStaleFramesOfAReusedFollowerSegmentCrashAtEveryOp(t *testing.T) {
 	setup := func(t *testing.T) (*vfs.MemFS, *Log) {
 		fs := vfs.NewMem()
-		l, _, err := Open("/q", recycleOptions(fs, 2))
-		require.NoError(t, err)
-		var life1 []byte
-		for seq := uint64(1); seq <= 8; seq++ {
-			life1 = append(life1, lifeFrame(1, seq)...)
-		}
-		_, err = l.AppendFrames(life1)
-		require.NoError(t, err)
-		_, err = l.TruncateAfter(6)
-		require.NoError(t, err)
-		require.NoError(t, l.Close())
-		overwrite(t, fs, filepath.Join("/q", segmentName(5)), dataStart+2*lifeFrameSize, append(lifeFrame(1, 7), lifeFrame(1, 8)...))
-		l, _, err = Open("/q", recycleOptions(fs, 2))
-		require.NoError(t, err)
-		var life2 []byte
-		for seq := uint64(7); seq <= 12; seq++ {
-			life2 = append(life2, lifeFrame(2, seq)...)
-		}
-		_, err = l.AppendFrames(life2)
-		require.NoError(t, err)
-		_, err = l.Sync()
-		require.NoError(t, err)
+		l := logWithCutFramesOnDisk(t, fs)
 		return fs, l
 	}
 	workload := func(l *Log) (finished bool) {

@@ -376,14 +376,12 @@ func lifeFrameOf(life int, seq uint64, slots int) []byte {
 	return record.Append(nil, &r)
 }
 
-// TestSpareIsCutAtItsEndBeforeReuse: a crash between the sealed slot and the
-// truncation of a follower's TruncateAfter leaves the cut frames in the file
-// past its sealed end. When a later TruncateAfter hands those seqs out again
-// and the file is reused for a segment based just above its last seq, a cut
-// frame may lie exactly where the new segment expects that very seq: the
-// spare is cut at its end first, so it is not there to be read.
-func TestSpareIsCutAtItsEndBeforeReuse(t *testing.T) {
-	fs := vfs.NewMem()
+// logWithCutFramesOnDisk opens a follower's log on fs that appended life 1's
+// seqs 1-8, cut them after 6 (TruncateAfter), found 7 and 8 back on disk
+// past 6's end after a crash (the truncation did not reach the disk), and
+// appended and synced life 2's seqs 7-12 after it.
+func logWithCutFramesOnDisk(t *testing.T, fs *vfs.MemFS) *Log {
+	t.Helper()
 	l, _, err := Open("/q", recycleOptions(fs, 2))
 	require.NoError(t, err)
 	var life1 []byte
@@ -395,10 +393,7 @@ func TestSpareIsCutAtItsEndBeforeReuse(t *testing.T) {
 	_, err = l.TruncateAfter(6)
 	require.NoError(t, err)
 	require.NoError(t, l.Close())
-	// The truncation did not reach the disk: 7 and 8 are back past 6's end.
-	path := filepath.Join("/q", segmentName(5))
-	overwrite(t, fs, path, dataStart+2*lifeFrameSize, append(lifeFrame(1, 7), lifeFrame(1, 8)...))
-
+	overwrite(t, fs, filepath.Join("/q", segmentName(5)), dataStart+2*lifeFrameSize, append(lifeFrame(1, 7), lifeFrame(1, 8)...))
 	l, _, err = Open("/q", recycleOptions(fs, 2))
 	require.NoError(t, err)
 	var life2 []byte
@@ -409,6 +404,18 @@ func TestSpareIsCutAtItsEndBeforeReuse(t *testing.T) {
 	require.NoError(t, err)
 	_, err = l.Sync()
 	require.NoError(t, err)
+	return l
+}
+
+// TestSpareIsCutAtItsEndBeforeReuse: a crash between the sealed slot and the
+// truncation of a follower's TruncateAfter leaves the cut frames in the file
+// past its sealed end. When a later TruncateAfter hands those seqs out again
+// and the file is reused for a segment based just above its last seq, a cut
+// frame may lie exactly where the new segment expects that very seq: the
+// spare is cut at its end first, so it is not there to be read.
+func TestSpareIsCutAtItsEndBeforeReuse(t *testing.T) {
+	fs := vfs.NewMem()
+	l := logWithCutFramesOnDisk(t, fs)
 	n, err := l.RemoveBefore(7) // the files of 1..4 and 5..6 become spares
 	require.NoError(t, err)
 	require.Equal(t, 2, n)
