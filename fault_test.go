@@ -155,21 +155,40 @@ func TestDiskFullOnNewSegmentIsRetryable(t *testing.T) {
 	requireAllPresent(t, q, acked)
 }
 
-func TestCorruptionIsReportedByOpen(t *testing.T) {
-	mem := vfs.NewMem()
-	q := faultQueue(t, mem, nil)
-	_, err := sendAll(q, "m", 60)
-	require.NoError(t, err)
-	require.NoError(t, q.Close())
-	data, err := mem.ReadFile("/q/00000000000000000001.wal")
-	require.NoError(t, err)
-	data[4096+100] ^= 1
-	require.NoError(t, mem.WriteFile("/q/00000000000000000001.wal", data))
+// Damage to durable data is reported with file and offset, never skipped:
+// by Open when it lies in what Open reads (the whole log without a
+// checkpoint file), otherwise by the reader that reaches it.
+func TestCorruptionIsReported(t *testing.T) {
+	for _, withFile := range []bool{false, true} {
+		t.Run(fmt.Sprintf("checkpoint file %v", withFile), func(t *testing.T) {
+			mem := vfs.NewMem()
+			q := faultQueue(t, mem, nil)
+			_, err := sendAll(q, "m", 60)
+			require.NoError(t, err)
+			require.NoError(t, q.Close())
+			data, err := mem.ReadFile("/q/00000000000000000001.wal")
+			require.NoError(t, err)
+			data[4096+100] ^= 1
+			require.NoError(t, mem.WriteFile("/q/00000000000000000001.wal", data))
+			if !withFile {
+				removeCheckpointFiles(t, mem, "/q")
+			}
 
-	_, err = Open("/q", &Options{SegmentSize: 8192, MaxMessageSize: 1024, fs: mem})
-	require.ErrorIs(t, err, ErrCorrupt)
-	var ce *CorruptError
-	require.ErrorAs(t, err, &ce)
-	assert.Equal(t, "/q/00000000000000000001.wal", ce.File)
-	assert.LessOrEqual(t, ce.Offset, int64(4096+100))
+			q, err = Open("/q", &Options{SegmentSize: 8192, MaxMessageSize: 1024, fs: mem})
+			if withFile {
+				// Open read nothing below its checkpoint file: a consumer
+				// reading from the oldest message meets the damage.
+				require.NoError(t, err)
+				defer q.Close()
+				c, cerr := q.Consumer("g", &ConsumerOptions{Start: StartOldest})
+				require.NoError(t, cerr)
+				_, err = c.Receive(context.Background())
+			}
+			require.ErrorIs(t, err, ErrCorrupt)
+			var ce *CorruptError
+			require.ErrorAs(t, err, &ce)
+			assert.Equal(t, "/q/00000000000000000001.wal", ce.File)
+			assert.LessOrEqual(t, ce.Offset, int64(4096+100))
+		})
+	}
 }

@@ -342,6 +342,7 @@ func (q *Queue) markLoop() {
 			if err := q.retain(); err != nil && !errors.Is(err, ErrClosed) {
 				q.logger.Warn("zeroloss: retention failed", "error", err)
 			}
+			q.checkpointState(false)
 		case <-q.done:
 			return
 		}
@@ -447,13 +448,22 @@ func (q *Queue) appendRecord(ctx context.Context, typ record.Type, stream uint16
 // after it (replayState).
 func (q *Queue) recoverGroups(dir string) (afterGap bool, err error) {
 	gaps := q.log.Gaps()
-	cu, err := catchupFor(q.opts.fs, dir, gaps)
+	rs := q.newReplay(q.log.Trimmed(), q.log.FirstSeq(), gaps, nil)
+	// The newest checkpoint file the log confirms holds the state up to
+	// its record (checkpointfile.go): only the records after it are read.
+	r, from, err := q.openState(dir, rs)
 	if err != nil {
 		return false, err
 	}
-	rs := q.newReplay(q.log.Trimmed(), q.log.FirstSeq(), gaps, cu)
-	r := q.log.NewUncappedReader(0) // this node's own state, committed or not
 	defer r.Close()
+	for len(rs.gaps) > 0 && rs.gaps[0] <= from.seq {
+		rs.gaps = rs.gaps[1:] // the file's state is the state after them
+	}
+	if rs.catchup, err = catchupFor(q.opts.fs, dir, rs.gaps); err != nil {
+		return false, err
+	}
+	last, lastOff := from.seq, from.off
+	var read uint64
 	for {
 		rec, err := r.Next()
 		if err == io.EOF {
@@ -462,13 +472,16 @@ func (q *Queue) recoverGroups(dir string) (afterGap bool, err error) {
 		if err != nil {
 			return false, fmt.Errorf("zeroloss: recovering consumer groups: %w", err)
 		}
+		read++
 		if err := q.replay(rs, &rec); err != nil {
 			return false, err
 		}
 		if err := q.topics.indexRecord(&rec, r.Offset()); err != nil {
 			return false, err
 		}
+		last, lastOff = rec.Seq, r.Offset()
 	}
+	q.stats.openFramesRead = read
 	if err := q.finishReplay(rs); err != nil {
 		return false, err
 	}
@@ -479,6 +492,18 @@ func (q *Queue) recoverGroups(dir string) (afterGap bool, err error) {
 	q.tx.recovered(now, q.opts.TxTimeout, q.opts.TxCheckInterval/txChecksPerRound)
 	if n, _, _, _, _ := q.tx.counts(); n > 0 {
 		q.logger.Info("zeroloss: transactional half messages pending a decision", "count", n)
+	}
+	q.topics.trim(q.log.FirstSeq()) // a file's runs of segments deleted since
+	if rs.plain() {
+		// The state just rebuilt is the base of the next checkpoint file
+		// (taken before the groups below raise nextGroupID).
+		at := from
+		if last != from.seq {
+			if at, err = q.frameAt(last, lastOff); err != nil {
+				return false, err
+			}
+		}
+		q.files.base, q.files.at, q.files.written, q.files.bytes = q.encodeState(at), at, from.seq, q.log.Stats().Bytes
 	}
 	q.ledger.mu.Lock()
 	defer q.ledger.mu.Unlock()

@@ -167,13 +167,14 @@ func replaceFile(fsys vfs.FS, dir, name string, b []byte) error {
 
 // ownedFile says whether name is a file the library creates in a directory
 // it owns: the log's (LOCK, segments, their temporary files) and the queue's
-// (IDENTITY, EPOCHS, FOLLOWER, and the .new files replaceFile writes).
+// (IDENTITY, EPOCHS, FOLLOWER, CATCHUP, checkpoint files, and the .new files
+// replaceFile writes).
 func ownedFile(name string) bool {
 	switch name {
 	case identityFile, identityFile + ".new", epochsFile, epochsFile + ".new", followerFile, catchupFile, catchupFile + ".new":
 		return true
 	}
-	return wal.OwnsFile(name)
+	return isCheckpointFile(name) || wal.OwnsFile(name)
 }
 
 // foreignFiles returns the names in dir that the library did not create,

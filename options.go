@@ -85,6 +85,8 @@ const (
 	DefaultTxCheckInterval = 60 * time.Second
 	DefaultTxCheckMax      = 15
 	DefaultRecycleSegments = 2
+	// DefaultCheckpointBytes is Options.CheckpointBytes left zero.
+	DefaultCheckpointBytes = 64 << 20
 	// MinMessageSizeLimit is the smallest MaxMessageSize accepted.
 	MinMessageSizeLimit = 64
 	// DefaultShutdownTimeout leaves a process stopped with a 30s grace
@@ -158,6 +160,16 @@ type Options struct {
 	// used; Close removes them. Default 2 (DefaultRecycleSegments);
 	// negative: none.
 	RecycleSegments int
+	// CheckpointBytes is how much a running queue appends to its log
+	// between two checkpoint files (checkpointfile.go): the state Open
+	// would rebuild (consumer groups, dedup IDs, transactions, the topic
+	// index) as of a seq, so that Open reads that file and only the log
+	// after it. Close writes one too. Building one replays the log written
+	// since the last, in the background, as Open would: its cost grows
+	// with the log written, not with the backlog. After a crash, Open
+	// reads at most about this much log plus what was written in the last
+	// second. Default 64 MiB (DefaultCheckpointBytes).
+	CheckpointBytes int64
 	// RetentionBytes and RetentionAge bound the log for consumer groups that
 	// fall behind: while the log holds more bytes, or its oldest segment
 	// older messages, the oldest segment is deleted even if a group has not
@@ -332,6 +344,9 @@ func (o *Options) withDefaults() (Options, error) {
 		return out, invalid("RetentionBytes", "is %d, below 2 × SegmentSize (%d)", out.RetentionBytes, 2*out.SegmentSize)
 	case out.RetentionAge < 0:
 		return out, invalid("RetentionAge", "is negative (%v)", out.RetentionAge)
+	}
+	if err := defaulted("CheckpointBytes", &out.CheckpointBytes, DefaultCheckpointBytes); err != nil {
+		return out, err
 	}
 	if err := defaulted("DedupEntries", &out.DedupEntries, DefaultDedupEntries); err != nil {
 		return out, err

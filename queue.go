@@ -164,6 +164,8 @@ type Queue struct {
 	repl      replState    // replication (replica.go)
 	epochs    []repl.Epoch // this directory's leadership terms, the current one last (epoch.go)
 	identity  identity     // what the directory is and its queue ID (identity.go); kindQueue once open
+	dir       string
+	files     stateCheckpoints // the checkpoint files (checkpointfile.go): markLoop's, then Close's
 }
 
 // Open opens the queue in dir, creating it if needed, and recovers it: a torn
@@ -221,6 +223,7 @@ func Open(dir string, opts *Options) (*Queue, error) {
 		done:          make(chan struct{}),
 		markerDone:    make(chan struct{}),
 		identity:      id,
+		dir:           dir,
 	}
 	if o.DedupWindow < 0 {
 		q.dedup = nil
@@ -693,6 +696,7 @@ func (q *Queue) Close() error {
 			g.mu.Unlock()
 		}
 		q.groupsMu.Unlock()
+		q.checkpointState(true) // the next Open reads it and nothing of the log
 		q.closeErr = q.log.Close()
 	})
 	return q.closeErr

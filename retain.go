@@ -92,6 +92,7 @@ func (q *Queue) replicaFloor() uint64 {
 
 // remove deletes the segments wholly below seq.
 func (q *Queue) remove(below, checkpointSeq uint64) error {
+	q.beforeRemove(below)
 	n, err := q.log.RemoveBefore(below)
 	if err != nil {
 		return fmt.Errorf("zeroloss: retention: %w", err)

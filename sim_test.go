@@ -137,9 +137,15 @@ type sim struct {
 	opts   Options
 	copts  ConsumerOptions
 	q      *Queue
-	groups []*simGroup // "g" and "h": each receives every message
-	gr     *simGroup   // the group of the current step
-	trace  []string
+	opened bool // the directory exists: Open recovers it
+	// highClock is the latest time the clock showed: dedup IDs older than
+	// DedupWindow before it may have been forgotten by the running queue
+	// (and its checkpoint files) while a replay of the whole log with the
+	// clock gone back since would remember them.
+	highClock time.Time
+	groups    []*simGroup // "g" and "h": each receives every message
+	gr        *simGroup   // the group of the current step
+	trace     []string
 
 	ids      []string              // every ID sent, for resends
 	nextID   int                   //
@@ -223,7 +229,9 @@ func newSim(seed uint64) *sim {
 	}
 	s.copts = ConsumerOptions{AckTimeout: 30 * time.Second, MaxDeliveries: 2 + s.rng.IntN(4),
 		Backoff: []time.Duration{time.Second, 10 * time.Second}}
-	s.step("open: segment %d, %v, MaxDeliveries %d", segment, s.opts.Flush, s.copts.MaxDeliveries)
+	s.opts.CheckpointBytes = int64(1+s.rng.IntN(4)) << 10
+	s.highClock = s.clock.Now()
+	s.step("open: segment %d, %v, MaxDeliveries %d, CheckpointBytes %d", segment, s.opts.Flush, s.copts.MaxDeliveries, s.opts.CheckpointBytes)
 	return s
 }
 
@@ -251,10 +259,27 @@ func (s *sim) step(format string, args ...any) {
 }
 
 func (s *sim) open() error {
+	// What a replay of the whole log rebuilds, from a copy of the directory
+	// without its checkpoint files: Open from the newest one must rebuild
+	// the same.
+	var full string
+	if s.opened {
+		var err error
+		if full, err = fullReplayState(s.mem, "/q", s.opts, s.dedupSince()); err != nil {
+			return err
+		}
+	}
 	q, err := Open("/q", &s.opts)
 	if err != nil {
 		return fmt.Errorf("open: %w", err)
 	}
+	s.opened = true
+	if got := replayedState(q, s.dedupSince()); s.opened && full != "" && got != full {
+		q.Close()
+		return fmt.Errorf("Open from its checkpoint file (read %d records) rebuilt another state than a replay of the whole log:\n%s\nwhole log:\n%s",
+			q.Stats().OpenFramesRead, got, full)
+	}
+	s.step("opened: read %d records after the checkpoint file at seq %d", q.Stats().OpenFramesRead, q.files.written)
 	for _, sg := range s.groups {
 		copts := s.copts
 		copts.Ordered = sg.ordered
@@ -272,6 +297,16 @@ func (s *sim) open() error {
 		}
 	}
 	return nil
+}
+
+// dedupSince is the append time from which on the dedup IDs Open rebuilds
+// must be the same with or without checkpoint files (see highClock).
+func (s *sim) dedupSince() time.Time {
+	window := s.opts.DedupWindow
+	if window == 0 {
+		window = DefaultDedupWindow
+	}
+	return s.highClock.Add(-window)
 }
 
 // simBody derives a message's body from its ID: an ID starting with "L"
@@ -353,6 +388,9 @@ func (s *sim) randomStep() error {
 	case n < 78:
 		d := []time.Duration{time.Second, 5 * time.Second, 31 * time.Second, 3 * time.Minute, -time.Minute, time.Hour}[s.rng.IntN(6)]
 		s.clock.Advance(d)
+		if now := s.clock.Now(); now.After(s.highClock) {
+			s.highClock = now
+		}
 		s.step("clock %+v", d)
 	case n < 81:
 		return s.redrive(ctx)
@@ -365,10 +403,14 @@ func (s *sim) randomStep() error {
 			s.everyGroupDurable()
 		}
 		return s.allowed("flushMarks", err)
-	case n < 90:
+	case n < 88:
 		err := s.q.retain()
 		s.step("retain: %v (segments %d, deleted %d)", err, s.q.Stats().Segments, s.q.Stats().SegmentsDeleted)
 		return s.allowed("retain", err)
+	case n < 90:
+		force := s.rng.IntN(2) == 0
+		s.q.checkpointState(force) // markLoop's step (failures are logged)
+		s.step("checkpoint file (force %v): base at seq %d, files written %d", force, s.q.files.at.seq, s.q.Stats().CheckpointFiles)
 	case n < 92:
 		s.diskFull = 1 + s.rng.IntN(8)
 		s.fault.SetDiskFull(true)
@@ -409,7 +451,10 @@ func (s *sim) crashDuring() error {
 	s.step("crash within the next %d file operations", within)
 	s.crashing = true
 	var err error
-	switch s.rng.IntN(4) {
+	switch s.rng.IntN(5) {
+	case 4:
+		s.q.checkpointState(true)
+		s.step("checkpoint file: base at seq %d", s.q.files.at.seq)
 	case 0:
 		err = s.send(context.Background(), []*Message{s.newMessage()})
 	case 1:

@@ -30,6 +30,12 @@ type Stats struct {
 	// consumer-state checkpoints written before deleting.
 	SegmentsDeleted uint64
 	Checkpoints     uint64
+	// CheckpointFiles counts the checkpoint files written (Open loads the
+	// newest and reads only the log after it; Options.CheckpointBytes).
+	// OpenFramesRead is how many records Open read from the log: all of
+	// them without a checkpoint file, those after it with one.
+	CheckpointFiles uint64
+	OpenFramesRead  uint64
 	// RetentionSkipped counts messages that RetentionBytes or RetentionAge
 	// deleted before a consumer group acked them.
 	RetentionSkipped uint64
@@ -147,6 +153,8 @@ type queueStats struct {
 	segmentsDeleted  atomic.Uint64
 	retentionSkipped atomic.Uint64
 	checkpoints      atomic.Uint64
+	checkpointFiles  atomic.Uint64
+	openFramesRead   uint64 // set by Open
 
 	sendLatency durationBuckets
 }
@@ -184,6 +192,8 @@ func (q *Queue) Stats() Stats {
 
 		SegmentsDeleted: q.stats.segmentsDeleted.Load(),
 		Checkpoints:     q.stats.checkpoints.Load(),
+		CheckpointFiles: q.stats.checkpointFiles.Load(),
+		OpenFramesRead:  q.stats.openFramesRead,
 
 		RetentionSkipped: q.stats.retentionSkipped.Load(),
 		LastSeq:          q.log.LastSeq(),
