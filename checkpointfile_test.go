@@ -559,3 +559,14 @@ func TestCrashAtEveryOperationOfCheckpointFile(t *testing.T) {
 		}
 	}
 }
+
+// fullReplayStateOS is fullReplayState for a directory of the operating
+// system's file system (it opens a copy).
+func fullReplayStateOS(t *testing.T, dir string, opts *Options, dedupSince time.Time) string {
+	t.Helper()
+	whole := copyDir(t, dir)
+	removeCheckpointFiles(t, vfs.OS, whole)
+	q := openQueue(t, whole, opts)
+	defer q.Close()
+	return replayedState(q, dedupSince)
+}

@@ -57,7 +57,7 @@ func takes(opts ConsumerOptions, topic, tag string) bool {
 // Ack returned nil and "wrong GROUP ID"
 // for a delivery a group must not get, until it is killed.
 func topicsChild(dir string) {
-	q, err := Open(dir, &Options{Flush: FlushSync, SegmentSize: 256 << 10, MaxMessageSize: 4 << 10})
+	q, err := Open(dir, &Options{Flush: FlushSync, SegmentSize: 256 << 10, MaxMessageSize: 4 << 10, CheckpointBytes: 64 << 10})
 	if err != nil {
 		fmt.Fprintln(os.Stdout, "open-error", err)
 		os.Exit(3)
@@ -151,7 +151,14 @@ func TestKillNineWithTopics(t *testing.T) {
 			return true
 		})
 
-		q := openQueue(t, dir, &Options{SegmentSize: 256 << 10, MaxMessageSize: 4 << 10})
+		// Open reads the newest checkpoint file (the child writes one
+		// every 64 KiB of log) and rebuilds what a replay of the whole
+		// log does.
+		opts := &Options{SegmentSize: 256 << 10, MaxMessageSize: 4 << 10}
+		since := time.Now().Add(30*time.Second - DefaultDedupWindow) // not IDs about to expire between the two Opens
+		full := fullReplayStateOS(t, dir, opts, since)
+		q := openQueue(t, dir, opts)
+		require.Equal(t, full, replayedState(q, since), "run %d: Open from the checkpoint file", run)
 		for name, opts := range killGroups {
 			c, err := q.Consumer(name, &opts)
 			require.NoError(t, err)

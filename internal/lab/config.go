@@ -190,8 +190,10 @@ func (c Config) Label() string {
 
 // queueOptions returns the queue options of c, for the child and for recovery.
 func (c Config) queueOptions() *zeroloss.Options {
+	// Checkpoint files every segment's worth of log: a child killed after
+	// a few seconds has written several, and recovery reads from one.
 	o := &zeroloss.Options{Flush: c.Flush, FlushInterval: c.FlushInterval, Replication: c.Replication,
-		SegmentSize: segmentSize, MaxMessageSize: maxMessageSize}
+		SegmentSize: segmentSize, MaxMessageSize: maxMessageSize, CheckpointBytes: segmentSize}
 	if c.DedupOff {
 		o.DedupWindow = -1
 	}
