@@ -116,9 +116,9 @@ func listSegments(fsys vfs.FS, dir string) (segments, temps []string, err error)
 }
 
 // scanDir opens and scans every segment in order and checks the chain between
-// them. With trustSeals, a sealed segment other than the last is not read past
-// its header (scanSegment). The returned segments keep their files open; on
-// error every file is closed.
+// them. With trustSeals, no segment's frames are read below its slot's synced
+// offset (scanSegment): a sealed one's are not read at all. The returned
+// segments keep their files open; on error every file is closed.
 func scanDir(fsys vfs.FS, dir string, trustSeals bool, open func(path string, last bool) (vfs.File, error), visit func(*record.Record)) (segs []*segment, torn *TornTail, err error) {
 	paths, _, err := listSegments(fsys, dir)
 	if err != nil {
@@ -137,7 +137,7 @@ func scanDir(fsys vfs.FS, dir string, trustSeals bool, open func(path string, la
 		if err != nil {
 			return segs, nil, err
 		}
-		seg, t, err := scanSegment(f, path, last, trustSeals && !last, visit)
+		seg, t, err := scanSegment(f, path, last, trustSeals, visit)
 		if seg != nil {
 			segs = append(segs, seg)
 		} else {
@@ -159,12 +159,14 @@ func scanDir(fsys vfs.FS, dir string, trustSeals bool, open func(path string, la
 }
 
 // scanSegment reads a segment's header and slots and decodes every frame,
-// applying the recovery rules of the package comment. With trustSeal, a
-// sealed segment's frames are not read: its slot gives where its data ends
-// and its last seq (checked against the header, and by scanDir against the
-// next segment's header); damage among its frames is found by the Reader that
-// reaches it, as ErrCorrupt naming file and offset, and by Scan.
-func scanSegment(f vfs.File, path string, last, trustSeal bool, visit func(*record.Record)) (*segment, *TornTail, error) {
+// applying the recovery rules of the package comment. With trust, the frames
+// below the best slot's synced offset are not read: the slot gives where they
+// end and the last seq among them (bySlot checks it against the header, and
+// scanDir a sealed segment's against the next segment's header), and the scan
+// decodes from the synced offset on, under the rules above it; a sealed
+// segment ends there. Damage among the frames not read is found by the Reader
+// that reaches it, as ErrCorrupt naming file and offset, and by Scan.
+func scanSegment(f vfs.File, path string, last, trust bool, visit func(*record.Record)) (*segment, *TornTail, error) {
 	size, err := f.Size()
 	if err != nil {
 		return nil, nil, err
@@ -196,8 +198,16 @@ func scanSegment(f vfs.File, path string, last, trustSeal bool, visit func(*reco
 	if sl.syncedOffset > size {
 		return seg, nil, corrupt(path, size, "file is %d bytes but its slot records %d bytes as synced", size, sl.syncedOffset)
 	}
-	if trustSeal && sl.sealed {
-		return sealedBySlot(seg, path)
+	start, expected := int64(dataStart), h.baseSeq
+	if trust {
+		if err := bySlot(seg, path); err != nil || sl.sealed {
+			return seg, nil, err
+		}
+		start, expected = sl.syncedOffset, sl.syncedSeq+1
+		clean, err := cleanAtSyncedOffset(f, path, h, sl)
+		if err != nil || clean {
+			return seg, nil, err
+		}
 	}
 	limit := size
 	if sl.sealed {
@@ -205,8 +215,7 @@ func scanSegment(f vfs.File, path string, last, trustSeal bool, visit func(*reco
 	}
 	// strict: damage here is corruption, not a torn tail.
 	strict := func(off int64) bool { return sl.sealed || off < sl.syncedOffset }
-	rd := record.NewReader(f, dataStart, limit, 0)
-	expected := h.baseSeq
+	rd := record.NewReader(f, start, limit, 0)
 	for {
 		off := rd.Offset()
 		if off == sl.syncedOffset && seg.lastSeq != sl.syncedSeq {
@@ -262,32 +271,62 @@ func scanSegment(f vfs.File, path string, last, trustSeal bool, visit func(*reco
 	return seg, nil, nil
 }
 
-// sealedBySlot fills in a sealed segment's end, last seq and frame count from
-// its slot without reading its frames, after the checks that need no frame:
-// an empty segment ends at its data start with the previous segment's last
-// seq, a non-empty one has a last seq at or above its base and room for
-// every frame's header. The frames start at the base seq and follow each
-// other (recovery and appends never leave a hole inside a segment).
-func sealedBySlot(seg *segment, path string) (*segment, *TornTail, error) {
+// bySlot fills in a segment's end, last seq and frame count from its best
+// slot, for the frames below its synced offset (all of them in a sealed
+// segment), without reading them, after the checks that need no frame: no
+// frame below the synced offset means the previous segment's last seq, some
+// means a last seq at or above the base and room for every frame's header.
+// The frames start at the base seq and follow each other (recovery and
+// appends never leave a hole inside a segment), and a slot records an offset
+// only once an fdatasync made everything below it durable.
+func bySlot(seg *segment, path string) error {
 	sl := seg.slot
 	switch {
 	case sl.syncedOffset < dataStart:
-		return seg, nil, corrupt(path, slotAOffset, "sealed slot records offset %d, inside the header", sl.syncedOffset)
+		return corrupt(path, slotAOffset, "slot records offset %d, inside the header", sl.syncedOffset)
 	case sl.syncedOffset == dataStart && sl.syncedSeq != seg.prevLastSeq:
-		return seg, nil, corrupt(path, slotAOffset, "sealed empty segment records last seq %d, its header %d", sl.syncedSeq, seg.prevLastSeq)
+		return corrupt(path, slotAOffset, "slot records last seq %d with no frame, its header %d", sl.syncedSeq, seg.prevLastSeq)
 	case sl.syncedOffset > dataStart && sl.syncedSeq < seg.baseSeq:
-		return seg, nil, corrupt(path, slotAOffset, "sealed slot records last seq %d below the base seq %d", sl.syncedSeq, seg.baseSeq)
+		return corrupt(path, slotAOffset, "slot records last seq %d below the base seq %d", sl.syncedSeq, seg.baseSeq)
 	}
 	if sl.syncedOffset > dataStart {
 		frames := sl.syncedSeq - seg.baseSeq + 1
 		if uint64(sl.syncedOffset-dataStart)/record.HeaderSize < frames {
-			return seg, nil, corrupt(path, slotAOffset, "sealed slot records %d frames in %d bytes", frames, sl.syncedOffset-dataStart)
+			return corrupt(path, slotAOffset, "slot records %d frames in %d bytes", frames, sl.syncedOffset-dataStart)
 		}
 		seg.frames = int(frames)
 	}
 	seg.end, seg.lastSeq = sl.syncedOffset, sl.syncedSeq
-	return seg, nil, nil
+	return nil
 }
+
+// cleanAtSyncedOffset reads the frame header at the synced offset of the
+// last segment (h its header, sl its best slot, not sealed) and says whether
+// the data ends there cleanly without reading further, as decoding from there
+// would conclude:
+//
+//   - In a recycled segment, a header not carrying the next seq (leftovers of
+//     the earlier life, zeros) is a clean end (recycledTail).
+//   - A zero header where the slot is the one a clean Close writes (exact,
+//     its lease the last seq) is a clean end: every frame of this life has a
+//     seq at or below the lease, so none lies past it; the free space after
+//     it is not read for the torn tail that only an unclean stop leaves.
+//
+// Otherwise (the next frame, a torn one, zeros after an unclean stop) the
+// caller decodes from the synced offset under today's rules.
+func cleanAtSyncedOffset(f vfs.File, path string, h header, sl slot) (bool, error) {
+	header := make([]byte, record.HeaderSize)
+	n, err := f.ReadAt(header, sl.syncedOffset)
+	if n < len(header) && err != nil && err != io.EOF {
+		return false, fmt.Errorf("wal: reading %s at offset %d: %w", path, sl.syncedOffset, err)
+	}
+	if h.recycled {
+		return n < 24 || binary.LittleEndian.Uint64(header[16:24]) != sl.syncedSeq+1, nil
+	}
+	return n == len(header) && bytes.Equal(header, zeroHeader[:]) && sl.lease == sl.syncedSeq, nil
+}
+
+var zeroHeader [record.HeaderSize]byte
 
 // recycledTail decides what ends the data of a recycled segment above its
 // synced offset, at off, where the frame with seq expected was not found
