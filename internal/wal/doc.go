@@ -131,7 +131,11 @@
 //     (zeroloss verify), which reads every frame.
 //   - Damage above the synced offset of the last segment is a torn tail: it is
 //     cut (the file is sealed at the last good frame and synced) and the number
-//     of frames and bytes cut is logged and reported.
+//     of frames and bytes cut is logged and reported. Zeros there end the data
+//     cleanly only if nothing but zeros follows them; to know, recovery reads
+//     only where the file system says data may lie (vfs.DataFinder, SEEK_DATA
+//     on Linux, asked before the segment is read, since cached pages count as
+//     data), not a segment's preallocated free space.
 //   - Segments must chain: each one's prev last seq equals the last seq of the
 //     one before, every segment but the last is sealed, and seqs within a
 //     segment are consecutive from its base.

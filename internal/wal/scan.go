@@ -171,6 +171,10 @@ func scanSegment(f vfs.File, path string, last, trust bool, visit func(*record.R
 	if err != nil {
 		return nil, nil, err
 	}
+	var data []dataRegion // where a torn tail may lie, asked before any read
+	if last {
+		data = dataRegions(f, dataStart, size)
+	}
 	page := make([]byte, dataStart)
 	if n, err := f.ReadAt(page, 0); n < dataStart {
 		if err == nil || err == io.EOF {
@@ -244,14 +248,14 @@ func scanSegment(f vfs.File, path string, last, trust bool, visit func(*record.R
 				if strict(off) {
 					return seg, nil, corrupt(path, off, "zeros where synced data should be (synced offset %d)", sl.syncedOffset)
 				}
-				t, err := tornAfter(f, path, off, limit, "zeroed frame header")
+				t, err := tornAfter(f, path, off, limit, "zeroed frame header", data)
 				return seg, t, err
 			}
 			if strict(off) {
 				return seg, nil, corrupt(path, off, "%v (below the synced offset %d)", err, sl.syncedOffset)
 			}
 			reason := err.Error()
-			t, err := tornAfter(f, path, off, limit, reason)
+			t, err := tornAfter(f, path, off, limit, reason, data)
 			if t == nil && err == nil {
 				t = &TornTail{File: path, Offset: off, Frames: 1, Reason: reason}
 			}
@@ -357,26 +361,30 @@ func isDecodeError(err error) bool {
 
 // tornAfter measures the region after the last good frame: it returns nil if
 // it is all zeros (a clean end), else a TornTail counting the frames whose
-// headers can still be walked.
-func tornAfter(f vfs.File, path string, off, limit int64, reason string) (*TornTail, error) {
+// headers can still be walked. It reads only the data regions (nil: the
+// file system cannot tell, read every byte): a segment's preallocated free
+// space is not read.
+func tornAfter(f vfs.File, path string, off, limit int64, reason string, data []dataRegion) (*TornTail, error) {
+	if data == nil {
+		data = []dataRegion{{off, limit}}
+	}
 	lastNonZero := int64(-1)
 	buf := make([]byte, 64<<10)
-	for pos := off; pos < limit; {
-		n := int64(len(buf))
-		if limit-pos < n {
-			n = limit - pos
+	for _, region := range data {
+		for pos, end := max(region.start, off), min(region.end, limit); pos < end; {
+			n := min(int64(len(buf)), end-pos)
+			m, err := f.ReadAt(buf[:n], pos)
+			if int64(m) < n && err != nil && err != io.EOF {
+				return nil, fmt.Errorf("wal: reading %s at offset %d: %w", path, pos, err)
+			}
+			if i := lastNonZeroByte(buf[:m]); i >= 0 {
+				lastNonZero = pos + int64(i)
+			}
+			if m == 0 {
+				break // past the end of the file
+			}
+			pos += int64(m)
 		}
-		m, err := f.ReadAt(buf[:n], pos)
-		if int64(m) < n && err != nil && err != io.EOF {
-			return nil, fmt.Errorf("wal: reading %s at offset %d: %w", path, pos, err)
-		}
-		if i := lastNonZeroByte(buf[:m]); i >= 0 {
-			lastNonZero = pos + int64(i)
-		}
-		if m == 0 {
-			break
-		}
-		pos += int64(m)
 	}
 	if lastNonZero < 0 {
 		return nil, nil
@@ -396,6 +404,39 @@ func tornAfter(f vfs.File, path string, off, limit int64, reason string) (*TornT
 		pos += int64(size)
 	}
 	return t, nil
+}
+
+// dataRegion is a range [start, end) of a file that may hold non-zero bytes.
+type dataRegion struct{ start, end int64 }
+
+// maxDataRegions bounds dataRegions' answer: past it, read every byte.
+const maxDataRegions = 64
+
+// dataRegions returns the ranges of f in [from, to) that may hold non-zero
+// bytes, as the file system tells (vfs.DataFinder: on Linux, written extents
+// and pages in the page cache), or nil when it cannot. It must run before the
+// segment's data is read: a read brings zero pages of the free space into the
+// page cache (with the kernel's readahead, megabytes of them), and cached
+// pages count as data.
+func dataRegions(f vfs.File, from, to int64) []dataRegion {
+	finder, ok := f.(vfs.DataFinder)
+	if !ok {
+		return nil
+	}
+	regions := []dataRegion{}
+	for pos := from; pos < to; {
+		start, end, ok, err := finder.NextData(pos)
+		if err != nil || len(regions) == maxDataRegions {
+			return nil
+		}
+		if !ok || start >= to {
+			break
+		}
+		end = min(max(end, start+1), to)
+		regions = append(regions, dataRegion{max(start, pos), end})
+		pos = end
+	}
+	return regions
 }
 
 func lastNonZeroByte(b []byte) int {

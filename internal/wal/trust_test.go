@@ -2,7 +2,10 @@ package wal
 
 import (
 	"bytes"
+	"errors"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 
@@ -64,6 +67,14 @@ type readCountedFile struct {
 	vfs.File
 	fs   *readCountingFS
 	path string
+}
+
+// NextData passes vfs.DataFinder through, when the file implements it.
+func (f *readCountedFile) NextData(off int64) (start, end int64, ok bool, err error) {
+	if finder, is := f.File.(vfs.DataFinder); is {
+		return finder.NextData(off)
+	}
+	return 0, 0, false, errors.ErrUnsupported
 }
 
 func (f *readCountedFile) ReadAt(p []byte, off int64) (int, error) {
@@ -292,5 +303,66 @@ func TestTornTailAboveTheSyncedOffsetIsCutWithTrustSeals(t *testing.T) {
 				require.Len(t, got, int(wantLast))
 			})
 		}
+	}
+}
+
+// TestKilledOpenReadsNoFreeSpace kills a log whose last segment (8 MiB) holds
+// a few frames: Open decodes the frames above the synced offset and, to tell
+// a torn tail from a clean end, looks past them only where the file system
+// says data lies (vfs.DataFinder), not through the preallocated free space;
+// non-zero bytes written far past the end are still found as a torn tail.
+func TestKilledOpenReadsNoFreeSpace(t *testing.T) {
+	const segmentSize = 8 << 20
+	probe, err := osFS().Create(filepath.Join(t.TempDir(), "probe"))
+	require.NoError(t, err)
+	require.NoError(t, probe.Allocate(segmentSize))
+	finder, ok := probe.(vfs.DataFinder)
+	if ok {
+		_, _, ok, err = finder.NextData(0)
+		ok = err == nil && !ok
+	}
+	probe.Close()
+	if !ok {
+		t.Skip("this file system does not report preallocated space as a hole")
+	}
+	for _, tc := range []struct {
+		name    string
+		garbage int64 // where non-zero bytes are written past the end (0: none)
+	}{
+		{name: "clean end past the frames"},
+		{name: "torn bytes far past the frames", garbage: 3 << 20},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			l, _, err := Open(dir, Options{SegmentSize: segmentSize, LeaseChunk: 100})
+			require.NoError(t, err)
+			appendN(t, l, 0, 200)
+			stopLog(t, l, true)
+			res, err := Scan(osFS(), dir)
+			require.NoError(t, err)
+			require.Len(t, res.Segments, 1)
+			end := dataStart + res.Segments[0].DataBytes
+			path := segmentFiles(t, dir)[0]
+			if tc.garbage != 0 {
+				writeAt(t, path, end+tc.garbage, []byte("torn"))
+			}
+
+			counting := &readCountingFS{FS: osFS()}
+			l, rec, err := Open(dir, Options{FS: counting, SegmentSize: segmentSize, LeaseChunk: 100, TrustSeals: true})
+			require.NoError(t, err)
+			defer l.Close()
+			assert.Equal(t, res.LastSeq, rec.LastSeq)
+			assert.Less(t, counting.bytesRead(path, end, segmentSize), int64(256<<10), "the free space is not read")
+			if tc.garbage == 0 {
+				assert.Nil(t, rec.Torn)
+				return
+			}
+			require.NotNil(t, rec.Torn, "bytes past zeros are a torn tail")
+			assert.Equal(t, end, rec.Torn.Offset)
+			assert.Equal(t, tc.garbage+4, rec.Torn.Bytes)
+			info, err := os.Stat(path)
+			require.NoError(t, err)
+			assert.Equal(t, end, info.Size(), "cut at the last good frame")
+		})
 	}
 }
