@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -363,6 +364,87 @@ func TestKilledOpenReadsNoFreeSpace(t *testing.T) {
 			info, err := os.Stat(path)
 			require.NoError(t, err)
 			assert.Equal(t, end, info.Size(), "cut at the last good frame")
+		})
+	}
+}
+
+// handleCountingFS is a vfs.FS that counts the files opened through it and
+// not closed yet.
+type handleCountingFS struct {
+	vfs.FS
+	open atomic.Int64
+}
+
+func (c *handleCountingFS) Open(name string) (vfs.File, error) {
+	f, err := c.FS.Open(name)
+	return c.count(f, err)
+}
+
+func (c *handleCountingFS) OpenRW(name string) (vfs.File, error) {
+	f, err := c.FS.OpenRW(name)
+	return c.count(f, err)
+}
+
+func (c *handleCountingFS) count(f vfs.File, err error) (vfs.File, error) {
+	if err != nil {
+		return nil, err
+	}
+	c.open.Add(1)
+	return &handleCountedFile{File: f, fs: c}, nil
+}
+
+type handleCountedFile struct {
+	vfs.File
+	fs     *handleCountingFS
+	closed atomic.Bool
+}
+
+func (f *handleCountedFile) Close() error {
+	if f.closed.CompareAndSwap(false, true) {
+		f.fs.open.Add(-1)
+	}
+	return f.File.Close()
+}
+
+// TestOpenOfManySegmentsNamesTheFirstDamagedHeaderAndClosesEveryFile opens,
+// with TrustSeals, logs of many sealed segments whose headers Open reads
+// (several at a time): the damage it reports is the first segment's in seq
+// order, and it leaves no file open, whether it fails or not.
+func TestOpenOfManySegmentsNamesTheFirstDamagedHeaderAndClosesEveryFile(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		damaged []int // segments whose header checksum is broken
+	}{
+		{name: "intact"},
+		{name: "one damaged header", damaged: []int{5}},
+		{name: "two damaged headers", damaged: []int{2, 7}},
+		{name: "the first header", damaged: []int{0, 9}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			l, _ := openTest(t, dir)
+			appendN(t, l, 0, 1500)
+			require.NoError(t, l.Close())
+			paths := segmentFiles(t, dir)
+			require.Greater(t, len(paths), 10)
+			for _, i := range tc.damaged {
+				flipByte(t, paths[i], 40) // reserved bytes: only the checksum tells
+			}
+			counting := &handleCountingFS{FS: osFS()}
+			l, rec, err := Open(dir, Options{FS: counting, SegmentSize: testSegment, LeaseChunk: 100, TrustSeals: true})
+			if len(tc.damaged) == 0 {
+				require.NoError(t, err)
+				assert.Equal(t, len(paths), rec.Segments)
+				assert.Equal(t, int64(1), counting.open.Load(), "only the last segment stays open")
+				require.NoError(t, l.Close())
+				assert.Zero(t, counting.open.Load())
+				return
+			}
+			require.ErrorIs(t, err, ErrCorrupt)
+			var ce *CorruptError
+			require.ErrorAs(t, err, &ce)
+			assert.Equal(t, paths[tc.damaged[0]], ce.File, "the first damage in seq order")
+			assert.Zero(t, counting.open.Load(), "no file left open")
 		})
 	}
 }
