@@ -118,7 +118,9 @@
 //     a seal is: the offset past the header, the seq the header's prev last
 //     seq when no frame lies below it and otherwise at or above the base,
 //     room for every frame's header). The scan of the last segment starts at
-//     the synced offset expecting the slot's seq plus one, under the rules
+//     the synced offset expecting the slot's seq plus one (the base seq when
+//     no frame lies below it: after an unclean stop the base is above the
+//     previous segment's last seq plus one), under the rules
 //     above it (below): the frame there is the expected one, a clean end, or
 //     a torn or recycled tail, so the offset is where a frame may start. A
 //     clean Close leaves the slot exact (its synced offset the end, its lease

@@ -45,17 +45,22 @@ func trusting(opts Options, trust bool) Options {
 }
 
 // openAndAppend opens the log in fs, as a queue's Open does, appends and
-// syncs a frame (a queue's first record after recovery), and abandons it.
-func openAndAppend(fs vfs.FS, trust bool) error {
+// syncs a frame (a queue's first record after recovery), and abandons it. It
+// returns the frame's seq once its Sync returned (0 before).
+func openAndAppend(fs vfs.FS, trust bool) (synced uint64, err error) {
 	l, _, err := Open("/q", trusting(recoverCrashOptions(fs), trust))
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer l.abandon()
-	if _, _, err = l.Append(frame(999)); err == nil {
+	seq, _, err := l.Append(frame(999))
+	if err == nil {
 		_, err = l.Sync()
 	}
-	return err
+	if err != nil {
+		return 0, err
+	}
+	return seq, nil
 }
 
 // TestRecoveryCrashAtEveryOp stops a workload after each of its operations,
@@ -107,7 +112,7 @@ func recoveryCrashAtEveryOp(t *testing.T, trust bool) {
 				for seed := range seeds {
 					fs := base.Clone()
 					fs.SetOpLimit(fs.OpCount() + k)
-					_ = openAndAppend(fs, trust)
+					appended, _ := openAndAppend(fs, trust)
 					fs.Crash(mode, rand.New(rand.NewPCG(uint64(limit), uint64(k*16+seed))))
 					label := fmt.Sprintf("process crash after op %d/%d, Open crashed after op %d, %v, seed %d", limit, total, k, mode, seed)
 					l, _, err := Open("/q", options(fs))
@@ -117,6 +122,9 @@ func recoveryCrashAtEveryOp(t *testing.T, trust bool) {
 					for i, s := range seqs[:synced] {
 						require.Equal(t, uint64(i+1), s, "%s: every synced frame is there", label)
 					}
+					if appended != 0 {
+						require.Contains(t, seqs, appended, "%s: the frame synced after recovery is there", label)
+					}
 					l.abandon()
 					repairs++
 				}
@@ -124,7 +132,7 @@ func recoveryCrashAtEveryOp(t *testing.T, trust bool) {
 			// Stop once the limit no longer stops the repair.
 			fs := base.Clone()
 			fs.SetOpLimit(fs.OpCount() + k)
-			if openAndAppend(fs, trust) == nil {
+			if _, err := openAndAppend(fs, trust); err == nil {
 				break
 			}
 		}
@@ -176,7 +184,8 @@ func TestReopenAfterLostWriteback(t *testing.T) {
 			mem := vfs.NewMem()
 			fault := vfs.NewFault(mem)
 			synced := tc.fail(t, fault)
-			require.NoError(t, openAndAppend(fault, false), "the second Open")
+			_, err := openAndAppend(fault, false)
+			require.NoError(t, err, "the second Open")
 			mem.Crash(vfs.DropUnsynced, nil)
 			l, _, err := Open("/q", recoverCrashOptions(mem))
 			require.NoError(t, err, "open after the power loss")

@@ -45,17 +45,22 @@ func recycleWorkload(l *Log) (synced, floor uint64) {
 }
 
 // openAndAppendLife opens the log in fs as a queue's Open does, appends and
-// syncs a frame, and abandons it.
-func openAndAppendLife(fs vfs.FS, trust bool) error {
+// syncs a frame, and abandons it. It returns the frame's seq once its Sync
+// returned (0 before).
+func openAndAppendLife(fs vfs.FS, trust bool) (synced uint64, err error) {
 	l, _, err := Open("/q", trusting(recycleCrashOptions(fs), trust))
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer l.abandon()
-	if _, _, err = l.Append(lifeFrame(9, l.NextSeq())); err == nil {
+	seq, _, err := l.Append(lifeFrame(9, l.NextSeq()))
+	if err == nil {
 		_, err = l.Sync()
 	}
-	return err
+	if err != nil {
+		return 0, err
+	}
+	return seq, nil
 }
 
 // checkRecycledLog checks that l holds increasing seqs (consecutive but
@@ -123,18 +128,22 @@ func recyclingCrashAtEveryOp(t *testing.T, trust bool) {
 			for _, mode := range vfs.CrashModes {
 				fs := base.Clone()
 				fs.SetOpLimit(fs.OpCount() + k)
-				_ = openAndAppendLife(fs, trust)
+				appended, _ := openAndAppendLife(fs, trust)
 				fs.Crash(mode, rand.New(rand.NewPCG(uint64(limit), uint64(k))))
 				label := fmt.Sprintf("process crash after op %d/%d, Open crashed after op %d, %v", limit, total, k, mode)
 				l, _, err := Open("/q", options(fs))
 				require.NoError(t, err, label)
 				checkRecycledLog(t, l, synced, floor, label)
+				if appended != 0 {
+					seqs, _ := readAll(t, l)
+					require.Contains(t, seqs, appended, "%s: the frame synced after recovery is there", label)
+				}
 				l.abandon()
 				opens++
 			}
 			fs := base.Clone()
 			fs.SetOpLimit(fs.OpCount() + k)
-			if openAndAppendLife(fs, trust) == nil {
+			if _, err := openAndAppendLife(fs, trust); err == nil {
 				break
 			}
 		}

@@ -284,8 +284,13 @@ func scanSegment(f vfs.File, path string, last, trust bool, visit func(*record.R
 		if err := bySlot(seg, path); err != nil || sl.sealed {
 			return seg, nil, err
 		}
-		start, expected = sl.syncedOffset, sl.syncedSeq+1
-		clean, err := cleanAtSyncedOffset(f, path, h, sl)
+		if sl.syncedOffset > dataStart {
+			// Else the first frame is the base's, which is above the
+			// previous segment's last seq+1 after a jump (an unclean stop
+			// skips the leased seqs).
+			start, expected = sl.syncedOffset, sl.syncedSeq+1
+		}
+		clean, err := cleanAtSyncedOffset(f, path, h, sl, expected)
 		if err != nil || clean {
 			return seg, nil, err
 		}
@@ -382,7 +387,8 @@ func bySlot(seg *segment, path string) error {
 }
 
 // cleanAtSyncedOffset reads the frame header at the synced offset of the
-// last segment (h its header, sl its best slot, not sealed) and says whether
+// last segment (h its header, sl its best slot, not sealed, expected the seq
+// of the frame that may start there) and says whether
 // the data ends there cleanly without reading further, as decoding from there
 // would conclude:
 //
@@ -395,14 +401,14 @@ func bySlot(seg *segment, path string) error {
 //
 // Otherwise (the next frame, a torn one, zeros after an unclean stop) the
 // caller decodes from the synced offset under today's rules.
-func cleanAtSyncedOffset(f vfs.File, path string, h header, sl slot) (bool, error) {
+func cleanAtSyncedOffset(f vfs.File, path string, h header, sl slot, expected uint64) (bool, error) {
 	header := make([]byte, record.HeaderSize)
 	n, err := f.ReadAt(header, sl.syncedOffset)
 	if n < len(header) && err != nil && err != io.EOF {
 		return false, fmt.Errorf("wal: reading %s at offset %d: %w", path, sl.syncedOffset, err)
 	}
 	if h.recycled {
-		return n < 24 || binary.LittleEndian.Uint64(header[16:24]) != sl.syncedSeq+1, nil
+		return n < 24 || binary.LittleEndian.Uint64(header[16:24]) != expected, nil
 	}
 	return n == len(header) && bytes.Equal(header, zeroHeader[:]) && sl.lease == sl.syncedSeq, nil
 }

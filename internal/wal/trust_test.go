@@ -448,3 +448,36 @@ func TestOpenOfManySegmentsNamesTheFirstDamagedHeaderAndClosesEveryFile(t *testi
 		})
 	}
 }
+
+// TestFramesAfterASeqJumpSurviveAKillWithTrustSeals: after an unclean stop
+// the next seq jumps above the lease, in a new segment whose base is above
+// the previous segment's last seq plus one. Frames synced there while its
+// slot still records no frame (the slot lags by one sync) must be read
+// from the base seq on, not cut as a torn tail.
+func TestFramesAfterASeqJumpSurviveAKillWithTrustSeals(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{SegmentSize: testSegment, LeaseChunk: 100, TrustSeals: true}
+	l, _, err := Open(dir, opts)
+	require.NoError(t, err)
+	appendN(t, l, 0, 10)
+	_, err = l.Sync()
+	require.NoError(t, err)
+	l.abandon()
+
+	l, rec, err := Open(dir, opts)
+	require.NoError(t, err)
+	require.Greater(t, rec.NextSeq, uint64(11), "the seqs jump over the lease")
+	jumped := appendN(t, l, 10, 3)
+	synced, err := l.Sync()
+	require.NoError(t, err)
+	require.Equal(t, jumped[2], synced)
+	l.abandon()
+
+	l, rec, err = Open(dir, opts)
+	require.NoError(t, err)
+	defer l.Close()
+	assert.Nil(t, rec.Torn)
+	assert.Equal(t, jumped[2], rec.LastSeq)
+	seqs, _ := readAll(t, l)
+	assert.Equal(t, append([]uint64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, jumped...), seqs)
+}
