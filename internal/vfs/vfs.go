@@ -86,3 +86,16 @@ type File interface {
 	// Name returns the name the file was opened with.
 	Name() string
 }
+
+// DataFinder is implemented by files that can tell, without reading them,
+// where bytes that may be non-zero lie: preallocated space never written, and
+// holes, read as zeros and need not be read (SEEK_DATA and SEEK_HOLE on
+// Linux). Recovery uses it to find a torn tail past zeros without reading a
+// segment's free space.
+type DataFinder interface {
+	// NextData returns the first range [start, end) at or after off that
+	// may hold non-zero bytes (start >= off), or ok == false when every
+	// byte from off to the end of the file reads as zeros. An error means
+	// the file system cannot tell: read the bytes.
+	NextData(off int64) (start, end int64, ok bool, err error)
+}

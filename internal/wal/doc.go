@@ -110,16 +110,34 @@
 //     must be) in a sealed segment, or below the recorded synced offset of the
 //     last one, is ErrCorrupt naming the file and offset. Nothing is skipped.
 //     With Options.TrustSeals (the queue's Open; a follower's log and a
-//     spool are read whole), Open reads the frames of the last segment only:
-//     a sealed segment before it is taken at its slot's word (its end and last seq, checked against
-//     its header and the next segment's), so Open costs the same whatever the
-//     log holds. Damage in its frames is found by the Reader that reaches it
-//     (which also requires consecutive seqs from the base and the sealed last
-//     seq at the sealed end, as the scan did), and by Scan (zeroloss verify),
-//     which reads every frame.
+//     spool are read whole), Open reads no frame below a slot's synced
+//     offset: a sealed segment is taken at its slot's word (its end and last
+//     seq, checked against its header and the next segment's), and so are
+//     the last segment's frames below its best slot's synced offset (the
+//     slot is written only after an fdatasync made them durable; checked as
+//     a seal is: the offset past the header, the seq the header's prev last
+//     seq when no frame lies below it and otherwise at or above the base,
+//     room for every frame's header). The scan of the last segment starts at
+//     the synced offset expecting the slot's seq plus one (the base seq when
+//     no frame lies below it: after an unclean stop the base is above the
+//     previous segment's last seq plus one), under the rules
+//     above it (below): the frame there is the expected one, a clean end, or
+//     a torn or recycled tail, so the offset is where a frame may start. A
+//     clean Close leaves the slot exact (its synced offset the end, its lease
+//     the last seq): Open then reads one frame header there and, finding
+//     zeros, does not read the free space after it (no frame of this life
+//     can lie past a seq at the lease). So Open costs about the same whatever
+//     the log holds. Damage among the frames not read is found by the Reader
+//     that reaches it (which also requires consecutive seqs from the base and
+//     the sealed last seq at the sealed end, as the scan did), and by Scan
+//     (zeroloss verify), which reads every frame.
 //   - Damage above the synced offset of the last segment is a torn tail: it is
 //     cut (the file is sealed at the last good frame and synced) and the number
-//     of frames and bytes cut is logged and reported.
+//     of frames and bytes cut is logged and reported. Zeros there end the data
+//     cleanly only if nothing but zeros follows them; to know, recovery reads
+//     only where the file system says data may lie (vfs.DataFinder, SEEK_DATA
+//     on Linux, asked before the segment is read, since cached pages count as
+//     data), not a segment's preallocated free space.
 //   - Segments must chain: each one's prev last seq equals the last seq of the
 //     one before, every segment but the last is sealed, and seqs within a
 //     segment are consecutive from its base.

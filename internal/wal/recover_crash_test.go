@@ -38,18 +38,29 @@ func syncWorkload(l *Log) (synced uint64) {
 	return synced
 }
 
+// trusting returns opts with TrustSeals set to trust.
+func trusting(opts Options, trust bool) Options {
+	opts.TrustSeals = trust
+	return opts
+}
+
 // openAndAppend opens the log in fs, as a queue's Open does, appends and
-// syncs a frame (a queue's first record after recovery), and abandons it.
-func openAndAppend(fs vfs.FS) error {
-	l, _, err := Open("/q", recoverCrashOptions(fs))
+// syncs a frame (a queue's first record after recovery), and abandons it. It
+// returns the frame's seq once its Sync returned (0 before).
+func openAndAppend(fs vfs.FS, trust bool) (synced uint64, err error) {
+	l, _, err := Open("/q", trusting(recoverCrashOptions(fs), trust))
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer l.abandon()
-	if _, _, err = l.Append(frame(999)); err == nil {
+	seq, _, err := l.Append(frame(999))
+	if err == nil {
 		_, err = l.Sync()
 	}
-	return err
+	if err != nil {
+		return 0, err
+	}
+	return seq, nil
 }
 
 // TestRecoveryCrashAtEveryOp stops a workload after each of its operations,
@@ -58,9 +69,19 @@ func openAndAppend(fs vfs.FS) error {
 // operation of that, in every mode: the next Open must succeed and hold every frame
 // whose Sync returned. With ZEROLOSS_CRASH_FULL set it tries every point of
 // the workload (two in three otherwise) and draws more crashes per point.
+// Every Open runs with and without TrustSeals (the queue's Open reads no frame
+// below the last segment's synced offset): the reader must then find every
+// synced frame, no damage among those Open did not read.
 func TestRecoveryCrashAtEveryOp(t *testing.T) {
+	for _, trust := range []bool{false, true} {
+		t.Run(fmt.Sprintf("TrustSeals=%v", trust), func(t *testing.T) { recoveryCrashAtEveryOp(t, trust) })
+	}
+}
+
+func recoveryCrashAtEveryOp(t *testing.T, trust bool) {
+	options := func(fs vfs.FS) Options { return trusting(recoverCrashOptions(fs), trust) }
 	fs := vfs.NewMem()
-	l, _, err := Open("/q", recoverCrashOptions(fs))
+	l, _, err := Open("/q", options(fs))
 	require.NoError(t, err)
 	syncWorkload(l)
 	require.NoError(t, l.Close())
@@ -77,7 +98,7 @@ func TestRecoveryCrashAtEveryOp(t *testing.T) {
 		base := vfs.NewMem()
 		base.SetOpLimit(limit)
 		var synced uint64
-		if l, _, err := Open("/q", recoverCrashOptions(base)); err == nil {
+		if l, _, err := Open("/q", options(base)); err == nil {
 			synced = syncWorkload(l)
 			l.Close()
 		}
@@ -91,15 +112,18 @@ func TestRecoveryCrashAtEveryOp(t *testing.T) {
 				for seed := range seeds {
 					fs := base.Clone()
 					fs.SetOpLimit(fs.OpCount() + k)
-					_ = openAndAppend(fs)
+					appended, _ := openAndAppend(fs, trust)
 					fs.Crash(mode, rand.New(rand.NewPCG(uint64(limit), uint64(k*16+seed))))
 					label := fmt.Sprintf("process crash after op %d/%d, Open crashed after op %d, %v, seed %d", limit, total, k, mode, seed)
-					l, _, err := Open("/q", recoverCrashOptions(fs))
+					l, _, err := Open("/q", options(fs))
 					require.NoError(t, err, label)
 					seqs, _ := readAll(t, l)
 					require.GreaterOrEqual(t, uint64(len(seqs)), synced, "%s: every synced frame is there", label)
 					for i, s := range seqs[:synced] {
 						require.Equal(t, uint64(i+1), s, "%s: every synced frame is there", label)
+					}
+					if appended != 0 {
+						require.Contains(t, seqs, appended, "%s: the frame synced after recovery is there", label)
 					}
 					l.abandon()
 					repairs++
@@ -108,7 +132,7 @@ func TestRecoveryCrashAtEveryOp(t *testing.T) {
 			// Stop once the limit no longer stops the repair.
 			fs := base.Clone()
 			fs.SetOpLimit(fs.OpCount() + k)
-			if openAndAppend(fs) == nil {
+			if _, err := openAndAppend(fs, trust); err == nil {
 				break
 			}
 		}
@@ -160,7 +184,8 @@ func TestReopenAfterLostWriteback(t *testing.T) {
 			mem := vfs.NewMem()
 			fault := vfs.NewFault(mem)
 			synced := tc.fail(t, fault)
-			require.NoError(t, openAndAppend(fault), "the second Open")
+			_, err := openAndAppend(fault, false)
+			require.NoError(t, err, "the second Open")
 			mem.Crash(vfs.DropUnsynced, nil)
 			l, _, err := Open("/q", recoverCrashOptions(mem))
 			require.NoError(t, err, "open after the power loss")

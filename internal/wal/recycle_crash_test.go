@@ -45,17 +45,22 @@ func recycleWorkload(l *Log) (synced, floor uint64) {
 }
 
 // openAndAppendLife opens the log in fs as a queue's Open does, appends and
-// syncs a frame, and abandons it.
-func openAndAppendLife(fs vfs.FS) error {
-	l, _, err := Open("/q", recycleCrashOptions(fs))
+// syncs a frame, and abandons it. It returns the frame's seq once its Sync
+// returned (0 before).
+func openAndAppendLife(fs vfs.FS, trust bool) (synced uint64, err error) {
+	l, _, err := Open("/q", trusting(recycleCrashOptions(fs), trust))
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer l.abandon()
-	if _, _, err = l.Append(lifeFrame(9, l.NextSeq())); err == nil {
+	seq, _, err := l.Append(lifeFrame(9, l.NextSeq()))
+	if err == nil {
 		_, err = l.Sync()
 	}
-	return err
+	if err != nil {
+		return 0, err
+	}
+	return seq, nil
 }
 
 // checkRecycledLog checks that l holds increasing seqs (consecutive but
@@ -88,10 +93,17 @@ func checkRecycledLog(t *testing.T, l *Log, synced, floor uint64, label string) 
 // after each of its operations, in every mode: the next Open must succeed,
 // hold every synced frame that was not deleted, and return no frame of a
 // file's earlier life. ZEROLOSS_CRASH_FULL tries every point of the workload
-// (two in three otherwise).
+// (two in three otherwise). Every Open runs with and without TrustSeals.
 func TestRecyclingCrashAtEveryOp(t *testing.T) {
+	for _, trust := range []bool{false, true} {
+		t.Run(fmt.Sprintf("TrustSeals=%v", trust), func(t *testing.T) { recyclingCrashAtEveryOp(t, trust) })
+	}
+}
+
+func recyclingCrashAtEveryOp(t *testing.T, trust bool) {
+	options := func(fs vfs.FS) Options { return trusting(recycleCrashOptions(fs), trust) }
 	fs := vfs.NewMem()
-	l, _, err := Open("/q", recycleCrashOptions(fs))
+	l, _, err := Open("/q", options(fs))
 	require.NoError(t, err)
 	recycleWorkload(l)
 	require.NoError(t, l.Close())
@@ -107,7 +119,7 @@ func TestRecyclingCrashAtEveryOp(t *testing.T) {
 		base := vfs.NewMem()
 		base.SetOpLimit(limit)
 		var synced, floor uint64
-		if l, _, err := Open("/q", recycleCrashOptions(base)); err == nil {
+		if l, _, err := Open("/q", options(base)); err == nil {
 			synced, floor = recycleWorkload(l)
 			l.Close()
 		}
@@ -116,18 +128,22 @@ func TestRecyclingCrashAtEveryOp(t *testing.T) {
 			for _, mode := range vfs.CrashModes {
 				fs := base.Clone()
 				fs.SetOpLimit(fs.OpCount() + k)
-				_ = openAndAppendLife(fs)
+				appended, _ := openAndAppendLife(fs, trust)
 				fs.Crash(mode, rand.New(rand.NewPCG(uint64(limit), uint64(k))))
 				label := fmt.Sprintf("process crash after op %d/%d, Open crashed after op %d, %v", limit, total, k, mode)
-				l, _, err := Open("/q", recycleCrashOptions(fs))
+				l, _, err := Open("/q", options(fs))
 				require.NoError(t, err, label)
 				checkRecycledLog(t, l, synced, floor, label)
+				if appended != 0 {
+					seqs, _ := readAll(t, l)
+					require.Contains(t, seqs, appended, "%s: the frame synced after recovery is there", label)
+				}
 				l.abandon()
 				opens++
 			}
 			fs := base.Clone()
 			fs.SetOpLimit(fs.OpCount() + k)
-			if openAndAppendLife(fs) == nil {
+			if _, err := openAndAppendLife(fs, trust); err == nil {
 				break
 			}
 		}
@@ -137,10 +153,17 @@ func TestRecyclingCrashAtEveryOp(t *testing.T) {
 
 // TestRecyclingPowerLossAtEveryOp crashes the machine right after each
 // operation of the workload, in every mode, and checks the log as
-// TestRecyclingCrashAtEveryOp does.
+// TestRecyclingCrashAtEveryOp does, with and without TrustSeals.
 func TestRecyclingPowerLossAtEveryOp(t *testing.T) {
+	for _, trust := range []bool{false, true} {
+		t.Run(fmt.Sprintf("TrustSeals=%v", trust), func(t *testing.T) { recyclingPowerLossAtEveryOp(t, trust) })
+	}
+}
+
+func recyclingPowerLossAtEveryOp(t *testing.T, trust bool) {
+	options := func(fs vfs.FS) Options { return trusting(recycleCrashOptions(fs), trust) }
 	fs := vfs.NewMem()
-	l, _, err := Open("/q", recycleCrashOptions(fs))
+	l, _, err := Open("/q", options(fs))
 	require.NoError(t, err)
 	recycleWorkload(l)
 	require.NoError(t, l.Close())
@@ -150,13 +173,13 @@ func TestRecyclingPowerLossAtEveryOp(t *testing.T) {
 			fs := vfs.NewMem()
 			fs.SetOpLimit(limit)
 			var synced, floor uint64
-			if l, _, err := Open("/q", recycleCrashOptions(fs)); err == nil {
+			if l, _, err := Open("/q", options(fs)); err == nil {
 				synced, floor = recycleWorkload(l)
 				l.abandon()
 			}
 			fs.Crash(mode, rand.New(rand.NewPCG(uint64(limit), 3)))
 			label := fmt.Sprintf("power loss after op %d/%d, %v", limit, total, mode)
-			l, _, err := Open("/q", recycleCrashOptions(fs))
+			l, _, err := Open("/q", options(fs))
 			require.NoError(t, err, label)
 			checkRecycledLog(t, l, synced, floor, label)
 			require.NoError(t, l.Close(), label)

@@ -125,17 +125,12 @@ func TestRecycledSegmentIsFlaggedAndReadsOnlyItsOwnFrames(t *testing.T) {
 // earlier life are a clean end wherever they start, a frame of this life cut
 // short above the synced offset is a torn tail, and damage below the synced
 // offset is ErrCorrupt naming the file and offset.
+// With TrustSeals (the queue's Open) Open reads no frame below the synced
+// offset: damage there is the ErrCorrupt of the reader that reaches it, and
+// after a clean Close Open reads one frame header at most (the stale one at
+// the synced offset).
 func TestRecoveryTellsStaleFramesFromTornTailsAndCorruption(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		// end stops the log (l is open, life 2 holds seqs 13 and 14, synced)
-		// and may damage path.
-		end         func(t *testing.T, fs *vfs.MemFS, l *Log, path string)
-		want        []string
-		wantUnclean bool
-		wantTorn    int64 // offset of the torn tail, 0 for none
-		wantCorrupt int64 // offset named by ErrCorrupt, 0 for none
-	}{
+	for _, tc := range []staleCase{
 		{name: "clean close", end: func(t *testing.T, fs *vfs.MemFS, l *Log, path string) {
 			require.NoError(t, l.Close())
 		}, want: append(lives(1, 9, 12), lives(2, 13, 14)...)},
@@ -164,43 +159,76 @@ func TestRecoveryTellsStaleFramesFromTornTailsAndCorruption(t *testing.T) {
 			overwrite(t, fs, path, dataStart+lifeFrameSize, lifeFrame(1, 6))
 		}, wantCorrupt: dataStart + lifeFrameSize},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			fs := vfs.NewMem()
-			l, path := recycledLog(t, fs)
-			tc.end(t, fs, l, path)
-			l, rec, err := Open("/q", recycleOptions(fs, 2))
-			if tc.wantCorrupt != 0 {
-				require.ErrorIs(t, err, ErrCorrupt)
-				var ce *CorruptError
-				require.ErrorAs(t, err, &ce)
-				assert.Equal(t, path, ce.File)
-				assert.Equal(t, tc.wantCorrupt, ce.Offset)
-				return
+		for _, trust := range []bool{false, true} {
+			name := tc.name
+			if trust {
+				name += "/TrustSeals"
 			}
-			require.NoError(t, err)
-			defer l.Close()
-			assert.Equal(t, tc.want, lifeFrames(t, l))
-			assert.Equal(t, tc.wantUnclean, rec.Unclean)
-			if tc.wantTorn == 0 {
-				assert.Nil(t, rec.Torn)
-			} else {
-				require.NotNil(t, rec.Torn)
-				assert.Equal(t, path, rec.Torn.File)
-				assert.Equal(t, tc.wantTorn, rec.Torn.Offset)
-				assert.Equal(t, 1, rec.Torn.Frames)
-				assert.Equal(t, lifeFrameSize, rec.Torn.Bytes)
-			}
-			// The log goes on: after an unclean stop in a new segment, after a
-			// clean one in the recycled segment, over the old frames.
-			next := rec.NextSeq
-			appendLife(t, l, 3, next, next+1, true)
-			require.NoError(t, l.Close())
-			l, rec, err = Open("/q", recycleOptions(fs, 2))
-			require.NoError(t, err)
-			assert.False(t, rec.Unclean)
-			assert.Equal(t, append(tc.want, lives(3, next, next+1)...), lifeFrames(t, l))
-		})
+			t.Run(name, func(t *testing.T) { tc.run(t, trust) })
+		}
 	}
+}
+
+type staleCase struct {
+	name string
+	// end stops the log (l is open, life 2 holds seqs 13 and 14, synced)
+	// and may damage path.
+	end         func(t *testing.T, fs *vfs.MemFS, l *Log, path string)
+	want        []string
+	wantUnclean bool
+	wantTorn    int64 // offset of the torn tail, 0 for none
+	wantCorrupt int64 // offset named by ErrCorrupt, 0 for none
+}
+
+func (tc staleCase) run(t *testing.T, trust bool) {
+	fs := vfs.NewMem()
+	l, path := recycledLog(t, fs)
+	tc.end(t, fs, l, path)
+	counting := &readCountingFS{FS: fs}
+	l, rec, err := Open("/q", trusting(recycleOptions(counting, 2), trust))
+	if tc.wantCorrupt != 0 {
+		if trust {
+			require.NoError(t, err, "Open reads no frame below the synced offset")
+			defer l.Close()
+			r := l.NewReader(0)
+			defer r.Close()
+			for err == nil {
+				_, err = r.Next()
+			}
+		}
+		require.ErrorIs(t, err, ErrCorrupt)
+		var ce *CorruptError
+		require.ErrorAs(t, err, &ce)
+		assert.Equal(t, path, ce.File)
+		assert.Equal(t, tc.wantCorrupt, ce.Offset)
+		return
+	}
+	require.NoError(t, err)
+	defer l.Close()
+	if trust && !rec.Unclean {
+		assert.LessOrEqual(t, counting.bytesRead(path, dataStart, dataStart+4*lifeFrameSize), int64(record.HeaderSize),
+			"a clean Open reads one frame header at most")
+	}
+	assert.Equal(t, tc.want, lifeFrames(t, l))
+	assert.Equal(t, tc.wantUnclean, rec.Unclean)
+	if tc.wantTorn == 0 {
+		assert.Nil(t, rec.Torn)
+	} else {
+		require.NotNil(t, rec.Torn)
+		assert.Equal(t, path, rec.Torn.File)
+		assert.Equal(t, tc.wantTorn, rec.Torn.Offset)
+		assert.Equal(t, 1, rec.Torn.Frames)
+		assert.Equal(t, lifeFrameSize, rec.Torn.Bytes)
+	}
+	// The log goes on: after an unclean stop in a new segment, after a
+	// clean one in the recycled segment, over the old frames.
+	next := rec.NextSeq
+	appendLife(t, l, 3, next, next+1, true)
+	require.NoError(t, l.Close())
+	l, rec, err = Open("/q", trusting(recycleOptions(fs, 2), trust))
+	require.NoError(t, err)
+	assert.False(t, rec.Unclean)
+	assert.Equal(t, append(tc.want, lives(3, next, next+1)...), lifeFrames(t, l))
 }
 
 // overwrite writes b at off in the file at path, as damage would.

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 
 	"github.com/zerolossmq/zeroloss/internal/record"
 	"github.com/zerolossmq/zeroloss/internal/vfs"
@@ -116,15 +118,26 @@ func listSegments(fsys vfs.FS, dir string) (segments, temps []string, err error)
 }
 
 // scanDir opens and scans every segment in order and checks the chain between
-// them. With trustSeals, a sealed segment other than the last is not read past
-// its header (scanSegment). The returned segments keep their files open; on
-// error every file is closed.
+// them. With trustSeals, no segment's frames are read below its slot's synced
+// offset (scanSegment): a sealed one's are not read at all, and the segments
+// before the last are opened and their header pages read several at a time
+// (openHeaders), since then those reads are most of what Open waits for. The
+// returned segments keep their files open; on error every file is closed.
 func scanDir(fsys vfs.FS, dir string, trustSeals bool, open func(path string, last bool) (vfs.File, error), visit func(*record.Record)) (segs []*segment, torn *TornTail, err error) {
 	paths, _, err := listSegments(fsys, dir)
 	if err != nil {
 		return nil, nil, err
 	}
+	var early []openedSegment // paths[i] for i < len(early), opened ahead
+	if trustSeals && len(paths) > 2 {
+		early = openHeaders(paths[:len(paths)-1], open)
+	}
 	defer func() {
+		for _, o := range early {
+			if o.file != nil { // not taken: the scan stopped before it
+				o.file.Close()
+			}
+		}
 		if err != nil {
 			for _, s := range segs {
 				s.file.Close()
@@ -133,11 +146,18 @@ func scanDir(fsys vfs.FS, dir string, trustSeals bool, open func(path string, la
 	}()
 	for i, path := range paths {
 		last := i == len(paths)-1
-		f, err := open(path, last)
+		var f vfs.File
+		var page *headerPage
+		if i < len(early) {
+			f, err, page = early[i].file, early[i].err, &early[i].page
+			early[i].file = nil
+		} else {
+			f, err = open(path, last)
+		}
 		if err != nil {
 			return segs, nil, err
 		}
-		seg, t, err := scanSegment(f, path, last, trustSeals && !last, visit)
+		seg, t, err := scanSegment(f, path, last, trustSeals, visit, page)
 		if seg != nil {
 			segs = append(segs, seg)
 		} else {
@@ -158,23 +178,86 @@ func scanDir(fsys vfs.FS, dir string, trustSeals bool, open func(path string, la
 	return segs, torn, nil
 }
 
+// headerPage is a segment's first dataStart bytes (header and slots) as a
+// read returned them: n bytes, and the read's error.
+type headerPage struct {
+	buf []byte
+	n   int
+	err error
+}
+
+func readHeaderPage(f vfs.File) *headerPage {
+	page := &headerPage{buf: make([]byte, dataStart)}
+	page.n, page.err = f.ReadAt(page.buf, 0)
+	return page
+}
+
+// openedSegment is a segment opened ahead of the scan, with its header page
+// read, or the error opening it returned.
+type openedSegment struct {
+	file vfs.File
+	err  error
+	page headerPage
+}
+
+// headerReaders is how many segments openHeaders opens and reads at once:
+// a cold header read waits for the disk (~0.1 ms each here), and a disk
+// serves several at a time.
+const headerReaders = 16
+
+// openHeaders opens the sealed segments at paths and reads their header
+// pages, headerReaders at a time. Each entry holds its file (the caller
+// closes it) or the error opening it; the caller reports errors in seq
+// order.
+func openHeaders(paths []string, open func(path string, last bool) (vfs.File, error)) []openedSegment {
+	out := make([]openedSegment, len(paths))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(headerReaders, len(paths)) {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(paths) {
+					return
+				}
+				f, err := open(paths[i], false)
+				out[i] = openedSegment{file: f, err: err}
+				if err == nil {
+					out[i].page = *readHeaderPage(f)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return out
+}
+
 // scanSegment reads a segment's header and slots and decodes every frame,
-// applying the recovery rules of the package comment. With trustSeal, a
-// sealed segment's frames are not read: its slot gives where its data ends
-// and its last seq (checked against the header, and by scanDir against the
-// next segment's header); damage among its frames is found by the Reader that
-// reaches it, as ErrCorrupt naming file and offset, and by Scan.
-func scanSegment(f vfs.File, path string, last, trustSeal bool, visit func(*record.Record)) (*segment, *TornTail, error) {
+// applying the recovery rules of the package comment. With trust, the frames
+// below the best slot's synced offset are not read: the slot gives where they
+// end and the last seq among them (bySlot checks it against the header, and
+// scanDir a sealed segment's against the next segment's header), and the scan
+// decodes from the synced offset on, under the rules above it; a sealed
+// segment ends there. Damage among the frames not read is found by the Reader
+// that reaches it, as ErrCorrupt naming file and offset, and by Scan.
+func scanSegment(f vfs.File, path string, last, trust bool, visit func(*record.Record), read *headerPage) (*segment, *TornTail, error) {
 	size, err := f.Size()
 	if err != nil {
 		return nil, nil, err
 	}
-	page := make([]byte, dataStart)
-	if n, err := f.ReadAt(page, 0); n < dataStart {
-		if err == nil || err == io.EOF {
-			return nil, nil, corrupt(path, int64(n), "file is %d bytes, shorter than the segment header", size)
+	var data []dataRegion // where a torn tail may lie, asked before any read
+	if last {
+		data = dataRegions(f, dataStart, size)
+	}
+	if read == nil {
+		read = readHeaderPage(f)
+	}
+	page := read.buf
+	if read.n < dataStart {
+		if read.err == nil || read.err == io.EOF {
+			return nil, nil, corrupt(path, int64(read.n), "file is %d bytes, shorter than the segment header", size)
 		}
-		return nil, nil, err
+		return nil, nil, read.err
 	}
 	h, reason := decodeHeader(page)
 	if reason != "" {
@@ -196,8 +279,21 @@ func scanSegment(f vfs.File, path string, last, trustSeal bool, visit func(*reco
 	if sl.syncedOffset > size {
 		return seg, nil, corrupt(path, size, "file is %d bytes but its slot records %d bytes as synced", size, sl.syncedOffset)
 	}
-	if trustSeal && sl.sealed {
-		return sealedBySlot(seg, path)
+	start, expected := int64(dataStart), h.baseSeq
+	if trust {
+		if err := bySlot(seg, path); err != nil || sl.sealed {
+			return seg, nil, err
+		}
+		if sl.syncedOffset > dataStart {
+			// Else the first frame is the base's, which is above the
+			// previous segment's last seq+1 after a jump (an unclean stop
+			// skips the leased seqs).
+			start, expected = sl.syncedOffset, sl.syncedSeq+1
+		}
+		clean, err := cleanAtSyncedOffset(f, path, h, sl, expected)
+		if err != nil || clean {
+			return seg, nil, err
+		}
 	}
 	limit := size
 	if sl.sealed {
@@ -205,8 +301,7 @@ func scanSegment(f vfs.File, path string, last, trustSeal bool, visit func(*reco
 	}
 	// strict: damage here is corruption, not a torn tail.
 	strict := func(off int64) bool { return sl.sealed || off < sl.syncedOffset }
-	rd := record.NewReader(f, dataStart, limit, 0)
-	expected := h.baseSeq
+	rd := record.NewReader(f, start, limit, 0)
 	for {
 		off := rd.Offset()
 		if off == sl.syncedOffset && seg.lastSeq != sl.syncedSeq {
@@ -235,14 +330,14 @@ func scanSegment(f vfs.File, path string, last, trustSeal bool, visit func(*reco
 				if strict(off) {
 					return seg, nil, corrupt(path, off, "zeros where synced data should be (synced offset %d)", sl.syncedOffset)
 				}
-				t, err := tornAfter(f, path, off, limit, "zeroed frame header")
+				t, err := tornAfter(f, path, off, limit, "zeroed frame header", data)
 				return seg, t, err
 			}
 			if strict(off) {
 				return seg, nil, corrupt(path, off, "%v (below the synced offset %d)", err, sl.syncedOffset)
 			}
 			reason := err.Error()
-			t, err := tornAfter(f, path, off, limit, reason)
+			t, err := tornAfter(f, path, off, limit, reason, data)
 			if t == nil && err == nil {
 				t = &TornTail{File: path, Offset: off, Frames: 1, Reason: reason}
 			}
@@ -262,32 +357,63 @@ func scanSegment(f vfs.File, path string, last, trustSeal bool, visit func(*reco
 	return seg, nil, nil
 }
 
-// sealedBySlot fills in a sealed segment's end, last seq and frame count from
-// its slot without reading its frames, after the checks that need no frame:
-// an empty segment ends at its data start with the previous segment's last
-// seq, a non-empty one has a last seq at or above its base and room for
-// every frame's header. The frames start at the base seq and follow each
-// other (recovery and appends never leave a hole inside a segment).
-func sealedBySlot(seg *segment, path string) (*segment, *TornTail, error) {
+// bySlot fills in a segment's end, last seq and frame count from its best
+// slot, for the frames below its synced offset (all of them in a sealed
+// segment), without reading them, after the checks that need no frame: no
+// frame below the synced offset means the previous segment's last seq, some
+// means a last seq at or above the base and room for every frame's header.
+// The frames start at the base seq and follow each other (recovery and
+// appends never leave a hole inside a segment), and a slot records an offset
+// only once an fdatasync made everything below it durable.
+func bySlot(seg *segment, path string) error {
 	sl := seg.slot
 	switch {
 	case sl.syncedOffset < dataStart:
-		return seg, nil, corrupt(path, slotAOffset, "sealed slot records offset %d, inside the header", sl.syncedOffset)
+		return corrupt(path, slotAOffset, "slot records offset %d, inside the header", sl.syncedOffset)
 	case sl.syncedOffset == dataStart && sl.syncedSeq != seg.prevLastSeq:
-		return seg, nil, corrupt(path, slotAOffset, "sealed empty segment records last seq %d, its header %d", sl.syncedSeq, seg.prevLastSeq)
+		return corrupt(path, slotAOffset, "slot records last seq %d with no frame, its header %d", sl.syncedSeq, seg.prevLastSeq)
 	case sl.syncedOffset > dataStart && sl.syncedSeq < seg.baseSeq:
-		return seg, nil, corrupt(path, slotAOffset, "sealed slot records last seq %d below the base seq %d", sl.syncedSeq, seg.baseSeq)
+		return corrupt(path, slotAOffset, "slot records last seq %d below the base seq %d", sl.syncedSeq, seg.baseSeq)
 	}
 	if sl.syncedOffset > dataStart {
 		frames := sl.syncedSeq - seg.baseSeq + 1
 		if uint64(sl.syncedOffset-dataStart)/record.HeaderSize < frames {
-			return seg, nil, corrupt(path, slotAOffset, "sealed slot records %d frames in %d bytes", frames, sl.syncedOffset-dataStart)
+			return corrupt(path, slotAOffset, "slot records %d frames in %d bytes", frames, sl.syncedOffset-dataStart)
 		}
 		seg.frames = int(frames)
 	}
 	seg.end, seg.lastSeq = sl.syncedOffset, sl.syncedSeq
-	return seg, nil, nil
+	return nil
 }
+
+// cleanAtSyncedOffset reads the frame header at the synced offset of the
+// last segment (h its header, sl its best slot, not sealed, expected the seq
+// of the frame that may start there) and says whether
+// the data ends there cleanly without reading further, as decoding from there
+// would conclude:
+//
+//   - In a recycled segment, a header not carrying the next seq (leftovers of
+//     the earlier life, zeros) is a clean end (recycledTail).
+//   - A zero header where the slot is the one a clean Close writes (exact,
+//     its lease the last seq) is a clean end: every frame of this life has a
+//     seq at or below the lease, so none lies past it; the free space after
+//     it is not read for the torn tail that only an unclean stop leaves.
+//
+// Otherwise (the next frame, a torn one, zeros after an unclean stop) the
+// caller decodes from the synced offset under today's rules.
+func cleanAtSyncedOffset(f vfs.File, path string, h header, sl slot, expected uint64) (bool, error) {
+	header := make([]byte, record.HeaderSize)
+	n, err := f.ReadAt(header, sl.syncedOffset)
+	if n < len(header) && err != nil && err != io.EOF {
+		return false, fmt.Errorf("wal: reading %s at offset %d: %w", path, sl.syncedOffset, err)
+	}
+	if h.recycled {
+		return n < 24 || binary.LittleEndian.Uint64(header[16:24]) != expected, nil
+	}
+	return n == len(header) && bytes.Equal(header, zeroHeader[:]) && sl.lease == sl.syncedSeq, nil
+}
+
+var zeroHeader [record.HeaderSize]byte
 
 // recycledTail decides what ends the data of a recycled segment above its
 // synced offset, at off, where the frame with seq expected was not found
@@ -318,26 +444,30 @@ func isDecodeError(err error) bool {
 
 // tornAfter measures the region after the last good frame: it returns nil if
 // it is all zeros (a clean end), else a TornTail counting the frames whose
-// headers can still be walked.
-func tornAfter(f vfs.File, path string, off, limit int64, reason string) (*TornTail, error) {
+// headers can still be walked. It reads only the data regions (nil: the
+// file system cannot tell, read every byte): a segment's preallocated free
+// space is not read.
+func tornAfter(f vfs.File, path string, off, limit int64, reason string, data []dataRegion) (*TornTail, error) {
+	if data == nil {
+		data = []dataRegion{{off, limit}}
+	}
 	lastNonZero := int64(-1)
 	buf := make([]byte, 64<<10)
-	for pos := off; pos < limit; {
-		n := int64(len(buf))
-		if limit-pos < n {
-			n = limit - pos
+	for _, region := range data {
+		for pos, end := max(region.start, off), min(region.end, limit); pos < end; {
+			n := min(int64(len(buf)), end-pos)
+			m, err := f.ReadAt(buf[:n], pos)
+			if int64(m) < n && err != nil && err != io.EOF {
+				return nil, fmt.Errorf("wal: reading %s at offset %d: %w", path, pos, err)
+			}
+			if i := lastNonZeroByte(buf[:m]); i >= 0 {
+				lastNonZero = pos + int64(i)
+			}
+			if m == 0 {
+				break // past the end of the file
+			}
+			pos += int64(m)
 		}
-		m, err := f.ReadAt(buf[:n], pos)
-		if int64(m) < n && err != nil && err != io.EOF {
-			return nil, fmt.Errorf("wal: reading %s at offset %d: %w", path, pos, err)
-		}
-		if i := lastNonZeroByte(buf[:m]); i >= 0 {
-			lastNonZero = pos + int64(i)
-		}
-		if m == 0 {
-			break
-		}
-		pos += int64(m)
 	}
 	if lastNonZero < 0 {
 		return nil, nil
@@ -357,6 +487,39 @@ func tornAfter(f vfs.File, path string, off, limit int64, reason string) (*TornT
 		pos += int64(size)
 	}
 	return t, nil
+}
+
+// dataRegion is a range [start, end) of a file that may hold non-zero bytes.
+type dataRegion struct{ start, end int64 }
+
+// maxDataRegions bounds dataRegions' answer: past it, read every byte.
+const maxDataRegions = 64
+
+// dataRegions returns the ranges of f in [from, to) that may hold non-zero
+// bytes, as the file system tells (vfs.DataFinder: on Linux, written extents
+// and pages in the page cache), or nil when it cannot. It must run before the
+// segment's data is read: a read brings zero pages of the free space into the
+// page cache (with the kernel's readahead, megabytes of them), and cached
+// pages count as data.
+func dataRegions(f vfs.File, from, to int64) []dataRegion {
+	finder, ok := f.(vfs.DataFinder)
+	if !ok {
+		return nil
+	}
+	regions := []dataRegion{}
+	for pos := from; pos < to; {
+		start, end, ok, err := finder.NextData(pos)
+		if err != nil || len(regions) == maxDataRegions {
+			return nil
+		}
+		if !ok || start >= to {
+			break
+		}
+		end = min(max(end, start+1), to)
+		regions = append(regions, dataRegion{max(start, pos), end})
+		pos = end
+	}
+	return regions
 }
 
 func lastNonZeroByte(b []byte) int {

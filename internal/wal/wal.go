@@ -64,12 +64,15 @@ type Options struct {
 	// take disk space until used, and are removed by Close and Open.
 	Recycle int
 
-	// TrustSeals: Open does not read the frames of the sealed segments
-	// before the last one; their slots give their ends and last seqs, and
-	// damage among their frames is ErrCorrupt when a Reader reaches it
-	// (Scan still reads everything). For a caller that reads the log after
-	// Open anyway (the queue's replay), or can wait for a read to find
-	// damage. Without it, Open reads every frame and refuses a damaged log.
+	// TrustSeals: Open reads no frame below a segment's synced offset:
+	// the sealed segments' slots give their ends and last seqs, and the
+	// last segment's slot where its durable frames end and their last seq;
+	// Open decodes the last segment from there on only (after a clean
+	// Close, one frame header). Damage among the frames not read is
+	// ErrCorrupt when a Reader reaches it (Scan still reads everything).
+	// For a caller that reads the log after Open anyway (the queue's
+	// replay), or can wait for a read to find damage. Without it, Open
+	// reads every frame and refuses a damaged log.
 	TrustSeals bool
 
 	// Claim, if set, is called once the directory is locked and before
