@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
@@ -342,19 +344,62 @@ func fillBacklog(b testing.TB, dir string, size int64) {
 	require.NoError(b, q.Close())
 }
 
-// dropPageCache evicts the clean pages of every file in dir from the page
-// cache (posix_fadvise DONTNEED after an fdatasync, which needs no root).
-func dropPageCache(b testing.TB, dir string) {
-	entries, err := os.ReadDir(dir)
-	require.NoError(b, err)
-	for _, e := range entries {
-		if !e.Type().IsRegular() {
-			continue
+// dropPageCache evicts the clean pages of every file under dir, in
+// subdirectories too (wherever a queue keeps its state), from the page cache
+// (posix_fadvise DONTNEED after an fdatasync, which needs no root).
+func dropPageCache(tb testing.TB, dir string) {
+	err := filepath.WalkDir(dir, func(path string, e fs.DirEntry, err error) error {
+		if err != nil || !e.Type().IsRegular() {
+			return err
 		}
-		f, err := os.Open(filepath.Join(dir, e.Name()))
-		require.NoError(b, err)
-		require.NoError(b, unix.Fdatasync(int(f.Fd())))
-		require.NoError(b, unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED))
-		require.NoError(b, f.Close())
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := unix.Fdatasync(int(f.Fd())); err != nil {
+			return fmt.Errorf("fdatasync %s: %w", path, err)
+		}
+		if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+			return fmt.Errorf("fadvise %s: %w", path, err)
+		}
+		return nil
+	})
+	require.NoError(tb, err)
+}
+
+// TestDropPageCache checks that dropPageCache leaves none of a file's pages
+// in the page cache, for a file in a subdirectory too, which is what the
+// cold sides rely on.
+func TestDropPageCache(t *testing.T) {
+	dir := t.TempDir()
+	var fsStat unix.Statfs_t
+	require.NoError(t, unix.Statfs(dir, &fsStat))
+	if fsStat.Type == unix.TMPFS_MAGIC {
+		t.Skip("tmpfs keeps its pages: nothing to drop")
 	}
+	path := filepath.Join(dir, "sub", "file")
+	require.NoError(t, os.Mkdir(filepath.Dir(path), 0o755))
+	require.NoError(t, os.WriteFile(path, filledBody(4<<20), 0o644))
+	resident := func() int {
+		f, err := os.Open(path)
+		require.NoError(t, err)
+		defer f.Close()
+		data, err := unix.Mmap(int(f.Fd()), 0, 4<<20, unix.PROT_READ, unix.MAP_SHARED)
+		require.NoError(t, err)
+		defer unix.Munmap(data)
+		pages := make([]byte, (len(data)+os.Getpagesize()-1)/os.Getpagesize())
+		_, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&data[0])), uintptr(len(data)), uintptr(unsafe.Pointer(&pages[0])))
+		require.Zero(t, errno, "mincore")
+		n := 0
+		for _, p := range pages {
+			n += int(p & 1)
+		}
+		return n
+	}
+	_, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.Positive(t, resident(), "the file was just read")
+	dropPageCache(t, dir)
+	require.Zero(t, resident(), "pages left in the page cache")
 }
