@@ -382,6 +382,15 @@ func TestCheckpointFileIgnored(t *testing.T) {
 			fs, err := cloneMem(base, "/q", true)
 			require.NoError(t, err)
 			tc.change(fs)
+			st, err := readDirState(fs, "/q") // what inspect shows
+			require.NoError(t, err)
+			problems := 0
+			for _, f := range st.CheckpointFiles {
+				if f.Problem != "" {
+					problems++
+				}
+			}
+			assert.Equal(t, tc.ignored, problems, "inspect: %+v", st.CheckpointFiles)
 			var logged strings.Builder
 			o := checkpointOptions(fs, clock)
 			o.Logger = slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelWarn}))

@@ -39,6 +39,21 @@ type DirState struct {
 	// Topics are the topics holding a retained message or read by a group,
 	// as Queue.TopicStats returns them.
 	Topics []TopicStats
+	// CheckpointFiles are the directory's checkpoint files, newest first,
+	// each with whether the next Open could start from it.
+	CheckpointFiles []DirCheckpointFile
+}
+
+// DirCheckpointFile is a checkpoint file (Options.CheckpointBytes): the
+// state Open would rebuild, as of the record at Seq.
+type DirCheckpointFile struct {
+	Name  string
+	Seq   uint64
+	Bytes int64
+	// Problem says why Open would ignore it (a failed checksum, an unknown
+	// version, a seq above the log's last, another record at its seq);
+	// empty if Open can start from it.
+	Problem string
 }
 
 // DirIdentity says what a directory is, as its IDENTITY file says.
@@ -160,11 +175,20 @@ func readDirState(fsys vfs.FS, dir string) (DirState, error) {
 		return out, err
 	}
 	rs := q.newReplay(chained, firstSeq, gaps, cu)
+	files, taken, err := readCheckpointFiles(fsys, dir, res.LastSeq)
+	if err != nil {
+		return out, err
+	}
 	type route struct{ topic, tag string }
 	mainSeqs := map[uint64]route{}   // main-stream message seqs, to count unacked ones: their topic and tag
 	oldest := map[string]time.Time{} // by topic, the append time of its first message
 	for _, seg := range res.Segments {
 		err := wal.ReadFrames(fsys, dir, seg, func(off int64, rec *record.Record) error {
+			if at, ok := taken[rec.Seq]; ok {
+				if frameIDOf(rec, off).sameRecord(at) {
+					delete(taken, rec.Seq)
+				}
+			}
 			if rec.Stream == 0 && rec.Type == record.TypeMessage {
 				topic, tag, err := record.MessageRoute(rec.Payload)
 				if err != nil {
@@ -189,6 +213,12 @@ func readDirState(fsys vfs.FS, dir string) (DirState, error) {
 		return out, err
 	}
 	out.LastSeq, out.Checkpoint = res.LastSeq, rs.seenCheckpoint
+	for i := range files {
+		if _, missing := taken[files[i].Seq]; missing && files[i].Problem == "" {
+			files[i].Problem = fmt.Sprintf("the log does not hold the record it was taken at (seq %d)", files[i].Seq)
+		}
+	}
+	out.CheckpointFiles = files
 	epochs, err := readEpochs(fsys, dir, res.LastSeq)
 	if err != nil {
 		return out, err
@@ -323,4 +353,50 @@ func retryKeys(g *ledgerGroup, now time.Time) (int, time.Duration) {
 		return len(keys), 0
 	}
 	return len(keys), max(now.Sub(unixTime(first)), 0)
+}
+
+// readCheckpointFiles describes dir's checkpoint files, newest first, and
+// returns the records the usable ones were taken at, by seq, for the caller
+// to find in the log (those it does not find make the file unusable).
+func readCheckpointFiles(fsys vfs.FS, dir string, lastSeq uint64) ([]DirCheckpointFile, map[uint64]frameID, error) {
+	names, err := fsys.List(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	var out []DirCheckpointFile
+	taken := map[uint64]frameID{}
+	for _, name := range names {
+		seq, ok := parseCheckpointFileName(name)
+		if !ok {
+			continue
+		}
+		f := DirCheckpointFile{Name: name, Seq: seq}
+		path := filepath.Join(dir, name)
+		if size, err := fileSize(fsys, path); err == nil {
+			f.Bytes = size
+		}
+		sf, err := readStateFile(fsys, path)
+		switch {
+		case err != nil:
+			f.Problem = err.Error()
+		case sf.at.seq != seq:
+			f.Problem = fmt.Sprintf("holds seq %d", sf.at.seq)
+		case seq > lastSeq:
+			f.Problem = fmt.Sprintf("ahead of the log (last seq %d)", lastSeq)
+		default:
+			taken[seq] = sf.at
+		}
+		out = append(out, f)
+	}
+	slices.Reverse(out) // List sorts by name: oldest first
+	return out, taken, nil
+}
+
+func fileSize(fsys vfs.FS, path string) (int64, error) {
+	f, err := fsys.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	return f.Size()
 }

@@ -111,6 +111,9 @@ type stateReport struct {
 	PendingTx     int                   `json:"pending_transactions"`
 	DedupIDs      int                   `json:"dedup_ids"`
 	HasCheckpoint bool                  `json:"checkpoint"`
+	// CheckpointFiles are DIR's checkpoint files, newest first: Open
+	// starts from the newest without a problem and reads the log after it.
+	CheckpointFiles []zeroloss.DirCheckpointFile `json:"checkpoint_files"`
 	// SpoolDepth is set when DIR is a strict producer's spool.
 	SpoolDepth *int `json:"spool_depth,omitempty"`
 	// Epoch is the latest leadership term, EpochStart its first seq;
@@ -122,7 +125,10 @@ type stateReport struct {
 
 func newStateReport(st zeroloss.DirState) *stateReport {
 	r := &stateReport{Topics: st.Topics, Groups: st.Groups, PendingTx: st.PendingTx, DedupIDs: st.DedupIDs, HasCheckpoint: st.Checkpoint,
-		SpoolDepth: st.SpoolDepth, Epoch: st.Epoch, EpochStart: st.EpochStart, Follower: st.Follower}
+		SpoolDepth: st.SpoolDepth, Epoch: st.Epoch, EpochStart: st.EpochStart, Follower: st.Follower, CheckpointFiles: st.CheckpointFiles}
+	if r.CheckpointFiles == nil {
+		r.CheckpointFiles = []zeroloss.DirCheckpointFile{}
+	}
 	if r.Groups == nil {
 		r.Groups = []zeroloss.DirGroup{}
 	}
@@ -281,6 +287,21 @@ func (r *inspectReport) print(w io.Writer) {
 		}
 		line("pending tx", "%d transactional half messages waiting for a decision", st.PendingTx)
 		line("dedup ids", "%d within the default window", st.DedupIDs)
+		if len(st.CheckpointFiles) == 0 {
+			line("restart", "no checkpoint file: the next Open reads the whole log")
+		}
+		from := false
+		for _, f := range st.CheckpointFiles {
+			switch {
+			case f.Problem != "":
+				line("restart", "%s (%s): ignored by Open: %s", f.Name, formatBytes(f.Bytes), f.Problem)
+			case !from:
+				from = true
+				line("restart", "%s (%s): the next Open starts from it and reads only the log after seq %d", f.Name, formatBytes(f.Bytes), f.Seq)
+			default:
+				line("restart", "%s (%s): kept in case the newer one is damaged", f.Name, formatBytes(f.Bytes))
+			}
+		}
 		if len(st.Topics) > 0 {
 			fmt.Fprintln(w)
 			rows := [][]string{{"TOPIC", "MESSAGES", "BYTES", "GROUPS", "OLDEST SEQ", "OLDEST"}}

@@ -449,3 +449,33 @@ func TestInspectRecycledSegment(t *testing.T) {
 	rep.print(&out)
 	assert.Contains(t, out.String(), "active, recycled")
 }
+
+// inspect names the checkpoint files and says which the next Open starts
+// from, and why it would ignore a damaged one.
+func TestInspectCheckpointFiles(t *testing.T) {
+	dir, _ := newQueue(t, 300) // Close wrote one, at seq 301
+	name := "CHECKPOINT-00000000000000000301"
+	r := runTool("inspect", dir)
+	require.Equal(t, exitOK, r.code, "stderr: %s", r.stderr)
+	assert.Regexp(t, `restart: +`+name+` \(.*\): the next Open starts from it and reads only the log after seq 301`, r.stdout)
+
+	path := filepath.Join(dir, name)
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	data[len(data)/2] ^= 1
+	require.NoError(t, os.WriteFile(path, data, 0o600))
+	r = runTool("inspect", "--json", dir)
+	require.Equal(t, exitOK, r.code, "stderr: %s", r.stderr)
+	var report struct {
+		State struct {
+			CheckpointFiles []zeroloss.DirCheckpointFile `json:"checkpoint_files"`
+		} `json:"state"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &report))
+	require.Len(t, report.State.CheckpointFiles, 1)
+	assert.Equal(t, uint64(301), report.State.CheckpointFiles[0].Seq)
+	assert.Contains(t, report.State.CheckpointFiles[0].Problem, "checksum mismatch")
+	r = runTool("inspect", dir)
+	assert.Contains(t, r.stdout, name)
+	assert.Contains(t, r.stdout, "ignored by Open")
+}
