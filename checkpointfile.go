@@ -220,23 +220,30 @@ func (q *Queue) loadState(sf *stateFile, rs *replayState) {
 
 // readStateFile reads and decodes one checkpoint file.
 func readStateFile(fsys vfs.FS, path string) (*stateFile, error) {
+	sf, _, err := readStateFileBytes(fsys, path)
+	return sf, err
+}
+
+// readStateFileBytes is readStateFile that also returns the file's bytes.
+func readStateFileBytes(fsys vfs.FS, path string) (*stateFile, []byte, error) {
 	f, err := fsys.Open(path)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer f.Close()
 	size, err := f.Size()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	b := make([]byte, size)
 	if n, err := f.ReadAt(b, 0); n < len(b) {
 		if err == nil || err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
-		return nil, fmt.Errorf("zeroloss: reading %s: %w", path, err)
+		return nil, nil, fmt.Errorf("zeroloss: reading %s: %w", path, err)
 	}
-	return decodeState(path, b)
+	sf, err := decodeState(path, b)
+	return sf, b, err
 }
 
 // checkpointFiles returns the seqs of dir's checkpoint files, newest first,
@@ -263,16 +270,16 @@ func checkpointFiles(fsys vfs.FS, dir string) ([]uint64, error) {
 
 // openState loads the newest checkpoint file that the log confirms into q
 // (Open, before any goroutine runs) and returns a reader positioned after its
-// record, and that record's ID; with none, a reader at the log's start and a
-// zero ID.
-func (q *Queue) openState(dir string, rs *replayState) (*wal.Reader, frameID, error) {
+// record, that record's ID and the file's bytes; with none, a reader at the
+// log's start, a zero ID and nil.
+func (q *Queue) openState(dir string, rs *replayState) (*wal.Reader, frameID, []byte, error) {
 	seqs, err := checkpointFiles(q.opts.fs, dir)
 	if err != nil {
-		return nil, frameID{}, fmt.Errorf("zeroloss: listing checkpoint files in %s: %w", dir, err)
+		return nil, frameID{}, nil, fmt.Errorf("zeroloss: listing checkpoint files in %s: %w", dir, err)
 	}
 	for _, seq := range seqs {
 		path := filepath.Join(dir, checkpointFileName(seq))
-		sf, err := readStateFile(q.opts.fs, path)
+		sf, raw, err := readStateFileBytes(q.opts.fs, path)
 		if err == nil && sf.at.seq != seq {
 			err = fmt.Errorf("zeroloss: checkpoint file %s holds seq %d: %w", path, sf.at.seq, ErrCorrupt)
 		}
@@ -288,7 +295,7 @@ func (q *Queue) openState(dir string, rs *replayState) (*wal.Reader, frameID, er
 		rec, err := r.Next()
 		if err != nil && err != io.EOF {
 			r.Close()
-			return nil, frameID{}, fmt.Errorf("zeroloss: recovering from %s: %w", path, err)
+			return nil, frameID{}, nil, fmt.Errorf("zeroloss: recovering from %s: %w", path, err)
 		}
 		if err == io.EOF || !frameIDOf(&rec, r.Offset()).sameRecord(sf.at) {
 			r.Close()
@@ -297,9 +304,9 @@ func (q *Queue) openState(dir string, rs *replayState) (*wal.Reader, frameID, er
 			continue
 		}
 		q.loadState(sf, rs)
-		return r, sf.at, nil
+		return r, sf.at, raw, nil
 	}
-	return q.log.NewUncappedReader(0), frameID{}, nil
+	return q.log.NewUncappedReader(0), frameID{}, nil, nil
 }
 
 // frameAt returns the ID of the record at seq, whose frame starts at off.

@@ -224,11 +224,37 @@ func (t *dedupTable) recovered(id dedupKey, seq uint64, at time.Time, now time.T
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if old := t.byID[id]; old != nil && old.seq >= seq {
+	t.recover(&dedupEntry{key: id, seq: seq, at: at})
+}
+
+// recoveredAll is recovered for each of a checkpoint's entries, in order,
+// with the entries allocated together (Open loads up to DedupEntries of
+// them from a checkpoint file).
+func (t *dedupTable) recoveredAll(entries []record.DedupEntry, now time.Time) {
+	since := now.Add(-t.window)
+	block := make([]dedupEntry, len(entries))
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.byID) == 0 && t.recovering == nil {
+		t.byID = make(map[dedupKey]*dedupEntry, len(entries))
+		t.recovering = make([]*dedupEntry, 0, len(entries))
+	}
+	for i, e := range entries {
+		at := unixTime(e.Time)
+		if at.Before(since) {
+			continue
+		}
+		block[i] = dedupEntry{key: dedupKey{e.Topic, e.ID}, seq: e.Seq, at: at}
+		t.recover(&block[i])
+	}
+}
+
+// recover adds e, read back on Open (the caller holds mu).
+func (t *dedupTable) recover(e *dedupEntry) {
+	if old := t.byID[e.key]; old != nil && old.seq >= e.seq {
 		return
 	}
-	e := &dedupEntry{key: id, seq: seq, at: at}
-	t.byID[id] = e
+	t.byID[e.key] = e
 	t.recovering = append(t.recovering, e)
 	if len(t.recovering)/2 >= t.max { // (ReadDirState's max is 1<<62: no 2*max)
 		t.recovering = t.keepNewest()

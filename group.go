@@ -451,7 +451,7 @@ func (q *Queue) recoverGroups(dir string) (afterGap bool, err error) {
 	rs := q.newReplay(q.log.Trimmed(), q.log.FirstSeq(), gaps, nil)
 	// The newest checkpoint file the log confirms holds the state up to
 	// its record (checkpointfile.go): only the records after it are read.
-	r, from, err := q.openState(dir, rs)
+	r, from, file, err := q.openState(dir, rs)
 	if err != nil {
 		return false, err
 	}
@@ -459,11 +459,12 @@ func (q *Queue) recoverGroups(dir string) (afterGap bool, err error) {
 	for len(rs.gaps) > 0 && rs.gaps[0] <= from.seq {
 		rs.gaps = rs.gaps[1:] // the file's state is the state after them
 	}
+	gapsAfter := len(rs.gaps) > 0
 	if rs.catchup, err = catchupFor(q.opts.fs, dir, rs.gaps); err != nil {
 		return false, err
 	}
 	last, lastOff := from.seq, from.off
-	var read uint64
+	var read, readBytes uint64
 	for {
 		rec, err := r.Next()
 		if err == io.EOF {
@@ -473,6 +474,7 @@ func (q *Queue) recoverGroups(dir string) (afterGap bool, err error) {
 			return false, fmt.Errorf("zeroloss: recovering consumer groups: %w", err)
 		}
 		read++
+		readBytes += uint64(rec.Size())
 		if err := q.replay(rs, &rec); err != nil {
 			return false, err
 		}
@@ -496,14 +498,22 @@ func (q *Queue) recoverGroups(dir string) (afterGap bool, err error) {
 	q.topics.trim(q.log.FirstSeq()) // a file's runs of segments deleted since
 	if rs.plain() {
 		// The state just rebuilt is the base of the next checkpoint file
-		// (taken before the groups below raise nextGroupID).
-		at := from
-		if last != from.seq {
-			if at, err = q.frameAt(last, lastOff); err != nil {
-				return false, err
+		// (taken before the groups below raise nextGroupID). When few
+		// records followed the file (a clean Close: only Open's epoch
+		// record), the file itself is the base, and the next checkpoint
+		// replays them again: cheaper than encoding the state now.
+		q.files.written, q.files.bytes = from.seq, q.log.Stats().Bytes
+		if file != nil && !gapsAfter && readBytes <= uint64(len(file)) {
+			q.files.base, q.files.at = file, from
+		} else {
+			at := from
+			if last != from.seq {
+				if at, err = q.frameAt(last, lastOff); err != nil {
+					return false, err
+				}
 			}
+			q.files.base, q.files.at = q.encodeState(at), at
 		}
-		q.files.base, q.files.at, q.files.written, q.files.bytes = q.encodeState(at), at, from.seq, q.log.Stats().Bytes
 	}
 	q.ledger.mu.Lock()
 	defer q.ledger.mu.Unlock()
@@ -655,9 +665,7 @@ func (q *Queue) replay(rs *replayState, rec *record.Record) error {
 // pending halves.
 func (q *Queue) loadCheckpoint(rs *replayState, c *record.Checkpoint) {
 	if q.dedup != nil {
-		for _, e := range c.Dedup {
-			q.dedup.recovered(dedupKey{e.Topic, e.ID}, e.Seq, unixTime(e.Time), rs.now)
-		}
+		q.dedup.recoveredAll(c.Dedup, rs.now)
 	}
 	for _, h := range c.Halves {
 		q.tx.recoverHalf(h.Seq, h.Message, unixTime(h.Time), int(h.Checks))
