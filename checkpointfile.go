@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/zerolossmq/zeroloss/internal/record"
 	"github.com/zerolossmq/zeroloss/internal/vfs"
@@ -476,6 +477,8 @@ func (q *Queue) checkpointState(force bool) {
 	if !force && q.files.base != nil && q.log.Stats().Bytes-q.files.bytes < uint64(q.opts.CheckpointBytes) {
 		return
 	}
+	start := time.Now()
+	defer func() { q.stats.checkpointTime.Add(int64(time.Since(start))) }()
 	err := q.advanceState(q.dir)
 	if err == nil {
 		err = q.writeState(q.dir)
@@ -495,6 +498,8 @@ func (q *Queue) beforeRemove(below uint64) {
 	if q.files.base == nil || q.files.at.seq >= below-1 || q.log.Err() != nil {
 		return
 	}
+	start := time.Now()
+	defer func() { q.stats.checkpointTime.Add(int64(time.Since(start))) }()
 	err := q.advanceState(q.dir)
 	if err == nil && q.files.at.seq < below-1 {
 		err = fmt.Errorf("the base stays at seq %d", q.files.at.seq)

@@ -36,6 +36,10 @@ type Stats struct {
 	// them without a checkpoint file, those after it with one.
 	CheckpointFiles uint64
 	OpenFramesRead  uint64
+	// CheckpointFileTime is the time spent building and writing checkpoint
+	// files (in the background, and in Close): the replay of the log
+	// written since the last one, mostly.
+	CheckpointFileTime time.Duration
 	// RetentionSkipped counts messages that RetentionBytes or RetentionAge
 	// deleted before a consumer group acked them.
 	RetentionSkipped uint64
@@ -154,7 +158,8 @@ type queueStats struct {
 	retentionSkipped atomic.Uint64
 	checkpoints      atomic.Uint64
 	checkpointFiles  atomic.Uint64
-	openFramesRead   uint64 // set by Open
+	checkpointTime   atomic.Int64 // nanoseconds
+	openFramesRead   uint64       // set by Open
 
 	sendLatency durationBuckets
 }
@@ -190,10 +195,11 @@ func (q *Queue) Stats() Stats {
 		RecycledRolls: ls.RecycledRolls,
 		DiskBytes:     ls.DiskBytes,
 
-		SegmentsDeleted: q.stats.segmentsDeleted.Load(),
-		Checkpoints:     q.stats.checkpoints.Load(),
-		CheckpointFiles: q.stats.checkpointFiles.Load(),
-		OpenFramesRead:  q.stats.openFramesRead,
+		SegmentsDeleted:    q.stats.segmentsDeleted.Load(),
+		Checkpoints:        q.stats.checkpoints.Load(),
+		CheckpointFiles:    q.stats.checkpointFiles.Load(),
+		CheckpointFileTime: time.Duration(q.stats.checkpointTime.Load()),
+		OpenFramesRead:     q.stats.openFramesRead,
 
 		RetentionSkipped: q.stats.retentionSkipped.Load(),
 		LastSeq:          q.log.LastSeq(),
