@@ -140,7 +140,7 @@ type stateFile struct {
 func (q *Queue) encodeState(at frameID) []byte {
 	cp := q.ledger.checkpoint()
 	if q.dedup != nil {
-		cp.Dedup = q.dedup.snapshot(q.opts.now())
+		cp.Dedup = q.dedup.checkpointEntries(q.opts.now())
 	}
 	cp.Halves = q.tx.snapshot()
 	b := append([]byte(nil), checkpointFileMagic...)
@@ -335,13 +335,27 @@ func (rs *replayState) plain() bool {
 
 // stateCheckpoints is what the queue keeps to write checkpoint files (used
 // by markLoop, then by Close; tests also run retention from their own
-// goroutine, hence mu).
+// goroutine, hence mu). The state as of the record at `at` is either
+// encoded (base: as Open left it, the file it loaded or its own replay
+// encoded) or live in a shadow queue whose replay goes on from there
+// (after the first advance); with neither, the next advance replays the
+// whole log.
 type stateCheckpoints struct {
 	mu      sync.Mutex
-	base    []byte  // the encoded state at `at`; nil: none (the next advance replays the whole log)
-	at      frameID // the record base was taken at
-	written uint64  // seq of the newest checkpoint file written or loaded
-	bytes   uint64  // the log's Stats().Bytes when base was taken
+	base    []byte
+	shadow  *Queue
+	rs      *replayState
+	at      frameID
+	encoded []byte // the state at `at`, encoded and not written yet as a file
+	written uint64 // seq of the newest checkpoint file written or loaded
+	bytes   uint64 // the log's Stats().Bytes when `at` was reached
+}
+
+func (c *stateCheckpoints) has() bool { return c.base != nil || c.shadow != nil }
+
+// drop forgets the state: the next advance replays the whole log.
+func (c *stateCheckpoints) drop() {
+	c.base, c.shadow, c.rs, c.encoded, c.at = nil, nil, nil, nil, frameID{}
 }
 
 // shadow returns a queue holding only empty replay tables, with q's options:
@@ -354,46 +368,54 @@ func (q *Queue) shadow() *Queue {
 	return s
 }
 
-// advanceState moves the base up to the log's synced seq (the caller holds
-// q.files.mu): it loads the base into a shadow, replays the records after
-// it, and encodes the result. It changes nothing if the replay's state is
-// not whole (plain).
+// advanceState replays the records from the state's record up to the
+// log's synced seq into the shadow (made from the base, or from nothing,
+// first) and encodes the result, unless the replay's state is not whole
+// (plain). The caller holds q.files.mu. On an error the state is dropped.
 func (q *Queue) advanceState(dir string) error {
 	c := &q.files
 	to := q.log.SyncedSeq()
-	if c.base != nil && to <= c.at.seq {
+	if c.has() && to <= c.at.seq {
 		return nil
 	}
+	err := q.replayShadow(dir, to)
+	if err != nil {
+		c.drop()
+	}
+	return err
+}
+
+func (q *Queue) replayShadow(dir string, to uint64) error {
+	c := &q.files
 	bytesNow := q.log.Stats().Bytes
-	s := q.shadow()
-	var r *wal.Reader
-	var rs *replayState
-	if c.base == nil {
-		gaps := q.log.Gaps()
-		cu, err := catchupFor(q.opts.fs, dir, gaps)
-		if err != nil {
-			return err
+	if c.shadow == nil {
+		s := q.shadow()
+		if c.base == nil {
+			gaps := q.log.Gaps()
+			cu, err := catchupFor(q.opts.fs, dir, gaps)
+			if err != nil {
+				return err
+			}
+			c.rs = s.newReplay(q.log.Trimmed(), q.log.FirstSeq(), gaps, cu)
+			c.at = frameID{}
+		} else {
+			sf, err := decodeState("(in memory)", c.base)
+			if err != nil {
+				return err // a bug: it was encoded by this process
+			}
+			c.rs = s.newReplay(false, 0, nil, nil)
+			s.loadState(sf, c.rs)
 		}
-		rs = s.newReplay(q.log.Trimmed(), q.log.FirstSeq(), gaps, cu)
-		r = q.log.NewUncappedReader(0)
-	} else {
-		sf, err := decodeState("(in memory)", c.base)
-		if err != nil {
-			return err // a bug: it was encoded by this process
-		}
-		rs = s.newReplay(false, 0, nil, nil)
-		s.loadState(sf, rs)
-		r = q.log.NewUncappedReader(0)
-		if c.at.seq > 0 {
-			r.Seek(c.at.seq, c.at.seq, c.at.off)
-		}
+		c.shadow, c.base = s, nil
 	}
+	s, rs := c.shadow, c.rs
+	r := q.log.NewUncappedReader(0)
 	defer r.Close()
-	var last, lastOff uint64 = 0, 0
-	skipFirst := c.base != nil && c.at.seq > 0
-	if c.base != nil {
-		last, lastOff = c.at.seq, uint64(c.at.off)
+	if c.at.seq > 0 {
+		r.Seek(c.at.seq, c.at.seq, c.at.off)
 	}
+	skipFirst := c.at.seq > 0
+	last, lastOff := c.at.seq, c.at.off
 	for last < to {
 		rec, err := r.Next()
 		if err == io.EOF {
@@ -407,7 +429,6 @@ func (q *Queue) advanceState(dir string) error {
 			if !frameIDOf(&rec, r.Offset()).sameRecord(c.at) {
 				return fmt.Errorf("zeroloss: checkpoint file: the log no longer holds seq %d where the last checkpoint was taken", c.at.seq)
 			}
-			last = rec.Seq
 			continue
 		}
 		if err := s.replay(rs, &rec); err != nil {
@@ -416,26 +437,24 @@ func (q *Queue) advanceState(dir string) error {
 		if err := s.topics.indexRecord(&rec, r.Offset()); err != nil {
 			return err
 		}
-		last, lastOff = rec.Seq, uint64(r.Offset())
+		last, lastOff = rec.Seq, r.Offset()
 	}
 	if err := s.finishReplay(rs); err != nil {
 		return err
 	}
+	if last != c.at.seq {
+		at, err := q.frameAt(last, lastOff)
+		if err != nil {
+			return err
+		}
+		c.at = at
+	}
+	c.encoded = nil
 	if !rs.plain() {
 		return nil // wait for a checkpoint record after the gap (Open writes one)
 	}
-	if s.dedup != nil {
-		s.dedup.finishRecovery()
-	}
 	s.topics.trim(q.log.FirstSeq())
-	var at frameID
-	if last > 0 {
-		var err error
-		if at, err = q.frameAt(last, int64(lastOff)); err != nil {
-			return err
-		}
-	}
-	c.base, c.at, c.bytes = s.encodeState(at), at, bytesNow
+	c.encoded, c.bytes = s.encodeState(c.at), bytesNow
 	return nil
 }
 
@@ -444,13 +463,13 @@ func (q *Queue) advanceState(dir string) error {
 // older than the newest checkpointFilesKept.
 func (q *Queue) writeState(dir string) error {
 	c := &q.files
-	if c.base == nil || c.at.seq <= c.written {
+	if c.encoded == nil || c.at.seq <= c.written {
 		return nil
 	}
-	if err := replaceFile(q.opts.fs, dir, checkpointFileName(c.at.seq), c.base); err != nil {
+	if err := replaceFile(q.opts.fs, dir, checkpointFileName(c.at.seq), c.encoded); err != nil {
 		return err
 	}
-	c.written = c.at.seq
+	c.written, c.encoded = c.at.seq, nil
 	q.stats.checkpointFiles.Add(1)
 	seqs, err := checkpointFiles(q.opts.fs, dir)
 	if err != nil {
@@ -474,7 +493,7 @@ func (q *Queue) checkpointState(force bool) {
 	if q.log.Err() != nil {
 		return
 	}
-	if !force && q.files.base != nil && q.log.Stats().Bytes-q.files.bytes < uint64(q.opts.CheckpointBytes) {
+	if !force && q.files.has() && q.log.Stats().Bytes-q.files.bytes < uint64(q.opts.CheckpointBytes) {
 		return
 	}
 	start := time.Now()
@@ -495,7 +514,7 @@ func (q *Queue) checkpointState(force bool) {
 func (q *Queue) beforeRemove(below uint64) {
 	q.files.mu.Lock()
 	defer q.files.mu.Unlock()
-	if q.files.base == nil || q.files.at.seq >= below-1 || q.log.Err() != nil {
+	if !q.files.has() || q.files.at.seq >= below-1 || q.log.Err() != nil {
 		return
 	}
 	start := time.Now()
@@ -505,7 +524,7 @@ func (q *Queue) beforeRemove(below uint64) {
 		err = fmt.Errorf("the base stays at seq %d", q.files.at.seq)
 	}
 	if err != nil {
-		q.files.base = nil
+		q.files.drop()
 		q.logger.Warn("zeroloss: could not advance the checkpoint file's state before deleting segments", "error", err)
 		return
 	}

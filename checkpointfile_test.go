@@ -367,7 +367,6 @@ func TestCheckpointFileIgnored(t *testing.T) {
 			q, err := Open("/q", &o)
 			require.NoError(t, err)
 			checkpointWorkload(t, q, "other", 5)
-			q.files.base = nil // write no file of its own
 			fs.SetOpLimit(fs.OpCount())
 			q.Close()
 			fs.Kill()

@@ -310,6 +310,28 @@ func compareSeq(a, b uint64) int {
 	return 0
 }
 
+// checkpointEntries returns what a checkpoint file holds of the table: the
+// appended entries still in the window, oldest first. A table still
+// recovering (a checkpoint file's shadow, whose replay goes on) gives the
+// newest DedupEntries of those it recovered, as finishRecovery would keep.
+func (t *dedupTable) checkpointEntries(now time.Time) []record.DedupEntry {
+	t.mu.Lock()
+	if t.recovering == nil {
+		t.mu.Unlock()
+		return t.snapshot(now)
+	}
+	defer t.mu.Unlock()
+	t.recovering = t.keepNewest()
+	since := now.Add(-t.window)
+	out := make([]record.DedupEntry, 0, len(t.recovering))
+	for _, e := range t.recovering {
+		if !e.at.Before(since) {
+			out = append(out, record.DedupEntry{Topic: e.key.topic, ID: e.key.id, Seq: e.seq, Time: e.at.UnixNano()})
+		}
+	}
+	return out
+}
+
 // snapshot returns the appended entries still in the window, for a checkpoint.
 func (t *dedupTable) snapshot(now time.Time) []record.DedupEntry {
 	t.mu.Lock()

@@ -513,6 +513,7 @@ func (q *Queue) recoverGroups(dir string) (afterGap bool, err error) {
 				}
 			}
 			q.files.base, q.files.at = q.encodeState(at), at
+			q.files.encoded = q.files.base // not a file yet
 		}
 	}
 	q.ledger.mu.Lock()
