@@ -364,6 +364,7 @@ func (q *Queue) shadow() *Queue {
 	s := &Queue{opts: q.opts, logger: q.logger, ledger: newLedger(), topics: newTopicIndex(), tx: newTxTable(), nextGroupID: 1}
 	if q.dedup != nil {
 		s.dedup = newDedupTable(q.opts.DedupWindow, q.opts.DedupEntries)
+		s.dedup.logOnly = true
 	}
 	return s
 }

@@ -578,3 +578,38 @@ func fullReplayStateOS(t *testing.T, dir string, opts *Options, dedupSince time.
 	defer q.Close()
 	return replayedState(q, dedupSince)
 }
+
+// TestCheckpointFileKeepsTheNewestDedupEntries: with more IDs than
+// DedupEntries, IDs sent again once forgotten, and checkpoint files taken
+// along the way, Open from the newest file remembers the same IDs as a
+// replay of the whole log: for each ID its latest seq, the newest
+// DedupEntries of them.
+func TestCheckpointFileKeepsTheNewestDedupEntries(t *testing.T) {
+	fs, clock := vfs.NewMem(), newFakeClock()
+	opts := checkpointOptions(fs, clock)
+	opts.DedupEntries, opts.DedupWindow = 64, time.Hour
+	q, err := Open("/q", &opts)
+	require.NoError(t, err)
+	rng := rand.New(rand.NewPCG(3, 5))
+	appended := 0
+	for i := range 1500 {
+		topic := []string{"", "a"}[rng.IntN(2)]
+		res, err := q.Send(context.Background(), &Message{ID: fmt.Sprintf("id-%d", rng.IntN(150)), Topic: topic, Body: []byte("x")})
+		require.NoError(t, err)
+		if !res.Duplicate {
+			appended++
+		}
+		if i%97 == 0 {
+			q.checkpointState(true)
+		}
+	}
+	require.Greater(t, appended, 800, "IDs forgotten and sent again")
+	fs.SetOpLimit(fs.OpCount())
+	q.Close()
+	fs.Kill()
+	q = requireSameAsFullReplay(t, fs, opts, "after a kill")
+	defer q.Close()
+	assert.Positive(t, q.files.written)
+	entries, _, _ := q.dedup.counts()
+	assert.Equal(t, 64, entries)
+}

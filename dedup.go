@@ -37,6 +37,12 @@ type dedupTable struct {
 	// them (mostly by seq: the log's messages), some since replaced in
 	// byID; nil once finishRecovery ran.
 	recovering []*dedupEntry
+	// logOnly: a checkpoint file's shadow (checkpointfile.go), which only
+	// ever recovers and then says what it holds. recovered appends to
+	// recovering without looking up byID; checkpointEntries sorts out
+	// which entries count. A map lookup per message was most of the cost
+	// of building a checkpoint file.
+	logOnly bool
 
 	evictions  uint64 // entries dropped for DedupEntries before their window ended
 	duplicates uint64 // Sends answered as duplicates
@@ -251,6 +257,13 @@ func (t *dedupTable) recoveredAll(entries []record.DedupEntry, now time.Time) {
 
 // recover adds e, read back on Open (the caller holds mu).
 func (t *dedupTable) recover(e *dedupEntry) {
+	if t.logOnly {
+		t.recovering = append(t.recovering, e)
+		if len(t.recovering)/2 >= t.max {
+			t.recovering = t.newestOfLog()
+		}
+		return
+	}
 	if old := t.byID[e.key]; old != nil && old.seq >= e.seq {
 		return
 	}
@@ -310,6 +323,26 @@ func compareSeq(a, b uint64) int {
 	return 0
 }
 
+// newestOfLog is keepNewest for a logOnly table (the caller holds mu): of
+// the entries recovered, for each ID the one with the highest seq, the
+// DedupEntries with the highest seqs of those, in seq order.
+func (t *dedupTable) newestOfLog() []*dedupEntry {
+	slices.SortStableFunc(t.recovering, func(a, b *dedupEntry) int { return compareSeq(b.seq, a.seq) })
+	seen := make(map[dedupKey]bool, min(len(t.recovering), t.max))
+	keep := make([]*dedupEntry, 0, min(len(t.recovering), t.max))
+	for _, e := range t.recovering {
+		if len(keep) == t.max {
+			break
+		}
+		if !seen[e.key] {
+			seen[e.key] = true
+			keep = append(keep, e)
+		}
+	}
+	slices.Reverse(keep)
+	return keep
+}
+
 // checkpointEntries returns what a checkpoint file holds of the table: the
 // appended entries still in the window, oldest first. A table still
 // recovering (a checkpoint file's shadow, whose replay goes on) gives the
@@ -321,7 +354,11 @@ func (t *dedupTable) checkpointEntries(now time.Time) []record.DedupEntry {
 		return t.snapshot(now)
 	}
 	defer t.mu.Unlock()
-	t.recovering = t.keepNewest()
+	if t.logOnly {
+		t.recovering = t.newestOfLog()
+	} else {
+		t.recovering = t.keepNewest()
+	}
 	since := now.Add(-t.window)
 	out := make([]record.DedupEntry, 0, len(t.recovering))
 	for _, e := range t.recovering {
