@@ -35,11 +35,12 @@ import (
 //     is above the log's last seq. Each ignored file is logged, and Open
 //     falls back to the older file (two are kept), then to reading the
 //     whole log.
-//   - It is built by the same code that replays the log at Open: the queue
-//     keeps the encoded state of its last checkpoint (the base), and to
-//     make the next one it decodes the base into a queue of its own (a
-//     shadow holding only the replayed tables), replays the records from
-//     the base's seq to the synced seq, and encodes that. What Open builds
+//   - It is built by the same code that replays the log at Open: Open
+//     leaves the state it rebuilt as the base (the file it loaded, or its
+//     replay encoded); the first checkpoint decodes it into a queue of its
+//     own (a shadow holding only the replayed tables), and each checkpoint
+//     replays into the shadow the records since the last, up to the synced
+//     seq, and encodes it. What Open builds
 //     from a file and the records after it is then what a replay of the
 //     whole log builds (checkpointfile_test.go compares the two).
 //   - S is at or below the synced seq when the file is written (temporary
