@@ -3,6 +3,7 @@ package zeroloss
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -60,5 +61,96 @@ func TestCheckpointFileDedupOptionsChanged(t *testing.T) {
 			require.NoError(t, err)
 			assert.Equal(t, tc.duplicate, res.Duplicate, "a resend of m0")
 		})
+	}
+}
+
+// TestCheckpointFileResolvedHalvesAcrossRetention: transactions resolved in
+// segments retention deleted since. A replay of what is left of the log has
+// forgotten them (a Commit or Rollback of one is ErrTxNotFound); Open from
+// the checkpoint file remembers them, as the running queue did, and answers
+// them truly (the commit's result; a rolled-back half's error). Everything
+// else it rebuilds as that replay does.
+func TestCheckpointFileResolvedHalvesAcrossRetention(t *testing.T) {
+	fs, clock := vfs.NewMem(), newFakeClock()
+	opts := checkpointOptions(fs, clock)
+	q, err := Open("/q", &opts)
+	require.NoError(t, err)
+	ctx := context.Background()
+	c, err := q.Consumer("a", nil)
+	require.NoError(t, err)
+	var halves []*Half
+	var commits []SendResult
+	for i := range 6 {
+		h, _, err := q.SendHalf(ctx, &Message{ID: fmt.Sprintf("tx%d", i), Body: []byte("half")})
+		require.NoError(t, err)
+		halves = append(halves, h)
+		if i%2 == 0 {
+			res, err := h.Commit(ctx)
+			require.NoError(t, err)
+			commits = append(commits, res)
+		} else {
+			require.NoError(t, h.Rollback(ctx))
+		}
+	}
+	for round := range 20 {
+		for i := range 20 {
+			_, err := q.Send(ctx, &Message{ID: fmt.Sprintf("r%d-%d", round, i), Body: make([]byte, 300)})
+			require.NoError(t, err)
+		}
+		for _, d := range receiveNow(t, c) {
+			require.NoError(t, d.Ack())
+		}
+		require.NoError(t, q.flushMarks(ctx))
+		require.NoError(t, q.retain())
+		q.checkpointState(false)
+	}
+	require.Greater(t, q.log.FirstSeq(), commits[len(commits)-1].Seq, "retention deleted the transactions' segments")
+	require.NoError(t, c.Close())
+	require.NoError(t, q.Close())
+
+	withoutDone := func(state string) string {
+		var kept []string
+		for _, line := range strings.Split(state, "\n") {
+			if !strings.HasPrefix(line, "done ") {
+				kept = append(kept, line)
+			}
+		}
+		return strings.Join(kept, "\n")
+	}
+	whole, err := cloneMem(fs, "/q", false)
+	require.NoError(t, err)
+	full, err := fullReplayState(fs, "/q", checkpointOptions(fs, clock), time.Time{})
+	require.NoError(t, err)
+	for _, from := range []struct {
+		name string
+		fs   *vfs.MemFS
+	}{{"the checkpoint file", fs}, {"the whole log", whole}} {
+		o := checkpointOptions(from.fs, clock)
+		q, err := Open("/q", &o)
+		require.NoError(t, err, from.name)
+		if from.fs == fs {
+			assert.Equal(t, withoutDone(full), withoutDone(replayedState(q, time.Time{})), "but the resolved halves")
+		}
+		for i, h := range halves {
+			h := &Half{q: q, Seq: h.Seq, ID: h.ID}
+			var err error
+			if i%2 == 0 {
+				var res SendResult
+				res, err = h.Commit(ctx)
+				if from.fs == fs {
+					require.NoError(t, err, "%s: commit of tx%d again", from.name, i)
+					assert.Equal(t, commits[i/2].Seq, res.Seq, "%s: the commit's seq", from.name)
+				}
+			} else {
+				_, err = h.Commit(ctx)
+				if from.fs == fs {
+					require.ErrorIs(t, err, ErrTxRolledBack, "%s: commit of rolled-back tx%d", from.name, i)
+				}
+			}
+			if from.fs == whole {
+				require.ErrorIs(t, err, ErrTxNotFound, "%s: tx%d forgotten", from.name, i)
+			}
+		}
+		require.NoError(t, q.Close())
 	}
 }
