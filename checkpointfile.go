@@ -420,6 +420,7 @@ func (q *Queue) advanceState(dir string) error {
 		if skipFirst {
 			skipFirst = false
 			if !frameIDOf(&rec, r.Offset()).sameRecord(c.at) {
+				c.base = nil // the next advance replays the whole log
 				return fmt.Errorf("zeroloss: checkpoint file: the log no longer holds seq %d where the last checkpoint was taken", c.at.seq)
 			}
 			last = rec.Seq
@@ -502,17 +503,18 @@ func (q *Queue) checkpointState(force bool) {
 }
 
 // beforeRemove advances the base past the records about to be deleted
-// (retention, below seq), so that the next advance finds its record in the
-// log, and writes it as a file. If it cannot, the base is dropped: the next
+// (retention, below seq: the base's record must be at or above it, since
+// the record at below-1 may end a deleted segment), so that the next
+// advance finds its record in the log, and writes it as a file. If it cannot, the base is dropped: the next
 // advance replays the whole log (its first checkpoint record on).
 func (q *Queue) beforeRemove(below uint64) {
 	q.files.mu.Lock()
 	defer q.files.mu.Unlock()
-	if q.files.base == nil || q.files.at.seq >= below-1 || q.log.Err() != nil {
+	if q.files.base == nil || q.files.at.seq >= below || q.log.Err() != nil {
 		return
 	}
 	err := q.advanceState(q.dir)
-	if err == nil && q.files.at.seq < below-1 {
+	if err == nil && q.files.at.seq < below {
 		err = fmt.Errorf("the base stays at seq %d", q.files.at.seq)
 	}
 	if err != nil {

@@ -154,3 +154,46 @@ func TestCheckpointFileResolvedHalvesAcrossRetention(t *testing.T) {
 		require.NoError(t, q.Close())
 	}
 }
+
+// TestCheckpointFileBaseAtTheEndOfADeletedSegment: the record the base was
+// taken at is the last of the oldest segment, and retention deletes that
+// segment (forced by RetentionBytes: it deletes below the segment's last
+// seq + 1). The next checkpoint file must still be written, and Open read
+// only the records after it.
+func TestCheckpointFileBaseAtTheEndOfADeletedSegment(t *testing.T) {
+	ctx := context.Background()
+	found := false
+	for filler := 0; filler < 200 && !found; filler++ {
+		fs, clock := vfs.NewMem(), newFakeClock()
+		opts := checkpointOptions(fs, clock)
+		q, err := Open("/q", &opts)
+		require.NoError(t, err)
+		for i := range filler {
+			_, err := q.Send(ctx, &Message{ID: fmt.Sprintf("f%d", i), Body: make([]byte, 100)})
+			require.NoError(t, err)
+		}
+		require.NoError(t, q.Close())
+		q, err = Open("/q", &opts)
+		require.NoError(t, err)
+		at := q.files.at.seq // Open's own epoch record
+		_, err = q.Send(ctx, &Message{ID: "big", Body: make([]byte, 1900)})
+		require.NoError(t, err)
+		if last, ok := q.log.OldestSealed(); !ok || last != at || q.log.FirstSeq() == last {
+			require.NoError(t, q.Close())
+			continue
+		}
+		found = true
+		q.opts.RetentionBytes = 1
+		require.NoError(t, q.retain())
+		require.Greater(t, q.log.FirstSeq(), at, "retention deleted the segment of the base's record")
+		for i := range 20 {
+			_, err := q.Send(ctx, &Message{ID: fmt.Sprintf("n%d", i), Body: make([]byte, 10)})
+			require.NoError(t, err)
+		}
+		require.NoError(t, q.Close())
+		q = requireSameAsFullReplay(t, fs, opts, "reopened")
+		assert.LessOrEqual(t, q.Stats().OpenFramesRead, uint64(1), "Close wrote a checkpoint file at its last record (filler %d)", filler)
+		require.NoError(t, q.Close())
+	}
+	require.True(t, found, "no filler made the base's record the last of the oldest segment")
+}
