@@ -108,15 +108,6 @@ func TestCheckpointFileResolvedHalvesAcrossRetention(t *testing.T) {
 	require.NoError(t, c.Close())
 	require.NoError(t, q.Close())
 
-	withoutDone := func(state string) string {
-		var kept []string
-		for _, line := range strings.Split(state, "\n") {
-			if !strings.HasPrefix(line, "done ") {
-				kept = append(kept, line)
-			}
-		}
-		return strings.Join(kept, "\n")
-	}
 	whole, err := cloneMem(fs, "/q", false)
 	require.NoError(t, err)
 	full, err := fullReplayState(fs, "/q", checkpointOptions(fs, clock), time.Time{})
@@ -196,4 +187,119 @@ func TestCheckpointFileBaseAtTheEndOfADeletedSegment(t *testing.T) {
 		require.NoError(t, q.Close())
 	}
 	require.True(t, found, "no filler made the base's record the last of the oldest segment")
+}
+
+// TestCheckpointFileMixedWorkload: a workload the simulation does not run
+// (deleted groups, one declared again, NoDedup messages, dead letters and
+// a redrive, pending, committed and rolled-back halves, delayed messages,
+// an ordered group, forced retention) with checkpoint files written in
+// between: after a clean Close and after a kill at each round, Open from the
+// newest file rebuilds what a replay of the whole log does (but the resolved
+// halves retention deleted, which it remembers).
+func TestCheckpointFileMixedWorkload(t *testing.T) {
+	fs, clock := vfs.NewMem(), newFakeClock()
+	opts := checkpointOptions(fs, clock)
+	opts.CheckpointBytes = 4 << 10
+	opts.RetentionBytes = 32 << 10 // forced retention deletes what groups still owe
+	opts.TxChecker = func(context.Context, *Message) TxState { return TxUnknown }
+	ctx := context.Background()
+	q, err := Open("/q", &opts)
+	require.NoError(t, err)
+	copts := &ConsumerOptions{MaxDeliveries: 2, Backoff: []time.Duration{time.Second}}
+	dead := 0
+	for round := range 12 {
+		for _, name := range []string{"x", "y", "z"} {
+			c, err := q.Consumer(name, copts)
+			require.NoError(t, err)
+			require.NoError(t, c.Close())
+		}
+		o, err := q.Consumer("o", &ConsumerOptions{Ordered: true, Topic: "k"})
+		require.NoError(t, err)
+		for i := range 12 {
+			m := &Message{ID: fmt.Sprintf("r%d-%d", round, i%8), Body: []byte(strings.Repeat("b", 150*i)), NoDedup: i%5 == 0}
+			if i%4 == 0 {
+				m.DeliverAt = clock.Now().Add(time.Duration(i) * time.Second)
+			}
+			if i%3 == 0 {
+				m.Topic, m.Key = "k", fmt.Sprint(i%2)
+			}
+			_, err := q.Send(ctx, m)
+			require.NoError(t, err)
+		}
+		h, _, err := q.SendHalf(ctx, &Message{ID: fmt.Sprintf("tx%d", round), Body: []byte("half")})
+		require.NoError(t, err)
+		switch round % 3 {
+		case 0:
+			_, err = h.Commit(ctx)
+			require.NoError(t, err)
+		case 1:
+			require.NoError(t, h.Rollback(ctx))
+		}
+		for _, name := range []string{"x", "y"} {
+			c, err := q.Consumer(name, copts)
+			require.NoError(t, err)
+			for i, d := range receiveNow(t, c) {
+				switch i % 3 {
+				case 0:
+					require.NoError(t, d.Ack())
+				case 1:
+					require.NoError(t, d.NackNow())
+				}
+			}
+			require.NoError(t, c.Close())
+		}
+		for i, d := range receiveNow(t, o) {
+			if i%2 == 0 {
+				require.NoError(t, d.Ack())
+			}
+		}
+		require.NoError(t, o.Close())
+		if round%3 == 2 {
+			if dead, err := q.DeadLetters("x"); err == nil && len(dead) > 0 {
+				_, err := q.RedriveDeadLetters(ctx, "x")
+				require.NoError(t, err)
+			}
+			require.NoError(t, q.DeleteGroup("z"))
+		}
+		clock.Advance(30 * time.Second)
+		require.NoError(t, q.flushMarks(ctx))
+		require.NoError(t, q.retain())
+		q.checkpointState(false)
+		if round%2 == 0 {
+			require.NoError(t, q.Close())
+		} else {
+			for i := range 3 { // records after the newest file
+				_, err := q.Send(ctx, &Message{ID: fmt.Sprintf("late%d-%d", round, i), Body: []byte("late")})
+				require.NoError(t, err)
+			}
+			require.NoError(t, q.DeleteGroup("y"))
+			fs.SetOpLimit(fs.OpCount()) // kill -9
+			q.Close()
+			fs.Kill()
+		}
+		full, err := fullReplayState(fs, "/q", opts, time.Time{})
+		require.NoError(t, err)
+		q, err = Open("/q", &opts)
+		require.NoError(t, err)
+		require.Equal(t, withoutDone(full), withoutDone(replayedState(q, time.Time{})), "round %d", round)
+		dead = max(dead, q.ledger.deadCount(1))
+	}
+	assert.Greater(t, q.log.FirstSeq(), uint64(1000), "forced retention deleted segments")
+	assert.Positive(t, dead, "dead letters")
+	n, _, _, _, _ := q.tx.counts()
+	assert.Positive(t, n, "pending halves")
+	require.NoError(t, q.Close())
+}
+
+// withoutDone is replayedState but the resolved halves, which Open from a
+// checkpoint file remembers past retention and a replay of the trimmed log
+// does not (TestCheckpointFileResolvedHalvesAcrossRetention).
+func withoutDone(state string) string {
+	var kept []string
+	for _, line := range strings.Split(state, "\n") {
+		if !strings.HasPrefix(line, "done ") {
+			kept = append(kept, line)
+		}
+	}
+	return strings.Join(kept, "\n")
 }
