@@ -303,3 +303,74 @@ func withoutDone(state string) string {
 	}
 	return strings.Join(kept, "\n")
 }
+
+// TestCheckpointFilesWhileTheQueueRuns: markLoop's work (marks, retention,
+// checkpoint files) runs on its own goroutine, as markLoop does, while
+// Sends, acks, group declarations and deletions go on; after a kill, Open
+// from the newest file rebuilds what a replay of the whole log does and
+// every SendOK message is in the log. (Run it with -race too.)
+func TestCheckpointFilesWhileTheQueueRuns(t *testing.T) {
+	fs, clock := vfs.NewMem(), newFakeClock()
+	opts := checkpointOptions(fs, clock)
+	opts.CheckpointBytes = 2 << 10
+	q, err := Open("/q", &opts)
+	require.NoError(t, err)
+	ctx := context.Background()
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() { // markLoop's tick, over and over
+		defer close(stopped)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := q.flushMarks(ctx); err != nil {
+				t.Errorf("flushMarks: %v", err)
+			}
+			if err := q.retain(); err != nil {
+				t.Errorf("retain: %v", err)
+			}
+			q.checkpointState(false)
+		}
+	}()
+	sent := map[string]uint64{}
+	for round := range 30 {
+		name := fmt.Sprintf("g%d", round%4)
+		c, err := q.Consumer(name, &ConsumerOptions{MaxDeliveries: 2})
+		require.NoError(t, err)
+		for i := range 10 {
+			m := &Message{ID: fmt.Sprintf("r%d-%d", round, i), Body: make([]byte, 200+i*50)}
+			res, err := q.Send(ctx, m)
+			require.NoError(t, err)
+			require.Equal(t, SendOK, res.Status)
+			sent[m.ID] = res.Seq
+		}
+		for i, d := range receiveNow(t, c) {
+			if i%4 != 3 {
+				require.NoError(t, d.Ack())
+			}
+		}
+		require.NoError(t, c.Close())
+		if round%7 == 6 {
+			require.NoError(t, q.DeleteGroup(name))
+		}
+	}
+	close(stop)
+	<-stopped
+	require.Positive(t, q.Stats().CheckpointFiles, "files written while it ran")
+	fs.SetOpLimit(fs.OpCount()) // kill -9
+	q.Close()
+	fs.Kill()
+	q = requireSameAsFullReplay(t, fs, opts, "after a kill")
+	defer q.Close()
+	present := map[string]bool{}
+	for _, s := range readBack(t, q) {
+		present[s.Msg.ID] = true
+	}
+	for id, seq := range sent {
+		if seq >= q.log.FirstSeq() { // not deleted by retention
+			require.True(t, present[id], "SendOK message %s lost", id)
+		}
+	}
+}
