@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/zerolossmq/zeroloss/internal/record"
 	"github.com/zerolossmq/zeroloss/internal/vfs"
 )
 
@@ -373,4 +374,77 @@ func TestCheckpointFilesWhileTheQueueRuns(t *testing.T) {
 			require.True(t, present[id], "SendOK message %s lost", id)
 		}
 	}
+}
+
+// TestCheckpointFileTakenInsideACheckpoint: a checkpoint of many parts is
+// written across a segment roll (the roll syncs the first segment: the
+// synced seq stops between its parts until the next sync) and a checkpoint
+// file is taken then, at a part that is not the last. Open from it reads the
+// rest of the parts as pieces of a checkpoint it never saw start, so it does
+// not load that checkpoint, where a replay of the whole log does: the state
+// must come out the same all the same (the checkpoint holds what the records
+// before it built).
+func TestCheckpointFileTakenInsideACheckpoint(t *testing.T) {
+	fs, clock := vfs.NewMem(), newFakeClock()
+	opts := checkpointOptions(fs, clock)
+	opts.Flush = FlushAsync // with manualTicks, nothing syncs but a roll and Log.Sync
+	q, err := Open("/q", &opts)
+	require.NoError(t, err)
+	ctx := context.Background()
+	c, err := q.Consumer("g", &ConsumerOptions{MaxDeliveries: 1})
+	require.NoError(t, err)
+	for i := range 24 {
+		_, err := q.Send(ctx, &Message{ID: fmt.Sprintf("d%d", i), Body: make([]byte, 1800)})
+		require.NoError(t, err)
+	}
+	q.syncTick() // consumers see what is synced
+	for _, d := range receiveNow(t, c) {
+		require.NoError(t, d.NackNow()) // a dead letter, carried by checkpoints with its message
+	}
+	require.NoError(t, c.Close())
+	q.syncTick()
+	dead, err := q.DeadLetters("g")
+	require.NoError(t, err)
+	require.Len(t, dead, 24)
+
+	// What retention's checkpoint writes, without its Log.Sync.
+	q.recMu.Lock()
+	cp := q.ledger.checkpoint()
+	cp.Dedup = q.dedup.snapshot(clock.Now())
+	cp.Halves = q.tx.snapshot()
+	parts := record.SplitCheckpoint(record.AppendCheckpoint(nil, &cp), 7, min(q.opts.MaxMessageSize, q.log.MaxFrameSize())-record.HeaderSize)
+	var size int64
+	for _, p := range parts {
+		size += int64(record.HeaderSize + len(p))
+	}
+	first, n, _, err := q.submit(ctx, size, len(parts), false, func(buf []byte) []byte {
+		for _, p := range parts {
+			buf = record.AppendFrame(buf, record.TypeCheckpoint, internalStream, clock.Now().UnixNano(), p)
+		}
+		return buf
+	})
+	q.recMu.Unlock()
+	require.NoError(t, err)
+	require.Equal(t, len(parts), n)
+	synced := q.log.SyncedSeq()
+	require.True(t, first <= synced && synced < first+uint64(n)-1, "synced seq %d between the parts %d..%d", synced, first, first+uint64(n)-1)
+
+	q.checkpointState(true)
+	require.Equal(t, synced, q.files.written, "a file taken at a part that is not the last")
+	_, err = q.log.Sync()
+	require.NoError(t, err)
+	for i := range 5 {
+		_, err := q.Send(ctx, &Message{ID: fmt.Sprintf("after%d", i), Body: []byte("x")})
+		require.NoError(t, err)
+	}
+	_, err = q.log.Sync()
+	require.NoError(t, err)
+	fs.SetOpLimit(fs.OpCount()) // kill -9: the file inside the checkpoint is the newest
+	q.Close()
+	fs.Kill()
+	q = requireSameAsFullReplay(t, fs, opts, "reopened")
+	dead, err = q.DeadLetters("g")
+	require.NoError(t, err)
+	assert.Len(t, dead, 24)
+	require.NoError(t, q.Close())
 }
