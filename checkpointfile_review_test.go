@@ -471,3 +471,41 @@ func TestCloseWritesTheLastCheckpointFileUnderFlushAsync(t *testing.T) {
 	defer q.Close()
 	assert.LessOrEqual(t, q.Stats().OpenFramesRead, uint64(1), "only the record Open itself wrote")
 }
+
+// TestCheckpointFileNames: the names a directory may hold as checkpoint
+// files (claimDir accepts them as the library's own) are exactly those it
+// writes: CHECKPOINT- and 20 digits of a seq above 0, and its temporary
+// file; anything else is a file it did not create (ErrWrongDirectory).
+func TestCheckpointFileNames(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		owned bool
+	}{
+		{checkpointFileName(1), true},
+		{checkpointFileName(1<<64 - 1), true},
+		{checkpointFileName(42) + ".new", true},
+		{"CHECKPOINT-00000000000000000000", false},  // seq 0: never written
+		{"CHECKPOINT-0000000000000000042", false},   // 19 digits
+		{"CHECKPOINT-000000000000000000042", false}, // 21 digits
+		{"CHECKPOINT-99999999999999999999", false},  // above the largest seq
+		{"CHECKPOINT-0000000000000000004x", false},
+		{checkpointFileName(42) + ".new.new", false},
+		{checkpointFileName(42) + ".old", false},
+		{"checkpoint-00000000000000000042", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			assert.Equal(t, tc.owned, ownedFile(tc.name))
+			fs := vfs.NewMem()
+			require.NoError(t, fs.MkdirAll("/q", 0o755))
+			require.NoError(t, fs.WriteFile("/q/"+tc.name, []byte("x")))
+			opts := checkpointOptions(fs, newFakeClock())
+			q, err := Open("/q", &opts)
+			if !tc.owned {
+				require.ErrorIs(t, err, ErrWrongDirectory)
+				return
+			}
+			require.NoError(t, err, "a damaged checkpoint file is ignored")
+			require.NoError(t, q.Close())
+		})
+	}
+}
