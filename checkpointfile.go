@@ -503,18 +503,17 @@ func (q *Queue) checkpointState(force bool) {
 }
 
 // beforeRemove advances the base past the records about to be deleted
-// (retention, below seq: the base's record must be at or above it, since
-// the record at below-1 may end a deleted segment), so that the next
-// advance finds its record in the log, and writes it as a file. If it cannot, the base is dropped: the next
+// (retention, below seq), so that the next advance finds its record in the
+// log, and writes it as a file. If it cannot, the base is dropped: the next
 // advance replays the whole log (its first checkpoint record on).
 func (q *Queue) beforeRemove(below uint64) {
 	q.files.mu.Lock()
 	defer q.files.mu.Unlock()
-	if q.files.base == nil || q.files.at.seq >= below || q.log.Err() != nil {
+	if q.files.base == nil || !q.recordGoes(q.files.at.seq, below) || q.log.Err() != nil {
 		return
 	}
 	err := q.advanceState(q.dir)
-	if err == nil && q.files.at.seq < below {
+	if err == nil && q.recordGoes(q.files.at.seq, below) {
 		err = fmt.Errorf("the base stays at seq %d", q.files.at.seq)
 	}
 	if err != nil {
@@ -525,6 +524,22 @@ func (q *Queue) beforeRemove(below uint64) {
 	if err := q.writeState(q.dir); err != nil {
 		q.logger.Warn("zeroloss: could not write a checkpoint file (the next Open reads more of the log)", "error", err)
 	}
+}
+
+// recordGoes says whether the record at seq may be deleted by retention
+// deleting the segments wholly below below: it is below below-1, or it is
+// below-1 and ends a segment (forced retention cuts right after the last
+// seq of the oldest segment).
+func (q *Queue) recordGoes(seq, below uint64) bool {
+	if seq+1 != below {
+		return seq+1 < below
+	}
+	for _, s := range q.log.Removable() {
+		if s.LastSeq == seq {
+			return true
+		}
+	}
+	return false
 }
 
 // appendDone encodes the resolved halves remembered for idempotent answers,
