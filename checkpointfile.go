@@ -32,7 +32,9 @@ import (
 //     CRC-32C of its payload). Open reads that record first; if the log does
 //     not hold it (a log cut below S, a segment deleted, another record at
 //     S), the file is ignored. So is a file whose checksum fails or whose S
-//     is above the log's last seq. Each ignored file is logged, and Open
+//     is above the log's last seq, or whose dedup entries were kept under
+//     options that remember fewer IDs than the queue's (dedup off, a shorter
+//     DedupWindow, fewer DedupEntries). Each ignored file is logged, and Open
 //     falls back to the older file (two are kept), then to reading the
 //     whole log.
 //   - It is built by the same code that replays the log at Open: Open
@@ -60,6 +62,8 @@ import (
 //	epoch, time (varint), payload CRC-32C (4 bytes LE)
 //	next group id: the lowest id a new consumer group may take, from the
 //	records of groups the log never declared (a follower's gap; 1 if none)
+//	the DedupWindow (varint, nanoseconds; -1: dedup off) and DedupEntries
+//	the dedup entries were kept under
 //	length, the ledger, dedup entries and pending halves (record.AppendCheckpoint)
 //	length, resolved halves: count, count × (seq, state, commit seq, ID
 //	(length + bytes)), oldest first
@@ -131,9 +135,13 @@ func (f frameID) sameRecord(o frameID) bool {
 type stateFile struct {
 	at          frameID
 	nextGroupID uint16
-	cp          record.Checkpoint
-	done        []*halfState
-	index       *topicIndex
+	// The dedup options the file's entries were kept under (window < 0:
+	// dedup off, no entries).
+	dedupWindow  time.Duration
+	dedupEntries uint64
+	cp           record.Checkpoint
+	done         []*halfState
+	index        *topicIndex
 }
 
 // encodeState encodes the replayed tables of q (the queue at the end of its
@@ -154,6 +162,12 @@ func (q *Queue) encodeState(at frameID) []byte {
 	b = binary.AppendVarint(b, at.time)
 	b = binary.LittleEndian.AppendUint32(b, at.crc)
 	b = binary.AppendUvarint(b, uint64(q.nextGroupID))
+	window, entries := time.Duration(-1), uint64(0)
+	if q.dedup != nil {
+		window, entries = q.dedup.window, uint64(q.dedup.max)
+	}
+	b = binary.AppendVarint(b, int64(window))
+	b = binary.AppendUvarint(b, entries)
 	b = appendSection(b, record.AppendCheckpoint(nil, &cp))
 	b = appendSection(b, q.tx.appendDone(nil))
 	b = appendSection(b, q.topics.appendIndex(nil))
@@ -190,6 +204,8 @@ func decodeState(path string, b []byte) (*stateFile, error) {
 	sf.at.time = d.varint()
 	sf.at.crc = d.uint32()
 	sf.nextGroupID = uint16(d.uvarint())
+	sf.dedupWindow = time.Duration(d.varint())
+	sf.dedupEntries = d.uvarint()
 	ledger, done, index := d.section(), d.section(), d.section()
 	if d.err == nil && len(d.p) != 0 {
 		d.err = fmt.Errorf("%d bytes after the last section", len(d.p))
@@ -287,6 +303,12 @@ func (q *Queue) openState(dir string, rs *replayState) (*wal.Reader, frameID, []
 		}
 		if err == nil && seq > q.log.LastSeq() {
 			err = fmt.Errorf("zeroloss: checkpoint file %s is ahead of the log (last seq %d)", path, q.log.LastSeq())
+		}
+		if err == nil && q.dedup != nil && (sf.dedupWindow < q.dedup.window || sf.dedupEntries < uint64(q.dedup.max)) {
+			// Its dedup entries are fewer than the log's records give
+			// these options: a replay of the whole log remembers more.
+			err = fmt.Errorf("zeroloss: checkpoint file %s was written with DedupWindow %v and DedupEntries %d (-1: off), now %v and %d",
+				path, sf.dedupWindow, sf.dedupEntries, q.dedup.window, q.dedup.max)
 		}
 		if err != nil {
 			q.logger.Warn("zeroloss: checkpoint file ignored", "file", path, "error", err)
@@ -516,13 +538,13 @@ func (q *Queue) checkpointState(force bool) {
 func (q *Queue) beforeRemove(below uint64) {
 	q.files.mu.Lock()
 	defer q.files.mu.Unlock()
-	if !q.files.has() || q.files.at.seq >= below-1 || q.log.Err() != nil {
+	if !q.files.has() || !q.recordGoes(q.files.at.seq, below) || q.log.Err() != nil {
 		return
 	}
 	start := time.Now()
 	defer func() { q.stats.checkpointTime.Add(int64(time.Since(start))) }()
 	err := q.advanceState(q.dir)
-	if err == nil && q.files.at.seq < below-1 {
+	if err == nil && q.recordGoes(q.files.at.seq, below) {
 		err = fmt.Errorf("the base stays at seq %d", q.files.at.seq)
 	}
 	if err != nil {
@@ -533,6 +555,22 @@ func (q *Queue) beforeRemove(below uint64) {
 	if err := q.writeState(q.dir); err != nil {
 		q.logger.Warn("zeroloss: could not write a checkpoint file (the next Open reads more of the log)", "error", err)
 	}
+}
+
+// recordGoes says whether the record at seq may be deleted by retention
+// deleting the segments wholly below below: it is below below-1, or it is
+// below-1 and ends a segment (forced retention cuts right after the last
+// seq of the oldest segment).
+func (q *Queue) recordGoes(seq, below uint64) bool {
+	if seq+1 != below {
+		return seq+1 < below
+	}
+	for _, s := range q.log.Removable() {
+		if s.LastSeq == seq {
+			return true
+		}
+	}
+	return false
 }
 
 // appendDone encodes the resolved halves remembered for idempotent answers,

@@ -696,7 +696,12 @@ func (q *Queue) Close() error {
 			g.mu.Unlock()
 		}
 		q.groupsMu.Unlock()
-		q.checkpointState(true) // the next Open reads it and nothing of the log
+		// FlushAsync: what the syncer had not synced (and the marks
+		// above) is synced now rather than by the log's Close, so that
+		// the last checkpoint file covers it.
+		if _, err := q.log.Sync(); err == nil {
+			q.checkpointState(true) // the next Open reads it and nothing of the log
+		}
 		q.closeErr = q.log.Close()
 	})
 	return q.closeErr

@@ -31,8 +31,13 @@ const internalStream = ^uint16(0)
 
 // retain deletes the segments every group is done with, then, while the log
 // is over Options.RetentionBytes or its oldest segment over RetentionAge,
-// the oldest segments even if groups still need them.
+// the oldest segments even if groups still need them. One call deletes only
+// segments it found full: each forced deletion writes a checkpoint first,
+// and a consumer state (dead letters, retries) as large as what it frees
+// would otherwise have it delete its own checkpoints forever, the log
+// growing, markLoop (and so Close) waiting on it; the next tick goes on.
 func (q *Queue) retain() error {
+	found := q.log.LastSeq()
 	last, ok := q.log.OldestSealed()
 	if !ok {
 		return nil
@@ -54,7 +59,7 @@ func (q *Queue) retain() error {
 	}
 	for {
 		last, ok := q.log.OldestSealed()
-		if !ok || !q.overLimit(last) {
+		if !ok || last > found || !q.overLimit(last) {
 			return nil
 		}
 		if err := q.forceRetention(last + 1); err != nil {
