@@ -517,8 +517,8 @@ func (q *Queue) checkpointState(force bool) {
 	if q.log.Err() != nil {
 		return
 	}
-	if !force && q.files.has() && q.log.Stats().Bytes-q.files.bytes < uint64(q.opts.CheckpointBytes) {
-		return
+	if !force && q.log.Stats().Bytes-q.files.bytes < uint64(q.opts.CheckpointBytes) {
+		return // (also after a failure: the next try waits for as much log)
 	}
 	start := time.Now()
 	defer func() { q.stats.checkpointTime.Add(int64(time.Since(start))) }()
@@ -527,6 +527,7 @@ func (q *Queue) checkpointState(force bool) {
 		err = q.writeState(q.dir)
 	}
 	if err != nil {
+		q.files.bytes = q.log.Stats().Bytes
 		q.logger.Warn("zeroloss: could not write a checkpoint file (the next Open reads more of the log)", "error", err)
 	}
 }
