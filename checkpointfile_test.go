@@ -184,7 +184,7 @@ func checkpointWorkload(t *testing.T, q *Queue, prefix string, n int) []string {
 
 // receiveNow receives everything the consumer's group has now, without
 // acking it.
-func receiveNow(t *testing.T, c *Consumer) []*Delivery {
+func receiveNow(t testing.TB, c *Consumer) []*Delivery {
 	t.Helper()
 	var out []*Delivery
 	for {
@@ -612,4 +612,49 @@ func TestCheckpointFileKeepsTheNewestDedupEntries(t *testing.T) {
 	assert.Positive(t, q.files.written)
 	entries, _, _ := q.dedup.counts()
 	assert.Equal(t, 64, entries)
+}
+
+// FuzzCheckpointFile feeds decodeState checkpoint files changed at random,
+// their checksum made right again (so the fuzzer reaches the sections):
+// decoding never panics, fails only with ErrCorrupt, and whatever decodes
+// is what encodeState would write for it (the decoder reads what the
+// encoder writes, and nothing else).
+func FuzzCheckpointFile(f *testing.F) {
+	fs, clock := vfs.NewMem(), newFakeClock()
+	opts := checkpointOptions(fs, clock)
+	q, err := Open("/q", &opts)
+	require.NoError(f, err)
+	ctx := context.Background()
+	for i := range 20 {
+		_, err := q.Send(ctx, &Message{ID: fmt.Sprint("id", i), Topic: []string{"", "a", "b"}[i%3], Tag: []string{"", "x"}[i%2], Body: []byte("body")})
+		require.NoError(f, err)
+	}
+	h, _, err := q.SendHalf(ctx, &Message{ID: "tx", Body: []byte("half")})
+	require.NoError(f, err)
+	require.NoError(f, h.Rollback(ctx))
+	_, _, err = q.SendHalf(ctx, &Message{ID: "tx2", Body: []byte("half")})
+	require.NoError(f, err)
+	c, err := q.Consumer("g", &ConsumerOptions{Topic: "a", MaxDeliveries: 1})
+	require.NoError(f, err)
+	for _, d := range receiveNow(f, c) {
+		require.NoError(f, d.Nack(0)) // dead letters, with their messages
+	}
+	require.NoError(f, q.Close())
+	seqs, err := checkpointFiles(fs, "/q")
+	require.NoError(f, err)
+	file, err := fs.ReadFile("/q/" + checkpointFileName(seqs[0]))
+	require.NoError(f, err)
+	f.Add(file)
+	f.Add([]byte(checkpointFileMagic))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) >= len(checkpointFileMagic)+4 {
+			b = binary.LittleEndian.AppendUint32(b[:len(b)-4:len(b)-4], crc32.Checksum(b[:len(b)-4], epochCRC))
+		}
+		sf, err := decodeState("fuzz", b)
+		if err != nil {
+			require.ErrorIs(t, err, ErrCorrupt)
+			return
+		}
+		require.NotNil(t, sf.index)
+	})
 }
