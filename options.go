@@ -238,6 +238,7 @@ type Options struct {
 
 	fs         vfs.FS           // tests: crashable or faulty file systems
 	now        func() time.Time // tests: fake clock
+	realClock  bool             // now is time.Now (set by withDefaults): Send reads it once for its latency and its records
 	leaseChunk uint64           // tests: seqs per durable lease extension
 	// tests: called by a transaction check before it reads the half it
 	// checks (a window for a Commit to race it)
@@ -370,7 +371,7 @@ func (o *Options) withDefaults() (Options, error) {
 		out.fs = vfs.OS
 	}
 	if out.now == nil {
-		out.now = time.Now
+		out.now, out.realClock = time.Now, true
 	}
 	if !out.slotEverySync && out.slotInterval == 0 && out.slotBytes == 0 {
 		out.slotInterval, out.slotBytes = defaultSlotInterval, defaultSlotBytes

@@ -570,7 +570,7 @@ func (p *Producer) enter() error {
 }
 
 func (p *Producer) newID() string {
-	return p.idPrefix + strconv.FormatUint(p.idCounter.Add(1), 36)
+	return makeID(p.idPrefix, p.idCounter.Add(1))
 }
 
 func (p *Producer) queue() *Queue {

@@ -219,20 +219,53 @@ func (x *topicIndex) add(topic, tag []byte, seq uint64, off int64, size int) {
 
 // add appends the message at seq to rs, extending its last run if extend.
 func (rs *runs) add(extend bool, seq uint64, off int64, size int) *runs {
-	if k := len(rs.list); extend && k > 0 {
-		last := &rs.list[k-1]
-		if last.first+uint64(last.n) == seq && uint64(last.bytes)+uint64(size) < 1<<32 && last.n < 1<<31 {
-			last.n++
-			last.bytes += uint32(size)
-			rs.total++
-			rs.bytes += uint64(size)
-			return rs
-		}
+	if extend && rs.extends(seq, size) {
+		rs.grow(size)
+		return rs
 	}
 	rs.list = append(rs.list, run{first: seq, cum: rs.total, off: off, n: 1, bytes: uint32(size)})
 	rs.total++
 	rs.bytes += uint64(size)
 	return rs
+}
+
+// extends says whether the message at seq, of size bytes, can join the last
+// run of rs (the caller knows it follows that run's last frame directly).
+func (rs *runs) extends(seq uint64, size int) bool {
+	k := len(rs.list)
+	if k == 0 {
+		return false
+	}
+	last := &rs.list[k-1]
+	return last.first+uint64(last.n) == seq && uint64(last.bytes)+uint64(size) < 1<<32 && last.n < 1<<31
+}
+
+// grow adds a message of size bytes to the last run of rs (extends said it
+// can).
+func (rs *runs) grow(size int) {
+	last := &rs.list[len(rs.list)-1]
+	last.n++
+	last.bytes += uint32(size)
+	rs.total++
+	rs.bytes += uint64(size)
+}
+
+// extendLast adds the message at seq, at off and of size bytes, to the runs
+// the last message went into, without looking its topic and tag up, if it
+// directly follows that message (next seq, next offset). The caller knows it
+// has the same topic and tag. It reports whether it did; if not, the caller
+// adds it with add.
+func (x *topicIndex) extendLast(seq uint64, off int64, size int) bool {
+	if x.lastAll == nil || seq != x.indexed+1 || off != x.lastEnd ||
+		!x.lastAll.extends(seq, size) || x.lastTag != nil && !x.lastTag.extends(seq, size) {
+		return false
+	}
+	x.lastAll.grow(size)
+	if x.lastTag != nil {
+		x.lastTag.grow(size)
+	}
+	x.indexed, x.lastEnd = seq, off+int64(size)
+	return true
 }
 
 // passed notes that the log took seqs up to last (records that are not
@@ -429,13 +462,22 @@ func (q *Queue) indexFrames(buf []byte, first uint64, n int, offsets []int64) {
 	x := q.topics
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	// The route of the message indexed last in this batch: a batch to one
+	// topic extends the same runs frame after frame, with no lookups.
+	var lastTopic, lastTag []byte
+	routed := false
 	for i, pos := 0, 0; i < n; i++ {
 		size := record.HeaderSize + int(binary.LittleEndian.Uint32(buf[pos:pos+4]))
 		frame := buf[pos : pos+size]
 		if record.Type(frame[9]) == record.TypeMessage && binary.LittleEndian.Uint16(frame[10:12]) == 0 {
 			// The payload was encoded by this process: it decodes.
 			topic, tag, _ := record.MessageRoute(frame[record.HeaderSize:])
-			x.add(topic, tag, first+uint64(i), offsets[i], size)
+			seq := first + uint64(i)
+			if !routed || string(topic) != string(lastTopic) || string(tag) != string(lastTag) ||
+				!x.extendLast(seq, offsets[i], size) {
+				x.add(topic, tag, seq, offsets[i], size)
+			}
+			lastTopic, lastTag, routed = topic, tag, true
 		}
 		pos += size
 	}

@@ -20,6 +20,7 @@
 //	BenchmarkHandoff/pair=bare-vs-raw|queue-vs-bare/blocks=written|fresh/size=1KiB/producers=1|16|64 (Linux only)
 //	BenchmarkHandoff/pair=bare-vs-raw/blocks=written|fresh/size=48B/producers=16             (Linux only)
 //	BenchmarkWarmup/producers=1|16|64|256                                   (Linux only)
+//	BenchmarkSendCPU/flush=async/producers=1|16  (process CPU per message)   (Linux only)
 //	BenchmarkRecycle/producers=1|64                                         (Linux only)
 //	BenchmarkInterleavedReplicate/pair=sync-p64|async-p64/follower=tmpfs|disk (Linux only)
 //	BenchmarkReplicate/repl=none/follower=none/producers=1|64
