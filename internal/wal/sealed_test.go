@@ -63,20 +63,7 @@ func TestOpenTrustsSealsAndReadersFindDamage(t *testing.T) {
 		// names.
 		damage func(t *testing.T, path string, offsets []int64, seqs []uint64) int
 	}{
-		{name: "flipped bit", damage: func(t *testing.T, path string, offsets []int64, seqs []uint64) int {
-			flipByte(t, path, offsets[3]+40)
-			return 3
-		}},
-		{name: "zeroed frames", damage: func(t *testing.T, path string, offsets []int64, seqs []uint64) int {
-			writeAt(t, path, offsets[2], make([]byte, offsets[4]-offsets[2]))
-			return 2
-		}},
-		{name: "valid frame with another seq", damage: func(t *testing.T, path string, offsets []int64, seqs []uint64) int {
-			// As a recycled file's earlier life would leave it: valid, and
-			// below the seq expected, so a reader must not skip it.
-			writeAt(t, path, offsets[3], frameOfSize(t, seqs[0]-5, offsets[4]-offsets[3]))
-			return 3
-		}},
+		frameDamages[0], frameDamages[1], frameDamages[2],
 		{name: "last two frames merged", damage: func(t *testing.T, path string, offsets []int64, seqs []uint64) int {
 			// One valid frame where the seal records two: the data ends
 			// at the sealed offset one seq short.
@@ -173,4 +160,31 @@ func TestReaderSeekIntoSealedSegmentChecksSeqs(t *testing.T) {
 	var ce *CorruptError
 	require.ErrorAs(t, err, &ce)
 	assert.Equal(t, offsets[3], ce.Offset)
+}
+
+// frameDamage changes the segment at path, whose frames start at offsets
+// and carry seqs, and returns the index of the frame ErrCorrupt names.
+type frameDamage = struct {
+	name   string
+	damage func(t *testing.T, path string, offsets []int64, seqs []uint64) int
+}
+
+// frameDamages are the damages readers must report in frames Open trusts
+// without reading them (a sealed segment's, or the last segment's below its
+// synced offset).
+var frameDamages = []frameDamage{
+	{name: "flipped bit", damage: func(t *testing.T, path string, offsets []int64, seqs []uint64) int {
+		flipByte(t, path, offsets[3]+40)
+		return 3
+	}},
+	{name: "zeroed frames", damage: func(t *testing.T, path string, offsets []int64, seqs []uint64) int {
+		writeAt(t, path, offsets[2], make([]byte, offsets[4]-offsets[2]))
+		return 2
+	}},
+	{name: "valid frame with another seq", damage: func(t *testing.T, path string, offsets []int64, seqs []uint64) int {
+		// As a recycled file's earlier life would leave it: valid, and
+		// below the seq expected, so a reader must not skip it.
+		writeAt(t, path, offsets[3], frameOfSize(t, seqs[0]-5, offsets[4]-offsets[3]))
+		return 3
+	}},
 }

@@ -170,26 +170,7 @@ func TestOpenReadsNoFrameBelowTheLastSegmentsSyncedOffset(t *testing.T) {
 // reader that reaches the frame gets ErrCorrupt naming the file and the
 // frame's offset, having returned every frame before it; Scan reports it.
 func TestDamageBelowTheLastSegmentsSyncedOffsetIsFoundByReaders(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		// damage changes the segment at path, whose frames below the synced
-		// offset start at offsets and carry seqs, and returns the index of
-		// the frame ErrCorrupt names.
-		damage func(t *testing.T, path string, offsets []int64, seqs []uint64) int
-	}{
-		{name: "flipped bit", damage: func(t *testing.T, path string, offsets []int64, seqs []uint64) int {
-			flipByte(t, path, offsets[3]+40)
-			return 3
-		}},
-		{name: "zeroed frames", damage: func(t *testing.T, path string, offsets []int64, seqs []uint64) int {
-			writeAt(t, path, offsets[2], make([]byte, offsets[4]-offsets[2]))
-			return 2
-		}},
-		{name: "valid frame with another seq", damage: func(t *testing.T, path string, offsets []int64, seqs []uint64) int {
-			writeAt(t, path, offsets[3], frameOfSize(t, seqs[0]-5, offsets[4]-offsets[3]))
-			return 3
-		}},
-	} {
+	for _, tc := range frameDamages {
 		for _, stop := range []string{"clean close", "kill"} {
 			t.Run(tc.name+"/"+stop, func(t *testing.T) {
 				dir := t.TempDir()
