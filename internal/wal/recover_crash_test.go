@@ -44,6 +44,13 @@ func trusting(opts Options, trust bool) Options {
 	return opts
 }
 
+// withAndWithoutTrust runs test as two subtests, with TrustSeals off and on.
+func withAndWithoutTrust(t *testing.T, test func(t *testing.T, trust bool)) {
+	for _, trust := range []bool{false, true} {
+		t.Run(fmt.Sprintf("TrustSeals=%v", trust), func(t *testing.T) { test(t, trust) })
+	}
+}
+
 // openAndAppend opens the log in fs, as a queue's Open does, appends and
 // syncs a frame (a queue's first record after recovery), and abandons it. It
 // returns the frame's seq once its Sync returned (0 before).
@@ -73,9 +80,7 @@ func openAndAppend(fs vfs.FS, trust bool) (synced uint64, err error) {
 // below the last segment's synced offset): the reader must then find every
 // synced frame, no damage among those Open did not read.
 func TestRecoveryCrashAtEveryOp(t *testing.T) {
-	for _, trust := range []bool{false, true} {
-		t.Run(fmt.Sprintf("TrustSeals=%v", trust), func(t *testing.T) { recoveryCrashAtEveryOp(t, trust) })
-	}
+	withAndWithoutTrust(t, recoveryCrashAtEveryOp)
 }
 
 func recoveryCrashAtEveryOp(t *testing.T, trust bool) {

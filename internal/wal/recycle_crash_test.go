@@ -95,9 +95,7 @@ func checkRecycledLog(t *testing.T, l *Log, synced, floor uint64, label string) 
 // file's earlier life. ZEROLOSS_CRASH_FULL tries every point of the workload
 // (two in three otherwise). Every Open runs with and without TrustSeals.
 func TestRecyclingCrashAtEveryOp(t *testing.T) {
-	for _, trust := range []bool{false, true} {
-		t.Run(fmt.Sprintf("TrustSeals=%v", trust), func(t *testing.T) { recyclingCrashAtEveryOp(t, trust) })
-	}
+	withAndWithoutTrust(t, recyclingCrashAtEveryOp)
 }
 
 func recyclingCrashAtEveryOp(t *testing.T, trust bool) {
@@ -155,9 +153,7 @@ func recyclingCrashAtEveryOp(t *testing.T, trust bool) {
 // operation of the workload, in every mode, and checks the log as
 // TestRecyclingCrashAtEveryOp does, with and without TrustSeals.
 func TestRecyclingPowerLossAtEveryOp(t *testing.T) {
-	for _, trust := range []bool{false, true} {
-		t.Run(fmt.Sprintf("TrustSeals=%v", trust), func(t *testing.T) { recyclingPowerLossAtEveryOp(t, trust) })
-	}
+	withAndWithoutTrust(t, recyclingPowerLossAtEveryOp)
 }
 
 func recyclingPowerLossAtEveryOp(t *testing.T, trust bool) {
